@@ -1,0 +1,176 @@
+// madoguchi/bot/bot.hpp: the bot — rules first, then retrieval, then a policy that answers,
+// asks to clarify, or hands off to a person with the whole context.
+//
+//   auto kb = madoguchi::bot::load_knowledge_file("shop.json");
+//   auto bot = madoguchi::bot::Bot::create(std::move(*kb));
+//   madoguchi::bot::Conversation conv;
+//   auto reply = (*bot)->respond(conv, "返品したいです");
+//
+// Thread-safety: a Bot is immutable once created; respond() and rank() may run on many
+// threads at once. A Conversation belongs to one visitor and is not synchronized: use it
+// from one thread at a time. To reload a knowledge base while answering, build a new Bot
+// and swap a std::shared_ptr<const Bot> (conversations keep working across the swap).
+#pragma once
+
+#include <madoguchi/bot/knowledge.hpp>
+#include <madoguchi/bot/text.hpp>
+#include <madoguchi/log.hpp>
+#include <madoguchi/status.hpp>
+
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace madoguchi::bot {
+inline namespace v1 {
+
+enum class Decision : int {
+  kAnswer = 0,    // answered with an entry
+  kReply = 1,     // a rule replied with its own text
+  kClarify = 2,   // asked which of a few entries the visitor means
+  kHandoff = 3,   // handed off to a person
+  kFallback = 4,  // said it does not know (hand-off disabled for out-of-scope questions)
+};
+std::string_view to_string(Decision d) noexcept;
+
+struct Candidate {
+  std::string entry_id;
+  double confidence = 0;  // calibrated, 0..1: comparable across knowledge bases
+  double score = 0;       // the model's raw score (logit)
+  double bm25 = 0;        // BM25 part of the score, normalized to 0..1
+};
+
+struct Triage {
+  double complexity = 0;  // 0..1: long, several questions, many failed turns
+  double severity = 0;    // 0..1: anger, urgency, money at stake
+  double effort = 0;      // 0..1: how hard the visitor has worked already (turns, repeats)
+  std::vector<std::string> signals;  // "anger:最悪", "money:refund", ...
+};
+
+struct Option {
+  std::string label;
+  std::string entry_id;
+};
+
+struct Turn {
+  std::string role;  // "visitor" or "bot"
+  std::string text;
+  std::string entry_id;  // what the bot answered with, if anything
+  Decision decision = Decision::kAnswer;
+};
+
+// Everything a person needs to take over: serialises to JSON for the hub and agents.
+struct HandoffPackage {
+  std::string reason;
+  std::string locale;
+  std::vector<Turn> transcript;
+  std::vector<Candidate> candidates;
+  std::vector<std::string> rules_fired;
+  Triage triage;
+  std::map<std::string, std::string, std::less<>> slots;
+  std::map<std::string, std::string, std::less<>> visitor;  // visitor attributes from the host
+  std::string to_json() const;
+};
+
+struct Explanation {
+  std::string normalized;
+  std::vector<Token> tokens;
+  std::vector<std::string> rules_checked;  // rules whose conditions were evaluated
+};
+
+struct Reply {
+  Decision decision = Decision::kFallback;
+  std::string text;      // what to show the visitor
+  std::string entry_id;  // kAnswer: the entry
+  std::string locale;
+  std::vector<Option> options;              // kClarify or a rule's ask
+  std::vector<Candidate> candidates;        // best first
+  std::vector<std::string> rules_fired;
+  std::vector<std::string> follow_ups;      // entry ids related to the answer
+  std::string reason;                       // why: "confident", "out of scope", "visitor asked for a person"
+  Triage triage;
+  Explanation explanation;
+  std::optional<HandoffPackage> handoff;    // kHandoff
+  std::string to_json() const;              // the whole reply as one JSON object
+};
+
+// One visitor's conversation with the bot: turns, slots, what was answered, failures.
+class Conversation {
+ public:
+  int turn() const noexcept { return visitor_turns_; }
+  const std::vector<Turn>& transcript() const noexcept { return transcript_; }
+  const std::string& previous_answer() const noexcept { return previous_answer_; }
+  int failed_turns() const noexcept { return failed_turns_; }
+  const std::string& locale() const noexcept { return locale_; }
+  void set_locale(std::string locale) { locale_ = std::move(locale); }  // overrides detection
+  std::map<std::string, std::string, std::less<>>& slots() noexcept { return slots_; }
+  const std::map<std::string, std::string, std::less<>>& slots() const noexcept { return slots_; }
+  std::map<std::string, std::string, std::less<>>& visitor() noexcept { return visitor_; }
+  const std::map<std::string, std::string, std::less<>>& visitor() const noexcept { return visitor_; }
+  bool handed_off() const noexcept { return handed_off_; }
+  // Back to the bot after a person handled it: failures are forgotten.
+  void hand_back() noexcept { handed_off_ = false; failed_turns_ = 0; }
+  // Records a turn said by someone else (an agent) so the transcript stays whole.
+  void add_turn(Turn turn) { transcript_.push_back(std::move(turn)); }
+
+ private:
+  friend class Bot;
+  std::vector<Turn> transcript_;
+  std::map<std::string, std::string, std::less<>> slots_;
+  std::map<std::string, std::string, std::less<>> visitor_;
+  std::string previous_answer_;
+  std::string locale_;
+  std::vector<std::string> pending_options_;  // entries offered by the last clarification
+  int visitor_turns_ = 0;
+  int failed_turns_ = 0;
+  bool handed_off_ = false;
+};
+
+struct BotOptions {
+  TextOptions text;  // MeCab dictionary; the KB's dictionary and synonyms are added
+  Logger logger;
+  std::size_t max_message_bytes = 16 * 1024;  // longer messages are cut at a character boundary
+};
+
+struct BotStats {
+  std::size_t entries = 0;
+  std::size_t questions = 0;
+  std::size_t terms = 0;
+  std::size_t features = 0;
+  std::size_t weights = 0;
+  std::size_t memory_bytes = 0;  // estimate of the index and model
+  double build_ms = 0;
+};
+
+class Bot {
+ public:
+  // Validates the knowledge base (validate_knowledge), builds the index and trains the model.
+  static Result<std::shared_ptr<const Bot>> create(KnowledgeBase kb, BotOptions options = {});
+  ~Bot();
+  Bot(const Bot&) = delete;
+  Bot& operator=(const Bot&) = delete;
+
+  // One visitor message in a conversation: rules, retrieval, policy. Updates `conv`.
+  // Errors: kInvalidArgument for invalid UTF-8 (an empty message gets a graceful reply).
+  Result<Reply> respond(Conversation& conv, std::string_view text) const;
+
+  // The top `k` entries for a text, without rules or policy.
+  Result<std::vector<Candidate>> rank(std::string_view text, std::size_t k = 5) const;
+
+  const KnowledgeBase& knowledge() const noexcept;
+  const TextPipeline& text() const noexcept;
+  BotStats stats() const noexcept;
+
+  struct Impl;
+
+ private:
+  explicit Bot(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace v1
+}  // namespace madoguchi::bot

@@ -1,0 +1,172 @@
+#include "kb/json_locate.hpp"
+
+#include <algorithm>
+#include <cctype>
+
+namespace madoguchi::bot::detail {
+namespace {
+
+class Checker {
+ public:
+  explicit Checker(std::string_view s) : s_(s) {}
+
+  bool run() {
+    ws();
+    if (!value(0)) return false;
+    ws();
+    if (i_ != s_.size()) return fail("unexpected text after the end of the JSON value");
+    return true;
+  }
+
+  std::size_t pos() const { return i_; }
+  const std::string& what() const { return what_; }
+
+ private:
+  bool fail(std::string what) {
+    what_ = std::move(what);
+    return false;
+  }
+  void ws() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\n' || s_[i_] == '\r' || s_[i_] == '\t')) ++i_;
+  }
+  bool literal(std::string_view word) {
+    if (s_.substr(i_, word.size()) != word) return fail("invalid literal (expected true, false or null)");
+    i_ += word.size();
+    return true;
+  }
+  bool string() {
+    ++i_;  // opening quote
+    while (i_ < s_.size()) {
+      char c = s_[i_];
+      if (c == '"') {
+        ++i_;
+        return true;
+      }
+      if (static_cast<unsigned char>(c) < 0x20) return fail("control character inside a string (escape it, e.g. \\n)");
+      if (c == '\\') {
+        ++i_;
+        if (i_ >= s_.size()) break;
+        char e = s_[i_];
+        if (e == 'u') {
+          for (int k = 1; k <= 4; ++k) {
+            if (i_ + static_cast<std::size_t>(k) >= s_.size() || !std::isxdigit(static_cast<unsigned char>(s_[i_ + static_cast<std::size_t>(k)]))) {
+              return fail("bad \\u escape (needs 4 hex digits)");
+            }
+          }
+          i_ += 4;
+        } else if (std::string_view("\"\\/bfnrt").find(e) == std::string_view::npos) {
+          return fail(std::string("unknown escape \\") + e);
+        }
+      }
+      ++i_;
+    }
+    return fail("unterminated string (missing closing \")");
+  }
+  bool number() {
+    std::size_t start = i_;
+    if (s_[i_] == '-') ++i_;
+    if (i_ >= s_.size() || !std::isdigit(static_cast<unsigned char>(s_[i_]))) return fail("invalid number");
+    while (i_ < s_.size() && (std::isdigit(static_cast<unsigned char>(s_[i_])) || s_[i_] == '.' ||
+                              s_[i_] == 'e' || s_[i_] == 'E' || s_[i_] == '+' || s_[i_] == '-')) {
+      ++i_;
+    }
+    return i_ > start;
+  }
+  bool value(int depth) {
+    if (depth > 512) return fail("nesting deeper than 512 levels");
+    if (i_ >= s_.size()) return fail("unexpected end of the text (a value is missing)");
+    char c = s_[i_];
+    switch (c) {
+      case '{': return object(depth);
+      case '[': return array(depth);
+      case '"': return string();
+      case 't': return literal("true");
+      case 'f': return literal("false");
+      case 'n': return literal("null");
+      default:
+        if (c == '-' || std::isdigit(static_cast<unsigned char>(c))) return number();
+        return fail(std::string("unexpected character '") + c + "' where a value should start");
+    }
+  }
+  bool object(int depth) {
+    ++i_;
+    ws();
+    if (i_ < s_.size() && s_[i_] == '}') {
+      ++i_;
+      return true;
+    }
+    while (true) {
+      ws();
+      if (i_ >= s_.size() || s_[i_] != '"') return fail("expected a \"key\" in the object (a trailing comma?)");
+      if (!string()) return false;
+      ws();
+      if (i_ >= s_.size() || s_[i_] != ':') return fail("expected ':' after the key");
+      ++i_;
+      ws();
+      if (!value(depth + 1)) return false;
+      ws();
+      if (i_ < s_.size() && s_[i_] == ',') {
+        ++i_;
+        continue;
+      }
+      if (i_ < s_.size() && s_[i_] == '}') {
+        ++i_;
+        return true;
+      }
+      return fail("expected ',' or '}' in the object (a missing comma?)");
+    }
+  }
+  bool array(int depth) {
+    ++i_;
+    ws();
+    if (i_ < s_.size() && s_[i_] == ']') {
+      ++i_;
+      return true;
+    }
+    while (true) {
+      ws();
+      if (i_ < s_.size() && s_[i_] == ']') return fail("trailing comma before ']'");
+      if (!value(depth + 1)) return false;
+      ws();
+      if (i_ < s_.size() && s_[i_] == ',') {
+        ++i_;
+        continue;
+      }
+      if (i_ < s_.size() && s_[i_] == ']') {
+        ++i_;
+        return true;
+      }
+      return fail("expected ',' or ']' in the array (a missing comma?)");
+    }
+  }
+
+  std::string_view s_;
+  std::size_t i_ = 0;
+  std::string what_;
+};
+
+}  // namespace
+
+std::size_t line_of_offset(std::string_view text, std::size_t offset) {
+  std::size_t line = 1;
+  for (std::size_t i = 0; i < offset && i < text.size(); ++i) {
+    if (text[i] == '\n') ++line;
+  }
+  return line;
+}
+
+JsonErrorLocation locate_json_error(std::string_view text) {
+  Checker c(text);
+  JsonErrorLocation loc;
+  if (c.run()) return loc;
+  loc.found = true;
+  std::size_t p = std::min(c.pos(), text.size());
+  loc.line = line_of_offset(text, p);
+  std::size_t line_start = text.rfind('\n', p == 0 ? 0 : p - 1);
+  line_start = (line_start == std::string_view::npos || p == 0) ? 0 : line_start + 1;
+  loc.column = p - line_start + 1;
+  loc.what = c.what();
+  return loc;
+}
+
+}  // namespace madoguchi::bot::detail

@@ -1,0 +1,350 @@
+// The CSV/TSV sheet format, file loading and validation of knowledge bases.
+#include <madoguchi/bot/knowledge.hpp>
+#include <madoguchi/bot/text.hpp>
+
+#include <unicode/regex.h>
+#include <unicode/unistr.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace madoguchi::bot {
+inline namespace v1 {
+
+const std::string* LocalizedText::get(std::string_view locale, std::string_view fallback) const {
+  if (by_locale.empty()) return nullptr;
+  if (auto it = by_locale.find(locale); it != by_locale.end()) return &it->second;
+  if (!fallback.empty()) {
+    if (auto it = by_locale.find(fallback); it != by_locale.end()) return &it->second;
+  }
+  if (auto it = by_locale.find(std::string_view()); it != by_locale.end()) return &it->second;
+  return &by_locale.begin()->second;
+}
+
+const Entry* KnowledgeBase::find(std::string_view id) const {
+  for (const auto& e : entries) {
+    if (e.id == id) return &e;
+  }
+  return nullptr;
+}
+
+namespace {
+
+// One RFC 4180 record: fields split by `delim`, "quoted" fields may hold delimiters,
+// doubled quotes and line breaks. `line` is advanced past the record's physical lines.
+Result<std::vector<std::string>> read_record(std::string_view text, std::size_t& pos, char delim,
+                                             std::size_t& line, const std::string& source) {
+  std::vector<std::string> fields;
+  std::string field;
+  bool quoted = false;
+  bool was_quoted = false;
+  std::size_t start_line = line;
+  while (pos < text.size()) {
+    char c = text[pos];
+    if (quoted) {
+      if (c == '"') {
+        if (pos + 1 < text.size() && text[pos + 1] == '"') {
+          field += '"';
+          pos += 2;
+          continue;
+        }
+        quoted = false;
+        ++pos;
+        continue;
+      }
+      if (c == '\n') ++line;
+      field += c;
+      ++pos;
+      continue;
+    }
+    if (c == '"') {
+      if (!field.empty()) {
+        return invalid_argument(source + ":" + std::to_string(line) +
+                                ": a quote inside an unquoted field (quote the whole field and double the "
+                                "quote: \"say \"\"hi\"\"\")");
+      }
+      quoted = true;
+      was_quoted = true;
+      ++pos;
+      continue;
+    }
+    if (c == delim) {
+      fields.push_back(std::move(field));
+      field.clear();
+      was_quoted = false;
+      ++pos;
+      continue;
+    }
+    if (c == '\r' && pos + 1 < text.size() && text[pos + 1] == '\n') {
+      ++pos;
+      continue;
+    }
+    if (c == '\n') {
+      ++pos;
+      ++line;
+      fields.push_back(std::move(field));
+      return fields;
+    }
+    field += c;
+    ++pos;
+  }
+  if (quoted) {
+    return invalid_argument(source + ":" + std::to_string(start_line) +
+                            ": a quoted field is never closed (missing \")");
+  }
+  (void)was_quoted;
+  fields.push_back(std::move(field));
+  ++line;
+  return fields;
+}
+
+std::string trim(std::string_view s) {
+  std::size_t b = 0, e = s.size();
+  while (b < e && (s[b] == ' ' || s[b] == '\t')) ++b;
+  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t')) --e;
+  return std::string(s.substr(b, e - b));
+}
+
+}  // namespace
+
+Result<KnowledgeBase> parse_knowledge_sheet(std::string_view text, std::string_view source_name,
+                                            char delimiter) {
+  std::string source(source_name.empty() ? "<string>" : source_name);
+  if (std::size_t bad = find_invalid_utf8(text); bad != std::string_view::npos) {
+    return invalid_argument(source + ": invalid UTF-8 at byte " + std::to_string(bad) +
+                            " (export the sheet as UTF-8)");
+  }
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);  // spreadsheet BOM
+  std::size_t pos = 0;
+  std::size_t line = 1;
+  MDG_ASSIGN_OR_RETURN(auto header, read_record(text, pos, delimiter, line, source));
+  int col_id = -1, col_question = -1, col_tags = -1, col_follow = -1;
+  std::vector<std::pair<int, std::string>> answer_cols;  // column -> locale
+  for (std::size_t c = 0; c < header.size(); ++c) {
+    std::string name = trim(header[c]);
+    int ci = static_cast<int>(c);
+    if (name == "id") col_id = ci;
+    else if (name == "question") col_question = ci;
+    else if (name == "tags") col_tags = ci;
+    else if (name == "follow_ups") col_follow = ci;
+    else if (name == "answer") answer_cols.emplace_back(ci, "");
+    else if (name.rfind("answer_", 0) == 0 && name.size() > 7) answer_cols.emplace_back(ci, name.substr(7));
+    else if (!name.empty()) {
+      return invalid_argument(source + ":1: unknown column \"" + name +
+                              "\" (known: id, question, answer, answer_<locale>, tags, follow_ups)");
+    }
+  }
+  if (col_id < 0 || col_question < 0 || answer_cols.empty()) {
+    return invalid_argument(source + ":1: the header needs the columns id, question and an answer column "
+                            "(answer_ja, answer_en or answer), e.g. \"id,question,answer_ja,answer_en,tags\"");
+  }
+
+  KnowledgeBase kb;
+  kb.source = source;
+  std::unordered_map<std::string, std::size_t> by_id;
+  std::string last_id;
+  while (pos < text.size()) {
+    std::size_t row_line = line;
+    MDG_ASSIGN_OR_RETURN(auto row, read_record(text, pos, delimiter, line, source));
+    bool blank = true;
+    for (const auto& f : row) blank = blank && trim(f).empty();
+    if (blank) continue;
+    if (row.size() > header.size()) {
+      return invalid_argument(source + ":" + std::to_string(row_line) + ": " + std::to_string(row.size()) +
+                              " fields but the header has " + std::to_string(header.size()) +
+                              " (quote fields that contain the delimiter)");
+    }
+    row.resize(header.size());
+    std::string id = trim(row[static_cast<std::size_t>(col_id)]);
+    if (id.empty()) id = last_id;  // a blank id continues the entry above
+    if (id.empty()) {
+      return invalid_argument(source + ":" + std::to_string(row_line) + ": the row has no id");
+    }
+    last_id = id;
+    auto [it, inserted] = by_id.emplace(id, kb.entries.size());
+    if (inserted) {
+      Entry e;
+      e.id = id;
+      e.source = source + ":" + std::to_string(row_line);
+      kb.entries.push_back(std::move(e));
+    }
+    Entry& entry = kb.entries[it->second];
+    std::string q = trim(row[static_cast<std::size_t>(col_question)]);
+    if (!q.empty()) entry.questions.push_back(std::move(q));
+    for (const auto& [col, locale] : answer_cols) {
+      std::string a = trim(row[static_cast<std::size_t>(col)]);
+      if (a.empty()) continue;
+      auto [ait, fresh] = entry.answer.by_locale.emplace(locale, a);
+      if (!fresh && ait->second != a) {
+        return invalid_argument(source + ":" + std::to_string(row_line) + ": entry '" + id +
+                                "' has a different answer_" + locale + " than on an earlier row (" +
+                                entry.source + "); keep one answer per entry");
+      }
+    }
+    auto split_list = [](std::string_view s, std::vector<std::string>& out) {
+      std::size_t start = 0;
+      while (start <= s.size()) {
+        std::size_t end = s.find(';', start);
+        if (end == std::string_view::npos) end = s.size();
+        std::string item = trim(s.substr(start, end - start));
+        if (!item.empty() && std::find(out.begin(), out.end(), item) == out.end()) out.push_back(item);
+        start = end + 1;
+      }
+    };
+    if (col_tags >= 0) split_list(row[static_cast<std::size_t>(col_tags)], entry.tags);
+    if (col_follow >= 0) split_list(row[static_cast<std::size_t>(col_follow)], entry.follow_ups);
+  }
+  if (kb.entries.empty()) {
+    return invalid_argument(source + ": the sheet has a header but no entries");
+  }
+  return kb;
+}
+
+Result<KnowledgeBase> load_knowledge_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return not_found(path + ": cannot open the knowledge base file (check the path)");
+  in.seekg(0, std::ios::end);
+  auto size = static_cast<std::size_t>(in.tellg());
+  constexpr std::size_t kMax = 256u << 20;
+  if (size > kMax) {
+    return resource_exhausted(path + ": the file is " + std::to_string(size >> 20) +
+                              " MiB; knowledge bases over 256 MiB are refused");
+  }
+  in.seekg(0);
+  std::string text(size, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(size));
+  if (!in) return unavailable(path + ": read error");
+  auto ends_with = [&](std::string_view suffix) {
+    return path.size() >= suffix.size() &&
+           std::equal(suffix.rbegin(), suffix.rend(), path.rbegin(),
+                      [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); });
+  };
+  if (ends_with(".csv")) return parse_knowledge_sheet(text, path, ',');
+  if (ends_with(".tsv")) return parse_knowledge_sheet(text, path, '\t');
+  if (ends_with(".json")) return parse_knowledge_json(text, path);
+  return invalid_argument(path + ": unknown knowledge base format; use .json, .csv or .tsv");
+}
+
+Status apply_setting(KnowledgeBase& kb, std::string_view key, std::string_view value) {
+  std::string v(value);
+  auto num = [&](double& out) -> Status {
+    char* end = nullptr;
+    double d = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end != '\0') return invalid_argument("setting " + std::string(key) + ": '" + v + "' is not a number");
+    out = d;
+    return Status::ok();
+  };
+  auto integer = [&](int& out) -> Status {
+    double d = 0;
+    MDG_RETURN_IF_ERROR(num(d));
+    out = static_cast<int>(d);
+    return Status::ok();
+  };
+  auto boolean = [&](bool& out) -> Status {
+    if (v == "true" || v == "1" || v == "on") out = true;
+    else if (v == "false" || v == "0" || v == "off") out = false;
+    else return invalid_argument("setting " + std::string(key) + ": '" + v + "' is not true/false");
+    return Status::ok();
+  };
+  auto& r = kb.ranking;
+  auto& p = kb.policy;
+  if (key == "ranking.k1") return num(r.k1);
+  if (key == "ranking.b") return num(r.b);
+  if (key == "ranking.question_weight") return num(r.question_weight);
+  if (key == "ranking.answer_weight") return num(r.answer_weight);
+  if (key == "ranking.classifier") return boolean(r.classifier);
+  if (key == "ranking.epochs") return integer(r.epochs);
+  if (key == "ranking.l2") return num(r.l2);
+  if (key == "ranking.learning_rate") return num(r.learning_rate);
+  if (key == "ranking.shortlist") return integer(r.shortlist);
+  if (key == "ranking.null_logit") return num(r.null_logit);
+  if (key == "policy.answer_threshold") return num(p.answer_threshold);
+  if (key == "policy.clarify_threshold") return num(p.clarify_threshold);
+  if (key == "policy.clarify_margin") return num(p.clarify_margin);
+  if (key == "policy.max_clarify_options") return integer(p.max_clarify_options);
+  if (key == "policy.max_failed_turns") return integer(p.max_failed_turns);
+  if (key == "policy.severity_handoff") return num(p.severity_handoff);
+  if (key == "policy.handoff_out_of_scope") return boolean(p.handoff_out_of_scope);
+  return invalid_argument("unknown setting '" + std::string(key) +
+                          "' (ranking.k1, ranking.b, ranking.question_weight, ranking.answer_weight, "
+                          "ranking.classifier, ranking.epochs, ranking.l2, ranking.learning_rate, "
+                          "ranking.shortlist, ranking.null_logit, policy.answer_threshold, "
+                          "policy.clarify_threshold, policy.clarify_margin, policy.max_clarify_options, "
+                          "policy.max_failed_turns, policy.severity_handoff, policy.handoff_out_of_scope)");
+}
+
+std::vector<Diagnostic> validate_knowledge(const KnowledgeBase& kb) {
+  std::vector<Diagnostic> out;
+  auto error = [&](std::string where, std::string message) {
+    out.push_back({Diagnostic::Severity::kError, std::move(where), std::move(message)});
+  };
+  std::unordered_set<std::string> ids;
+  for (const auto& e : kb.entries) {
+    if (!ids.insert(e.id).second) {
+      error(e.source, "duplicate id '" + e.id + "' (every entry needs its own id)");
+    }
+  }
+  for (const auto& e : kb.entries) {
+    if (e.questions.empty()) error(e.source, "entry '" + e.id + "' has no questions");
+    if (e.answer.empty()) error(e.source, "entry '" + e.id + "' has no answer");
+    for (std::size_t i = 0; i < e.questions.size(); ++i) {
+      const auto& q = e.questions[i];
+      bool blank = q.find_first_not_of(" \t\r\n") == std::string::npos;
+      if (blank) error(e.source, "question " + std::to_string(i + 1) + " is empty");
+    }
+    for (const auto& f : e.follow_ups) {
+      if (!ids.contains(f)) error(e.source, "follow-up '" + f + "' is not an entry id");
+    }
+  }
+  std::unordered_set<std::string> rule_ids;
+  for (const auto& r : kb.rules) {
+    if (!rule_ids.insert(r.id).second) error(r.source, "duplicate rule id '" + r.id + "'");
+    const auto& w = r.when;
+    if (w.any.empty() && w.all.empty() && w.regex.empty() && w.previous_answer.empty() &&
+        w.slots.empty() && !w.turn_min && !w.turn_max && w.locale.empty()) {
+      error(r.source, "\"when\" has no condition that selects messages (add any, all, regex, "
+                      "previous_answer, slots or turn)");
+    }
+    if (!w.regex.empty()) {
+      UErrorCode err = U_ZERO_ERROR;
+      UParseError perr{};
+      icu::UnicodeString pattern = icu::UnicodeString::fromUTF8(w.regex);
+      std::unique_ptr<icu::RegexPattern> p(icu::RegexPattern::compile(pattern, UREGEX_CASE_INSENSITIVE, perr, err));
+      if (U_FAILURE(err)) {
+        error(r.source, "regex \"" + w.regex + "\" does not compile: " + u_errorName(err) + " at offset " +
+                            std::to_string(perr.offset) + " (ICU regular expression syntax)");
+      }
+    }
+    if (!w.previous_answer.empty() && !ids.contains(w.previous_answer)) {
+      error(r.source, "previous_answer '" + w.previous_answer + "' is not an entry id");
+    }
+    if (w.turn_min && w.turn_max && *w.turn_min > *w.turn_max) {
+      error(r.source, "turn.min is greater than turn.max: the rule can never fire");
+    }
+    for (const auto& k : w.all) {
+      if (std::find(w.none.begin(), w.none.end(), k) != w.none.end()) {
+        error(r.source, "keyword '" + k + "' is in both \"all\" and \"none\": the rule can never fire");
+      }
+    }
+    const auto& t = r.then;
+    if (t.answer.empty() && t.reply.empty() && t.ask.empty() && !t.handoff && t.set_slots.empty()) {
+      error(r.source, "\"then\" does nothing (add answer, reply, ask, set_slots or handoff)");
+    }
+    if (!t.answer.empty() && !ids.contains(t.answer)) {
+      error(r.source, "answer '" + t.answer + "' is not an entry id");
+    }
+    if (!t.ask.empty() && t.options.empty()) error(r.source, "\"ask\" has no options");
+    for (const auto& o : t.options) {
+      if (!ids.contains(o.answer)) error(r.source, "ask option answer '" + o.answer + "' is not an entry id");
+    }
+  }
+  return out;
+}
+
+}  // namespace v1
+}  // namespace madoguchi::bot

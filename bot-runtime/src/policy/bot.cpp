@@ -1,0 +1,541 @@
+// The bot: rules, retrieval, triage and the answer / clarify / hand-off policy.
+#include <madoguchi/bot/bot.hpp>
+
+#include "policy/json_writer.hpp"
+#include "rank/index.hpp"
+#include "text/utf8.hpp"
+
+#include <unicode/regex.h>
+#include <unicode/unistr.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+namespace madoguchi::bot {
+inline namespace v1 {
+
+std::string_view to_string(Decision d) noexcept {
+  switch (d) {
+    case Decision::kAnswer: return "answer";
+    case Decision::kReply: return "reply";
+    case Decision::kClarify: return "clarify";
+    case Decision::kHandoff: return "handoff";
+    case Decision::kFallback: return "fallback";
+  }
+  return "?";
+}
+
+namespace {
+
+using detail::JsonWriter;
+
+struct CompiledRule {
+  const Rule* rule;
+  std::vector<std::string> any, all, none;  // normalized keywords
+  std::unique_ptr<icu::RegexPattern> regex;
+};
+
+struct Lexicon {
+  std::vector<std::string> anger, urgency, money, person;
+};
+
+const TriageLexicon& builtin_triage() {
+  static const TriageLexicon lex{
+      {"最悪", "ふざけ", "怒", "ムカつ", "むかつ", "腹立", "腹が立", "いい加減にして", "詐欺", "許せない",
+       "二度と", "ひどすぎ", "酷すぎ", "訴え", "angry", "furious", "ridiculous", "terrible service",
+       "worst", "unacceptable", "scam", "disgusting", "outrageous", "lawyer", "sue you", "wtf"},
+      {"至急", "大至急", "急ぎ", "今すぐ", "緊急", "今日中", "urgent", "asap", "immediately", "right now",
+       "emergency"},
+      {"二重", "返金", "請求", "引き落とし", "不正", "過剰", "支払ったのに", "払ったのに", "refund",
+       "charged twice", "double charge", "double charged", "overcharged", "unauthorized", "chargeback",
+       "money back"}};
+  return lex;
+}
+
+const std::vector<std::string>& builtin_person_request() {
+  static const std::vector<std::string> words = {
+      "担当者", "オペレーター", "オペレータ", "有人", "人と話", "人間と話", "スタッフと話", "人に代わ", "人につな",
+      "talk to a human", "speak to a human", "talk to a person", "speak to a person", "real person",
+      "human agent", "live agent", "talk to someone", "speak to someone", "customer service representative",
+      "talk to an agent", "speak to an agent", "operator"};
+  return words;
+}
+
+// Default texts in the bot's own voice, by locale.
+const Messages& builtin_messages() {
+  static const Messages m = [] {
+    Messages x;
+    x.clarify.by_locale = {{"ja", "次のどれについてのご質問でしょうか？"}, {"en", "Did you mean one of these?"}};
+    x.handoff.by_locale = {{"ja", "担当者におつなぎします。少々お待ちください。"},
+                           {"en", "Let me connect you with a member of our team. One moment, please."}};
+    x.fallback.by_locale = {{"ja", "申し訳ありません、その質問にはお答えできません。別の言い方でお試しください。"},
+                            {"en", "Sorry, I don't know the answer to that. Could you put it another way?"}};
+    return x;
+  }();
+  return m;
+}
+
+const std::string& say(const LocalizedText& kb_text, const LocalizedText& builtin, std::string_view locale,
+                       std::string_view fallback_locale) {
+  static const std::string empty;
+  if (const auto* s = kb_text.get(locale, fallback_locale)) return *s;
+  if (const auto* s = builtin.get(locale, "en")) return *s;
+  return empty;
+}
+
+}  // namespace
+
+struct Bot::Impl {
+  KnowledgeBase kb;
+  BotOptions options;
+  std::shared_ptr<const TextPipeline> text;
+  std::unique_ptr<detail::Index> index;
+  std::vector<CompiledRule> rules;  // priority order
+  Lexicon lexicon;
+  std::vector<std::string> entry_titles_ja, entry_titles_en;  // a question to show as an option
+  double build_ms = 0;
+
+  bool rule_matches(const CompiledRule& r, const Analysis& a, const Conversation& conv) const;
+  Triage triage(const Analysis& a, const Conversation& conv, std::string_view raw) const;
+  const std::string& title(std::uint32_t entry, std::string_view locale) const {
+    const auto& ja = entry_titles_ja[entry];
+    const auto& en = entry_titles_en[entry];
+    if (locale == "ja") return ja.empty() ? en : ja;
+    return en.empty() ? ja : en;
+  }
+  std::vector<Candidate> to_candidates(const std::vector<detail::Ranked>& ranked) const {
+    std::vector<Candidate> out;
+    out.reserve(ranked.size());
+    for (const auto& r : ranked) {
+      out.push_back({kb.entries[r.entry].id, static_cast<double>(r.p), static_cast<double>(r.z),
+                     static_cast<double>(r.bm25)});
+    }
+    return out;
+  }
+};
+
+Bot::Bot(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Bot::~Bot() = default;
+
+const KnowledgeBase& Bot::knowledge() const noexcept { return impl_->kb; }
+const TextPipeline& Bot::text() const noexcept { return *impl_->text; }
+
+BotStats Bot::stats() const noexcept {
+  BotStats s;
+  s.entries = impl_->kb.entries.size();
+  s.questions = impl_->index->questions();
+  s.terms = impl_->index->terms();
+  s.features = impl_->index->features();
+  s.weights = impl_->index->weights();
+  s.memory_bytes = impl_->index->memory_bytes();
+  s.build_ms = impl_->build_ms;
+  return s;
+}
+
+Result<std::shared_ptr<const Bot>> Bot::create(KnowledgeBase kb, BotOptions options) {
+  auto start = std::chrono::steady_clock::now();
+  for (const auto& d : validate_knowledge(kb)) {
+    if (d.severity == Diagnostic::Severity::kError) return invalid_argument(d.where + ": " + d.message);
+  }
+  if (kb.entries.empty()) return invalid_argument(kb.source + ": the knowledge base has no entries");
+
+  auto impl = std::make_unique<Impl>();
+  TextOptions text_options = options.text;
+  text_options.user_terms.insert(text_options.user_terms.end(), kb.dictionary.begin(), kb.dictionary.end());
+  text_options.synonyms.insert(text_options.synonyms.end(), kb.synonyms.begin(), kb.synonyms.end());
+  MDG_ASSIGN_OR_RETURN(impl->text, TextPipeline::create(std::move(text_options)));
+  impl->kb = std::move(kb);
+  impl->options = std::move(options);
+  const KnowledgeBase& k = impl->kb;
+  MDG_ASSIGN_OR_RETURN(impl->index, detail::Index::build(k, *impl->text, k.ranking));
+
+  auto norm_all = [&](const std::vector<std::string>& words, std::vector<std::string>& out) -> Status {
+    for (const auto& w : words) {
+      MDG_ASSIGN_OR_RETURN(auto a, impl->text->analyze(w));
+      if (!a.normalized.empty()) out.push_back(std::move(a.normalized));
+    }
+    return Status::ok();
+  };
+  // Rules in priority order; equal priorities keep file order.
+  std::vector<const Rule*> order;
+  for (const auto& r : k.rules) {
+    if (r.enabled) order.push_back(&r);
+  }
+  std::stable_sort(order.begin(), order.end(), [](const Rule* a, const Rule* b) { return a->priority > b->priority; });
+  for (const Rule* r : order) {
+    CompiledRule cr{r, {}, {}, {}, nullptr};
+    MDG_RETURN_IF_ERROR(norm_all(r->when.any, cr.any));
+    MDG_RETURN_IF_ERROR(norm_all(r->when.all, cr.all));
+    MDG_RETURN_IF_ERROR(norm_all(r->when.none, cr.none));
+    if (!r->when.regex.empty()) {
+      UErrorCode err = U_ZERO_ERROR;
+      UParseError perr{};
+      cr.regex.reset(icu::RegexPattern::compile(icu::UnicodeString::fromUTF8(r->when.regex),
+                                                UREGEX_CASE_INSENSITIVE, perr, err));
+      if (U_FAILURE(err)) {
+        return invalid_argument(r->source + ": regex \"" + r->when.regex + "\" does not compile: " +
+                                u_errorName(err) + " at offset " + std::to_string(perr.offset));
+      }
+    }
+    impl->rules.push_back(std::move(cr));
+  }
+  const TriageLexicon& bt = builtin_triage();
+  MDG_RETURN_IF_ERROR(norm_all(bt.anger, impl->lexicon.anger));
+  MDG_RETURN_IF_ERROR(norm_all(bt.urgency, impl->lexicon.urgency));
+  MDG_RETURN_IF_ERROR(norm_all(bt.money, impl->lexicon.money));
+  MDG_RETURN_IF_ERROR(norm_all(k.triage.anger, impl->lexicon.anger));
+  MDG_RETURN_IF_ERROR(norm_all(k.triage.urgency, impl->lexicon.urgency));
+  MDG_RETURN_IF_ERROR(norm_all(k.triage.money, impl->lexicon.money));
+  MDG_RETURN_IF_ERROR(norm_all(builtin_person_request(), impl->lexicon.person));
+
+  for (const auto& e : k.entries) {
+    std::string ja, en;
+    for (const auto& q : e.questions) {
+      auto& slot = TextPipeline::detect_locale(q) == "ja" ? ja : en;
+      if (slot.empty()) slot = q;
+    }
+    impl->entry_titles_ja.push_back(std::move(ja));
+    impl->entry_titles_en.push_back(std::move(en));
+  }
+  impl->build_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  impl->options.logger.log(LogLevel::kInfo, "bot '" + k.name + "' ready: " + std::to_string(k.entries.size()) +
+                                                " entries, " + std::to_string(impl->rules.size()) + " rules");
+  return std::shared_ptr<const Bot>(new Bot(std::move(impl)));
+}
+
+bool Bot::Impl::rule_matches(const CompiledRule& r, const Analysis& a, const Conversation& conv) const {
+  const RuleCondition& w = r.rule->when;
+  const std::string& s = a.normalized;
+  if (!w.locale.empty() && w.locale != a.locale) return false;
+  if (!w.previous_answer.empty() && w.previous_answer != conv.previous_answer()) return false;
+  int turn = conv.turn() + 1;
+  if (w.turn_min && turn < *w.turn_min) return false;
+  if (w.turn_max && turn > *w.turn_max) return false;
+  for (const auto& [slot, value] : w.slots) {
+    auto it = conv.slots().find(slot);
+    if (it == conv.slots().end()) return false;
+    if (value != "*" && it->second != value) return false;
+  }
+  if (!r.any.empty() &&
+      std::none_of(r.any.begin(), r.any.end(), [&](const std::string& k) { return detail::contains_term(s, k); })) {
+    return false;
+  }
+  for (const auto& k : r.all) {
+    if (!detail::contains_term(s, k)) return false;
+  }
+  for (const auto& k : r.none) {
+    if (detail::contains_term(s, k)) return false;
+  }
+  if (r.regex) {
+    UErrorCode err = U_ZERO_ERROR;
+    icu::UnicodeString input = icu::UnicodeString::fromUTF8(s);
+    std::unique_ptr<icu::RegexMatcher> m(r.regex->matcher(input, err));
+    if (U_FAILURE(err) || !m->find(err) || U_FAILURE(err)) return false;
+  }
+  return true;
+}
+
+Triage Bot::Impl::triage(const Analysis& a, const Conversation& conv, std::string_view raw) const {
+  Triage t;
+  const std::string& s = a.normalized;
+  auto hits = [&](const std::vector<std::string>& words, const char* kind) {
+    int n = 0;
+    for (const auto& w : words) {
+      if (detail::contains_term(s, w)) {
+        t.signals.push_back(std::string(kind) + ":" + w);
+        ++n;
+      }
+    }
+    return n;
+  };
+  int anger = hits(lexicon.anger, "anger");
+  int urgency = hits(lexicon.urgency, "urgency");
+  int money = hits(lexicon.money, "money");
+  std::size_t bangs = std::count(raw.begin(), raw.end(), '!') +
+                      (std::count(s.begin(), s.end(), '!') > 2 ? 1 : 0);
+  double severity = (anger ? 0.6 : 0.0) + (anger > 1 ? 0.1 : 0.0) + (urgency ? 0.3 : 0.0) + (money ? 0.3 : 0.0) +
+                    (bangs >= 3 ? 0.1 : 0.0);
+  t.severity = std::min(1.0, severity);
+
+  std::size_t questions = static_cast<std::size_t>(std::count(s.begin(), s.end(), '?'));
+  std::size_t sentences = 0;
+  for (std::size_t i = 0; i < s.size();) {
+    char32_t c = detail::next_code_point(s, i);
+    if (c == U'。' || c == '.' || c == '?' || c == '!') ++sentences;
+  }
+  double length = static_cast<double>(s.size()) / 400.0;
+  t.complexity = std::min(1.0, length + 0.15 * static_cast<double>(sentences > 1 ? sentences - 1 : 0) +
+                                   (questions > 1 ? 0.2 : 0.0) + 0.15 * conv.failed_turns());
+  bool repeated = false;
+  for (const auto& turn : conv.transcript()) {
+    if (turn.role == "visitor" && turn.text == raw) repeated = true;
+  }
+  t.effort = std::min(1.0, 0.35 * conv.failed_turns() + 0.05 * conv.turn() + (repeated ? 0.3 : 0.0));
+  return t;
+}
+
+Result<std::vector<Candidate>> Bot::rank(std::string_view text, std::size_t k) const {
+  MDG_ASSIGN_OR_RETURN(auto a, impl_->text->analyze(text));
+  return impl_->to_candidates(impl_->index->rank(a, k));
+}
+
+Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
+  const Impl& im = *impl_;
+  const KnowledgeBase& kb = im.kb;
+  const PolicySettings& policy = kb.policy;
+  if (std::size_t bad = find_invalid_utf8(text); bad != std::string_view::npos) {
+    return invalid_argument("message: invalid UTF-8 at byte " + std::to_string(bad) + " (send UTF-8 text)");
+  }
+  // Cut very long messages at a character boundary: a 1 MB paste still gets an answer.
+  std::string_view raw = text;
+  bool truncated = false;
+  if (raw.size() > im.options.max_message_bytes) {
+    std::size_t cut = im.options.max_message_bytes;
+    while (cut > 0 && (static_cast<unsigned char>(raw[cut]) & 0xC0) == 0x80) --cut;
+    raw = raw.substr(0, cut);
+    truncated = true;
+  }
+  MDG_ASSIGN_OR_RETURN(Analysis a, im.text->analyze(raw));
+
+  Reply reply;
+  reply.locale = conv.locale().empty() ? a.locale : conv.locale();
+  if (a.normalized.empty()) reply.locale = kb.default_locale;
+  const std::string& loc = reply.locale;
+  const std::string& fallback_locale = kb.default_locale;
+  reply.explanation.normalized = a.normalized;
+  reply.explanation.tokens = a.tokens;
+  reply.triage = im.triage(a, conv, raw);
+
+  auto finish = [&](Reply& r) -> Reply {
+    conv.transcript_.push_back({"visitor", std::string(raw), "", r.decision});
+    ++conv.visitor_turns_;
+    bool failed = r.decision == Decision::kFallback || r.decision == Decision::kClarify;
+    conv.failed_turns_ = failed ? conv.failed_turns_ + 1 : (r.decision == Decision::kHandoff ? conv.failed_turns_ : 0);
+    conv.previous_answer_ = r.decision == Decision::kAnswer ? r.entry_id : std::string();
+    conv.pending_options_.clear();
+    if (r.decision == Decision::kClarify) {
+      for (const auto& o : r.options) conv.pending_options_.push_back(o.entry_id);
+    }
+    conv.transcript_.push_back({"bot", r.text, r.entry_id, r.decision});
+    if (r.decision == Decision::kHandoff) {
+      conv.handed_off_ = true;
+      HandoffPackage p;
+      p.reason = r.reason;
+      p.locale = r.locale;
+      p.transcript = conv.transcript_;
+      p.candidates = r.candidates;
+      p.rules_fired = r.rules_fired;
+      p.triage = r.triage;
+      p.slots = conv.slots_;
+      p.visitor = conv.visitor_;
+      r.handoff = std::move(p);
+    }
+    return std::move(r);
+  };
+  auto answer_with = [&](const std::string& entry_id, std::string reason) {
+    const Entry* e = kb.find(entry_id);
+    reply.decision = Decision::kAnswer;
+    reply.entry_id = entry_id;
+    const std::string* t = e ? e->answer.get(loc, fallback_locale) : nullptr;
+    reply.text = t ? *t : std::string();
+    if (e) reply.follow_ups = e->follow_ups;
+    reply.reason = std::move(reason);
+  };
+  auto hand_off = [&](std::string reason) {
+    reply.decision = Decision::kHandoff;
+    reply.text = say(kb.messages.handoff, builtin_messages().handoff, loc, fallback_locale);
+    reply.reason = std::move(reason);
+  };
+
+  if (a.normalized.empty()) {
+    reply.decision = Decision::kFallback;
+    reply.reason = "empty message";
+    reply.text = loc == "ja" ? "ご質問を入力してください。" : "Please type your question.";
+    return finish(reply);
+  }
+
+  // A reply to a clarification: "1", "2" or the option's text picks the entry.
+  if (!conv.pending_options_.empty()) {
+    const std::string& s = a.normalized;
+    for (std::size_t i = 0; i < conv.pending_options_.size(); ++i) {
+      std::uint32_t idx = 0;
+      for (; idx < kb.entries.size() && kb.entries[idx].id != conv.pending_options_[i]; ++idx) {
+      }
+      bool by_number = s == std::to_string(i + 1);
+      bool by_title = idx < kb.entries.size() && s == im.text->normalize(im.title(idx, loc)).value();
+      if (by_number || by_title) {
+        answer_with(conv.pending_options_[i], "chosen from the clarification");
+        return finish(reply);
+      }
+    }
+  }
+
+  // Rules, highest priority first. A rule that only sets slots lets later rules run.
+  for (const auto& cr : im.rules) {
+    reply.explanation.rules_checked.push_back(cr.rule->id);
+    if (!im.rule_matches(cr, a, conv)) continue;
+    const RuleAction& act = cr.rule->then;
+    reply.rules_fired.push_back(cr.rule->id);
+    for (const auto& [k, v] : act.set_slots) conv.slots_[k] = v;
+    if (act.handoff) {
+      if (!act.reply.empty()) {
+        reply.decision = Decision::kHandoff;
+        reply.reason = *act.handoff;
+        reply.text = *act.reply.get(loc, fallback_locale);
+      } else {
+        hand_off(*act.handoff);
+      }
+      return finish(reply);
+    }
+    if (!act.answer.empty()) {
+      answer_with(act.answer, "rule " + cr.rule->id);
+      return finish(reply);
+    }
+    if (!act.ask.empty()) {
+      reply.decision = Decision::kClarify;
+      reply.reason = "rule " + cr.rule->id;
+      reply.text = *act.ask.get(loc, fallback_locale);
+      for (const auto& o : act.options) reply.options.push_back({*o.label.get(loc, fallback_locale), o.answer});
+      return finish(reply);
+    }
+    if (!act.reply.empty()) {
+      reply.decision = Decision::kReply;
+      reply.reason = "rule " + cr.rule->id;
+      reply.text = *act.reply.get(loc, fallback_locale);
+      return finish(reply);
+    }
+  }
+
+  // Retrieval.
+  auto ranked = im.index->rank(a, 5);
+  reply.candidates = im.to_candidates(ranked);
+
+  // Built-in hand-off triggers: an explicit request for a person, high severity.
+  for (const auto& w : im.lexicon.person) {
+    if (detail::contains_term(a.normalized, w)) {
+      hand_off("visitor asked for a person");
+      return finish(reply);
+    }
+  }
+  if (reply.triage.severity >= policy.severity_handoff) {
+    std::string why = "high severity";
+    for (const auto& sig : reply.triage.signals) why += (why.back() == 'y' ? " (" : ", ") + sig;
+    if (!reply.triage.signals.empty()) why += ")";
+    hand_off(why);
+    return finish(reply);
+  }
+
+  double p1 = ranked.empty() ? 0.0 : ranked[0].p;
+  double p2 = ranked.size() > 1 ? ranked[1].p : 0.0;
+  if (p1 >= policy.answer_threshold && (p1 - p2 >= policy.clarify_margin || p2 < policy.clarify_threshold)) {
+    answer_with(kb.entries[ranked[0].entry].id, "confident");
+  } else if (p1 >= policy.clarify_threshold) {
+    reply.decision = Decision::kClarify;
+    reply.reason = p1 >= policy.answer_threshold ? "close candidates" : "not sure";
+    reply.text = say(kb.messages.clarify, builtin_messages().clarify, loc, fallback_locale);
+    for (const auto& r : ranked) {
+      if (static_cast<int>(reply.options.size()) >= std::max(1, policy.max_clarify_options)) break;
+      if (r.p < policy.clarify_threshold * 0.5 && !reply.options.empty()) break;
+      reply.options.push_back({im.title(r.entry, loc), kb.entries[r.entry].id});
+    }
+  } else if (policy.handoff_out_of_scope) {
+    hand_off("out of scope");
+  } else {
+    reply.decision = Decision::kFallback;
+    reply.reason = "out of scope";
+    reply.text = say(kb.messages.fallback, builtin_messages().fallback, loc, fallback_locale);
+  }
+  if ((reply.decision == Decision::kFallback || reply.decision == Decision::kClarify) &&
+      conv.failed_turns_ + 1 >= policy.max_failed_turns && policy.max_failed_turns > 0) {
+    hand_off(std::to_string(policy.max_failed_turns) + " failed turns in a row");
+  }
+  if (truncated) reply.reason += " (message cut to " + std::to_string(im.options.max_message_bytes) + " bytes)";
+  return finish(reply);
+}
+
+namespace {
+
+void write_candidates(JsonWriter& w, const std::vector<Candidate>& cands) {
+  w.key("candidates").begin_array();
+  for (const auto& c : cands) {
+    w.begin_object().field("entry", c.entry_id).field("confidence", c.confidence).field("score", c.score)
+        .field("bm25", c.bm25).end_object();
+  }
+  w.end_array();
+}
+
+void write_strings(JsonWriter& w, std::string_view key, const std::vector<std::string>& v) {
+  w.key(key).begin_array();
+  for (const auto& s : v) w.value(s);
+  w.end_array();
+}
+
+void write_map(JsonWriter& w, std::string_view key, const std::map<std::string, std::string, std::less<>>& m) {
+  w.key(key).begin_object();
+  for (const auto& [k, v] : m) w.field(k, v);
+  w.end_object();
+}
+
+void write_triage(JsonWriter& w, const Triage& t) {
+  w.key("triage").begin_object().field("complexity", t.complexity).field("severity", t.severity)
+      .field("effort", t.effort);
+  write_strings(w, "signals", t.signals);
+  w.end_object();
+}
+
+void write_package(JsonWriter& w, const HandoffPackage& p) {
+  w.begin_object().field("reason", p.reason).field("locale", p.locale);
+  w.key("transcript").begin_array();
+  for (const auto& t : p.transcript) {
+    w.begin_object().field("role", t.role).field("text", t.text);
+    if (!t.entry_id.empty()) w.field("entry", t.entry_id);
+    w.field("decision", to_string(t.decision)).end_object();
+  }
+  w.end_array();
+  write_candidates(w, p.candidates);
+  write_strings(w, "rules_fired", p.rules_fired);
+  write_triage(w, p.triage);
+  write_map(w, "slots", p.slots);
+  write_map(w, "visitor", p.visitor);
+  w.end_object();
+}
+
+}  // namespace
+
+std::string HandoffPackage::to_json() const {
+  JsonWriter w;
+  write_package(w, *this);
+  return w.take();
+}
+
+std::string Reply::to_json() const {
+  JsonWriter w;
+  w.begin_object().field("decision", to_string(decision)).field("text", text);
+  if (!entry_id.empty()) w.field("entry", entry_id);
+  w.field("locale", locale).field("reason", reason);
+  w.key("options").begin_array();
+  for (const auto& o : options) w.begin_object().field("label", o.label).field("entry", o.entry_id).end_object();
+  w.end_array();
+  write_candidates(w, candidates);
+  write_strings(w, "rules_fired", rules_fired);
+  write_strings(w, "follow_ups", follow_ups);
+  write_triage(w, triage);
+  w.key("tokens").begin_array();
+  for (const auto& t : explanation.tokens) {
+    w.begin_object().field("text", t.text).field("content", t.content);
+    w.field("kind", t.kind == TokenKind::kUserTerm ? "user_term" : t.kind == TokenKind::kUnknown ? "unknown" : "word");
+    w.end_object();
+  }
+  w.end_array();
+  w.field("normalized", explanation.normalized);
+  if (handoff) {
+    w.key("handoff");
+    write_package(w, *handoff);
+  }
+  w.end_object();
+  return w.take();
+}
+
+}  // namespace v1
+}  // namespace madoguchi::bot

@@ -1,0 +1,81 @@
+#include "rank/features.hpp"
+
+#include "text/utf8.hpp"
+
+namespace madoguchi::bot::detail {
+namespace {
+
+// Appends the character n-grams of `text` (code points) to `sink`.
+template <typename Sink>
+void char_ngrams(std::string_view text, std::size_t n, Sink&& sink) {
+  std::vector<std::size_t> starts;
+  for (std::size_t i = 0; i < text.size();) {
+    starts.push_back(i);
+    next_code_point(text, i);
+  }
+  starts.push_back(text.size());
+  std::size_t count = starts.size() - 1;
+  if (count < n) {
+    if (count > 0) sink(text);
+    return;
+  }
+  for (std::size_t i = 0; i + n <= count; ++i) {
+    sink(text.substr(starts[i], starts[i + n] - starts[i]));
+  }
+}
+
+}  // namespace
+
+void bm25_terms(const Analysis& a, std::vector<std::string>& out) {
+  for (const auto& t : a.tokens) {
+    if (!t.content) continue;
+    out.push_back(t.text);
+    if (t.kind == TokenKind::kUnknown) {
+      // MeCab does not know the word: its character bigrams let a partial spelling match.
+      char_ngrams(t.text, 2, [&](std::string_view g) {
+        if (g.size() < t.text.size()) out.push_back("#" + std::string(g));
+      });
+    }
+  }
+}
+
+void model_features(const Analysis& a, std::vector<WeightedKey>& out) {
+  const auto& toks = a.tokens;
+  for (std::size_t i = 0; i < toks.size(); ++i) {
+    const auto& t = toks[i];
+    if (t.content) out.push_back({feature_key('w', t.text), 1.0f});
+    if (i + 1 < toks.size()) {
+      std::string bigram = t.text;
+      bigram += ' ';
+      bigram += toks[i + 1].text;
+      out.push_back({feature_key('b', bigram), 0.8f});
+    }
+  }
+  // Character n-grams: 2-grams of Japanese text (spelling variants, segmentation errors),
+  // 4-grams of English content words with boundary marks (morphology, typos).
+  const std::string& s = a.normalized;
+  std::string run;
+  auto flush_run = [&]() {
+    if (!run.empty()) {
+      char_ngrams(run, 2, [&](std::string_view g) { out.push_back({feature_key('j', g), 0.5f}); });
+      run.clear();
+    }
+  };
+  for (std::size_t i = 0; i < s.size();) {
+    std::size_t start = i;
+    char32_t c = next_code_point(s, i);
+    if (is_japanese(c) || c == 0x30FC) {
+      run.append(s, start, i - start);
+    } else {
+      flush_run();
+    }
+  }
+  flush_run();
+  for (const auto& t : toks) {
+    if (!t.content || t.kind == TokenKind::kUnknown || !is_ascii(t.text) || t.text.size() < 3) continue;
+    std::string padded = "<" + t.text + ">";
+    char_ngrams(padded, 4, [&](std::string_view g) { out.push_back({feature_key('c', g), 0.4f}); });
+  }
+}
+
+}  // namespace madoguchi::bot::detail

@@ -1,0 +1,395 @@
+#include "rank/index.hpp"
+
+#include "rank/features.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+namespace madoguchi::bot::detail {
+namespace {
+
+RankingSettings clamped(RankingSettings s) {
+  s.k1 = std::clamp(s.k1, 0.0, 3.0);
+  s.b = std::clamp(s.b, 0.0, 1.0);
+  s.question_weight = std::clamp(s.question_weight, 0.0, 10.0);
+  s.answer_weight = std::clamp(s.answer_weight, 0.0, 10.0);
+  s.epochs = std::clamp(s.epochs, 1, 50);
+  s.l2 = std::clamp(s.l2, 0.0, 1.0);
+  s.learning_rate = std::clamp(s.learning_rate, 1e-4, 5.0);
+  s.shortlist = std::clamp(s.shortlist, 2, 200);
+  s.null_logit = std::clamp(s.null_logit, -20.0, 20.0);
+  return s;
+}
+
+float bm25_idf(std::size_t n_docs, std::size_t df) {
+  double n = static_cast<double>(n_docs), d = static_cast<double>(df);
+  return static_cast<float>(std::log(1.0 + (n - d + 0.5) / (d + 0.5)));
+}
+
+// A training example: one question of one entry.
+struct Example {
+  std::uint32_t entry;
+  std::uint32_t doc;
+  std::vector<std::pair<std::uint32_t, float>> features;
+  std::vector<std::pair<std::uint32_t, float>> bm25;  // leave-one-out shortlist
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextPipeline& text,
+                                            const RankingSettings& settings) {
+  auto index = std::unique_ptr<Index>(new Index());
+  Index& ix = *index;
+  ix.settings_ = clamped(settings);
+  ix.entry_count_ = kb.entries.size();
+
+  std::vector<Analysis> analyses;  // question docs, kept for training
+  std::vector<std::string> terms;
+  auto term_id = [&ix](const std::string& t) {
+    auto [it, inserted] = ix.term_ids_.emplace(t, static_cast<std::uint32_t>(ix.term_ids_.size()));
+    if (inserted) {
+      ix.questions_.postings.emplace_back();
+      ix.answers_.postings.emplace_back();
+    }
+    return it->second;
+  };
+  auto add_doc = [&](Field& field, std::uint32_t doc, const std::vector<std::string>& doc_terms) {
+    std::unordered_map<std::uint32_t, float> tf;
+    for (const auto& t : doc_terms) tf[term_id(t)] += 1.0f;
+    std::vector<std::pair<std::uint32_t, float>> sorted(tf.begin(), tf.end());
+    std::sort(sorted.begin(), sorted.end());
+    for (const auto& [tid, f] : sorted) field.postings[tid].push_back({doc, f});
+    field.doc_len.push_back(static_cast<float>(doc_terms.size()));
+  };
+
+  for (std::uint32_t e = 0; e < kb.entries.size(); ++e) {
+    const Entry& entry = kb.entries[e];
+    for (const auto& q : entry.questions) {
+      auto a = text.analyze(q);
+      if (!a) return invalid_argument(entry.source + ": question \"" + q + "\": " + a.status().message());
+      terms.clear();
+      bm25_terms(*a, terms);
+      auto doc = static_cast<std::uint32_t>(ix.doc_entry_.size());
+      add_doc(ix.questions_, doc, terms);
+      ix.doc_entry_.push_back(e);
+      analyses.push_back(std::move(*a));
+    }
+    terms.clear();
+    for (const auto& [locale, answer] : entry.answer.by_locale) {
+      auto a = text.analyze(answer);
+      if (!a) return invalid_argument(entry.source + ": answer: " + a.status().message());
+      bm25_terms(*a, terms);
+    }
+    add_doc(ix.answers_, e, terms);
+  }
+
+  for (Field* f : {&ix.questions_, &ix.answers_}) {
+    std::size_t n = f->doc_len.size();
+    double total = 0;
+    for (float l : f->doc_len) total += l;
+    f->avg_len = n ? std::max(1.0f, static_cast<float>(total / static_cast<double>(n))) : 1.0f;
+    f->idf.resize(f->postings.size());
+    for (std::size_t t = 0; t < f->postings.size(); ++t) f->idf[t] = bm25_idf(n, f->postings[t].size());
+  }
+  ix.max_idf_ = bm25_idf(std::max<std::size_t>(1, ix.doc_entry_.size()), 0);
+
+  const Index* self = &ix;
+  ix.scratch_.set_factory([self]() {
+    auto s = std::make_unique<Scratch>();
+    s->doc_score.assign(self->doc_entry_.size(), 0.0f);
+    s->entry_bm25.assign(self->entry_count_, 0.0f);
+    s->entry_z.assign(self->entry_count_, 0.0f);
+    s->entry_touched.assign(self->entry_count_, 0);
+    return s;
+  });
+
+  if (ix.settings_.classifier && !analyses.empty()) {
+    // Feature vocabulary and document frequencies over the questions.
+    std::vector<WeightedKey> keys;
+    std::vector<std::uint32_t> df;
+    std::vector<std::vector<std::uint32_t>> entry_features(kb.entries.size());
+    for (std::size_t d = 0; d < analyses.size(); ++d) {
+      keys.clear();
+      model_features(analyses[d], keys);
+      std::sort(keys.begin(), keys.end(), [](const auto& a, const auto& b) { return a.key < b.key; });
+      keys.erase(std::unique(keys.begin(), keys.end(), [](const auto& a, const auto& b) { return a.key == b.key; }),
+                 keys.end());
+      for (const auto& k : keys) {
+        auto [it, inserted] = ix.feature_ids_.emplace(k.key, static_cast<std::uint32_t>(ix.feature_ids_.size()));
+        if (inserted) df.push_back(0);
+        ++df[it->second];
+        entry_features[ix.doc_entry_[d]].push_back(it->second);
+      }
+    }
+    double n = static_cast<double>(analyses.size());
+    ix.feature_idf_.resize(df.size());
+    for (std::size_t f = 0; f < df.size(); ++f) {
+      ix.feature_idf_[f] = static_cast<float>(std::log((n + 1.0) / (df[f] + 1.0)) + 1.0);
+    }
+    // A weight exists for every (feature, entry) pair seen in the entry's questions.
+    ix.weights_.resize(df.size());
+    for (std::uint32_t e = 0; e < entry_features.size(); ++e) {
+      auto& fs = entry_features[e];
+      std::sort(fs.begin(), fs.end());
+      fs.erase(std::unique(fs.begin(), fs.end()), fs.end());
+      for (auto f : fs) ix.weights_[f].push_back({e, 0.0f});
+    }
+    ix.gamma_ = ix.bm25_scale_;
+
+    // Examples: features and the leave-one-out BM25 shortlist.
+    std::vector<Example> examples(analyses.size());
+    auto scratch = ix.scratch_.take();
+    Scratch& s = *scratch;
+    auto keep = static_cast<std::size_t>(ix.settings_.shortlist) * 2;
+    for (std::uint32_t d = 0; d < analyses.size(); ++d) {
+      Example& ex = examples[d];
+      ex.entry = ix.doc_entry_[d];
+      ex.doc = d;
+      ix.vectorize(analyses[d], s);
+      ex.features = s.features;
+      ix.score_bm25(analyses[d], s, d);
+      for (auto e : s.touched_entries) ex.bm25.emplace_back(e, s.entry_bm25[e]);
+      if (ex.bm25.size() > keep) {
+        std::nth_element(ex.bm25.begin(), ex.bm25.begin() + static_cast<std::ptrdiff_t>(keep), ex.bm25.end(),
+                         [](const auto& a, const auto& b) { return a.second > b.second; });
+        ex.bm25.resize(keep);
+      }
+      ix.reset(s);
+    }
+    analyses.clear();
+
+    // Softmax regression over (null, top candidates) with SGD; deterministic order.
+    std::vector<float> grad(ix.entry_count_, 0.0f);
+    std::vector<std::uint32_t> order(examples.size());
+    for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::mt19937 rng(20261125u);
+    std::vector<Ranked> cands;
+    const float tau = static_cast<float>(ix.settings_.null_logit);
+    for (int epoch = 0; epoch < ix.settings_.epochs; ++epoch) {
+      for (std::size_t i = order.size(); i > 1; --i) {
+        std::size_t j = rng() % i;
+        std::swap(order[i - 1], order[j]);
+      }
+      const float lr = static_cast<float>(ix.settings_.learning_rate / (1.0 + epoch));
+      const float decay = 1.0f - lr * static_cast<float>(ix.settings_.l2);
+      for (auto idx : order) {
+        const Example& ex = examples[idx];
+        for (const auto& [f, x] : ex.features) {
+          for (const auto& cw : ix.weights_[f]) {
+            if (!s.entry_touched[cw.entry]) {
+              s.entry_touched[cw.entry] = 1;
+              s.touched_entries.push_back(cw.entry);
+            }
+            s.entry_z[cw.entry] += x * cw.w;
+          }
+        }
+        for (const auto& [e, b] : ex.bm25) {
+          if (!s.entry_touched[e]) {
+            s.entry_touched[e] = 1;
+            s.touched_entries.push_back(e);
+          }
+          s.entry_bm25[e] = b;
+        }
+        if (!s.entry_touched[ex.entry]) {
+          s.entry_touched[ex.entry] = 1;
+          s.touched_entries.push_back(ex.entry);
+        }
+        for (auto e : s.touched_entries) s.entry_z[e] += ix.gamma_ * s.entry_bm25[e];
+        cands.clear();
+        ix.top_k(s, static_cast<std::size_t>(ix.settings_.shortlist), cands, tau);
+        bool has_gold = false;
+        for (const auto& c : cands) has_gold = has_gold || c.entry == ex.entry;
+        if (!has_gold) {
+          cands.push_back({ex.entry, s.entry_z[ex.entry], s.entry_bm25[ex.entry], 0});
+          float m = tau;
+          for (const auto& c : cands) m = std::max(m, c.z);
+          double denom = std::exp(static_cast<double>(tau - m));
+          for (const auto& c : cands) denom += std::exp(static_cast<double>(c.z - m));
+          for (auto& c : cands) c.p = static_cast<float>(std::exp(static_cast<double>(c.z - m)) / denom);
+        }
+        float dgamma = 0;
+        for (const auto& c : cands) {
+          float g = (c.entry == ex.entry ? 1.0f : 0.0f) - c.p;
+          grad[c.entry] = g;
+          dgamma += g * c.bm25;
+        }
+        for (const auto& [f, x] : ex.features) {
+          for (auto& cw : ix.weights_[f]) {
+            float g = grad[cw.entry];
+            if (g != 0.0f) cw.w = cw.w * decay + lr * g * x;
+          }
+        }
+        ix.gamma_ += lr * 0.05f * dgamma;
+        for (const auto& c : cands) grad[c.entry] = 0.0f;
+        ix.reset(s);
+      }
+    }
+    // Pairs the training never moved add nothing: drop them to keep postings short.
+    for (auto& ws : ix.weights_) {
+      std::erase_if(ws, [](const ClassWeight& cw) { return std::fabs(cw.w) < 1e-6f; });
+      ws.shrink_to_fit();
+    }
+  }
+  return index;
+}
+
+void Index::vectorize(const Analysis& a, Scratch& s) const {
+  s.keys.clear();
+  s.features.clear();
+  model_features(a, s.keys);
+  std::sort(s.keys.begin(), s.keys.end(), [](const auto& x, const auto& y) { return x.key < y.key; });
+  double norm = 0;
+  for (std::size_t i = 0; i < s.keys.size();) {
+    std::size_t j = i;
+    float tf = 0;
+    while (j < s.keys.size() && s.keys[j].key == s.keys[i].key) tf += 1.0f, ++j;
+    auto it = feature_ids_.find(s.keys[i].key);
+    if (it != feature_ids_.end()) {
+      float v = s.keys[i].weight * (1.0f + std::log(tf)) * feature_idf_[it->second];
+      s.features.emplace_back(it->second, v);
+      norm += static_cast<double>(v) * v;
+    } else {
+      // Unknown features still count in the norm: a text mostly unlike the KB scores low.
+      float v = s.keys[i].weight * (1.0f + std::log(tf)) *
+                static_cast<float>(std::log(static_cast<double>(doc_entry_.size()) + 1.0) + 1.0);
+      norm += static_cast<double>(v) * v;
+    }
+    i = j;
+  }
+  if (norm > 0) {
+    auto inv = static_cast<float>(1.0 / std::sqrt(norm));
+    for (auto& f : s.features) f.second *= inv;
+  }
+}
+
+void Index::score_bm25(const Analysis& a, Scratch& s, std::uint32_t skip_doc) const {
+  s.terms.clear();
+  bm25_terms(a, s.terms);
+  std::sort(s.terms.begin(), s.terms.end());
+  s.terms.erase(std::unique(s.terms.begin(), s.terms.end()), s.terms.end());
+  const float k1 = static_cast<float>(settings_.k1), b = static_cast<float>(settings_.b);
+  float norm = 0;
+  std::vector<std::uint32_t> ids;
+  ids.reserve(s.terms.size());
+  for (const auto& t : s.terms) {
+    auto it = term_ids_.find(t);
+    if (it == term_ids_.end()) {
+      norm += max_idf_;
+      continue;
+    }
+    ids.push_back(it->second);
+    norm += questions_.idf[it->second];
+  }
+  if (norm <= 0) return;
+  for (auto tid : ids) {
+    float idf = questions_.idf[tid];
+    for (const auto& p : questions_.postings[tid]) {
+      if (p.doc == skip_doc) continue;
+      float dl = questions_.doc_len[p.doc];
+      float sc = idf * p.tf * (k1 + 1) / (p.tf + k1 * (1 - b + b * dl / questions_.avg_len));
+      if (s.doc_score[p.doc] == 0.0f) s.touched_docs.push_back(p.doc);
+      s.doc_score[p.doc] += sc;
+    }
+  }
+  const auto qw = static_cast<float>(settings_.question_weight);
+  for (auto d : s.touched_docs) {
+    std::uint32_t e = doc_entry_[d];
+    float v = qw * s.doc_score[d] / norm;
+    if (!s.entry_touched[e]) {
+      s.entry_touched[e] = 1;
+      s.touched_entries.push_back(e);
+    }
+    s.entry_bm25[e] = std::max(s.entry_bm25[e], v);
+  }
+  if (settings_.answer_weight > 0) {
+    const auto aw = static_cast<float>(settings_.answer_weight);
+    for (auto tid : ids) {
+      float idf = answers_.idf[tid];
+      for (const auto& p : answers_.postings[tid]) {
+        float dl = answers_.doc_len[p.doc];
+        float sc = idf * p.tf * (k1 + 1) / (p.tf + k1 * (1 - b + b * dl / answers_.avg_len));
+        std::uint32_t e = p.doc;
+        if (!s.entry_touched[e]) {
+          s.entry_touched[e] = 1;
+          s.touched_entries.push_back(e);
+        }
+        s.entry_bm25[e] += aw * sc / norm;
+      }
+    }
+  }
+}
+
+void Index::reset(Scratch& s) const {
+  for (auto d : s.touched_docs) s.doc_score[d] = 0.0f;
+  for (auto e : s.touched_entries) {
+    s.entry_bm25[e] = 0.0f;
+    s.entry_z[e] = 0.0f;
+    s.entry_touched[e] = 0;
+  }
+  s.touched_docs.clear();
+  s.touched_entries.clear();
+}
+
+void Index::top_k(Scratch& s, std::size_t k, std::vector<Ranked>& out, double null_logit) const {
+  out.clear();
+  for (auto e : s.touched_entries) out.push_back({e, s.entry_z[e], s.entry_bm25[e], 0.0f});
+  auto better = [](const Ranked& a, const Ranked& b) { return a.z != b.z ? a.z > b.z : a.entry < b.entry; };
+  if (out.size() > k) {
+    std::nth_element(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(k), out.end(), better);
+    out.resize(k);
+  }
+  std::sort(out.begin(), out.end(), better);
+  auto tau = static_cast<float>(null_logit);
+  float m = tau;
+  for (const auto& r : out) m = std::max(m, r.z);
+  double denom = std::exp(static_cast<double>(tau - m));
+  for (const auto& r : out) denom += std::exp(static_cast<double>(r.z - m));
+  for (auto& r : out) r.p = static_cast<float>(std::exp(static_cast<double>(r.z - m)) / denom);
+}
+
+std::vector<Ranked> Index::rank(const Analysis& a, std::size_t k) const {
+  auto lease = scratch_.take();
+  Scratch& s = *lease;
+  score_bm25(a, s, UINT32_MAX);
+  if (!weights_.empty()) {
+    vectorize(a, s);
+    for (const auto& [f, x] : s.features) {
+      for (const auto& cw : weights_[f]) {
+        if (!s.entry_touched[cw.entry]) {
+          s.entry_touched[cw.entry] = 1;
+          s.touched_entries.push_back(cw.entry);
+        }
+        s.entry_z[cw.entry] += x * cw.w;
+      }
+    }
+  }
+  for (auto e : s.touched_entries) s.entry_z[e] += gamma_ * s.entry_bm25[e];
+  std::vector<Ranked> out;
+  top_k(s, static_cast<std::size_t>(settings_.shortlist), out, settings_.null_logit);
+  if (out.size() > k) out.resize(k);
+  reset(s);
+  return out;
+}
+
+std::size_t Index::weights() const noexcept {
+  std::size_t n = 0;
+  for (const auto& w : weights_) n += w.size();
+  return n;
+}
+
+std::size_t Index::memory_bytes() const noexcept {
+  std::size_t bytes = 0;
+  for (const Field* f : {&questions_, &answers_}) {
+    for (const auto& p : f->postings) bytes += p.capacity() * sizeof(Posting) + sizeof(p);
+    bytes += f->doc_len.capacity() * sizeof(float) + f->idf.capacity() * sizeof(float);
+  }
+  for (const auto& [t, id] : term_ids_) bytes += t.capacity() + sizeof(id) + 32;
+  bytes += doc_entry_.capacity() * sizeof(std::uint32_t);
+  bytes += feature_ids_.size() * (sizeof(std::uint64_t) + sizeof(std::uint32_t) + 16);
+  bytes += feature_idf_.capacity() * sizeof(float);
+  for (const auto& w : weights_) bytes += w.capacity() * sizeof(ClassWeight) + sizeof(w);
+  return bytes;
+}
+
+}  // namespace madoguchi::bot::detail

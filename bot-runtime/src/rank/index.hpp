@@ -1,0 +1,98 @@
+// The retrieval index: BM25 over each entry's questions and answer text, and a linear model
+// over word and character n-grams trained on the questions at load time (docs/ranking.md).
+#pragma once
+
+#include <madoguchi/bot/bot.hpp>
+#include <madoguchi/bot/knowledge.hpp>
+#include <madoguchi/bot/text.hpp>
+
+#include "rank/features.hpp"
+#include "text/pool.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace madoguchi::bot::detail {
+
+struct Posting {
+  std::uint32_t doc;
+  float tf;
+};
+
+struct ClassWeight {
+  std::uint32_t entry;
+  float w;
+};
+
+// Per-call scratch: dense accumulators with the list of touched slots to reset.
+struct Scratch {
+  std::vector<float> doc_score;
+  std::vector<float> entry_bm25;
+  std::vector<float> entry_z;
+  std::vector<std::uint8_t> entry_touched;
+  std::vector<std::uint32_t> touched_docs;
+  std::vector<std::uint32_t> touched_entries;
+  std::vector<std::string> terms;
+  std::vector<WeightedKey> keys;
+  std::vector<std::pair<std::uint32_t, float>> features;  // feature id, value
+};
+
+struct Ranked {
+  std::uint32_t entry;
+  float z;     // logit
+  float bm25;  // normalized BM25
+  float p;     // confidence
+};
+
+class Index {
+ public:
+  static Result<std::unique_ptr<Index>> build(const KnowledgeBase& kb, const TextPipeline& text,
+                                              const RankingSettings& settings);
+
+  // Candidates for an analysed text, best first, at most `k`.
+  std::vector<Ranked> rank(const Analysis& a, std::size_t k) const;
+
+  std::size_t terms() const noexcept { return term_ids_.size(); }
+  std::size_t features() const noexcept { return feature_ids_.size(); }
+  std::size_t weights() const noexcept;
+  std::size_t questions() const noexcept { return doc_entry_.size(); }
+  std::size_t memory_bytes() const noexcept;
+
+ private:
+  struct Field {
+    std::vector<std::vector<Posting>> postings;  // by term id
+    std::vector<float> doc_len;
+    float avg_len = 1;
+    std::vector<float> idf;  // by term id
+  };
+
+  // The features of an analysis as (id, tf-idf value), L2-normalized; unknown ones dropped.
+  void vectorize(const Analysis& a, Scratch& s) const;
+  // Accumulates normalized BM25 per entry into s.entry_bm25 (touched list); `skip_doc`
+  // leaves one question out (training). Returns nothing; entries are marked touched.
+  void score_bm25(const Analysis& a, Scratch& s, std::uint32_t skip_doc) const;
+  void reset(Scratch& s) const;
+  void top_k(Scratch& s, std::size_t k, std::vector<Ranked>& out, double null_logit) const;
+  Status train(const KnowledgeBase& kb, const TextPipeline& text);
+
+  RankingSettings settings_;
+  std::size_t entry_count_ = 0;
+  std::unordered_map<std::string, std::uint32_t> term_ids_;
+  Field questions_;
+  Field answers_;  // one document per entry: every locale's answer text
+  std::vector<std::uint32_t> doc_entry_;  // question doc -> entry
+  float max_idf_ = 1;
+
+  std::unordered_map<std::uint64_t, std::uint32_t> feature_ids_;
+  std::vector<float> feature_idf_;
+  std::vector<std::vector<ClassWeight>> weights_;  // by feature id, sorted by entry
+  float gamma_ = 1.0f;                              // weight of normalized BM25 in the logit
+  float bm25_scale_ = 4.0f;                         // logit scale of BM25 when untrained
+
+  mutable Pool<Scratch> scratch_{nullptr};
+};
+
+}  // namespace madoguchi::bot::detail

@@ -428,9 +428,12 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
 
   double p1 = ranked.empty() ? 0.0 : ranked[0].p;
   double p2 = ranked.size() > 1 ? ranked[1].p : 0.0;
-  if (p1 >= policy.answer_threshold && (p1 - p2 >= policy.clarify_margin || p2 < policy.clarify_threshold)) {
+  if (ranked.empty()) {
+    p1 = 0;  // nothing matched: out of scope whatever the thresholds say
+  }
+  if (!ranked.empty() && p1 >= policy.answer_threshold && (p1 - p2 >= policy.clarify_margin || p2 < policy.clarify_threshold)) {
     answer_with(kb.entries[ranked[0].entry].id, "confident");
-  } else if (p1 >= policy.clarify_threshold) {
+  } else if (!ranked.empty() && p1 >= policy.clarify_threshold) {
     reply.decision = Decision::kClarify;
     reply.reason = p1 >= policy.answer_threshold ? "close candidates" : "not sure";
     reply.text = say(kb.messages.clarify, builtin_messages().clarify, loc, fallback_locale);

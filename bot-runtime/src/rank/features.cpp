@@ -33,7 +33,11 @@ void bm25_terms(const Analysis& a, std::vector<std::string>& out) {
     if (t.kind == TokenKind::kUnknown) {
       // MeCab does not know the word: its character bigrams let a partial spelling match.
       char_ngrams(t.text, 2, [&](std::string_view g) {
-        if (g.size() < t.text.size()) out.push_back("#" + std::string(g));
+        if (g.size() < t.text.size()) {
+          std::string term(1, '#');
+          term.append(g);
+          out.push_back(std::move(term));
+        }
       });
     }
   }

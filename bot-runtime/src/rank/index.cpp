@@ -16,7 +16,7 @@ RankingSettings clamped(RankingSettings s) {
   s.answer_weight = std::clamp(s.answer_weight, 0.0, 10.0);
   s.epochs = std::clamp(s.epochs, 1, 50);
   s.l2 = std::clamp(s.l2, 0.0, 1.0);
-  s.learning_rate = std::clamp(s.learning_rate, 1e-4, 5.0);
+  s.learning_rate = std::clamp(s.learning_rate, 1e-4, 50.0);
   s.shortlist = std::clamp(s.shortlist, 2, 200);
   s.null_logit = std::clamp(s.null_logit, -20.0, 20.0);
   return s;
@@ -27,15 +27,15 @@ float bm25_idf(std::size_t n_docs, std::size_t df) {
   return static_cast<float>(std::log(1.0 + (n - d + 0.5) / (d + 0.5)));
 }
 
+}  // namespace
+
 // A training example: one question of one entry.
-struct Example {
+struct Index::Example {
   std::uint32_t entry;
   std::uint32_t doc;
   std::vector<std::pair<std::uint32_t, float>> features;
   std::vector<std::pair<std::uint32_t, float>> bm25;  // leave-one-out shortlist
 };
-
-}  // namespace
 
 Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextPipeline& text,
                                             const RankingSettings& settings) {
@@ -135,7 +135,6 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
       fs.erase(std::unique(fs.begin(), fs.end()), fs.end());
       for (auto f : fs) ix.weights_[f].push_back({e, 0.0f});
     }
-    ix.gamma_ = ix.bm25_scale_;
 
     // Examples: features and the leave-one-out BM25 shortlist.
     std::vector<Example> examples(analyses.size());
@@ -159,72 +158,34 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
     }
     analyses.clear();
 
-    // Softmax regression over (null, top candidates) with SGD; deterministic order.
-    std::vector<float> grad(ix.entry_count_, 0.0f);
-    std::vector<std::uint32_t> order(examples.size());
-    for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::mt19937 rng(20261125u);
-    std::vector<Ranked> cands;
-    const float tau = static_cast<float>(ix.settings_.null_logit);
-    for (int epoch = 0; epoch < ix.settings_.epochs; ++epoch) {
-      for (std::size_t i = order.size(); i > 1; --i) {
-        std::size_t j = rng() % i;
-        std::swap(order[i - 1], order[j]);
-      }
-      const float lr = static_cast<float>(ix.settings_.learning_rate / (1.0 + epoch));
-      const float decay = 1.0f - lr * static_cast<float>(ix.settings_.l2);
-      for (auto idx : order) {
-        const Example& ex = examples[idx];
-        for (const auto& [f, x] : ex.features) {
-          for (const auto& cw : ix.weights_[f]) {
-            if (!s.entry_touched[cw.entry]) {
-              s.entry_touched[cw.entry] = 1;
-              s.touched_entries.push_back(cw.entry);
-            }
-            s.entry_z[cw.entry] += x * cw.w;
-          }
-        }
-        for (const auto& [e, b] : ex.bm25) {
-          if (!s.entry_touched[e]) {
-            s.entry_touched[e] = 1;
-            s.touched_entries.push_back(e);
-          }
-          s.entry_bm25[e] = b;
-        }
-        if (!s.entry_touched[ex.entry]) {
-          s.entry_touched[ex.entry] = 1;
-          s.touched_entries.push_back(ex.entry);
-        }
-        for (auto e : s.touched_entries) s.entry_z[e] += ix.gamma_ * s.entry_bm25[e];
-        cands.clear();
-        ix.top_k(s, static_cast<std::size_t>(ix.settings_.shortlist), cands, tau);
-        bool has_gold = false;
-        for (const auto& c : cands) has_gold = has_gold || c.entry == ex.entry;
-        if (!has_gold) {
-          cands.push_back({ex.entry, s.entry_z[ex.entry], s.entry_bm25[ex.entry], 0});
-          float m = tau;
-          for (const auto& c : cands) m = std::max(m, c.z);
-          double denom = std::exp(static_cast<double>(tau - m));
-          for (const auto& c : cands) denom += std::exp(static_cast<double>(c.z - m));
-          for (auto& c : cands) c.p = static_cast<float>(std::exp(static_cast<double>(c.z - m)) / denom);
-        }
-        float dgamma = 0;
-        for (const auto& c : cands) {
-          float g = (c.entry == ex.entry ? 1.0f : 0.0f) - c.p;
-          grad[c.entry] = g;
-          dgamma += g * c.bm25;
-        }
-        for (const auto& [f, x] : ex.features) {
-          for (auto& cw : ix.weights_[f]) {
-            float g = grad[cw.entry];
-            if (g != 0.0f) cw.w = cw.w * decay + lr * g * x;
-          }
-        }
-        ix.gamma_ += lr * 0.05f * dgamma;
-        for (const auto& c : cands) grad[c.entry] = 0.0f;
-        ix.reset(s);
-      }
+    // Calibration: hold out every fourth question of entries that have four or more, train
+    // on the rest, fit the confidence on the held-out ones, then train on everything.
+    std::vector<std::uint32_t> train_set, held_out, all(examples.size());
+    for (std::uint32_t i = 0; i < all.size(); ++i) all[i] = i;
+    std::vector<std::uint32_t> seen(ix.entry_count_, 0), total(ix.entry_count_, 0);
+    for (const auto& ex : examples) ++total[ex.entry];
+    for (std::uint32_t i = 0; i < examples.size(); ++i) {
+      std::uint32_t e = examples[i].entry;
+      bool hold = total[e] >= 4 && seen[e] % 4 == 3;
+      ++seen[e];
+      (hold ? held_out : train_set).push_back(i);
     }
+    constexpr std::size_t kMinHeldOut = 30, kMaxHeldOut = 3000;
+    if (held_out.size() > kMaxHeldOut) {  // an even stride keeps every part of the KB
+      std::vector<std::uint32_t> thinned;
+      for (std::size_t i = 0; i < kMaxHeldOut; ++i) thinned.push_back(held_out[i * held_out.size() / kMaxHeldOut]);
+      std::vector<std::uint8_t> keep_flag(examples.size(), 0);
+      for (auto i : thinned) keep_flag[i] = 1;
+      for (auto i : held_out) {
+        if (!keep_flag[i]) train_set.push_back(i);
+      }
+      held_out = std::move(thinned);
+    }
+    if (held_out.size() >= kMinHeldOut) {
+      ix.train(examples, train_set, s);
+      ix.calibrate(examples, held_out, s);
+    }
+    ix.train(examples, all, s);
     // Pairs the training never moved add nothing: drop them to keep postings short.
     for (auto& ws : ix.weights_) {
       std::erase_if(ws, [](const ClassWeight& cw) { return std::fabs(cw.w) < 1e-6f; });
@@ -232,6 +193,125 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
     }
   }
   return index;
+}
+
+void Index::forward(const Example& ex, Scratch& s) const {
+  for (const auto& [f, x] : ex.features) {
+    for (const auto& cw : weights_[f]) {
+      if (!s.entry_touched[cw.entry]) {
+        s.entry_touched[cw.entry] = 1;
+        s.touched_entries.push_back(cw.entry);
+      }
+      s.entry_z[cw.entry] += x * cw.w;
+    }
+  }
+  for (const auto& [e, b] : ex.bm25) {
+    if (!s.entry_touched[e]) {
+      s.entry_touched[e] = 1;
+      s.touched_entries.push_back(e);
+    }
+    s.entry_bm25[e] = b;
+  }
+  for (auto e : s.touched_entries) s.entry_z[e] += gamma_ * s.entry_bm25[e];
+}
+
+void Index::train(const std::vector<Example>& examples, const std::vector<std::uint32_t>& use, Scratch& s) {
+  for (auto& ws : weights_) {
+    for (auto& cw : ws) cw.w = 0.0f;
+  }
+  gamma_ = bm25_scale_;
+  std::vector<float> grad(entry_count_, 0.0f);
+  std::vector<std::uint32_t> order = use;
+  std::mt19937 rng(20261125u);
+  std::vector<Ranked> cands;
+  const float tau = static_cast<float>(settings_.null_logit);
+  for (int epoch = 0; epoch < settings_.epochs; ++epoch) {
+    for (std::size_t i = order.size(); i > 1; --i) {  // Fisher-Yates: the same order everywhere
+      std::size_t j = rng() % i;
+      std::swap(order[i - 1], order[j]);
+    }
+    const float lr = static_cast<float>(settings_.learning_rate / (1.0 + epoch));
+    const float decay = 1.0f - lr * static_cast<float>(settings_.l2);
+    for (auto idx : order) {
+      const Example& ex = examples[idx];
+      forward(ex, s);
+      if (!s.entry_touched[ex.entry]) {
+        s.entry_touched[ex.entry] = 1;
+        s.touched_entries.push_back(ex.entry);
+      }
+      top_k(s, static_cast<std::size_t>(settings_.shortlist), cands, tau);
+      bool has_gold = false;
+      for (const auto& c : cands) has_gold = has_gold || c.entry == ex.entry;
+      if (!has_gold) {
+        cands.push_back({ex.entry, s.entry_z[ex.entry], s.entry_bm25[ex.entry], 0});
+        float m = tau;
+        for (const auto& c : cands) m = std::max(m, c.z);
+        double denom = std::exp(static_cast<double>(tau - m));
+        for (const auto& c : cands) denom += std::exp(static_cast<double>(c.z - m));
+        for (auto& c : cands) c.p = static_cast<float>(std::exp(static_cast<double>(c.z - m)) / denom);
+      }
+      float dgamma = 0;
+      for (const auto& c : cands) {
+        float g = (c.entry == ex.entry ? 1.0f : 0.0f) - c.p;
+        grad[c.entry] = g;
+        dgamma += g * c.bm25;
+      }
+      for (const auto& [f, x] : ex.features) {
+        for (auto& cw : weights_[f]) {
+          float g = grad[cw.entry];
+          if (g != 0.0f) cw.w = cw.w * decay + lr * g * x;
+        }
+      }
+      gamma_ += lr * 0.05f * dgamma;
+      for (const auto& c : cands) grad[c.entry] = 0.0f;
+      reset(s);
+    }
+  }
+}
+
+float Index::confidence(float p, float z, float z_other) const noexcept {
+  if (!calibrated_) return p;
+  float t = cal_[0] * p + cal_[1] * (z - z_other) + cal_[2] * z + cal_[3];
+  return 1.0f / (1.0f + std::exp(-t));
+}
+
+void Index::calibrate(const std::vector<Example>& examples, const std::vector<std::uint32_t>& held_out, Scratch& s) {
+  struct Point {
+    float x[3];
+    float y;
+  };
+  std::vector<Point> pts;
+  std::vector<Ranked> cands;
+  const float tau = static_cast<float>(settings_.null_logit);
+  for (auto idx : held_out) {
+    const Example& ex = examples[idx];
+    forward(ex, s);
+    top_k(s, static_cast<std::size_t>(settings_.shortlist), cands, tau);
+    reset(s);
+    if (cands.empty()) {
+      pts.push_back({{0, 0, 0}, 0});
+      continue;
+    }
+    float z_other = cands.size() > 1 ? cands[1].z : tau;
+    pts.push_back({{cands[0].p, cands[0].z - z_other, cands[0].z}, cands[0].entry == ex.entry ? 1.0f : 0.0f});
+  }
+  // Logistic regression on three features by gradient descent (Platt scaling).
+  double w[4] = {1, 0, 0, 0};
+  const double n = static_cast<double>(pts.size());
+  for (int it = 0; it < 800; ++it) {
+    double g[4] = {0, 0, 0, 0};
+    for (const auto& p : pts) {
+      double t = w[0] * p.x[0] + w[1] * p.x[1] + w[2] * p.x[2] + w[3];
+      double q = 1.0 / (1.0 + std::exp(-t));
+      double d = q - p.y;
+      for (int k = 0; k < 3; ++k) g[k] += d * p.x[k];
+      g[3] += d;
+    }
+    for (int k = 0; k < 4; ++k) w[k] -= 0.5 * (g[k] / n + 1e-3 * (k < 3 ? w[k] : 0.0));
+  }
+  for (int k = 0; k < 4; ++k) cal_[k] = static_cast<float>(w[k]);
+  calibrated_ = true;
+  calibration_examples_ = pts.size();
 }
 
 void Index::vectorize(const Analysis& a, Scratch& s) const {
@@ -367,8 +447,15 @@ std::vector<Ranked> Index::rank(const Analysis& a, std::size_t k) const {
   for (auto e : s.touched_entries) s.entry_z[e] += gamma_ * s.entry_bm25[e];
   std::vector<Ranked> out;
   top_k(s, static_cast<std::size_t>(settings_.shortlist), out, settings_.null_logit);
-  if (out.size() > k) out.resize(k);
   reset(s);
+  // Calibrated confidence: each candidate against the best of the others.
+  const float tau = static_cast<float>(settings_.null_logit);
+  float z1 = out.empty() ? tau : out[0].z;
+  float z2 = out.size() > 1 ? out[1].z : tau;
+  if (out.size() > k) out.resize(k);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    out[i].p = confidence(out[i].p, out[i].z, i == 0 ? z2 : z1);
+  }
   return out;
 }
 

@@ -60,6 +60,8 @@ class Index {
   std::size_t weights() const noexcept;
   std::size_t questions() const noexcept { return doc_entry_.size(); }
   std::size_t memory_bytes() const noexcept;
+  bool calibrated() const noexcept { return calibrated_; }
+  std::size_t calibration_examples() const noexcept { return calibration_examples_; }
 
  private:
   struct Field {
@@ -76,7 +78,14 @@ class Index {
   void score_bm25(const Analysis& a, Scratch& s, std::uint32_t skip_doc) const;
   void reset(Scratch& s) const;
   void top_k(Scratch& s, std::size_t k, std::vector<Ranked>& out, double null_logit) const;
-  Status train(const KnowledgeBase& kb, const TextPipeline& text);
+  struct Example;
+  // Softmax regression over (null, top candidates) on the given examples, from zero weights.
+  void train(const std::vector<Example>& examples, const std::vector<std::uint32_t>& use, Scratch& s);
+  // Logits of every entry for an example's features plus its BM25 shortlist.
+  void forward(const Example& ex, Scratch& s) const;
+  // Fits the confidence calibration on questions held out of training.
+  void calibrate(const std::vector<Example>& examples, const std::vector<std::uint32_t>& held_out, Scratch& s);
+  float confidence(float p, float z, float z_other) const noexcept;
 
   RankingSettings settings_;
   std::size_t entry_count_ = 0;
@@ -91,6 +100,12 @@ class Index {
   std::vector<std::vector<ClassWeight>> weights_;  // by feature id, sorted by entry
   float gamma_ = 1.0f;                              // weight of normalized BM25 in the logit
   float bm25_scale_ = 4.0f;                         // logit scale of BM25 when untrained
+
+  // Confidence = sigmoid(cal_[0]*p + cal_[1]*(z - z_other) + cal_[2]*z + cal_[3]), fitted on
+  // held-out questions; the identity on p until fitted.
+  float cal_[4] = {0, 0, 0, 0};
+  bool calibrated_ = false;
+  std::size_t calibration_examples_ = 0;
 
   mutable Pool<Scratch> scratch_{nullptr};
 };

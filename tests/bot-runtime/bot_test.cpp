@@ -1,0 +1,235 @@
+#include "bot-runtime/test_support.hpp"
+
+#include <simdjson.h>
+
+#include <atomic>
+#include <memory>
+#include <thread>
+#include <vector>
+
+using namespace madoguchi::bot;
+using mdg_test::shop_bot;
+
+namespace {
+
+Reply ask(Conversation& conv, std::string_view text) {
+  auto r = shop_bot()->respond(conv, text);
+  REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
+  return *r;
+}
+
+bool contains(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+bool valid_json(const std::string& json) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element e;
+  return parser.parse(json).get(e) == simdjson::SUCCESS;
+}
+
+}  // namespace
+
+TEST_SUITE("bot.policy") {
+  TEST_CASE("answers a Japanese and an English question in the visitor's language") {
+    Conversation conv;
+    auto ja = ask(conv, "送料はいくらですか");
+    CHECK(ja.decision == Decision::kAnswer);
+    CHECK(ja.entry_id == "shipping-fee");
+    CHECK(ja.locale == "ja");
+    CHECK(ja.text == *shop_bot()->knowledge().find("shipping-fee")->answer.get("ja"));
+    Conversation conv2;
+    auto en = ask(conv2, "How much is shipping?");
+    CHECK(en.decision == Decision::kAnswer);
+    CHECK(en.entry_id == "shipping-fee");
+    CHECK(en.text == *shop_bot()->knowledge().find("shipping-fee")->answer.get("en"));
+    CHECK_FALSE(en.candidates.empty());
+    CHECK(en.candidates[0].confidence >= shop_bot()->knowledge().policy.answer_threshold);
+  }
+
+  TEST_CASE("half-width katakana and full-width letters find the same entry") {
+    Conversation a, b;
+    auto r1 = ask(a, "クレジットカードは使えますか");
+    auto r2 = ask(b, "ｸﾚｼﾞｯﾄｶｰﾄﾞは使えますか");
+    CHECK(r1.entry_id == r2.entry_id);
+    CHECK(r1.decision == r2.decision);
+  }
+
+  TEST_CASE("a greeting rule replies; thanks and goodbye too") {
+    Conversation conv;
+    auto r = ask(conv, "こんにちは");
+    CHECK(r.decision == Decision::kReply);
+    CHECK(contains(r.rules_fired, "greeting"));
+    auto en = ask(conv, "hello!");
+    CHECK(en.decision == Decision::kReply);
+    CHECK(en.locale == "en");
+  }
+
+  TEST_CASE("asking for a person hands off with the whole context") {
+    Conversation conv;
+    conv.visitor()["customer_id"] = "c-42";
+    ask(conv, "返品はできますか");
+    auto r = ask(conv, "担当者と話したい");
+    CHECK(r.decision == Decision::kHandoff);
+    CHECK(contains(r.rules_fired, "human-request"));
+    REQUIRE(r.handoff.has_value());
+    const HandoffPackage& p = *r.handoff;
+    CHECK(p.transcript.size() == 4);
+    CHECK(p.transcript[0].text == "返品はできますか");
+    CHECK(p.transcript[1].entry_id == "returns-window");
+    CHECK(p.visitor.at("customer_id") == "c-42");
+    CHECK(p.locale == "ja");
+    std::string json = p.to_json();
+    CHECK(valid_json(json));
+    CHECK(json.find("\"reason\":") != std::string::npos);
+    CHECK(json.find("返品はできますか") != std::string::npos);
+    CHECK(conv.handed_off());
+    SUBCASE("English, and without a KB rule the built-in request detection still hands off") {
+      auto bot = mdg_test::bot_from_json(R"({"entries": [{"id": "a", "questions": ["how much is shipping"], "answer": "500 yen"}]})");
+      Conversation c;
+      auto rr = bot->respond(c, "I want to talk to a human please");
+      REQUIRE(rr.is_ok());
+      CHECK(rr->decision == Decision::kHandoff);
+      CHECK(rr->reason == "visitor asked for a person");
+    }
+  }
+
+  TEST_CASE("context rules: the previous answer changes what a short question means") {
+    Conversation conv;
+    CHECK(ask(conv, "返品できますか").entry_id == "returns-window");
+    auto r = ask(conv, "送料は？");
+    CHECK(r.decision == Decision::kAnswer);
+    CHECK(r.entry_id == "return-shipping-cost");
+    CHECK(contains(r.rules_fired, "return-shipping-followup"));
+  }
+
+  TEST_CASE("a regex rule sets a slot and hands off") {
+    Conversation conv;
+    auto r = ask(conv, "注文番号はＳＭ－１２３４５６です");
+    CHECK(r.decision == Decision::kHandoff);
+    CHECK(conv.slots().at("has_order_number") == "yes");
+    REQUIRE(r.handoff.has_value());
+    CHECK(r.handoff->slots.at("has_order_number") == "yes");
+  }
+
+  TEST_CASE("a vague question gets options, and the visitor can pick one by number") {
+    Conversation conv;
+    auto r = ask(conv, "支払い");
+    CHECK(r.decision == Decision::kClarify);
+    REQUIRE(r.options.size() >= 2);
+    std::string second = r.options[1].entry_id;
+    auto pick = ask(conv, "2");
+    CHECK(pick.decision == Decision::kAnswer);
+    CHECK(pick.entry_id == second);
+  }
+
+  TEST_CASE("out of scope hands off; severity hands off") {
+    Conversation conv;
+    auto r = ask(conv, "明日の東京の天気を教えて");
+    CHECK(r.decision != Decision::kAnswer);
+    Conversation angry;
+    auto s = ask(angry, "二重に請求されています！至急なんとかしてください");
+    CHECK(s.decision == Decision::kHandoff);
+    CHECK(s.triage.severity >= 0.6);
+    CHECK(s.reason.find("high severity") == 0);
+  }
+
+  TEST_CASE("two failed turns in a row hand off") {
+    auto bot = mdg_test::bot_from_json(R"({
+      "settings": {"policy": {"handoff_out_of_scope": false}},
+      "entries": [{"id": "a", "questions": ["how much is shipping"], "answer": "500 yen"}]})");
+    Conversation conv;
+    auto first = bot->respond(conv, "zebra quantum lasagna");
+    REQUIRE(first.is_ok());
+    CHECK(first->decision == Decision::kFallback);
+    auto second = bot->respond(conv, "purple elephant tango");
+    REQUIRE(second.is_ok());
+    CHECK(second->decision == Decision::kHandoff);
+    CHECK(second->reason == "2 failed turns in a row");
+    CHECK(second->triage.effort > 0);
+  }
+
+  TEST_CASE("bad messages get a graceful reply or a clear error, never a crash") {
+    Conversation conv;
+    SUBCASE("empty") {
+      auto r = ask(conv, "");
+      CHECK(r.decision == Decision::kFallback);
+      CHECK(r.reason == "empty message");
+      CHECK(ask(conv, " \n\t").reason == "empty message");
+    }
+    SUBCASE("invalid UTF-8") {
+      auto r = shop_bot()->respond(conv, "\xff\xfe返品");
+      REQUIRE_FALSE(r.is_ok());
+      CHECK(r.status().code() == madoguchi::ErrorCode::kInvalidArgument);
+      CHECK(conv.transcript().empty());  // nothing recorded
+    }
+    SUBCASE("a 1 MB message") {
+      std::string big;
+      while (big.size() < (1u << 20)) big += "返品したいです。";
+      auto r = ask(conv, big);
+      CHECK(r.reason.find("message cut") != std::string::npos);
+    }
+    SUBCASE("quotes, control characters and newlines stay valid JSON") {
+      auto r = ask(conv, "say \"hi\"\n\t\x01 to the human");
+      CHECK(valid_json(r.to_json()));
+    }
+  }
+
+  TEST_CASE("the reply explains itself") {
+    Conversation conv;
+    auto r = ask(conv, "ポイントの有効期限は？");
+    CHECK_FALSE(r.explanation.tokens.empty());
+    CHECK_FALSE(r.explanation.normalized.empty());
+    CHECK(valid_json(r.to_json()));
+  }
+
+  TEST_CASE("many threads answer from one bot while another reloads it") {
+    const std::vector<std::string> questions = {"送料はいくらですか", "How much is shipping?", "返品できますか",
+                                                "パスワードを忘れました", "can i pay cash on delivery"};
+    std::vector<std::string> expected;
+    for (const auto& q : questions) {
+      Conversation c;
+      expected.push_back(ask(c, q).entry_id);
+    }
+    std::atomic<std::shared_ptr<const Bot>> current{shop_bot()};
+    std::atomic<bool> stop{false};
+    std::atomic<int> mismatches{0}, errors{0};
+    std::vector<std::thread> workers;
+    for (int t = 0; t < 4; ++t) {
+      workers.emplace_back([&, t] {
+        for (int i = 0; i < 150; ++i) {
+          std::size_t k = static_cast<std::size_t>(i + t) % questions.size();
+          Conversation c;
+          auto r = current.load()->respond(c, questions[k]);
+          if (!r) ++errors;
+          else if (r->entry_id != expected[k]) ++mismatches;
+        }
+      });
+    }
+    std::thread reloader([&] {
+      for (int i = 0; i < 2 && !stop; ++i) {
+        auto kb = load_knowledge_file(mdg_test::source_path("samples/kb/shop.json"));
+        if (!kb) continue;
+        auto b = Bot::create(std::move(*kb));
+        if (b) current.store(*b);
+      }
+    });
+    for (auto& w : workers) w.join();
+    stop = true;
+    reloader.join();
+    CHECK(errors == 0);
+    CHECK(mismatches == 0);
+  }
+
+  TEST_CASE("a knowledge base with errors does not build a bot") {
+    auto kb = parse_knowledge_json(R"({"entries": [{"id": "a", "questions": ["q"], "answer": "x"}],
+      "rules": [{"id": "r", "when": {"regex": "[unclosed"}, "then": {"reply": "x"}}]})", "r.json");
+    REQUIRE(kb.is_ok());
+    auto bot = Bot::create(std::move(*kb));
+    REQUIRE_FALSE(bot.is_ok());
+    CHECK(bot.status().message().find("does not compile") != std::string::npos);
+    auto empty = parse_knowledge_json(R"({"entries": []})", "e.json");
+    REQUIRE(empty.is_ok());
+    CHECK_FALSE(Bot::create(std::move(*empty)).is_ok());
+  }
+}

@@ -1,0 +1,179 @@
+#include <madoguchi/bot/knowledge.hpp>
+
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+using namespace madoguchi::bot;
+using madoguchi::ErrorCode;
+
+namespace {
+
+bool mentions(const madoguchi::Status& s, const std::string& what) {
+  return s.message().find(what) != std::string::npos;
+}
+
+constexpr const char* kGood = R"({
+  "name": "t",
+  "default_locale": "ja",
+  "dictionary": ["さくらポイント"],
+  "synonyms": [["返品", "返却"]],
+  "settings": {"ranking": {"k1": 1.5}, "policy": {"answer_threshold": 0.6}},
+  "entries": [
+    {"id": "returns", "questions": ["返品はできますか", "Can I return an item?"],
+     "answer": {"ja": "30日以内です。", "en": "Within 30 days."}, "tags": ["returns"], "follow_ups": ["refund"]},
+    {"id": "refund", "questions": "返金はいつですか", "answer": "5営業日以内です。"}
+  ],
+  "rules": [
+    {"id": "human", "priority": 10, "when": {"any": ["担当者", "human"]}, "then": {"handoff": "asked for a person"}}
+  ]
+})";
+
+}  // namespace
+
+TEST_SUITE("bot.knowledge") {
+  TEST_CASE("the JSON format of DESIGN.md loads") {
+    auto kb = parse_knowledge_json(kGood, "good.json");
+    REQUIRE_MESSAGE(kb.is_ok(), kb.status().to_string());
+    CHECK(kb->name == "t");
+    REQUIRE(kb->entries.size() == 2);
+    CHECK(kb->entries[0].questions.size() == 2);
+    CHECK(*kb->entries[0].answer.get("en") == "Within 30 days.");
+    CHECK(*kb->entries[1].answer.get("en") == "5営業日以内です。");  // locale-free answer serves all
+    CHECK(kb->entries[1].questions.size() == 1);                     // a string is a one-question list
+    CHECK(kb->ranking.k1 == doctest::Approx(1.5));
+    CHECK(kb->policy.answer_threshold == doctest::Approx(0.6));
+    REQUIRE(kb->rules.size() == 1);
+    CHECK(kb->rules[0].then.handoff.value() == "asked for a person");
+    CHECK(validate_knowledge(*kb).empty());
+  }
+
+  TEST_CASE("malformed JSON names the line and column") {
+    auto kb = parse_knowledge_json("{\n  \"entries\": [\n    {\"id\": \"a\",}\n  ]\n}", "bad.json");
+    REQUIRE_FALSE(kb.is_ok());
+    CHECK(kb.status().code() == ErrorCode::kInvalidArgument);
+    CHECK(mentions(kb.status(), "bad.json:3:"));
+    CHECK(mentions(kb.status(), "trailing comma"));
+    SUBCASE("truncated file") {
+      auto t = parse_knowledge_json("{\"entries\": [", "t.json");
+      REQUIRE_FALSE(t.is_ok());
+      CHECK(mentions(t.status(), "t.json:1:"));
+    }
+  }
+
+  TEST_CASE("unknown fields are errors that list the known ones") {
+    auto kb = parse_knowledge_json(R"({"entries": [{"id": "a", "questions": ["q"], "answer": "x", "answr": "y"}]})", "u.json");
+    REQUIRE_FALSE(kb.is_ok());
+    CHECK(mentions(kb.status(), "entry 'a'"));
+    CHECK(mentions(kb.status(), "unknown field \"answr\""));
+    CHECK(mentions(kb.status(), "known fields"));
+    auto top = parse_knowledge_json(R"({"entries": [], "rulez": []})", "u.json");
+    REQUIRE_FALSE(top.is_ok());
+    CHECK(mentions(top.status(), "rulez"));
+  }
+
+  TEST_CASE("wrong types and missing fields say what was expected") {
+    auto kb = parse_knowledge_json(R"({"entries": [{"id": "a", "questions": 3, "answer": "x"}]})", "w.json");
+    REQUIRE_FALSE(kb.is_ok());
+    CHECK(mentions(kb.status(), "entry 'a' (entries[0]).questions: expected a list of strings, found a number"));
+    auto missing = parse_knowledge_json(R"({"entries": [{"questions": ["q"], "answer": "x"}]})", "m.json");
+    REQUIRE_FALSE(missing.is_ok());
+    CHECK(mentions(missing.status(), "entries[0]: missing \"id\""));
+  }
+
+  TEST_CASE("invalid UTF-8 in a file") {
+    std::string text = R"({"entries": [{"id": "a", "questions": ["q)" "\xff" R"("], "answer": "x"}]})";
+    auto kb = parse_knowledge_json(text, "enc.json");
+    REQUIRE_FALSE(kb.is_ok());
+    CHECK(mentions(kb.status(), "invalid UTF-8"));
+  }
+
+  TEST_CASE("validation: duplicate ids, dangling references, bad regex, impossible rules") {
+    auto kb = parse_knowledge_json(R"({
+      "entries": [
+        {"id": "a", "questions": ["q1"], "answer": "x", "follow_ups": ["nope"]},
+        {"id": "a", "questions": ["q2"], "answer": "y"},
+        {"id": "b", "questions": [""], "answer": "z"}
+      ],
+      "rules": [
+        {"id": "r1", "when": {"regex": "(unclosed"}, "then": {"reply": "x"}},
+        {"id": "r2", "when": {"any": ["x"]}, "then": {"answer": "missing"}},
+        {"id": "r3", "when": {"turn": {"min": 3, "max": 1}}, "then": {"reply": "x"}},
+        {"id": "r4", "when": {"all": ["k"], "none": ["k"]}, "then": {"reply": "x"}},
+        {"id": "r5", "when": {"any": ["k"]}, "then": {}}
+      ]
+    })", "v.json");
+    REQUIRE_MESSAGE(kb.is_ok(), kb.status().to_string());
+    auto diags = validate_knowledge(*kb);
+    std::string all;
+    for (const auto& d : diags) all += d.where + ": " + d.message + "\n";
+    CHECK(all.find("duplicate id 'a'") != std::string::npos);
+    CHECK(all.find("follow-up 'nope'") != std::string::npos);
+    CHECK(all.find("question 1 is empty") != std::string::npos);
+    CHECK(all.find("does not compile") != std::string::npos);
+    CHECK(all.find("answer 'missing' is not an entry id") != std::string::npos);
+    CHECK(all.find("turn.min is greater than turn.max") != std::string::npos);
+    CHECK(all.find("both \"all\" and \"none\"") != std::string::npos);
+    CHECK(all.find("does nothing") != std::string::npos);
+  }
+
+  TEST_CASE("the CSV sheet: quoting, continuation rows, tags") {
+    const char* csv =
+        "\xEF\xBB\xBFid,question,answer_ja,answer_en,tags\n"
+        "returns,返品できますか,30日以内です。,\"Within 30 days, unused.\",returns;policy\n"
+        ",\"Can I \"\"return\"\" it?\",,,\n"
+        "refund,返金は？,5日,\"Five\ndays\",\n";
+    auto kb = parse_knowledge_sheet(csv, "faq.csv", ',');
+    REQUIRE_MESSAGE(kb.is_ok(), kb.status().to_string());
+    REQUIRE(kb->entries.size() == 2);
+    CHECK(kb->entries[0].questions.size() == 2);
+    CHECK(kb->entries[0].questions[1] == "Can I \"return\" it?");
+    CHECK(*kb->entries[0].answer.get("en") == "Within 30 days, unused.");
+    CHECK(kb->entries[0].tags.size() == 2);
+    CHECK(*kb->entries[1].answer.get("en") == "Five\ndays");
+  }
+
+  TEST_CASE("CSV errors name the line") {
+    auto no_header = parse_knowledge_sheet("q,a\nx,y\n", "s.csv", ',');
+    REQUIRE_FALSE(no_header.is_ok());
+    CHECK(mentions(no_header.status(), "s.csv:1: unknown column \"q\""));
+    auto unclosed = parse_knowledge_sheet("id,question,answer\na,\"open,x\n", "s.csv", ',');
+    REQUIRE_FALSE(unclosed.is_ok());
+    CHECK(mentions(unclosed.status(), "s.csv:2: a quoted field is never closed"));
+    auto extra = parse_knowledge_sheet("id,question,answer\na,q,x,extra\n", "s.csv", ',');
+    REQUIRE_FALSE(extra.is_ok());
+    CHECK(mentions(extra.status(), "s.csv:2:"));
+    auto conflict = parse_knowledge_sheet("id,question,answer\na,q1,x\na,q2,y\n", "s.csv", ',');
+    REQUIRE_FALSE(conflict.is_ok());
+    CHECK(mentions(conflict.status(), "different answer"));
+    auto tsv = parse_knowledge_sheet("id\tquestion\tanswer_en\na\thow, really?\tlike this\n", "s.tsv", '\t');
+    REQUIRE(tsv.is_ok());
+    CHECK(tsv->entries[0].questions[0] == "how, really?");
+  }
+
+  TEST_CASE("files: missing, unknown extension") {
+    auto missing = load_knowledge_file("/nonexistent/kb.json");
+    REQUIRE_FALSE(missing.is_ok());
+    CHECK(missing.status().code() == ErrorCode::kNotFound);
+    auto path = (std::filesystem::temp_directory_path() / "mdg-knowledge-test.txt").string();
+    std::ofstream(path) << "id,question,answer\n";
+    auto ext = load_knowledge_file(path);
+    std::filesystem::remove(path);
+    REQUIRE_FALSE(ext.is_ok());
+    CHECK(mentions(ext.status(), "use .json, .csv or .tsv"));
+  }
+
+  TEST_CASE("settings can be overridden by name") {
+    KnowledgeBase kb;
+    CHECK(apply_setting(kb, "policy.answer_threshold", "0.7").is_ok());
+    CHECK(kb.policy.answer_threshold == doctest::Approx(0.7));
+    CHECK(apply_setting(kb, "ranking.classifier", "false").is_ok());
+    CHECK_FALSE(kb.ranking.classifier);
+    CHECK_FALSE(apply_setting(kb, "policy.answer_threshold", "high").is_ok());
+    auto unknown = apply_setting(kb, "policy.nope", "1");
+    REQUIRE_FALSE(unknown.is_ok());
+    CHECK(mentions(unknown, "policy.answer_threshold"));
+  }
+}

@@ -1,0 +1,151 @@
+#include <madoguchi/bot/text.hpp>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+
+using namespace madoguchi::bot;
+
+namespace {
+
+std::shared_ptr<const TextPipeline> pipeline(TextOptions options = {}) {
+  auto p = TextPipeline::create(std::move(options));
+  REQUIRE_MESSAGE(p.is_ok(), p.status().to_string());
+  return *p;
+}
+
+std::vector<std::string> content_terms(const Analysis& a) {
+  std::vector<std::string> out;
+  for (const auto& t : a.tokens) {
+    if (t.content) out.push_back(t.text);
+  }
+  return out;
+}
+
+bool has(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
+
+}  // namespace
+
+TEST_SUITE("bot.text") {
+  TEST_CASE("normalization folds width, case and Japanese variants") {
+    auto p = pipeline();
+    SUBCASE("full-width alphanumerics and case") { CHECK(p->normalize("ＡＢＣ１２３ Straße").value() == "abc123 strasse"); }
+    SUBCASE("half-width katakana") { CHECK(p->normalize("ﾍﾝﾋﾟﾝ").value() == "ヘンピン"); }
+    SUBCASE("ideographic space and runs of white space collapse") {
+      CHECK(p->normalize("  返品\u3000\u3000したい \n ").value() == "返品 したい");
+    }
+    SUBCASE("a dash after katakana is a long-vowel mark") { CHECK(p->normalize("ケ-キ").value() == "ケーキ"); }
+    SUBCASE("wave dash variants") { CHECK(p->normalize("10〜20").value() == p->normalize("10～20").value()); }
+    SUBCASE("full-width punctuation") { CHECK(p->normalize("送料は？！").value() == "送料は?!"); }
+  }
+
+  TEST_CASE("invalid UTF-8 is an error that names the byte") {
+    auto p = pipeline();
+    auto r = p->normalize(std::string("abc\xff" "def"));
+    REQUIRE_FALSE(r.is_ok());
+    CHECK(r.status().code() == madoguchi::ErrorCode::kInvalidArgument);
+    CHECK(r.status().message().find("byte 3") != std::string::npos);
+    CHECK(find_invalid_utf8("\xe3\x81") == 0);          // truncated sequence
+    CHECK(find_invalid_utf8("\xc0\xaf") == 0);          // overlong
+    CHECK(find_invalid_utf8("\xed\xa0\x80") == 0);      // surrogate
+    CHECK(find_invalid_utf8("返品") == std::string::npos);
+  }
+
+  TEST_CASE("locale detection") {
+    CHECK(TextPipeline::detect_locale("返品したい") == "ja");
+    CHECK(TextPipeline::detect_locale("カード") == "ja");
+    CHECK(TextPipeline::detect_locale("Can I return this?") == "en");
+    CHECK(TextPipeline::detect_locale("PayPayで払える?") == "ja");
+    CHECK(TextPipeline::detect_locale("") == "en");
+  }
+
+  TEST_CASE("Japanese goes through MeCab to base forms, function words flagged") {
+    auto p = pipeline();
+    auto a = p->analyze("商品を返品したかったです");
+    REQUIRE(a.is_ok());
+    CHECK(a->locale == "ja");
+    auto terms = content_terms(*a);
+    CHECK(has(terms, "商品"));
+    CHECK(has(terms, "返品"));
+    CHECK_FALSE(has(terms, "を"));
+    CHECK_FALSE(has(terms, "です"));
+    auto b = p->analyze("届かない");
+    REQUIRE(b.is_ok());
+    CHECK(has(content_terms(*b), "届く"));  // base form of 届か
+  }
+
+  TEST_CASE("English is split, stop words flagged and stemmed") {
+    auto p = pipeline();
+    auto a = p->analyze("How do I return the shoes I ordered?");
+    REQUIRE(a.is_ok());
+    CHECK(a->locale == "en");
+    auto terms = content_terms(*a);
+    CHECK(has(terms, "return"));
+    CHECK(has(terms, "shoe"));
+    CHECK(has(terms, "order"));
+    CHECK_FALSE(has(terms, "the"));
+    SUBCASE("accented Latin goes through the ICU word breaker") {
+      auto c = p->analyze("café crème");
+      REQUIRE(c.is_ok());
+      CHECK(c->tokens.size() == 2);
+    }
+    SUBCASE("Latin words inside Japanese are stemmed too") {
+      auto c = p->analyze("Ordersを確認");
+      REQUIRE(c.is_ok());
+      CHECK(has(content_terms(*c), "order"));
+    }
+  }
+
+  TEST_CASE("the user dictionary keeps shop terms whole") {
+    TextOptions o;
+    o.user_terms = {"さくらポイント", "Sakura Express"};
+    auto p = pipeline(o);
+    auto a = p->analyze("さくらポイントはSAKURA EXPRESSでも貯まりますか");
+    REQUIRE(a.is_ok());
+    auto terms = content_terms(*a);
+    CHECK(has(terms, "さくらポイント"));
+    CHECK(has(terms, "sakura express"));
+    auto kinds = std::count_if(a->tokens.begin(), a->tokens.end(), [](const Token& t) { return t.kind == TokenKind::kUserTerm; });
+    CHECK(kinds == 2);
+  }
+
+  TEST_CASE("synonyms map to the group's first word") {
+    TextOptions o;
+    o.synonyms = {{"返品", "返却"}, {"refund", "money back"}};
+    auto p = pipeline(o);
+    CHECK(has(content_terms(p->analyze("商品を返却したい").value()), "返品"));
+    CHECK(has(content_terms(p->analyze("I want my money back").value()), "refund"));
+    SUBCASE("English synonyms respect word boundaries") {
+      TextOptions o2;
+      o2.synonyms = {{"cash", "cod"}};
+      auto p2 = pipeline(o2);
+      CHECK(p2->analyze("my code").value().normalized == "my code");
+    }
+  }
+
+  TEST_CASE("words MeCab does not know are marked unknown") {
+    auto p = pipeline();
+    auto a = p->analyze("ポチポチャリーナを買いたい");
+    REQUIRE(a.is_ok());
+    bool unknown = std::any_of(a->tokens.begin(), a->tokens.end(), [](const Token& t) { return t.kind == TokenKind::kUnknown; });
+    CHECK(unknown);
+  }
+
+  TEST_CASE("a missing MeCab dictionary is a clear error") {
+    TextOptions o;
+    o.mecab_dicdir = "/nonexistent/mecab-dic";
+    auto p = TextPipeline::create(o);
+    REQUIRE_FALSE(p.is_ok());
+    CHECK(p.status().code() == madoguchi::ErrorCode::kNotFound);
+    CHECK(p.status().message().find("/nonexistent/mecab-dic") != std::string::npos);
+    CHECK(p.status().message().find("mecab-ipadic-utf8") != std::string::npos);
+  }
+
+  TEST_CASE("empty and blank text") {
+    auto p = pipeline();
+    auto a = p->analyze("   ");
+    REQUIRE(a.is_ok());
+    CHECK(a->normalized.empty());
+    CHECK(a->tokens.empty());
+  }
+}

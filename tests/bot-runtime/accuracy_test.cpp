@@ -77,16 +77,16 @@ TEST_SUITE("bot.accuracy") {
     MESSAGE("clinc150 top1=" << f.top1 << " mrr5=" << f.mrr5 << " oos_recall=" << f.oos_recall);
     CHECK(f.in_scope == 4500);
     CHECK(f.oos == 1000);
-    CHECK(f.top1 >= 0.83);
+    CHECK(f.top1 >= 0.85);
     CHECK(f.mrr5 >= 0.92);
-    CHECK(f.oos_recall >= 0.70);
+    CHECK(f.oos_recall >= 0.60);
   }
 
   TEST_CASE("CLINC150 test, 10 questions per entry") {
     if (!have_data()) return;
     auto f = evaluate(*load(mdg_test::data_path("clinc150/kb-10.json")), mdg_test::data_path("clinc150/test.jsonl"));
     MESSAGE("clinc150 kb-10 top1=" << f.top1 << " mrr5=" << f.mrr5 << " oos_recall=" << f.oos_recall);
-    CHECK(f.top1 >= 0.61);
+    CHECK(f.top1 >= 0.57);
     CHECK(f.mrr5 >= 0.74);
   }
 
@@ -94,8 +94,8 @@ TEST_SUITE("bot.accuracy") {
     if (!have_data()) return;
     auto f = evaluate(*load(mdg_test::data_path("banking77/kb.json")), mdg_test::data_path("banking77/test.jsonl"));
     MESSAGE("banking77 top1=" << f.top1 << " mrr5=" << f.mrr5 << " oos_recall=" << f.oos_recall);
-    CHECK(f.top1 >= 0.85);
-    CHECK(f.oos_recall >= 0.34);
+    CHECK(f.top1 >= 0.87);
+    CHECK(f.oos_recall >= 0.24);
   }
 
   TEST_CASE("xSID Japanese test") {
@@ -109,8 +109,8 @@ TEST_SUITE("bot.accuracy") {
   TEST_CASE("sample shop evaluation set") {
     auto f = evaluate(*mdg_test::shop_bot(), mdg_test::source_path("samples/kb/shop-eval.jsonl"));
     MESSAGE("shop top1=" << f.top1 << " mrr5=" << f.mrr5 << " oos_recall=" << f.oos_recall);
-    CHECK(f.top1 >= 0.62);
+    CHECK(f.top1 >= 0.48);
     CHECK(f.mrr5 >= 0.77);
-    CHECK(f.oos_recall >= 0.80);
+    CHECK(f.oos_recall >= 0.95);
   }
 }

@@ -295,19 +295,52 @@ void Index::calibrate(const std::vector<Example>& examples, const std::vector<st
     float z_other = cands.size() > 1 ? cands[1].z : tau;
     pts.push_back({{cands[0].p, cands[0].z - z_other, cands[0].z}, cands[0].entry == ex.entry ? 1.0f : 0.0f});
   }
-  // Logistic regression on three features by gradient descent (Platt scaling).
+  // Logistic regression on three features (Platt scaling), fitted by Newton's method with
+  // a small ridge so that it converges whatever the scale of the logits.
   double w[4] = {1, 0, 0, 0};
-  const double n = static_cast<double>(pts.size());
-  for (int it = 0; it < 800; ++it) {
+  for (int it = 0; it < 30; ++it) {
     double g[4] = {0, 0, 0, 0};
+    double h[4][4] = {};
     for (const auto& p : pts) {
-      double t = w[0] * p.x[0] + w[1] * p.x[1] + w[2] * p.x[2] + w[3];
+      const double x[4] = {p.x[0], p.x[1], p.x[2], 1.0};
+      double t = w[0] * x[0] + w[1] * x[1] + w[2] * x[2] + w[3];
       double q = 1.0 / (1.0 + std::exp(-t));
-      double d = q - p.y;
-      for (int k = 0; k < 3; ++k) g[k] += d * p.x[k];
-      g[3] += d;
+      double d = q - p.y, v = q * (1 - q);
+      for (int a = 0; a < 4; ++a) {
+        g[a] += d * x[a];
+        for (int b = 0; b < 4; ++b) h[a][b] += v * x[a] * x[b];
+      }
     }
-    for (int k = 0; k < 4; ++k) w[k] -= 0.5 * (g[k] / n + 1e-3 * (k < 3 ? w[k] : 0.0));
+    for (int a = 0; a < 4; ++a) {
+      g[a] += 1e-2 * w[a];
+      h[a][a] += 1e-2;
+    }
+    // Solve h * step = g (Gaussian elimination with partial pivoting).
+    double m[4][5];
+    for (int a = 0; a < 4; ++a) {
+      for (int b = 0; b < 4; ++b) m[a][b] = h[a][b];
+      m[a][4] = g[a];
+    }
+    for (int c = 0; c < 4; ++c) {
+      int piv = c;
+      for (int r = c + 1; r < 4; ++r) {
+        if (std::fabs(m[r][c]) > std::fabs(m[piv][c])) piv = r;
+      }
+      for (int k = 0; k < 5; ++k) std::swap(m[c][k], m[piv][k]);
+      if (std::fabs(m[c][c]) < 1e-12) continue;
+      for (int r = 0; r < 4; ++r) {
+        if (r == c) continue;
+        double f = m[r][c] / m[c][c];
+        for (int k = c; k < 5; ++k) m[r][k] -= f * m[c][k];
+      }
+    }
+    double change = 0;
+    for (int a = 0; a < 4; ++a) {
+      double step = std::fabs(m[a][a]) < 1e-12 ? 0.0 : m[a][4] / m[a][a];
+      w[a] -= step;
+      change = std::max(change, std::fabs(step));
+    }
+    if (change < 1e-6) break;
   }
   for (int k = 0; k < 4; ++k) cal_[k] = static_cast<float>(w[k]);
   calibrated_ = true;

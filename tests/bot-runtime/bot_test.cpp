@@ -121,6 +121,7 @@ TEST_SUITE("bot.policy") {
     auto pick = ask(conv, "2");
     CHECK(pick.decision == Decision::kAnswer);
     CHECK(pick.entry_id == second);
+    CHECK(pick.locale == "ja");  // a bare number keeps the conversation's language
   }
 
   TEST_CASE("out of scope hands off; severity hands off") {
@@ -219,6 +220,15 @@ TEST_SUITE("bot.policy") {
     reloader.join();
     CHECK(errors == 0);
     CHECK(mismatches == 0);
+  }
+
+  TEST_CASE("a rule whose keywords are all blank is refused") {
+    auto kb = parse_knowledge_json(R"({"entries": [{"id": "a", "questions": ["q"], "answer": "x"}],
+      "rules": [{"id": "r", "when": {"any": [" ", "  "]}, "then": {"reply": "x"}}]})", "b.json");
+    REQUIRE(kb.is_ok());
+    auto bot = Bot::create(std::move(*kb));
+    REQUIRE_FALSE(bot.is_ok());
+    CHECK(bot.status().message().find("normalizes to nothing") != std::string::npos);
   }
 
   TEST_CASE("a knowledge base with errors does not build a bot") {

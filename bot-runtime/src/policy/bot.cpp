@@ -168,6 +168,10 @@ Result<std::shared_ptr<const Bot>> Bot::create(KnowledgeBase kb, BotOptions opti
     MDG_RETURN_IF_ERROR(norm_all(r->when.any, cr.any));
     MDG_RETURN_IF_ERROR(norm_all(r->when.all, cr.all));
     MDG_RETURN_IF_ERROR(norm_all(r->when.none, cr.none));
+    if ((!r->when.any.empty() && cr.any.empty()) || (!r->when.all.empty() && cr.all.empty())) {
+      return invalid_argument(r->source + ": every keyword normalizes to nothing (blank or punctuation only); "
+                              "the rule would fire on every message");
+    }
     if (!r->when.regex.empty()) {
       UErrorCode err = U_ZERO_ERROR;
       UParseError perr{};
@@ -188,6 +192,10 @@ Result<std::shared_ptr<const Bot>> Bot::create(KnowledgeBase kb, BotOptions opti
   MDG_RETURN_IF_ERROR(norm_all(k.triage.urgency, impl->lexicon.urgency));
   MDG_RETURN_IF_ERROR(norm_all(k.triage.money, impl->lexicon.money));
   MDG_RETURN_IF_ERROR(norm_all(builtin_person_request(), impl->lexicon.person));
+  for (auto* words : {&impl->lexicon.anger, &impl->lexicon.urgency, &impl->lexicon.money, &impl->lexicon.person}) {
+    std::sort(words->begin(), words->end());
+    words->erase(std::unique(words->begin(), words->end()), words->end());
+  }
 
   for (const auto& e : k.entries) {
     std::string ja, en;
@@ -252,8 +260,8 @@ Triage Bot::Impl::triage(const Analysis& a, const Conversation& conv, std::strin
   int anger = hits(lexicon.anger, "anger");
   int urgency = hits(lexicon.urgency, "urgency");
   int money = hits(lexicon.money, "money");
-  std::size_t bangs = std::count(raw.begin(), raw.end(), '!') +
-                      (std::count(s.begin(), s.end(), '!') > 2 ? 1 : 0);
+  // Counted after normalization, so full-width ！ counts as well.
+  auto bangs = static_cast<std::size_t>(std::count(s.begin(), s.end(), '!'));
   double severity = (anger ? 0.6 : 0.0) + (anger > 1 ? 0.1 : 0.0) + (urgency ? 0.3 : 0.0) + (money ? 0.3 : 0.0) +
                     (bangs >= 3 ? 0.1 : 0.0);
   t.severity = std::min(1.0, severity);
@@ -299,7 +307,17 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
   MDG_ASSIGN_OR_RETURN(Analysis a, im.text->analyze(raw));
 
   Reply reply;
-  reply.locale = conv.locale().empty() ? a.locale : conv.locale();
+  // A message without letters ("2", "?") keeps the conversation's language.
+  bool has_letters = std::any_of(a.normalized.begin(), a.normalized.end(), [](char c) {
+    return static_cast<unsigned char>(c) >= 0x80 || (c >= 'a' && c <= 'z');
+  });
+  if (!conv.locale().empty()) {
+    reply.locale = conv.locale();
+  } else if (!has_letters && !conv.last_locale_.empty()) {
+    reply.locale = conv.last_locale_;
+  } else {
+    reply.locale = a.locale;
+  }
   if (a.normalized.empty()) reply.locale = kb.default_locale;
   const std::string& loc = reply.locale;
   const std::string& fallback_locale = kb.default_locale;
@@ -308,7 +326,9 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
   reply.triage = im.triage(a, conv, raw);
 
   auto finish = [&](Reply& r) -> Reply {
+    if (truncated) r.reason += " (message cut to " + std::to_string(im.options.max_message_bytes) + " bytes)";
     conv.transcript_.push_back({"visitor", std::string(raw), "", r.decision});
+    conv.last_locale_ = r.locale;
     ++conv.visitor_turns_;
     bool failed = r.decision == Decision::kFallback || r.decision == Decision::kClarify;
     conv.failed_turns_ = failed ? conv.failed_turns_ + 1 : (r.decision == Decision::kHandoff ? conv.failed_turns_ : 0);
@@ -452,8 +472,8 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
   if ((reply.decision == Decision::kFallback || reply.decision == Decision::kClarify) &&
       conv.failed_turns_ + 1 >= policy.max_failed_turns && policy.max_failed_turns > 0) {
     hand_off(std::to_string(policy.max_failed_turns) + " failed turns in a row");
+    reply.options.clear();
   }
-  if (truncated) reply.reason += " (message cut to " + std::to_string(im.options.max_message_bytes) + " bytes)";
   return finish(reply);
 }
 

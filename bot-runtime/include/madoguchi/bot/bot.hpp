@@ -41,7 +41,7 @@ struct Candidate {
   std::string entry_id;
   double confidence = 0;  // calibrated, 0..1: comparable across knowledge bases
   double score = 0;       // the model's raw score (logit)
-  double bm25 = 0;        // BM25 part of the score, normalized to 0..1
+  double bm25 = 0;        // BM25 part of the score over the query's idf mass (about 0..1, can exceed 1)
 };
 
 struct Triage {
@@ -123,7 +123,8 @@ class Conversation {
   std::map<std::string, std::string, std::less<>> slots_;
   std::map<std::string, std::string, std::less<>> visitor_;
   std::string previous_answer_;
-  std::string locale_;
+  std::string locale_;       // set by the host: overrides detection
+  std::string last_locale_;  // the language of the previous message
   std::vector<std::string> pending_options_;  // entries offered by the last clarification
   int visitor_turns_ = 0;
   int failed_turns_ = 0;

@@ -195,21 +195,19 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
   return index;
 }
 
-void Index::forward(const Example& ex, Scratch& s) const {
-  for (const auto& [f, x] : ex.features) {
+void Index::add_linear(const std::vector<std::pair<std::uint32_t, float>>& features, Scratch& s) const {
+  for (const auto& [f, x] : features) {
     for (const auto& cw : weights_[f]) {
-      if (!s.entry_touched[cw.entry]) {
-        s.entry_touched[cw.entry] = 1;
-        s.touched_entries.push_back(cw.entry);
-      }
+      s.touch(cw.entry);
       s.entry_z[cw.entry] += x * cw.w;
     }
   }
+}
+
+void Index::forward(const Example& ex, Scratch& s) const {
+  add_linear(ex.features, s);
   for (const auto& [e, b] : ex.bm25) {
-    if (!s.entry_touched[e]) {
-      s.entry_touched[e] = 1;
-      s.touched_entries.push_back(e);
-    }
+    s.touch(e);
     s.entry_bm25[e] = b;
   }
   for (auto e : s.touched_entries) s.entry_z[e] += gamma_ * s.entry_bm25[e];
@@ -235,10 +233,7 @@ void Index::train(const std::vector<Example>& examples, const std::vector<std::u
     for (auto idx : order) {
       const Example& ex = examples[idx];
       forward(ex, s);
-      if (!s.entry_touched[ex.entry]) {
-        s.entry_touched[ex.entry] = 1;
-        s.touched_entries.push_back(ex.entry);
-      }
+      s.touch(ex.entry);
       top_k(s, static_cast<std::size_t>(settings_.shortlist), cands, tau);
       bool has_gold = false;
       for (const auto& c : cands) has_gold = has_gold || c.entry == ex.entry;
@@ -409,10 +404,7 @@ void Index::score_bm25(const Analysis& a, Scratch& s, std::uint32_t skip_doc) co
   for (auto d : s.touched_docs) {
     std::uint32_t e = doc_entry_[d];
     float v = qw * s.doc_score[d] / norm;
-    if (!s.entry_touched[e]) {
-      s.entry_touched[e] = 1;
-      s.touched_entries.push_back(e);
-    }
+    s.touch(e);
     s.entry_bm25[e] = std::max(s.entry_bm25[e], v);
   }
   if (settings_.answer_weight > 0) {
@@ -423,10 +415,7 @@ void Index::score_bm25(const Analysis& a, Scratch& s, std::uint32_t skip_doc) co
         float dl = answers_.doc_len[p.doc];
         float sc = idf * p.tf * (k1 + 1) / (p.tf + k1 * (1 - b + b * dl / answers_.avg_len));
         std::uint32_t e = p.doc;
-        if (!s.entry_touched[e]) {
-          s.entry_touched[e] = 1;
-          s.touched_entries.push_back(e);
-        }
+        s.touch(e);
         s.entry_bm25[e] += aw * sc / norm;
       }
     }
@@ -467,15 +456,7 @@ std::vector<Ranked> Index::rank(const Analysis& a, std::size_t k) const {
   score_bm25(a, s, UINT32_MAX);
   if (!weights_.empty()) {
     vectorize(a, s);
-    for (const auto& [f, x] : s.features) {
-      for (const auto& cw : weights_[f]) {
-        if (!s.entry_touched[cw.entry]) {
-          s.entry_touched[cw.entry] = 1;
-          s.touched_entries.push_back(cw.entry);
-        }
-        s.entry_z[cw.entry] += x * cw.w;
-      }
-    }
+    add_linear(s.features, s);
   }
   for (auto e : s.touched_entries) s.entry_z[e] += gamma_ * s.entry_bm25[e];
   std::vector<Ranked> out;

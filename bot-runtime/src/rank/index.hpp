@@ -38,6 +38,14 @@ struct Scratch {
   std::vector<std::string> terms;
   std::vector<WeightedKey> keys;
   std::vector<std::pair<std::uint32_t, float>> features;  // feature id, value
+
+  // Marks an entry as scored in this call, so that reset() clears it.
+  void touch(std::uint32_t e) {
+    if (!entry_touched[e]) {
+      entry_touched[e] = 1;
+      touched_entries.push_back(e);
+    }
+  }
 };
 
 struct Ranked {
@@ -83,6 +91,8 @@ class Index {
   void train(const std::vector<Example>& examples, const std::vector<std::uint32_t>& use, Scratch& s);
   // Logits of every entry for an example's features plus its BM25 shortlist.
   void forward(const Example& ex, Scratch& s) const;
+  // Adds the linear model's score of (feature id, value) pairs to s.entry_z.
+  void add_linear(const std::vector<std::pair<std::uint32_t, float>>& features, Scratch& s) const;
   // Fits the confidence calibration on questions held out of training.
   void calibrate(const std::vector<Example>& examples, const std::vector<std::uint32_t>& held_out, Scratch& s);
   float confidence(float p, float z, float z_other) const noexcept;

@@ -141,6 +141,7 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
     auto scratch = ix.scratch_.take();
     Scratch& s = *scratch;
     auto keep = static_cast<std::size_t>(ix.settings_.shortlist) * 2;
+    std::vector<std::pair<std::uint32_t, float>> shortlist;
     for (std::uint32_t d = 0; d < analyses.size(); ++d) {
       Example& ex = examples[d];
       ex.entry = ix.doc_entry_[d];
@@ -148,12 +149,14 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
       ix.vectorize(analyses[d], s);
       ex.features = s.features;
       ix.score_bm25(analyses[d], s, d);
-      for (auto e : s.touched_entries) ex.bm25.emplace_back(e, s.entry_bm25[e]);
-      if (ex.bm25.size() > keep) {
-        std::nth_element(ex.bm25.begin(), ex.bm25.begin() + static_cast<std::ptrdiff_t>(keep), ex.bm25.end(),
-                         [](const auto& a, const auto& b) { return a.second > b.second; });
-        ex.bm25.resize(keep);
-      }
+      // The shortlist is built in a reused buffer: with a large KB a common word touches
+      // many entries, and each example must keep only its `keep` best, not their capacity.
+      shortlist.clear();
+      for (auto e : s.touched_entries) shortlist.emplace_back(e, s.entry_bm25[e]);
+      std::size_t best = std::min(keep, shortlist.size());
+      std::partial_sort(shortlist.begin(), shortlist.begin() + static_cast<std::ptrdiff_t>(best), shortlist.end(),
+                        [](const auto& a, const auto& b) { return a.second != b.second ? a.second > b.second : a.first < b.first; });
+      ex.bm25.assign(shortlist.begin(), shortlist.begin() + static_cast<std::ptrdiff_t>(best));
       ix.reset(s);
     }
     analyses.clear();

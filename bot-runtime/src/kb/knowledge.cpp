@@ -259,6 +259,7 @@ Status apply_setting(KnowledgeBase& kb, std::string_view key, std::string_view v
   if (key == "ranking.answer_weight") return num(r.answer_weight);
   if (key == "ranking.classifier") return boolean(r.classifier);
   if (key == "ranking.epochs") return integer(r.epochs);
+  if (key == "ranking.average") return boolean(r.average);
   if (key == "ranking.l2") return num(r.l2);
   if (key == "ranking.learning_rate") return num(r.learning_rate);
   if (key == "ranking.shortlist") return integer(r.shortlist);
@@ -272,7 +273,7 @@ Status apply_setting(KnowledgeBase& kb, std::string_view key, std::string_view v
   if (key == "policy.handoff_out_of_scope") return boolean(p.handoff_out_of_scope);
   return invalid_argument("unknown setting '" + std::string(key) +
                           "' (ranking.k1, ranking.b, ranking.question_weight, ranking.answer_weight, "
-                          "ranking.classifier, ranking.epochs, ranking.l2, ranking.learning_rate, "
+                          "ranking.classifier, ranking.epochs, ranking.average, ranking.l2, ranking.learning_rate, "
                           "ranking.shortlist, ranking.null_logit, policy.answer_threshold, "
                           "policy.clarify_threshold, policy.clarify_margin, policy.max_clarify_options, "
                           "policy.max_failed_turns, policy.severity_handoff, policy.handoff_out_of_scope)");

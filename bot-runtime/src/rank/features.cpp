@@ -47,7 +47,9 @@ void model_features(const Analysis& a, std::vector<WeightedKey>& out) {
   const auto& toks = a.tokens;
   for (std::size_t i = 0; i < toks.size(); ++i) {
     const auto& t = toks[i];
-    if (t.content) out.push_back({feature_key('w', t.text), 1.0f});
+    // Every word, function words too: "how", "can", "what" tell intents apart here,
+    // although BM25 leaves them out.
+    out.push_back({feature_key('w', t.text), 1.0f});
     if (i + 1 < toks.size()) {
       std::string bigram = t.text;
       bigram += ' ';

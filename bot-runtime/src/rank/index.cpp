@@ -221,6 +221,12 @@ void Index::train(const std::vector<Example>& examples, const std::vector<std::u
     for (auto& cw : ws) cw.w = 0.0f;
   }
   gamma_ = bm25_scale_;
+  // Averaged SGD: the returned weights are the mean over all steps (lazy form:
+  // w_avg = w - u / c, where u sums step * update), which generalizes better than the last.
+  std::vector<std::vector<float>> acc(weights_.size());
+  for (std::size_t f = 0; f < weights_.size(); ++f) acc[f].assign(weights_[f].size(), 0.0f);
+  double gamma_acc = 0;
+  float step = 1.0f;
   std::vector<float> grad(entry_count_, 0.0f);
   std::vector<std::uint32_t> order = use;
   std::mt19937 rng(20261125u);
@@ -231,7 +237,7 @@ void Index::train(const std::vector<Example>& examples, const std::vector<std::u
       std::size_t j = rng() % i;
       std::swap(order[i - 1], order[j]);
     }
-    const float lr = static_cast<float>(settings_.learning_rate / (1.0 + epoch));
+    const float lr = static_cast<float>(settings_.learning_rate / (1.0 + 0.3 * epoch));
     const float decay = 1.0f - lr * static_cast<float>(settings_.l2);
     for (auto idx : order) {
       const Example& ex = examples[idx];
@@ -255,15 +261,28 @@ void Index::train(const std::vector<Example>& examples, const std::vector<std::u
         dgamma += g * c.bm25;
       }
       for (const auto& [f, x] : ex.features) {
-        for (auto& cw : weights_[f]) {
-          float g = grad[cw.entry];
-          if (g != 0.0f) cw.w = cw.w * decay + lr * g * x;
+        auto& ws = weights_[f];
+        auto& us = acc[f];
+        for (std::size_t k = 0; k < ws.size(); ++k) {
+          float g = grad[ws[k].entry];
+          if (g == 0.0f) continue;
+          float delta = ws[k].w * (decay - 1.0f) + lr * g * x;
+          ws[k].w += delta;
+          us[k] += step * delta;
         }
       }
       gamma_ += lr * 0.05f * dgamma;
+      gamma_acc += static_cast<double>(step) * lr * 0.05f * dgamma;
+      step += 1.0f;
       for (const auto& c : cands) grad[c.entry] = 0.0f;
       reset(s);
     }
+  }
+  if (settings_.average) {
+    for (std::size_t f = 0; f < weights_.size(); ++f) {
+      for (std::size_t k = 0; k < weights_[f].size(); ++k) weights_[f][k].w -= acc[f][k] / step;
+    }
+    gamma_ -= static_cast<float>(gamma_acc / step);
   }
 }
 

@@ -83,6 +83,7 @@ struct RankingSettings {
   double answer_weight = 0.25;   // weight of the entry's answer text
   bool classifier = true;        // train the linear model over word and character n-grams
   int epochs = 6;                // training passes of the linear model, [1, 50]
+  bool average = true;           // average the weights over all training steps
   double l2 = 1e-5;              // L2 regularization of the linear model, [0, 1]
   double learning_rate = 10.0;   // SGD step, (0, 50]
   int shortlist = 24;            // candidates the model competes against in training, [2, 200]
@@ -91,7 +92,7 @@ struct RankingSettings {
 
 // When to answer, clarify or hand off (docs/policy.md).
 struct PolicySettings {
-  double answer_threshold = 0.40;   // calibrated confidence to answer with the top entry
+  double answer_threshold = 0.45;   // calibrated confidence to answer with the top entry
   double clarify_threshold = 0.20;  // confidence for the top entry to be offered as an option
   double clarify_margin = 0.15;     // clarify when top - second < margin (both offered)
   int max_clarify_options = 3;

@@ -8,11 +8,13 @@
 #include <mecab.h>
 #include <libstemmer.h>
 #include <unicode/brkiter.h>
+#include <unicode/bytestream.h>
 #include <unicode/normalizer2.h>
 #include <unicode/unistr.h>
 
 #include <algorithm>
 #include <array>
+#include <bitset>
 #include <cstdlib>
 #include <filesystem>
 #include <unordered_map>
@@ -56,7 +58,6 @@ std::size_t find_invalid_utf8(std::string_view text) noexcept {
 
 namespace {
 
-using detail::append_utf8;
 using detail::is_ascii;
 using detail::is_japanese;
 using detail::is_katakana;
@@ -109,6 +110,7 @@ struct WordBreaker {
 };
 
 // Splits a comma-separated MeCab feature string into at most N fields.
+// Fields past the base form (reading, pronunciation) are left unsplit.
 template <std::size_t N>
 std::size_t split_feature(std::string_view feature, std::array<std::string_view, N>& out) {
   std::size_t n = 0;
@@ -136,10 +138,14 @@ struct TextPipeline::Impl {
   mutable detail::Pool<Stemmer> stemmer_pool{nullptr};
   mutable detail::Pool<WordBreaker> breaker_pool{nullptr};
 
-  // User dictionary: normalized terms grouped by their first byte, longest first.
-  std::unordered_map<unsigned char, std::vector<std::string>> user_terms;
-  // Synonyms: normalized alias -> canonical, longest alias first.
-  std::vector<std::pair<std::string, std::string>> synonyms;
+  // User dictionary: normalized terms grouped by their first character, longest first.
+  std::unordered_map<char32_t, std::vector<std::string>> user_terms;
+  // Synonyms: normalized alias -> canonical, grouped by the alias's first character, longest first.
+  std::unordered_map<char32_t, std::vector<std::pair<std::string, std::string>>> synonyms;
+  // A filter on first characters (a bit per code point modulo 4096): most positions of a
+  // text start no term or alias and are passed over without a map look-up.
+  std::bitset<4096> term_start;
+  std::bitset<4096> synonym_start;
 
   Result<std::string> normalize(std::string_view text) const;
   void apply_synonyms(std::string& text) const;
@@ -224,7 +230,10 @@ Result<std::shared_ptr<const TextPipeline>> TextPipeline::create(TextOptions opt
     auto norm = impl->normalize(term);
     if (!norm) return invalid_argument("user dictionary term: " + norm.status().message());
     if (norm->empty()) continue;
-    auto& bucket = impl->user_terms[static_cast<unsigned char>((*norm)[0])];
+    std::size_t at = 0;
+    char32_t first = next_code_point(*norm, at);
+    impl->term_start.set(first & 4095u);
+    auto& bucket = impl->user_terms[first];
     bucket.push_back(std::move(*norm));
   }
   for (auto& [first, terms] : impl->user_terms) {
@@ -244,61 +253,115 @@ Result<std::shared_ptr<const TextPipeline>> TextPipeline::create(TextOptions opt
       if (!alias) return invalid_argument("synonym group " + std::to_string(g + 1) + ": " +
                                           alias.status().message());
       if (alias->empty() || *alias == *canonical) continue;
-      impl->synonyms.emplace_back(std::move(*alias), *canonical);
+      std::size_t at = 0;
+      char32_t first = next_code_point(*alias, at);
+      impl->synonym_start.set(first & 4095u);
+      impl->synonyms[first].emplace_back(std::move(*alias), *canonical);
     }
   }
-  std::stable_sort(impl->synonyms.begin(), impl->synonyms.end(),
-                   [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+  for (auto& [first, aliases] : impl->synonyms) {
+    std::stable_sort(aliases.begin(), aliases.end(),
+                     [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+  }
 
   return std::shared_ptr<const TextPipeline>(new TextPipeline(std::move(impl)));
 }
 
+// The last step of normalization, one character at a time: white space collapsed and
+// trimmed, control characters dropped, wave dashes unified, and a dash after katakana read
+// as the long-vowel mark ("ケ-キ" is "ケーキ").
+class Emitter {
+ public:
+  explicit Emitter(std::string& out) : out_(out) {}
+
+  void put(char32_t c, std::string_view bytes) {
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' || c == 0x3000) {
+      pending_space_ = !out_.empty();
+      return;
+    }
+    if (c < 0x20 || c == 0x7F) return;
+    if (c == 0x301C || c == 0x2053) {
+      c = '~';
+      bytes = "~";
+    }
+    bool dash = c == '-' || (c >= 0x2010 && c <= 0x2015) || c == 0x2212;
+    if (dash && (is_katakana(prev_) || prev_ == 0x30FC)) {
+      c = 0x30FC;
+      bytes = "\xE3\x83\xBC";  // ー
+    }
+    if (pending_space_) {
+      out_ += ' ';
+      pending_space_ = false;
+    }
+    out_.append(bytes);
+    prev_ = c;
+  }
+
+ private:
+  std::string& out_;
+  char32_t prev_ = 0;
+  bool pending_space_ = false;
+};
+
+// NFKC + case folding without ICU for the text most messages are made of: ASCII, full-width
+// ASCII, and the kana, kanji and CJK punctuation that NFKC_Casefold leaves unchanged.
+// Returns false when the text has anything else (or is not valid UTF-8): ICU takes over.
+static bool fold_common(std::string_view text, std::string& out) {
+  out.clear();
+  out.reserve(text.size());
+  Emitter em(out);
+  for (std::size_t i = 0; i < text.size();) {
+    auto b = static_cast<unsigned char>(text[i]);
+    if (b < 0x80) {
+      char a = (b >= 'A' && b <= 'Z') ? static_cast<char>(b - 'A' + 'a') : static_cast<char>(b);
+      em.put(static_cast<unsigned char>(a), std::string_view(&a, 1));
+      ++i;
+      continue;
+    }
+    if (b < 0xE0 || b >= 0xF0 || i + 2 >= text.size() ||
+        (static_cast<unsigned char>(text[i + 1]) & 0xC0) != 0x80 ||
+        (static_cast<unsigned char>(text[i + 2]) & 0xC0) != 0x80) {
+      return false;  // 2- and 4-byte sequences, or broken ones: let the full path decide
+    }
+    char32_t c = (static_cast<char32_t>(b & 0x0F) << 12) |
+                 (static_cast<char32_t>(static_cast<unsigned char>(text[i + 1]) & 0x3F) << 6) |
+                 static_cast<char32_t>(static_cast<unsigned char>(text[i + 2]) & 0x3F);
+    if (c >= 0xFF01 && c <= 0xFF5E) {  // full-width ASCII
+      char a = static_cast<char>(c - 0xFEE0);
+      if (a >= 'A' && a <= 'Z') a = static_cast<char>(a - 'A' + 'a');
+      em.put(static_cast<unsigned char>(a), std::string_view(&a, 1));
+    } else if ((c >= 0x3000 && c <= 0x3035) || (c >= 0x3041 && c <= 0x3096) || c == 0x309D || c == 0x309E ||
+               (c >= 0x30A1 && c <= 0x30FE) || (c >= 0x3400 && c <= 0x9FFF)) {
+      em.put(c, text.substr(i, 3));  // stable under NFKC_Casefold
+    } else {
+      return false;
+    }
+    i += 3;
+  }
+  return true;
+}
+
 Result<std::string> TextPipeline::Impl::normalize(std::string_view text) const {
+  std::string out;
+  if (fold_common(text, out)) return out;
   if (std::size_t bad = find_invalid_utf8(text); bad != std::string_view::npos) {
     return invalid_argument("invalid UTF-8 at byte " + std::to_string(bad) +
                             ": send text encoded as UTF-8");
   }
+  // UTF-8 in, UTF-8 out: no round trip through UTF-16.
   std::string folded;
-  if (is_ascii(text)) {
-    // Fast path: NFKC + case folding of ASCII is lower-casing.
-    folded.assign(text);
-    for (char& c : folded) {
-      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    }
-  } else {
-    UErrorCode err = U_ZERO_ERROR;
-    icu::UnicodeString src = icu::UnicodeString::fromUTF8(
-        icu::StringPiece(text.data(), static_cast<int32_t>(text.size())));
-    icu::UnicodeString dst = nfkc_cf->normalize(src, err);
-    if (U_FAILURE(err)) return internal_error(std::string("ICU normalize: ") + u_errorName(err));
-    dst.toUTF8String(folded);
-  }
-
-  // Japanese variants NFKC leaves apart, and white space collapsed.
-  std::string out;
+  folded.reserve(text.size() + 16);
+  UErrorCode err = U_ZERO_ERROR;
+  icu::StringByteSink<std::string> sink(&folded);
+  nfkc_cf->normalizeUTF8(0, icu::StringPiece(text.data(), static_cast<int32_t>(text.size())), sink, nullptr, err);
+  if (U_FAILURE(err)) return internal_error(std::string("ICU normalize: ") + u_errorName(err));
+  out.clear();
   out.reserve(folded.size());
-  char32_t prev = 0;
-  bool pending_space = false;
+  Emitter em(out);
   for (std::size_t i = 0; i < folded.size();) {
+    std::size_t start = i;
     char32_t c = next_code_point(folded, i);
-    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' || c == 0x3000) {
-      pending_space = !out.empty();
-      continue;
-    }
-    if (c < 0x20 || c == 0x7F) continue;  // control characters
-    if (c == 0x301C || c == 0x2053) c = '~';  // wave dash variants
-    // Long-vowel mark written with a dash after katakana: "ケーキ" typed as "ケ-キ".
-    if ((c == '-' || c == 0x2010 || c == 0x2011 || c == 0x2012 || c == 0x2013 || c == 0x2014 ||
-         c == 0x2015 || c == 0x2212) &&
-        (is_katakana(prev) || prev == 0x30FC)) {
-      c = 0x30FC;
-    }
-    if (pending_space) {
-      out += ' ';
-      pending_space = false;
-    }
-    append_utf8(out, c);
-    prev = c;
+    em.put(c, std::string_view(folded).substr(start, i - start));
   }
   return out;
 }
@@ -319,17 +382,38 @@ std::string_view TextPipeline::detect_locale(std::string_view utf8) noexcept {
 }
 
 void TextPipeline::Impl::apply_synonyms(std::string& text) const {
-  for (const auto& [alias, canonical] : synonyms) {
-    std::size_t pos = text.find(alias);
-    while (pos != std::string::npos) {
-      if (detail::at_word_boundary(text, pos, alias.size())) {
-        text.replace(pos, alias.size(), canonical);
-        pos = text.find(alias, pos + canonical.size());
-      } else {
-        pos = text.find(alias, pos + 1);
+  if (synonyms.empty()) return;
+  // One left-to-right pass; at each character the longest alias that starts there wins.
+  std::string out;
+  bool changed = false;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    auto c = static_cast<unsigned char>(text[i]);
+    std::size_t len = c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+    std::size_t at = i;
+    char32_t cp = next_code_point(text, at);
+    const std::pair<std::string, std::string>* hit = nullptr;
+    auto bucket = synonym_start.test(cp & 4095u) ? synonyms.find(cp) : synonyms.end();
+    if (bucket != synonyms.end()) {
+      for (const auto& pair : bucket->second) {
+        const std::string& alias = pair.first;
+        if (text.compare(i, alias.size(), alias) == 0 && detail::at_word_boundary(text, i, alias.size())) {
+          hit = &pair;
+          break;
+        }
       }
     }
+    if (hit) {
+      if (!changed) out.assign(text, 0, i);
+      changed = true;
+      out += hit->second;
+      i += hit->first.size();
+      continue;
+    }
+    if (changed) out.append(text, i, len);
+    i += len;
   }
+  if (changed) text = std::move(out);
 }
 
 void TextPipeline::Impl::add_english_word(std::string_view word, std::vector<Token>& out,
@@ -394,7 +478,7 @@ Status TextPipeline::Impl::tokenize_japanese(std::string_view text, std::vector<
   if (!worker->tagger->parse(lattice)) {
     return internal_error(std::string("MeCab parse failed: ") + lattice->what());
   }
-  std::array<std::string_view, 9> f;
+  std::array<std::string_view, 8> f;  // f[6] is the base form; f[7] the rest
   for (const MeCab::Node* node = lattice->bos_node(); node; node = node->next) {
     if (node->stat == MECAB_BOS_NODE || node->stat == MECAB_EOS_NODE) continue;
     std::string_view surface(node->surface, node->length);
@@ -402,7 +486,15 @@ Status TextPipeline::Impl::tokenize_japanese(std::string_view text, std::vector<
     std::size_t nf = split_feature(std::string_view(node->feature), f);
     std::string_view pos = nf > 0 ? f[0] : std::string_view();
     std::string_view pos1 = nf > 1 ? f[1] : std::string_view();
-    if (pos == "記号") continue;
+    if (pos == "記号" || pos == "助詞" || pos == "助動詞") {
+      // Particles and auxiliaries are kept (flagged) for bigram features; symbols are not.
+      if (pos == "記号") continue;
+      Token t;
+      t.text.assign(nf > 6 && f[6] != "*" ? f[6] : surface);
+      t.content = false;
+      out.push_back(std::move(t));
+      continue;
+    }
 
     // Latin words inside Japanese text go through the English path (stemming).
     if (is_ascii(surface)) {
@@ -428,6 +520,7 @@ Status TextPipeline::Impl::tokenize_japanese(std::string_view text, std::vector<
 Result<Analysis> TextPipeline::analyze(std::string_view utf8) const {
   Analysis a;
   MDG_ASSIGN_OR_RETURN(a.normalized, impl_->normalize(utf8));
+  a.tokens.reserve(a.normalized.size() / 3 + 4);
   impl_->apply_synonyms(a.normalized);
   a.locale = std::string(detect_locale(a.normalized));
   const std::string& s = a.normalized;
@@ -444,8 +537,10 @@ Result<Analysis> TextPipeline::analyze(std::string_view utf8) const {
   std::size_t i = 0;
   while (i < s.size()) {
     std::size_t matched = 0;
-    if (!impl_->user_terms.empty()) {
-      auto it = impl_->user_terms.find(static_cast<unsigned char>(s[i]));
+    std::size_t at = i;
+    char32_t cp = next_code_point(s, at);
+    if (impl_->term_start.test(cp & 4095u)) {
+      auto it = impl_->user_terms.find(cp);
       if (it != impl_->user_terms.end()) {
         for (const auto& term : it->second) {
           if (s.compare(i, term.size(), term) == 0 && detail::at_word_boundary(s, i, term.size())) {

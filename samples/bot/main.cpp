@@ -281,8 +281,12 @@ int cmd_lint(const Args& args) {
     }
     for (const auto& e : kb->entries) {
       for (const auto& q : e.questions) {
-        auto n = text.normalize(q);
-        if (n) seen[*n].push_back(e.id);
+        // Same words after normalization, synonyms and dropping punctuation: the same question.
+        auto an = text.analyze(q);
+        if (!an) continue;
+        std::string key;
+        for (const auto& t : an->tokens) key += (key.empty() ? "" : " ") + t.text;
+        if (!key.empty()) seen[key].push_back(e.id);
       }
       for (const auto& loc : locales) {
         if (!e.answer.by_locale.contains(loc) && !e.answer.by_locale.contains("")) {
@@ -311,8 +315,8 @@ int cmd_lint(const Args& args) {
                              ids.front() + "'"});
       }
     }
-    // Rules that can never fire: keywords that normalize to nothing, shadowed by an
-    // identical earlier condition.
+    // Rules that can never fire: shadowed by an earlier rule with the same condition whose
+    // action ends the turn. (Keywords that normalize to nothing fail Bot::create above.)
     for (std::size_t i = 0; i < kb->rules.size(); ++i) {
       const auto& r = kb->rules[i];
       if (!r.enabled) {
@@ -325,7 +329,7 @@ int cmd_lint(const Args& args) {
                     o.when.regex == r.when.regex && o.when.locale == r.when.locale &&
                     o.when.previous_answer == r.when.previous_answer && o.when.slots == r.when.slots &&
                     o.when.turn_min == r.when.turn_min && o.when.turn_max == r.when.turn_max &&
-                    o.then.set_slots.empty();
+                    (o.then.handoff || !o.then.answer.empty() || !o.then.reply.empty() || !o.then.ask.empty());
         if (same) {
           diags.push_back({Diagnostic::Severity::kWarning, r.source,
                            "can never fire: rule '" + o.id + "' has the same condition and is checked first"});

@@ -124,6 +124,43 @@ TEST_SUITE("bot.policy") {
     CHECK(pick.locale == "ja");  // a bare number keeps the conversation's language
   }
 
+  TEST_CASE("an option can be picked by its label, and a designer's menu is not a failed turn") {
+    Conversation conv;
+    auto r = ask(conv, "支払い");
+    REQUIRE(r.decision == Decision::kClarify);
+    CHECK(conv.failed_turns() == 0);
+    REQUIRE(r.options.size() >= 1);
+    auto pick = ask(conv, r.options[0].label);
+    CHECK(pick.decision == Decision::kAnswer);
+    CHECK(pick.entry_id == r.options[0].entry_id);
+  }
+
+  TEST_CASE("regex rules see the text as typed, before synonyms") {
+    auto bot = mdg_test::bot_from_json(R"({
+      "synonyms": [["refund", "money back"]],
+      "entries": [{"id": "a", "questions": ["how do refunds work"], "answer": "5 days"}],
+      "rules": [{"id": "mb", "when": {"regex": "money back"}, "then": {"reply": "regex saw it"}}]})");
+    Conversation conv;
+    auto r = bot->respond(conv, "I want my money back");
+    REQUIRE(r.is_ok());
+    CHECK(r->text == "regex saw it");
+  }
+
+  TEST_CASE("without the linear model, BM25 alone is calibrated and answers") {
+    auto kb = load_knowledge_file(mdg_test::source_path("samples/kb/shop.json"));
+    REQUIRE(kb.is_ok());
+    kb->ranking.classifier = false;
+    auto bot = Bot::create(std::move(*kb));
+    REQUIRE(bot.is_ok());
+    Conversation conv;
+    auto r = (*bot)->respond(conv, "送料はいくらですか");
+    REQUIRE(r.is_ok());
+    CHECK((r->decision == Decision::kAnswer || r->decision == Decision::kClarify));
+    REQUIRE_FALSE(r->candidates.empty());
+    CHECK(r->candidates[0].entry_id == "shipping-fee");
+    CHECK(r->candidates[0].confidence >= 0.5);
+  }
+
   TEST_CASE("out of scope hands off; severity hands off") {
     Conversation conv;
     auto r = ask(conv, "明日の東京の天気を教えて");

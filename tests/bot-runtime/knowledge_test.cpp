@@ -95,7 +95,8 @@ TEST_SUITE("bot.knowledge") {
       "entries": [
         {"id": "a", "questions": ["q1"], "answer": "x", "follow_ups": ["nope"]},
         {"id": "a", "questions": ["q2"], "answer": "y"},
-        {"id": "b", "questions": [""], "answer": "z"}
+        {"id": "b", "questions": [""], "answer": "z"},
+        {"id": "c", "questions": ["q3"], "answer": {"ja": "", "en": "x"}}
       ],
       "rules": [
         {"id": "r1", "when": {"regex": "(unclosed"}, "then": {"reply": "x"}},
@@ -112,6 +113,7 @@ TEST_SUITE("bot.knowledge") {
     CHECK(all.find("duplicate id 'a'") != std::string::npos);
     CHECK(all.find("follow-up 'nope'") != std::string::npos);
     CHECK(all.find("question 1 is empty") != std::string::npos);
+    CHECK(all.find("empty answer in 'ja'") != std::string::npos);
     CHECK(all.find("does not compile") != std::string::npos);
     CHECK(all.find("answer 'missing' is not an entry id") != std::string::npos);
     CHECK(all.find("turn.min is greater than turn.max") != std::string::npos);

@@ -5,7 +5,10 @@
 #include <unicode/regex.h>
 #include <unicode/unistr.h>
 
+#include "kb/json_locate.hpp"
+
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -116,8 +119,8 @@ Result<KnowledgeBase> parse_knowledge_sheet(std::string_view text, std::string_v
                                             char delimiter) {
   std::string source(source_name.empty() ? "<string>" : source_name);
   if (std::size_t bad = find_invalid_utf8(text); bad != std::string_view::npos) {
-    return invalid_argument(source + ": invalid UTF-8 at byte " + std::to_string(bad) +
-                            " (export the sheet as UTF-8)");
+    return invalid_argument(source + ":" + std::to_string(detail::line_of_offset(text, bad)) +
+                            ": invalid UTF-8 at byte " + std::to_string(bad) + " (export the sheet as UTF-8)");
   }
   if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);  // spreadsheet BOM
   std::size_t pos = 0;
@@ -242,6 +245,9 @@ Status apply_setting(KnowledgeBase& kb, std::string_view key, std::string_view v
   auto integer = [&](int& out) -> Status {
     double d = 0;
     MDG_RETURN_IF_ERROR(num(d));
+    if (d != std::floor(d) || d < -1e6 || d > 1e6) {
+      return invalid_argument("setting " + std::string(key) + ": '" + v + "' is not a whole number in range");
+    }
     out = static_cast<int>(d);
     return Status::ok();
   };
@@ -293,6 +299,11 @@ std::vector<Diagnostic> validate_knowledge(const KnowledgeBase& kb) {
   for (const auto& e : kb.entries) {
     if (e.questions.empty()) error(e.source, "entry '" + e.id + "' has no questions");
     if (e.answer.empty()) error(e.source, "entry '" + e.id + "' has no answer");
+    for (const auto& [locale, text] : e.answer.by_locale) {
+      if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
+        error(e.source, "entry '" + e.id + "' has an empty answer" + (locale.empty() ? "" : " in '" + locale + "'"));
+      }
+    }
     for (std::size_t i = 0; i < e.questions.size(); ++i) {
       const auto& q = e.questions[i];
       bool blank = q.find_first_not_of(" \t\r\n") == std::string::npos;
@@ -304,11 +315,12 @@ std::vector<Diagnostic> validate_knowledge(const KnowledgeBase& kb) {
   }
   std::unordered_set<std::string> rule_ids;
   for (const auto& r : kb.rules) {
+    if (r.id.empty()) error(r.source, "the rule's id is empty");
     if (!rule_ids.insert(r.id).second) error(r.source, "duplicate rule id '" + r.id + "'");
     const auto& w = r.when;
     if (w.any.empty() && w.all.empty() && w.regex.empty() && w.previous_answer.empty() &&
         w.slots.empty() && !w.turn_min && !w.turn_max && w.locale.empty()) {
-      error(r.source, "\"when\" has no condition that selects messages (add any, all, regex, "
+      error(r.source, "\"when\" has no condition that selects messages (add any, all, regex, locale, "
                       "previous_answer, slots or turn)");
     }
     if (!w.regex.empty()) {

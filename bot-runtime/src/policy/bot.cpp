@@ -145,6 +145,14 @@ Result<std::shared_ptr<const Bot>> Bot::create(KnowledgeBase kb, BotOptions opti
   text_options.user_terms.insert(text_options.user_terms.end(), kb.dictionary.begin(), kb.dictionary.end());
   text_options.synonyms.insert(text_options.synonyms.end(), kb.synonyms.begin(), kb.synonyms.end());
   MDG_ASSIGN_OR_RETURN(impl->text, TextPipeline::create(std::move(text_options)));
+  // Thresholds are probabilities; counts are small whole numbers.
+  PolicySettings& pol = kb.policy;
+  pol.answer_threshold = std::clamp(pol.answer_threshold, 0.0, 1.0);
+  pol.clarify_threshold = std::clamp(pol.clarify_threshold, 0.0, 1.0);
+  pol.clarify_margin = std::clamp(pol.clarify_margin, 0.0, 1.0);
+  pol.severity_handoff = std::clamp(pol.severity_handoff, 0.0, 1.01);
+  pol.max_clarify_options = std::clamp(pol.max_clarify_options, 1, 10);
+  pol.max_failed_turns = std::clamp(pol.max_failed_turns, 0, 100);
   impl->kb = std::move(kb);
   impl->options = std::move(options);
   const KnowledgeBase& k = impl->kb;
@@ -237,7 +245,7 @@ bool Bot::Impl::rule_matches(const CompiledRule& r, const Analysis& a, const Con
   }
   if (r.regex) {
     UErrorCode err = U_ZERO_ERROR;
-    icu::UnicodeString input = icu::UnicodeString::fromUTF8(s);
+    icu::UnicodeString input = icu::UnicodeString::fromUTF8(a.folded);  // as typed: before synonyms
     std::unique_ptr<icu::RegexMatcher> m(r.regex->matcher(input, err));
     if (U_FAILURE(err) || !m->find(err) || U_FAILURE(err)) return false;
   }
@@ -330,12 +338,15 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
     conv.transcript_.push_back({"visitor", std::string(raw), "", r.decision});
     conv.last_locale_ = r.locale;
     ++conv.visitor_turns_;
-    bool failed = r.decision == Decision::kFallback || r.decision == Decision::kClarify;
+    // A failed turn: the bot could not answer. An empty message or a designer's menu
+    // (a rule's "ask") is not the bot failing.
+    bool failed = (r.decision == Decision::kFallback && r.reason != "empty message") ||
+                  (r.decision == Decision::kClarify && r.rules_fired.empty());
     conv.failed_turns_ = failed ? conv.failed_turns_ + 1 : (r.decision == Decision::kHandoff ? conv.failed_turns_ : 0);
     conv.previous_answer_ = r.decision == Decision::kAnswer ? r.entry_id : std::string();
     conv.pending_options_.clear();
     if (r.decision == Decision::kClarify) {
-      for (const auto& o : r.options) conv.pending_options_.push_back(o.entry_id);
+      for (const auto& o : r.options) conv.pending_options_.push_back({o.entry_id, o.label});
     }
     conv.transcript_.push_back({"bot", r.text, r.entry_id, r.decision});
     if (r.decision == Decision::kHandoff) {
@@ -379,13 +390,16 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
   if (!conv.pending_options_.empty()) {
     const std::string& s = a.normalized;
     for (std::size_t i = 0; i < conv.pending_options_.size(); ++i) {
-      std::uint32_t idx = 0;
-      for (; idx < kb.entries.size() && kb.entries[idx].id != conv.pending_options_[i]; ++idx) {
-      }
+      const auto& [entry_id, label] = conv.pending_options_[i];
       bool by_number = s == std::to_string(i + 1);
-      bool by_title = idx < kb.entries.size() && s == im.text->normalize(im.title(idx, loc)).value();
-      if (by_number || by_title) {
-        answer_with(conv.pending_options_[i], "chosen from the clarification");
+      bool by_label = false;
+      if (!by_number) {
+        auto l = im.text->analyze(label);  // the same normalization and synonyms as the message
+        by_label = l.is_ok() && l->normalized == s;
+      }
+      if (by_number || by_label) {
+        std::string chosen = entry_id;
+        answer_with(chosen, "chosen from the clarification");
         return finish(reply);
       }
     }

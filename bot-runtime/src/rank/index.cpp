@@ -104,7 +104,9 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
     return s;
   });
 
-  if (ix.settings_.classifier && !analyses.empty()) {
+  if (analyses.empty()) return index;
+  const bool model = ix.settings_.classifier;
+  if (model) {
     // Feature vocabulary and document frequencies over the questions.
     std::vector<WeightedKey> keys;
     std::vector<std::uint32_t> df;
@@ -135,59 +137,68 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
       fs.erase(std::unique(fs.begin(), fs.end()), fs.end());
       for (auto f : fs) ix.weights_[f].push_back({e, 0.0f});
     }
+  }
 
-    // Examples: features and the leave-one-out BM25 shortlist.
-    std::vector<Example> examples(analyses.size());
-    auto scratch = ix.scratch_.take();
-    Scratch& s = *scratch;
-    auto keep = static_cast<std::size_t>(ix.settings_.shortlist) * 2;
-    std::vector<std::pair<std::uint32_t, float>> shortlist;
-    for (std::uint32_t d = 0; d < analyses.size(); ++d) {
-      Example& ex = examples[d];
-      ex.entry = ix.doc_entry_[d];
-      ex.doc = d;
-      ix.vectorize(analyses[d], s);
-      ex.features = s.features;
-      ix.score_bm25(analyses[d], s, d);
-      // The shortlist is built in a reused buffer: with a large KB a common word touches
-      // many entries, and each example must keep only its `keep` best, not their capacity.
-      shortlist.clear();
-      for (auto e : s.touched_entries) shortlist.emplace_back(e, s.entry_bm25[e]);
-      std::size_t best = std::min(keep, shortlist.size());
-      std::partial_sort(shortlist.begin(), shortlist.begin() + static_cast<std::ptrdiff_t>(best), shortlist.end(),
-                        [](const auto& a, const auto& b) { return a.second != b.second ? a.second > b.second : a.first < b.first; });
-      ex.bm25.assign(shortlist.begin(), shortlist.begin() + static_cast<std::ptrdiff_t>(best));
-      ix.reset(s);
-    }
-    analyses.clear();
-
-    // Calibration: hold out every fourth question of entries that have four or more, train
-    // on the rest, fit the confidence on the held-out ones, then train on everything.
-    std::vector<std::uint32_t> train_set, held_out, all(examples.size());
-    for (std::uint32_t i = 0; i < all.size(); ++i) all[i] = i;
+  // Calibration: hold out every fourth question of entries that have four or more, train
+  // on the rest, fit the confidence on the held-out ones, then train on everything.
+  const auto n_docs = static_cast<std::uint32_t>(analyses.size());
+  std::vector<std::uint32_t> train_set, held_out, all(n_docs);
+  for (std::uint32_t i = 0; i < n_docs; ++i) all[i] = i;
+  {
     std::vector<std::uint32_t> seen(ix.entry_count_, 0), total(ix.entry_count_, 0);
-    for (const auto& ex : examples) ++total[ex.entry];
-    for (std::uint32_t i = 0; i < examples.size(); ++i) {
-      std::uint32_t e = examples[i].entry;
+    for (auto e : ix.doc_entry_) ++total[e];
+    for (std::uint32_t i = 0; i < n_docs; ++i) {
+      std::uint32_t e = ix.doc_entry_[i];
       bool hold = total[e] >= 4 && seen[e] % 4 == 3;
       ++seen[e];
       (hold ? held_out : train_set).push_back(i);
     }
-    constexpr std::size_t kMinHeldOut = 30, kMaxHeldOut = 3000;
-    if (held_out.size() > kMaxHeldOut) {  // an even stride keeps every part of the KB
-      std::vector<std::uint32_t> thinned;
-      for (std::size_t i = 0; i < kMaxHeldOut; ++i) thinned.push_back(held_out[i * held_out.size() / kMaxHeldOut]);
-      std::vector<std::uint8_t> keep_flag(examples.size(), 0);
-      for (auto i : thinned) keep_flag[i] = 1;
-      for (auto i : held_out) {
-        if (!keep_flag[i]) train_set.push_back(i);
-      }
-      held_out = std::move(thinned);
+  }
+  constexpr std::size_t kMinHeldOut = 30, kMaxHeldOut = 3000;
+  if (held_out.size() > kMaxHeldOut) {  // an even stride keeps every part of the KB
+    std::vector<std::uint32_t> thinned;
+    for (std::size_t i = 0; i < kMaxHeldOut; ++i) thinned.push_back(held_out[i * held_out.size() / kMaxHeldOut]);
+    std::vector<std::uint8_t> keep_flag(n_docs, 0);
+    for (auto i : thinned) keep_flag[i] = 1;
+    for (auto i : held_out) {
+      if (!keep_flag[i]) train_set.push_back(i);
     }
-    if (held_out.size() >= kMinHeldOut) {
-      ix.train(examples, train_set, s);
-      ix.calibrate(examples, held_out, s);
+    held_out = std::move(thinned);
+  }
+  const bool calibrate = held_out.size() >= kMinHeldOut;
+  if (!model && !calibrate) return index;
+
+  // Examples: features and the leave-one-out BM25 shortlist (without the model, only the
+  // held-out questions are needed).
+  std::vector<Example> examples(n_docs);
+  auto scratch = ix.scratch_.take();
+  Scratch& s = *scratch;
+  auto keep = static_cast<std::size_t>(ix.settings_.shortlist) * 2;
+  std::vector<std::pair<std::uint32_t, float>> shortlist;
+  for (std::uint32_t d : model ? all : held_out) {
+    Example& ex = examples[d];
+    ex.entry = ix.doc_entry_[d];
+    ex.doc = d;
+    if (model) {
+      ix.vectorize(analyses[d], s);
+      ex.features = s.features;
     }
+    ix.score_bm25(analyses[d], s, d);
+    // The shortlist is built in a reused buffer: with a large KB a common word touches
+    // many entries, and each example must keep only its `keep` best, not their capacity.
+    shortlist.clear();
+    for (auto e : s.touched_entries) shortlist.emplace_back(e, s.entry_bm25[e]);
+    std::size_t best = std::min(keep, shortlist.size());
+    std::partial_sort(shortlist.begin(), shortlist.begin() + static_cast<std::ptrdiff_t>(best), shortlist.end(),
+                      [](const auto& a, const auto& b) { return a.second != b.second ? a.second > b.second : a.first < b.first; });
+    ex.bm25.assign(shortlist.begin(), shortlist.begin() + static_cast<std::ptrdiff_t>(best));
+    ix.reset(s);
+  }
+  analyses.clear();
+
+  if (model && calibrate) ix.train(examples, train_set, s);
+  if (calibrate) ix.calibrate(examples, held_out, s);
+  if (model) {
     ix.train(examples, all, s);
     // Pairs the training never moved add nothing: drop them to keep postings short.
     for (auto& ws : ix.weights_) {

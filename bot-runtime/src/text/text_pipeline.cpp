@@ -226,20 +226,11 @@ Result<std::shared_ptr<const TextPipeline>> TextPipeline::create(TextOptions opt
     if (!s) return internal_error("libstemmer has no English stemmer");
   }
 
+  std::vector<std::string> user_terms;
   for (const auto& term : options.user_terms) {
     auto norm = impl->normalize(term);
     if (!norm) return invalid_argument("user dictionary term: " + norm.status().message());
-    if (norm->empty()) continue;
-    std::size_t at = 0;
-    char32_t first = next_code_point(*norm, at);
-    impl->term_start.set(first & 4095u);
-    auto& bucket = impl->user_terms[first];
-    bucket.push_back(std::move(*norm));
-  }
-  for (auto& [first, terms] : impl->user_terms) {
-    std::sort(terms.begin(), terms.end(),
-              [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-    terms.erase(std::unique(terms.begin(), terms.end()), terms.end());
+    if (!norm->empty()) user_terms.push_back(std::move(*norm));
   }
 
   for (std::size_t g = 0; g < options.synonyms.size(); ++g) {
@@ -262,6 +253,19 @@ Result<std::shared_ptr<const TextPipeline>> TextPipeline::create(TextOptions opt
   for (auto& [first, aliases] : impl->synonyms) {
     std::stable_sort(aliases.begin(), aliases.end(),
                      [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+  }
+  // User terms are looked for in text whose synonyms are already mapped: map theirs too.
+  for (auto& term : user_terms) {
+    impl->apply_synonyms(term);
+    std::size_t at = 0;
+    char32_t first = next_code_point(term, at);
+    impl->term_start.set(first & 4095u);
+    impl->user_terms[first].push_back(std::move(term));
+  }
+  for (auto& [first, terms] : impl->user_terms) {
+    std::sort(terms.begin(), terms.end(),
+              [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+    terms.erase(std::unique(terms.begin(), terms.end()), terms.end());
   }
 
   return std::shared_ptr<const TextPipeline>(new TextPipeline(std::move(impl)));
@@ -521,6 +525,7 @@ Result<Analysis> TextPipeline::analyze(std::string_view utf8) const {
   Analysis a;
   MDG_ASSIGN_OR_RETURN(a.normalized, impl_->normalize(utf8));
   a.tokens.reserve(a.normalized.size() / 3 + 4);
+  a.folded = a.normalized;
   impl_->apply_synonyms(a.normalized);
   a.locale = std::string(detect_locale(a.normalized));
   const std::string& s = a.normalized;

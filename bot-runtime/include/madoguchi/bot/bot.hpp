@@ -23,6 +23,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace madoguchi::bot {
@@ -125,7 +126,7 @@ class Conversation {
   std::string previous_answer_;
   std::string locale_;       // set by the host: overrides detection
   std::string last_locale_;  // the language of the previous message
-  std::vector<std::string> pending_options_;  // entries offered by the last clarification
+  std::vector<std::pair<std::string, std::string>> pending_options_;  // (entry, label) offered last
   int visitor_turns_ = 0;
   int failed_turns_ = 0;
   bool handed_off_ = false;

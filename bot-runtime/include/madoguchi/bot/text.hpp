@@ -46,7 +46,8 @@ struct Token {
 };
 
 struct Analysis {
-  std::string normalized;     // the normalized text
+  std::string normalized;     // the normalized text, synonyms mapped to their group's first
+  std::string folded;         // the normalized text before synonyms (what regex rules see)
   std::string locale;         // "ja" or "en"
   std::vector<Token> tokens;  // every word in order, function words flagged
 };

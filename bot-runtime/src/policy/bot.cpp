@@ -177,7 +177,7 @@ Result<std::shared_ptr<const Bot>> Bot::create(KnowledgeBase kb, BotOptions opti
     MDG_RETURN_IF_ERROR(norm_all(r->when.all, cr.all));
     MDG_RETURN_IF_ERROR(norm_all(r->when.none, cr.none));
     if ((!r->when.any.empty() && cr.any.empty()) || (!r->when.all.empty() && cr.all.empty())) {
-      return invalid_argument(r->source + ": every keyword normalizes to nothing (blank or punctuation only); "
+      return invalid_argument(r->source + ": every keyword normalizes to nothing (white space only); "
                               "the rule would fire on every message");
     }
     if (!r->when.regex.empty()) {
@@ -333,6 +333,8 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
   reply.explanation.tokens = a.tokens;
   reply.triage = im.triage(a, conv, raw);
 
+  bool empty_message = false;  // an empty message is not the bot failing
+  bool menu = false;           // nor is a designer's menu (a rule's "ask")
   auto finish = [&](Reply& r) -> Reply {
     if (truncated) r.reason += " (message cut to " + std::to_string(im.options.max_message_bytes) + " bytes)";
     conv.transcript_.push_back({"visitor", std::string(raw), "", r.decision});
@@ -340,8 +342,8 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
     ++conv.visitor_turns_;
     // A failed turn: the bot could not answer. An empty message or a designer's menu
     // (a rule's "ask") is not the bot failing.
-    bool failed = (r.decision == Decision::kFallback && r.reason != "empty message") ||
-                  (r.decision == Decision::kClarify && r.rules_fired.empty());
+    bool failed = (r.decision == Decision::kFallback && !empty_message) ||
+                  (r.decision == Decision::kClarify && !menu);
     conv.failed_turns_ = failed ? conv.failed_turns_ + 1 : (r.decision == Decision::kHandoff ? conv.failed_turns_ : 0);
     conv.previous_answer_ = r.decision == Decision::kAnswer ? r.entry_id : std::string();
     conv.pending_options_.clear();
@@ -380,6 +382,7 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
   };
 
   if (a.normalized.empty()) {
+    empty_message = true;
     reply.decision = Decision::kFallback;
     reply.reason = "empty message";
     reply.text = loc == "ja" ? "ご質問を入力してください。" : "Please type your question.";
@@ -427,6 +430,7 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
       return finish(reply);
     }
     if (!act.ask.empty()) {
+      menu = true;
       reply.decision = Decision::kClarify;
       reply.reason = "rule " + cr.rule->id;
       reply.text = *act.ask.get(loc, fallback_locale);

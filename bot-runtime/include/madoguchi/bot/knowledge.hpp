@@ -85,7 +85,7 @@ struct RankingSettings {
   int epochs = 6;                // training passes of the linear model, [1, 50]
   bool average = true;           // average the weights over all training steps
   double l2 = 1e-5;              // L2 regularization of the linear model, [0, 1]
-  double learning_rate = 10.0;   // SGD step, (0, 50]
+  double learning_rate = 10.0;   // SGD step, [1e-4, 50]
   int shortlist = 24;            // candidates the model competes against in training, [2, 200]
   double null_logit = 2.0;       // evidence a candidate must beat to be believed (calibration)
 };

@@ -1,7 +1,7 @@
 // The bot: rules, retrieval, triage and the answer / clarify / hand-off policy.
 #include <madoguchi/bot/bot.hpp>
 
-#include "policy/json_writer.hpp"
+#include <madoguchi/detail/json_writer.hpp>
 #include "rank/index.hpp"
 #include "text/utf8.hpp"
 
@@ -28,7 +28,7 @@ std::string_view to_string(Decision d) noexcept {
 
 namespace {
 
-using detail::JsonWriter;
+using madoguchi::detail::JsonWriter;
 
 struct CompiledRule {
   const Rule* rule;

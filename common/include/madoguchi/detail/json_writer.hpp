@@ -1,11 +1,14 @@
-// A minimal JSON writer for replies and hand-off packages (private).
+// madoguchi/detail/json_writer.hpp: a minimal streaming JSON writer shared by the modules
+// (bot replies, hand-off packages, protocol frames). Not part of the stable API.
+// Strings are written as given: callers pass valid UTF-8.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <string_view>
 
-namespace madoguchi::bot::detail {
+namespace madoguchi::detail {
 
 class JsonWriter {
  public:
@@ -33,7 +36,10 @@ class JsonWriter {
     out_ += buf;
     return *this;
   }
+  JsonWriter& value(std::int64_t v) { sep(); out_ += std::to_string(v); return *this; }
   JsonWriter& null() { sep(); out_ += "null"; return *this; }
+  // Inserts already-serialized JSON (an object or array produced elsewhere) as a value.
+  JsonWriter& raw(std::string_view json) { sep(); out_ += json; return *this; }
   template <typename T>
   JsonWriter& field(std::string_view k, const T& v) { key(k); return value(v); }
 
@@ -75,4 +81,4 @@ class JsonWriter {
   bool after_key_ = false;
 };
 
-}  // namespace madoguchi::bot::detail
+}  // namespace madoguchi::detail

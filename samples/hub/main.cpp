@@ -1,0 +1,226 @@
+// madoguchi-hub: the live-chat server with the bot in the loop.
+//
+//   madoguchi-hub --kb samples/kb/shop.json
+//   madoguchi-hub --config hub.json [--port 0] [--agent name:password]...
+//
+// Command-line flags override the config file; the config file overrides the defaults.
+#include <madoguchi/bot/bot.hpp>
+#include <madoguchi/hub.hpp>
+#include <madoguchi/store.hpp>
+
+#include <simdjson.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+
+namespace {
+
+using namespace madoguchi;
+
+constexpr const char* kUsage =
+    "usage: madoguchi-hub [--config FILE] [--kb FILE] [--store FILE] [--host ADDR] [--port N]\n"
+    "                     [--agent NAME:PASSWORD]... [--secret S] [--static DIR] [--origin URL]...\n"
+    "                     [--tls-cert PEM --tls-key PEM] [--mecab-dicdir DIR] [--verbose]\n"
+    "defaults: --kb samples/kb/shop.json --store madoguchi.db --host 127.0.0.1 --port 8080\n";
+
+hub::Hub* g_hub = nullptr;
+
+void on_signal(int) {
+  if (g_hub) g_hub->stop();
+}
+
+struct Options {
+  std::string config, kb = "samples/kb/shop.json", store = "madoguchi.db", dicdir;
+  hub::HubConfig hub;
+  bool verbose = false;
+  bool port_set = false;
+};
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "madoguchi-hub: %s\n", message.c_str());
+  return 1;
+}
+
+// Reads the config file (docs/hub.md): the same names as the flags.
+Status read_config(const std::string& path, Options& o) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return not_found(path + ": cannot open the config file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  simdjson::dom::parser parser;
+  simdjson::padded_string text(ss.str());  // must outlive every element read from it
+  simdjson::dom::object root;
+  if (parser.parse(text).get_object().get(root) != simdjson::SUCCESS) {
+    return invalid_argument(path + ": not a JSON object (see docs/hub.md)");
+  }
+  for (auto field : root) {
+    std::string key(field.key);
+    auto str = [&](std::string& out) -> Status {
+      std::string_view v;
+      if (field.value.get_string().get(v) != simdjson::SUCCESS) return invalid_argument(path + ": \"" + key + "\" must be a string");
+      out.assign(v);
+      return Status::ok();
+    };
+    if (key == "kb") { MDG_RETURN_IF_ERROR(str(o.kb)); }
+    else if (key == "store") { MDG_RETURN_IF_ERROR(str(o.store)); }
+    else if (key == "host") { MDG_RETURN_IF_ERROR(str(o.hub.host)); }
+    else if (key == "secret") { MDG_RETURN_IF_ERROR(str(o.hub.secret)); }
+    else if (key == "static") { MDG_RETURN_IF_ERROR(str(o.hub.static_dir)); }
+    else if (key == "tls_cert") { MDG_RETURN_IF_ERROR(str(o.hub.tls_cert)); }
+    else if (key == "tls_key") { MDG_RETURN_IF_ERROR(str(o.hub.tls_key)); }
+    else if (key == "mecab_dicdir") { MDG_RETURN_IF_ERROR(str(o.dicdir)); }
+    else if (key == "port") {
+      int64_t p;
+      if (field.value.get_int64().get(p) != simdjson::SUCCESS) return invalid_argument(path + ": \"port\" must be a number");
+      o.hub.port = static_cast<int>(p);
+    } else if (key == "agents") {
+      simdjson::dom::array arr;
+      if (field.value.get_array().get(arr) != simdjson::SUCCESS) return invalid_argument(path + ": \"agents\" must be a list");
+      for (auto a : arr) {
+        std::string_view name, password;
+        if (a["name"].get_string().get(name) != simdjson::SUCCESS ||
+            a["password"].get_string().get(password) != simdjson::SUCCESS) {
+          return invalid_argument(path + ": each agent needs \"name\" and \"password\"");
+        }
+        o.hub.agents.push_back({std::string(name), std::string(password)});
+      }
+    } else if (key == "origins") {
+      simdjson::dom::array arr;
+      if (field.value.get_array().get(arr) != simdjson::SUCCESS) return invalid_argument(path + ": \"origins\" must be a list");
+      for (auto a : arr) {
+        std::string_view v;
+        if (a.get_string().get(v) != simdjson::SUCCESS) return invalid_argument(path + ": origins must be strings");
+        o.hub.allowed_origins.emplace_back(v);
+      }
+    } else {
+      return invalid_argument(path + ": unknown setting \"" + key +
+                              "\" (kb, store, host, port, secret, agents, origins, static, tls_cert, tls_key, mecab_dicdir)");
+    }
+  }
+  return Status::ok();
+}
+
+std::string random_hex(std::size_t bytes) {
+  std::random_device rd;
+  std::string out;
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (std::size_t i = 0; i < bytes; ++i) {
+    unsigned v = rd() & 0xFF;
+    out += kHex[v >> 4];
+    out += kHex[v & 15];
+  }
+  return out;
+}
+
+// Without a configured secret, tokens must still survive a restart: keep one beside the store.
+Result<std::string> persistent_secret(const std::string& store_path) {
+  std::string path = store_path + ".secret";
+  if (std::ifstream in(path); in) {
+    std::string s;
+    std::getline(in, s);
+    if (s.size() >= 16) return s;
+  }
+  std::string s = random_hex(32);
+  std::ofstream out(path, std::ios::trunc);
+  if (!out) return unavailable(path + ": cannot write the token secret");
+  out << s << "\n";
+  std::filesystem::permissions(path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  // The config file first, so that flags override it.
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::string(argv[i]) == "--config") o.config = argv[i + 1];
+  }
+  if (!o.config.empty()) {
+    if (auto st = read_config(o.config, o); !st) return fail(st.to_string());
+  }
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
+    if (a == "-h" || a == "--help") {
+      std::printf("%s", kUsage);
+      return 0;
+    }
+    if (a == "--verbose") {
+      o.verbose = true;
+      continue;
+    }
+    const char* v = value();
+    if (!v) return fail(a + " needs a value\n" + kUsage);
+    if (a == "--config") continue;
+    if (a == "--kb") o.kb = v;
+    else if (a == "--store") o.store = v;
+    else if (a == "--host") o.hub.host = v;
+    else if (a == "--port") o.hub.port = std::atoi(v);
+    else if (a == "--secret") o.hub.secret = v;
+    else if (a == "--static") o.hub.static_dir = v;
+    else if (a == "--origin") o.hub.allowed_origins.emplace_back(v);
+    else if (a == "--tls-cert") o.hub.tls_cert = v;
+    else if (a == "--tls-key") o.hub.tls_key = v;
+    else if (a == "--mecab-dicdir") o.dicdir = v;
+    else if (a == "--agent") {
+      std::string s = v;
+      auto colon = s.find(':');
+      if (colon == std::string::npos || colon == 0) return fail("--agent needs NAME:PASSWORD");
+      o.hub.agents.push_back({s.substr(0, colon), s.substr(colon + 1)});
+    } else {
+      return fail("unknown option " + a + "\n" + kUsage);
+    }
+  }
+  o.hub.logger.min_level = o.verbose ? LogLevel::kDebug : LogLevel::kInfo;
+  o.hub.logger.sink = [](LogLevel level, std::string_view msg) {
+    std::time_t t = std::time(nullptr);
+    char ts[32];
+    std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+    std::fprintf(stderr, "%s %s %.*s\n", ts, std::string(to_string(level)).c_str(), static_cast<int>(msg.size()), msg.data());
+  };
+
+  auto kb = bot::load_knowledge_file(o.kb);
+  if (!kb) return fail(kb.status().to_string());
+  bot::BotOptions bot_options;
+  bot_options.text.mecab_dicdir = o.dicdir;
+  bot_options.logger = o.hub.logger;
+  auto bot = bot::Bot::create(std::move(*kb), bot_options);
+  if (!bot) return fail(bot.status().to_string());
+  auto store = hub::open_sqlite_store(o.store);
+  if (!store) return fail(store.status().to_string());
+  if (o.hub.secret.empty()) {
+    auto secret = persistent_secret(o.store);
+    if (!secret) return fail(secret.status().to_string());
+    o.hub.secret = *secret;
+  }
+  bool generated_agent = false;
+  if (o.hub.agents.empty()) {
+    o.hub.agents.push_back({"agent", random_hex(6)});
+    generated_agent = true;
+  }
+  auto h = hub::Hub::create(o.hub, *bot, std::move(*store));
+  if (!h) return fail(h.status().to_string());
+  g_hub = h->get();
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGINT, on_signal);
+  const char* scheme = o.hub.tls_cert.empty() ? "http" : "https";
+  std::string host = o.hub.host == "0.0.0.0" || o.hub.host.empty() ? "127.0.0.1" : o.hub.host;
+  std::printf("madoguchi-hub: listening on %s://%s:%d\n", scheme, host.c_str(), (*h)->port());
+  if (generated_agent) {
+    std::fprintf(stderr, "madoguchi-hub: agent login: %s / %s (set agents in the config for real use)\n",
+                 o.hub.agents[0].name.c_str(), o.hub.agents[0].password.c_str());
+  }
+  std::fflush(stdout);
+  auto st = (*h)->run();
+  g_hub = nullptr;
+  if (!st) return fail(st.to_string());
+  return 0;
+}

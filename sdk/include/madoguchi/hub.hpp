@@ -1,0 +1,79 @@
+// madoguchi/hub.hpp: the hub — the server side of live chat (docs/protocol.md).
+//
+// One process serves visitors (/v1/visitor) and agents (/v1/agent) on one port, plus
+// /healthz, /metrics and, optionally, static files (the web widget and agent console). Each
+// conversation is a state machine: bot -> waiting (handed off, in the queue) -> agent ->
+// closed, and back to the bot. Every message is stored before it is acknowledged.
+//
+//   auto hub = madoguchi::hub::Hub::create(config, bot, std::move(store));
+//   (*hub)->run();   // serves until stop()
+//
+// Thread-safety: run() serves on the calling thread; stop() and port() may be called from
+// any thread (stop() from a signal handler too). Everything else happens on the serving thread.
+#pragma once
+
+#include <madoguchi/bot/bot.hpp>
+#include <madoguchi/log.hpp>
+#include <madoguchi/status.hpp>
+#include <madoguchi/store.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace madoguchi::hub {
+inline namespace v1 {
+
+struct AgentAccount {
+  std::string name;
+  std::string password;
+};
+
+struct HubConfig {
+  std::string host = "127.0.0.1";  // interface to listen on ("0.0.0.0" for all)
+  int port = 8080;                 // 0: any free port (see Hub::port())
+  std::string secret;              // HMAC key for visitor tokens; at least 16 bytes
+  std::vector<AgentAccount> agents;
+  std::vector<std::string> allowed_origins;  // browser Origin allow-list; empty: any
+  std::string static_dir;                    // served at "/" when set
+  std::string tls_cert;                      // PEM files: wss:// and https:// when both are set
+  std::string tls_key;
+  std::size_t max_frame_bytes = 64 * 1024;
+  double rate_per_second = 20;  // frames a connection may send on average
+  double rate_burst = 40;       // ... and in a burst
+  std::int64_t token_ttl_ms = 30LL * 24 * 3600 * 1000;
+  Logger logger;
+};
+
+class Hub {
+ public:
+  static Result<std::unique_ptr<Hub>> create(HubConfig config, std::shared_ptr<const bot::Bot> bot,
+                                             std::unique_ptr<Store> store);
+  ~Hub();
+  Hub(const Hub&) = delete;
+  Hub& operator=(const Hub&) = delete;
+
+  // Serves until stop(); then closes every connection (close code 1001) and returns.
+  Status run();
+  // Asks run() to return; safe from any thread and from a signal handler.
+  void stop() noexcept;
+  // The port the hub listens on (useful with port 0); 0 before it listens.
+  int port() const noexcept;
+
+  struct Impl;
+
+ private:
+  explicit Hub(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Visitor tokens (docs/protocol.md, Authentication).
+std::string make_visitor_token(std::string_view secret, std::string_view conversation, std::int64_t expires_ms);
+// The conversation of a valid, unexpired token; kInvalidArgument (forged, malformed) or
+// kDeadlineExceeded (expired) otherwise.
+Result<std::string> check_visitor_token(std::string_view secret, std::string_view token, std::int64_t now_ms);
+
+}  // namespace v1
+}  // namespace madoguchi::hub

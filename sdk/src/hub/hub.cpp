@@ -1,0 +1,926 @@
+// The hub: libwebsockets server, conversation state machine, bot in the loop, store first.
+//
+// Everything below runs on the serving thread (lws is single-threaded): sessions,
+// conversations and the store are touched only from lws callbacks. stop() only sets a flag
+// and wakes the loop with lws_cancel_service(), which is safe from any thread.
+#include <madoguchi/hub.hpp>
+#include <madoguchi/protocol.hpp>
+
+#include <madoguchi/detail/json_writer.hpp>
+
+#include <libwebsockets.h>
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace madoguchi::hub {
+inline namespace v1 {
+namespace {
+
+using protocol::ErrorKind;
+using protocol::Frame;
+using protocol::FrameType;
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+double steady_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Random identifier characters from OpenSSL's CSPRNG.
+std::string random_id(std::string_view prefix, std::size_t n) {
+  static constexpr char kAlphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
+  std::vector<unsigned char> bytes(n);
+  if (RAND_bytes(bytes.data(), static_cast<int>(n)) != 1) {
+    // The CSPRNG failed: fall back to the clock, still unique within this process.
+    static std::atomic<std::uint64_t> counter{0};
+    std::uint64_t v = static_cast<std::uint64_t>(now_ms()) * 1000003u + counter++;
+    for (auto& b : bytes) {
+      b = static_cast<unsigned char>(v);
+      v = v * 6364136223846793005u + 1442695040888963407u;
+    }
+  }
+  std::string id(prefix);
+  for (unsigned char b : bytes) id += kAlphabet[b & 31];
+  return id;
+}
+
+struct Session {
+  lws* wsi = nullptr;
+  bool agent_endpoint = false;
+  bool authenticated = false;
+  std::string conversation;  // visitor: its conversation
+  std::string agent;         // agent: its name
+  std::deque<std::string> out;
+  std::string rx;
+  double tokens = 0;
+  double last_refill = 0;
+  int violations = 0;
+  bool closing = false;
+  int close_code = 0;
+};
+
+struct Conversation {
+  ConversationRecord record;
+  bot::Conversation bot;
+};
+
+// Process-wide: lws logs through one emit function.
+std::mutex g_log_mu;
+Logger g_lws_logger;
+
+void lws_log_emit(int level, const char* line) {
+  std::lock_guard lock(g_log_mu);
+  LogLevel l = level == LLL_ERR ? LogLevel::kError : level == LLL_WARN ? LogLevel::kWarning : LogLevel::kDebug;
+  std::string_view s(line);
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.remove_suffix(1);
+  g_lws_logger.log(l, std::string("lws: ") + std::string(s));
+}
+
+int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::size_t len);
+
+const lws_protocols kProtocols[] = {
+    {"madoguchi.v1", callback, 0, 4096, 0, nullptr, 0},
+    {nullptr, nullptr, 0, 0, 0, nullptr, 0},
+};
+
+}  // namespace
+
+struct Hub::Impl {
+  HubConfig cfg;
+  std::shared_ptr<const bot::Bot> bot;
+  std::unique_ptr<Store> store;
+  lws_context* ctx = nullptr;
+  lws_vhost* vhost = nullptr;
+  std::atomic<bool> stop_requested{false};
+  std::atomic<int> bound_port{0};
+  std::vector<lws_http_mount> mounts;
+
+  std::unordered_map<lws*, std::unique_ptr<Session>> sessions;
+  std::unordered_map<std::string, std::vector<Session*>> visitors_of;  // conversation -> sessions
+  std::unordered_map<std::string, std::vector<Session*>> agents_by_name;
+  std::unordered_map<std::string, std::unique_ptr<Conversation>> conversations;
+
+  // Metrics.
+  std::uint64_t frames_received = 0, messages_stored = 0, duplicates = 0;
+  std::map<std::string, std::uint64_t> errors_sent;
+  std::map<std::string, std::uint64_t> bot_replies;
+
+  ~Impl() {
+    if (ctx) lws_context_destroy(ctx);
+  }
+
+  // ---- sending --------------------------------------------------------------------------
+  void send(Session& s, std::string json) {
+    if (s.closing) return;
+    s.out.push_back(std::move(json));
+    lws_callback_on_writable(s.wsi);
+  }
+  void send(Session& s, const Frame& f) { send(s, protocol::encode(f)); }
+  void send_error(Session& s, ErrorKind kind, std::string message, std::string id = {}) {
+    ++errors_sent[std::string(protocol::to_string(kind))];
+    send(s, protocol::make_error(kind, std::move(message), std::move(id)));
+    if (int code = protocol::close_code(kind)) close(s, code);
+  }
+  void close(Session& s, int code) {
+    s.closing = true;
+    s.close_code = code;
+    lws_callback_on_writable(s.wsi);
+  }
+  void to_visitors(const std::string& conversation, const std::string& json, const Session* except = nullptr) {
+    auto it = visitors_of.find(conversation);
+    if (it == visitors_of.end()) return;
+    for (Session* s : it->second) {
+      if (s != except) send(*s, json);
+    }
+  }
+  void to_agent(const std::string& agent, const std::string& json, const Session* except = nullptr) {
+    auto it = agents_by_name.find(agent);
+    if (it == agents_by_name.end()) return;
+    for (Session* s : it->second) {
+      if (s != except) send(*s, json);
+    }
+  }
+  void to_all_agents(const std::string& json) {
+    for (auto& [name, list] : agents_by_name) {
+      for (Session* s : list) send(*s, json);
+    }
+  }
+
+  // ---- conversations --------------------------------------------------------------------
+  Result<Conversation*> load(const std::string& id) {
+    if (auto it = conversations.find(id); it != conversations.end()) return it->second.get();
+    MDG_ASSIGN_OR_RETURN(auto rec, store->find_conversation(id));
+    if (!rec) return not_found("no conversation " + id);
+    auto conv = std::make_unique<Conversation>();
+    conv->record = std::move(*rec);
+    if (!conv->record.locale.empty()) conv->bot.set_locale(conv->record.locale);
+    // The bot's memory of the conversation comes back from the store (after a restart).
+    MDG_ASSIGN_OR_RETURN(auto stored, store->messages_after(id, 0, 1000));
+    for (const auto& m : stored) {
+      if (m.kind != "message") continue;
+      auto f = protocol::decode(m.body_json);
+      if (auto* frame = std::get_if<Frame>(&f)) {
+        conv->bot.add_turn({m.sender.rfind("agent", 0) == 0 ? "agent" : m.sender, frame->text, "", bot::Decision::kReply});
+      }
+    }
+    if (conv->record.state == "waiting" || conv->record.state == "agent") conv->bot.hand_back();
+    Conversation* raw = conv.get();
+    conversations.emplace(id, std::move(conv));
+    return raw;
+  }
+
+  Status save(Conversation& c) {
+    c.record.updated_ms = now_ms();
+    return store->update_conversation(c.record);
+  }
+
+  // Stores a frame (without seq) and returns it with its seq, ready to send.
+  Result<std::pair<std::int64_t, std::string>> store_frame(Conversation& c, Frame f, std::string sender,
+                                                           std::string kind) {
+    f.seq.reset();
+    if (f.at == 0) f.at = now_ms();
+    NewMessage m;
+    m.client_id = kind == "message" && sender == "visitor" ? f.id : std::string();
+    if (kind == "message" && sender.rfind("agent:", 0) == 0) m.client_id = f.id;
+    m.sender = std::move(sender);
+    m.kind = std::move(kind);
+    m.body_json = protocol::encode(f);
+    m.created_ms = f.at;
+    MDG_ASSIGN_OR_RETURN(auto r, store->append(c.record.id, m));
+    if (!r.duplicate) ++messages_stored;
+    c.record.last_seq = std::max(c.record.last_seq, r.seq);
+    f.seq = r.seq;
+    return std::make_pair(r.duplicate ? -r.seq : r.seq, protocol::encode(f));
+  }
+
+  Result<std::string> store_event(Conversation& c, std::string event, std::string data_json) {
+    Frame f;
+    f.type = FrameType::kEvent;
+    f.event = std::move(event);
+    f.data_json = std::move(data_json);
+    MDG_ASSIGN_OR_RETURN(auto stored, store_frame(c, std::move(f), "system", "event"));
+    return stored.second;
+  }
+
+  std::string queue_json() {
+    madoguchi::detail::JsonWriter w;
+    w.begin_array();
+    for (const char* state : {"waiting", "agent"}) {
+      auto list = store->conversations_in_state(state, 500);
+      if (!list) continue;
+      for (const auto& r : *list) {
+        std::string reason;
+        if (auto it = conversations.find(r.id); it != conversations.end()) reason = it->second->record.handoff_json.empty() ? "" : "";
+        w.begin_object().field("conversation", r.id).field("state", r.state).field("priority", r.priority);
+        w.field("locale", r.locale).field("since", static_cast<std::int64_t>(r.updated_ms));
+        if (!r.assigned_agent.empty()) w.field("agent", r.assigned_agent);
+        if (!r.handoff_json.empty()) w.key("handoff").raw(r.handoff_json);
+        w.end_object();
+      }
+    }
+    w.end_array();
+    return w.take();
+  }
+
+  void broadcast_queue() {
+    if (agents_by_name.empty()) return;
+    Frame q;
+    q.type = FrameType::kQueue;
+    q.conversations_json = queue_json();
+    to_all_agents(protocol::encode(q));
+  }
+
+  int queue_position(const std::string& id) {
+    auto list = store->conversations_in_state("waiting", 10000);
+    if (!list) return 0;
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      if ((*list)[i].id == id) return static_cast<int>(i + 1);
+    }
+    return 0;
+  }
+
+  // ---- the bot --------------------------------------------------------------------------
+  Status bot_turn(Conversation& c, const std::string& text) {
+    auto reply = bot->respond(c.bot, text);
+    if (!reply) return reply.status();
+    ++bot_replies[std::string(bot::to_string(reply->decision))];
+    Frame f;
+    f.type = FrameType::kMessage;
+    f.id = random_id("b-", 20);
+    f.from = "bot";
+    f.text = reply->text;
+    madoguchi::detail::JsonWriter w;
+    w.begin_object().field("decision", bot::to_string(reply->decision));
+    if (!reply->entry_id.empty()) w.field("entry", reply->entry_id);
+    w.key("follow_ups").begin_array();
+    for (const auto& id : reply->follow_ups) w.value(id);
+    w.end_array().key("options").begin_array();
+    for (const auto& o : reply->options) w.begin_object().field("label", o.label).field("entry", o.entry_id).end_object();
+    w.end_array().end_object();
+    f.bot_json = w.take();
+    MDG_ASSIGN_OR_RETURN(auto stored, store_frame(c, std::move(f), "bot", "message"));
+    to_visitors(c.record.id, stored.second);
+    if (reply->decision == bot::Decision::kHandoff && reply->handoff) {
+      const auto& t = reply->triage;
+      c.record.state = "waiting";
+      c.record.priority = 0.6 * t.severity + 0.2 * t.complexity + 0.2 * t.effort;
+      c.record.handoff_json = reply->handoff->to_json();
+      MDG_RETURN_IF_ERROR(save(c));
+      madoguchi::detail::JsonWriter d;
+      d.begin_object().field("reason", reply->reason).field("queue_position", queue_position(c.record.id)).end_object();
+      MDG_ASSIGN_OR_RETURN(auto ev, store_event(c, "handoff_started", d.take()));
+      to_visitors(c.record.id, ev);
+      cfg.logger.log(LogLevel::kInfo, "conversation " + c.record.id + " handed off: " + reply->reason);
+      broadcast_queue();
+    }
+    return Status::ok();
+  }
+
+  // ---- frames from visitors -------------------------------------------------------------
+  void visitor_hello(Session& s, const Frame& f) {
+    Conversation* c = nullptr;
+    if (!f.token.empty()) {
+      auto id = check_visitor_token(cfg.secret, f.token, now_ms());
+      if (!id) return send_error(s, ErrorKind::kUnauthorized, "hello: " + id.status().message());
+      auto loaded = load(*id);
+      if (!loaded) return send_error(s, ErrorKind::kUnauthorized, "hello: the token's conversation does not exist");
+      c = *loaded;
+    } else {
+      ConversationRecord rec;
+      rec.id = random_id("c_", 26);
+      rec.state = "bot";
+      rec.locale = f.locale;
+      madoguchi::detail::JsonWriter w;
+      w.begin_object();
+      for (const auto& [k, v] : f.visitor) w.field(k, v);
+      w.end_object();
+      rec.visitor_json = w.take();
+      rec.created_ms = rec.updated_ms = now_ms();
+      if (auto st = store->create_conversation(rec); !st) {
+        cfg.logger.log(LogLevel::kError, "store: " + st.message());
+        return send_error(s, ErrorKind::kInternal, "the conversation could not be stored; try again");
+      }
+      auto loaded = load(rec.id);
+      if (!loaded) return send_error(s, ErrorKind::kInternal, "the conversation could not be loaded");
+      c = *loaded;
+      for (const auto& [k, v] : f.visitor) c->bot.visitor()[k] = v;
+    }
+    s.authenticated = true;
+    s.conversation = c->record.id;
+    visitors_of[s.conversation].push_back(&s);
+    Frame w;
+    w.type = FrameType::kWelcome;
+    w.conversation = c->record.id;
+    w.token = make_visitor_token(cfg.secret, c->record.id, now_ms() + cfg.token_ttl_ms);
+    w.state = c->record.state;
+    w.last_seq = c->record.last_seq;
+    send(s, w);
+    replay(s, *c, f.last_seq.value_or(0));
+  }
+
+  void replay(Session& s, Conversation& c, std::int64_t after) {
+    while (true) {
+      auto batch = store->messages_after(c.record.id, after, 500);
+      if (!batch) {
+        cfg.logger.log(LogLevel::kError, "store: " + batch.status().message());
+        return send_error(s, ErrorKind::kInternal, "the conversation could not be read; reconnect to retry");
+      }
+      for (const auto& m : *batch) {
+        auto f = protocol::decode(m.body_json);
+        if (auto* frame = std::get_if<Frame>(&f)) {
+          frame->seq = m.seq;
+          send(s, *frame);
+        }
+        after = m.seq;
+      }
+      if (batch->size() < 500) return;
+    }
+  }
+
+  void visitor_message(Session& s, Frame f) {
+    auto loaded = load(s.conversation);
+    if (!loaded) return send_error(s, ErrorKind::kInternal, "the conversation could not be loaded", f.id);
+    Conversation& c = **loaded;
+    f.from = "visitor";
+    f.agent.clear();
+    f.bot_json.clear();
+    std::string choice = f.choice;
+    std::string text = f.text;
+    auto stored = store_frame(c, f, "visitor", "message");
+    if (!stored) {
+      cfg.logger.log(LogLevel::kError, "store: " + stored.status().message());
+      return send_error(s, ErrorKind::kInternal, "the message was not stored; send it again", f.id);
+    }
+    bool duplicate = stored->first < 0;
+    Frame ack;
+    ack.type = FrameType::kAck;
+    ack.id = f.id;
+    ack.seq = duplicate ? -stored->first : stored->first;
+    ack.duplicate = duplicate;
+    send(s, ack);
+    if (duplicate) {
+      ++duplicates;
+      return;
+    }
+    to_visitors(c.record.id, stored->second, &s);
+    if (!c.record.assigned_agent.empty()) to_agent(c.record.assigned_agent, with_conversation(stored->second, c.record.id));
+    if (c.record.state == "closed") {
+      c.record.state = "bot";
+      if (auto st = save(c); !st) cfg.logger.log(LogLevel::kError, "store: " + st.message());
+    }
+    if (c.record.state != "bot") return;
+    if (!choice.empty() && bot->knowledge().find(choice)) {
+      // A picked option: answer with its entry, as if the visitor typed its number.
+      text = choice;
+      for (const auto& e : bot->knowledge().entries) {
+        if (e.id == choice && !e.questions.empty()) text = e.questions.front();
+      }
+    }
+    if (auto st = bot_turn(c, text); !st) {
+      cfg.logger.log(LogLevel::kError, "bot: " + st.message());
+      send_error(s, ErrorKind::kInternal, "the bot could not answer; a person will", f.id);
+    }
+  }
+
+  // Adds "conversation" to an encoded frame for agents.
+  static std::string with_conversation(const std::string& json, const std::string& conversation) {
+    auto f = protocol::decode(json);
+    if (auto* frame = std::get_if<Frame>(&f)) {
+      frame->conversation = conversation;
+      return protocol::encode(*frame);
+    }
+    return json;
+  }
+
+  void on_visitor_frame(Session& s, Frame f) {
+    if (!s.authenticated && f.type != FrameType::kHello && f.type != FrameType::kPing) {
+      return send_error(s, ErrorKind::kUnauthorized, "send hello first");
+    }
+    switch (f.type) {
+      case FrameType::kHello:
+        if (s.authenticated) return send_error(s, ErrorKind::kConflict, "hello: already said");
+        return visitor_hello(s, f);
+      case FrameType::kMessage:
+        return visitor_message(s, std::move(f));
+      case FrameType::kTyping:
+      case FrameType::kRead: {
+        auto loaded = load(s.conversation);
+        if (!loaded) return;
+        f.from = "visitor";
+        if (!(*loaded)->record.assigned_agent.empty()) {
+          f.conversation = s.conversation;
+          to_agent((*loaded)->record.assigned_agent, protocol::encode(f));
+        }
+        return;
+      }
+      case FrameType::kPing: {
+        Frame p;
+        p.type = FrameType::kPong;
+        p.id = f.id;
+        return send(s, p);
+      }
+      default:
+        return send_error(s, ErrorKind::kBadFrame,
+                          std::string(protocol::to_string(f.type)) + ": not a frame a visitor sends");
+    }
+  }
+
+  // ---- frames from agents ---------------------------------------------------------------
+  Result<Conversation*> agent_conversation(Session& s, const Frame& f, bool must_be_assigned) {
+    auto loaded = load(f.conversation);
+    if (!loaded) return Status(ErrorCode::kNotFound, std::string(protocol::to_string(f.type)) + ": no conversation " + f.conversation);
+    if (must_be_assigned && (*loaded)->record.assigned_agent != s.agent) {
+      return Status(ErrorCode::kInvalidArgument, std::string(protocol::to_string(f.type)) + ": the conversation is not assigned to you (take it first)");
+    }
+    return *loaded;
+  }
+
+  void agent_error(Session& s, const Status& st, const std::string& id = {}) {
+    send_error(s, st.code() == ErrorCode::kNotFound ? ErrorKind::kNotFound : ErrorKind::kForbidden, st.message(), id);
+  }
+
+  void set_state(Conversation& c, std::string state, std::string agent) {
+    c.record.state = std::move(state);
+    c.record.assigned_agent = std::move(agent);
+    if (auto st = save(c); !st) cfg.logger.log(LogLevel::kError, "store: " + st.message());
+  }
+
+  void announce(Conversation& c, const std::string& event, const std::string& data) {
+    auto ev = store_event(c, event, data);
+    if (!ev) {
+      cfg.logger.log(LogLevel::kError, "store: " + ev.status().message());
+      return;
+    }
+    to_visitors(c.record.id, *ev);
+    if (!c.record.assigned_agent.empty()) to_agent(c.record.assigned_agent, with_conversation(*ev, c.record.id));
+  }
+
+  static std::string agent_data(std::string_view key, std::string_view value) {
+    madoguchi::detail::JsonWriter w;
+    w.begin_object().field(key, value).end_object();
+    return w.take();
+  }
+
+  void on_agent_frame(Session& s, Frame f) {
+    if (!s.authenticated && f.type != FrameType::kHello && f.type != FrameType::kPing) {
+      return send_error(s, ErrorKind::kUnauthorized, "send hello with your credentials first");
+    }
+    switch (f.type) {
+      case FrameType::kHello: {
+        bool ok = false;
+        for (const auto& a : cfg.agents) {
+          ok = ok || (a.name == f.agent && !a.password.empty() && a.password == f.password);
+        }
+        if (!ok) return send_error(s, ErrorKind::kUnauthorized, "hello: unknown agent or wrong password");
+        s.authenticated = true;
+        s.agent = f.agent;
+        agents_by_name[s.agent].push_back(&s);
+        Frame w;
+        w.type = FrameType::kWelcome;
+        w.agent = s.agent;
+        send(s, w);
+        Frame q;
+        q.type = FrameType::kQueue;
+        q.conversations_json = queue_json();
+        return send(s, q);
+      }
+      case FrameType::kQueue: {
+        Frame q;
+        q.type = FrameType::kQueue;
+        q.conversations_json = queue_json();
+        return send(s, q);
+      }
+      case FrameType::kTake: {
+        auto c = agent_conversation(s, f, false);
+        if (!c) return agent_error(s, c.status());
+        Conversation& conv = **c;
+        if (conv.record.state == "agent" && conv.record.assigned_agent != s.agent) {
+          return send_error(s, ErrorKind::kConflict, "take: " + conv.record.assigned_agent + " has it");
+        }
+        if (conv.record.state == "closed") return send_error(s, ErrorKind::kConflict, "take: the conversation is closed");
+        bool joined = conv.record.assigned_agent != s.agent;
+        set_state(conv, "agent", s.agent);
+        if (joined) announce(conv, "agent_joined", agent_data("agent", s.agent));
+        Frame out;
+        out.type = FrameType::kConversation;
+        out.conversation = conv.record.id;
+        out.state = conv.record.state;
+        out.handoff_json = conv.record.handoff_json;
+        madoguchi::detail::JsonWriter w;
+        w.begin_array();
+        auto msgs = store->messages_after(conv.record.id, 0, 10000);
+        if (msgs) {
+          for (const auto& m : *msgs) {
+            auto d = protocol::decode(m.body_json);
+            if (auto* fr = std::get_if<Frame>(&d)) {
+              fr->seq = m.seq;
+              w.raw(protocol::encode(*fr));
+            }
+          }
+        }
+        w.end_array();
+        out.messages_json = w.take();
+        send(s, out);
+        return broadcast_queue();
+      }
+      case FrameType::kMessage: {
+        auto c = agent_conversation(s, f, true);
+        if (!c) return agent_error(s, c.status(), f.id);
+        Conversation& conv = **c;
+        Frame m = f;
+        m.conversation.clear();
+        m.from = "agent";
+        m.agent = s.agent;
+        m.bot_json.clear();
+        auto stored = store_frame(conv, m, "agent:" + s.agent, "message");
+        if (!stored) return send_error(s, ErrorKind::kInternal, "the message was not stored; send it again", f.id);
+        bool duplicate = stored->first < 0;
+        Frame ack;
+        ack.type = FrameType::kAck;
+        ack.id = f.id;
+        ack.seq = duplicate ? -stored->first : stored->first;
+        ack.duplicate = duplicate;
+        send(s, ack);
+        if (duplicate) return;
+        conv.bot.add_turn({"agent", f.text, "", bot::Decision::kReply});
+        to_visitors(conv.record.id, stored->second);
+        return to_agent(s.agent, with_conversation(stored->second, conv.record.id), &s);
+      }
+      case FrameType::kTyping:
+      case FrameType::kRead: {
+        auto c = agent_conversation(s, f, true);
+        if (!c) return agent_error(s, c.status());
+        f.from = "agent";
+        f.conversation.clear();
+        return to_visitors((*c)->record.id, protocol::encode(f));
+      }
+      case FrameType::kHandBack:
+      case FrameType::kClose:
+      case FrameType::kTransfer: {
+        auto c = agent_conversation(s, f, true);
+        if (!c) return agent_error(s, c.status());
+        Conversation& conv = **c;
+        if (f.type == FrameType::kTransfer) {
+          bool known = std::any_of(cfg.agents.begin(), cfg.agents.end(), [&](const AgentAccount& a) { return a.name == f.to; });
+          if (!known) return send_error(s, ErrorKind::kNotFound, "transfer: no agent " + f.to);
+          madoguchi::detail::JsonWriter w;
+          w.begin_object().field("from", s.agent).field("to", f.to).end_object();
+          set_state(conv, "agent", f.to);
+          announce(conv, "transferred", w.take());
+          to_agent(s.agent, with_conversation(protocol::encode(f), conv.record.id));
+        } else if (f.type == FrameType::kHandBack) {
+          announce(conv, "handed_back", agent_data("agent", s.agent));
+          set_state(conv, "bot", "");
+          conv.bot.hand_back();
+        } else {
+          announce(conv, "conversation_closed", agent_data("by", "agent"));
+          set_state(conv, "closed", "");
+        }
+        return broadcast_queue();
+      }
+      case FrameType::kPing: {
+        Frame p;
+        p.type = FrameType::kPong;
+        p.id = f.id;
+        return send(s, p);
+      }
+      default:
+        return send_error(s, ErrorKind::kBadFrame,
+                          std::string(protocol::to_string(f.type)) + ": not a frame an agent sends");
+    }
+  }
+
+  // ---- one frame ------------------------------------------------------------------------
+  void on_frame(Session& s, std::string_view text) {
+    ++frames_received;
+    // Token bucket: rate_per_second on average, rate_burst at once.
+    double now = steady_seconds();
+    s.tokens = std::min(cfg.rate_burst, s.tokens + (now - s.last_refill) * cfg.rate_per_second);
+    s.last_refill = now;
+    if (s.tokens < 1.0) {
+      if (++s.violations > static_cast<int>(cfg.rate_burst) * 2) {
+        return send_error(s, ErrorKind::kUnauthorized, "too many frames; the connection is closed");
+      }
+      Frame e = protocol::make_error(ErrorKind::kRateLimited, "too many frames; this one was dropped");
+      e.retry_after_ms = static_cast<std::int64_t>(1000.0 / std::max(1.0, cfg.rate_per_second)) + 1;
+      ++errors_sent["rate_limited"];
+      return send(s, e);
+    }
+    s.tokens -= 1.0;
+    protocol::DecodeLimits limits;
+    limits.max_frame_bytes = cfg.max_frame_bytes;
+    auto decoded = protocol::decode(text, limits);
+    if (auto* err = std::get_if<protocol::DecodeError>(&decoded)) {
+      return send_error(s, err->kind, err->message, err->id);
+    }
+    Frame& f = std::get<Frame>(decoded);
+    if (s.agent_endpoint) {
+      on_agent_frame(s, std::move(f));
+    } else {
+      on_visitor_frame(s, std::move(f));
+    }
+  }
+
+  void forget(Session& s) {
+    auto drop = [&s](std::unordered_map<std::string, std::vector<Session*>>& index, const std::string& key) {
+      auto it = index.find(key);
+      if (it == index.end()) return;
+      std::erase(it->second, &s);
+      if (it->second.empty()) index.erase(it);
+    };
+    if (!s.conversation.empty()) drop(visitors_of, s.conversation);
+    if (!s.agent.empty()) drop(agents_by_name, s.agent);
+  }
+
+  std::string metrics() {
+    std::size_t visitors = 0, agents = 0;
+    for (const auto& [wsi, s] : sessions) (s->agent_endpoint ? agents : visitors) += 1;
+    std::string m;
+    auto line = [&m](std::string_view name, std::string_view labels, double v) {
+      m += name;
+      m += labels;
+      m += ' ';
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.17g", v);
+      m += buf;
+      m += '\n';
+    };
+    m += "# HELP madoguchi_connections Open WebSocket connections.\n# TYPE madoguchi_connections gauge\n";
+    line("madoguchi_connections", "{endpoint=\"visitor\"}", static_cast<double>(visitors));
+    line("madoguchi_connections", "{endpoint=\"agent\"}", static_cast<double>(agents));
+    m += "# HELP madoguchi_frames_received_total Frames received from clients.\n# TYPE madoguchi_frames_received_total counter\n";
+    line("madoguchi_frames_received_total", "", static_cast<double>(frames_received));
+    m += "# HELP madoguchi_messages_stored_total Messages and events stored by this process.\n# TYPE madoguchi_messages_stored_total counter\n";
+    line("madoguchi_messages_stored_total", "", static_cast<double>(messages_stored));
+    m += "# HELP madoguchi_duplicates_total Resent messages recognized by their client id.\n# TYPE madoguchi_duplicates_total counter\n";
+    line("madoguchi_duplicates_total", "", static_cast<double>(duplicates));
+    m += "# HELP madoguchi_errors_total Error frames sent, by code.\n# TYPE madoguchi_errors_total counter\n";
+    for (const auto& [code, n] : errors_sent) line("madoguchi_errors_total", "{code=\"" + code + "\"}", static_cast<double>(n));
+    m += "# HELP madoguchi_bot_replies_total Bot replies, by decision.\n# TYPE madoguchi_bot_replies_total counter\n";
+    for (const auto& [d, n] : bot_replies) line("madoguchi_bot_replies_total", "{decision=\"" + d + "\"}", static_cast<double>(n));
+    if (auto waiting = store->conversations_in_state("waiting", 100000)) {
+      m += "# HELP madoguchi_conversations_waiting Conversations handed off and waiting for an agent.\n# TYPE madoguchi_conversations_waiting gauge\n";
+      line("madoguchi_conversations_waiting", "", static_cast<double>(waiting->size()));
+    }
+    if (auto n = store->count_messages()) {
+      m += "# HELP madoguchi_store_messages Messages in the store.\n# TYPE madoguchi_store_messages gauge\n";
+      line("madoguchi_store_messages", "", static_cast<double>(*n));
+    }
+    return m;
+  }
+
+  int http(lws* wsi, std::string_view uri) {
+    std::string body;
+    unsigned int status = HTTP_STATUS_OK;
+    const char* type = "text/plain; charset=utf-8";
+    if (uri == "/healthz") {
+      body = "ok\n";
+    } else if (uri == "/metrics") {
+      body = metrics();
+      type = "text/plain; version=0.0.4; charset=utf-8";
+    } else {
+      status = HTTP_STATUS_NOT_FOUND;
+      body = "not found\n";
+    }
+    std::vector<unsigned char> buf(LWS_PRE + 1024 + body.size());
+    unsigned char* start = buf.data() + LWS_PRE;
+    unsigned char* p = start;
+    unsigned char* end = buf.data() + buf.size() - 1;
+    if (lws_add_http_common_headers(wsi, status, type, body.size(), &p, end)) return 1;
+    if (lws_finalize_write_http_header(wsi, start, &p, end)) return 1;
+    std::memcpy(p, body.data(), body.size());
+    if (lws_write(wsi, p, body.size(), LWS_WRITE_HTTP_FINAL) != static_cast<int>(body.size())) return 1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+  }
+};
+
+namespace {
+
+std::string header(lws* wsi, lws_token_indexes h) {
+  int len = lws_hdr_total_length(wsi, h);
+  if (len <= 0) return {};
+  std::string out(static_cast<std::size_t>(len) + 1, '\0');
+  if (lws_hdr_copy(wsi, out.data(), len + 1, h) < 0) return {};
+  out.resize(static_cast<std::size_t>(len));
+  return out;
+}
+
+int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::size_t len) {
+  auto* impl = static_cast<Hub::Impl*>(lws_context_user(lws_get_context(wsi)));
+  switch (reason) {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+      std::string uri = header(wsi, WSI_TOKEN_GET_URI);
+      if (uri != "/v1/visitor" && uri != "/v1/agent") return 1;
+      if (!impl->cfg.allowed_origins.empty()) {
+        std::string origin = header(wsi, WSI_TOKEN_ORIGIN);
+        if (!origin.empty() && std::find(impl->cfg.allowed_origins.begin(), impl->cfg.allowed_origins.end(), origin) ==
+                                   impl->cfg.allowed_origins.end()) {
+          impl->cfg.logger.log(LogLevel::kWarning, "refused a connection from origin " + origin);
+          return 1;
+        }
+      }
+      return 0;
+    }
+    case LWS_CALLBACK_ESTABLISHED: {
+      auto s = std::make_unique<Session>();
+      s->wsi = wsi;
+      s->agent_endpoint = header(wsi, WSI_TOKEN_GET_URI) == "/v1/agent";
+      s->tokens = impl->cfg.rate_burst;
+      s->last_refill = steady_seconds();
+      if (impl->stop_requested) {
+        impl->send_error(*s, ErrorKind::kShuttingDown, "the hub is stopping; reconnect later");
+      }
+      impl->sessions.emplace(wsi, std::move(s));
+      return 0;
+    }
+    case LWS_CALLBACK_RECEIVE: {
+      auto it = impl->sessions.find(wsi);
+      if (it == impl->sessions.end()) return -1;
+      Session& s = *it->second;
+      if (s.closing) return 0;
+      if (lws_frame_is_binary(wsi)) {
+        s.rx.clear();
+        return impl->send_error(s, ErrorKind::kBadFrame, "binary frames are not part of the protocol; send text"), 0;
+      }
+      if (s.rx.size() + len > impl->cfg.max_frame_bytes) {
+        s.rx.clear();
+        impl->send_error(s, ErrorKind::kTooLarge,
+                         "the frame is over " + std::to_string(impl->cfg.max_frame_bytes) + " bytes");
+        return 0;
+      }
+      s.rx.append(static_cast<const char*>(in), len);
+      if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) > 0) return 0;
+      std::string frame = std::move(s.rx);
+      s.rx.clear();
+      impl->on_frame(s, frame);
+      return 0;
+    }
+    case LWS_CALLBACK_SERVER_WRITEABLE: {
+      auto it = impl->sessions.find(wsi);
+      if (it == impl->sessions.end()) return -1;
+      Session& s = *it->second;
+      if (!s.out.empty()) {
+        std::string& msg = s.out.front();
+        std::vector<unsigned char> buf(LWS_PRE + msg.size());
+        std::memcpy(buf.data() + LWS_PRE, msg.data(), msg.size());
+        if (lws_write(wsi, buf.data() + LWS_PRE, msg.size(), LWS_WRITE_TEXT) < static_cast<int>(msg.size())) return -1;
+        s.out.pop_front();
+        if (!s.out.empty() || s.closing) lws_callback_on_writable(wsi);
+        return 0;
+      }
+      if (s.closing) {
+        lws_close_reason(wsi, static_cast<lws_close_status>(s.close_code), nullptr, 0);
+        return -1;
+      }
+      return 0;
+    }
+    case LWS_CALLBACK_CLOSED: {
+      auto it = impl->sessions.find(wsi);
+      if (it != impl->sessions.end()) {
+        impl->forget(*it->second);
+        impl->sessions.erase(it);
+      }
+      return 0;
+    }
+    case LWS_CALLBACK_HTTP:
+      return impl->http(wsi, std::string_view(static_cast<const char*>(in)));
+    default:
+      break;
+  }
+  return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+}  // namespace
+
+Hub::Hub(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Hub::~Hub() = default;
+
+Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const bot::Bot> bot,
+                                         std::unique_ptr<Store> store) {
+  if (!bot) return invalid_argument("hub: no bot");
+  if (!store) return invalid_argument("hub: no store");
+  if (config.secret.size() < 16) {
+    return invalid_argument("hub: the token secret must be at least 16 bytes (set \"secret\" in the config)");
+  }
+  if (config.port < 0 || config.port > 65535) return invalid_argument("hub: port must be 0..65535");
+  if (config.rate_per_second <= 0 || config.rate_burst < 1) return invalid_argument("hub: rate limits must be positive");
+  if (config.tls_cert.empty() != config.tls_key.empty()) {
+    return invalid_argument("hub: TLS needs both a certificate and a key file");
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->cfg = std::move(config);
+  impl->bot = std::move(bot);
+  impl->store = std::move(store);
+  {
+    std::lock_guard lock(g_log_mu);
+    g_lws_logger = impl->cfg.logger;
+  }
+  lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+
+  lws_context_creation_info info;
+  std::memset(&info, 0, sizeof info);
+  info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_VALIDATE_UTF8 |
+                 LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
+  if (!impl->cfg.tls_cert.empty()) info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+  info.user = impl.get();
+  info.protocols = kProtocols;
+  impl->ctx = lws_create_context(&info);
+  if (!impl->ctx) return unavailable("hub: libwebsockets could not create a context");
+
+  lws_context_creation_info vh;
+  std::memset(&vh, 0, sizeof vh);
+  vh.options = info.options;
+  vh.port = impl->cfg.port;
+  vh.iface = impl->cfg.host.empty() ? nullptr : impl->cfg.host.c_str();
+  vh.protocols = kProtocols;
+  vh.vhost_name = "madoguchi";
+  if (!impl->cfg.tls_cert.empty()) {
+    vh.ssl_cert_filepath = impl->cfg.tls_cert.c_str();
+    vh.ssl_private_key_filepath = impl->cfg.tls_key.c_str();
+  }
+  if (!impl->cfg.static_dir.empty()) {
+    // /healthz and /metrics stay with the callback; everything else under / is a file.
+    impl->mounts.resize(3);
+    std::memset(impl->mounts.data(), 0, sizeof(lws_http_mount) * impl->mounts.size());
+    const char* paths[] = {"/healthz", "/metrics"};
+    for (int i = 0; i < 2; ++i) {
+      auto& m = impl->mounts[static_cast<std::size_t>(i)];
+      m.mountpoint = paths[i];
+      m.mountpoint_len = static_cast<unsigned char>(std::strlen(paths[i]));
+      m.origin = "madoguchi.v1";
+      m.origin_protocol = LWSMPRO_CALLBACK;
+    }
+    auto& f = impl->mounts[2];
+    f.mountpoint = "/";
+    f.mountpoint_len = 1;
+    f.origin = impl->cfg.static_dir.c_str();
+    f.def = "index.html";
+    f.origin_protocol = LWSMPRO_FILE;
+    impl->mounts[0].mount_next = &impl->mounts[1];
+    impl->mounts[1].mount_next = &impl->mounts[2];
+    vh.mounts = impl->mounts.data();
+  }
+  impl->vhost = lws_create_vhost(impl->ctx, &vh);
+  if (!impl->vhost) {
+    return unavailable("hub: cannot listen on " + impl->cfg.host + ":" + std::to_string(impl->cfg.port) +
+                       " (is the port in use, or the TLS files unreadable?)");
+  }
+  impl->bound_port = lws_get_vhost_listen_port(impl->vhost);
+  return std::unique_ptr<Hub>(new Hub(std::move(impl)));
+}
+
+int Hub::port() const noexcept { return impl_->bound_port.load(); }
+
+void Hub::stop() noexcept {
+  impl_->stop_requested = true;
+  if (impl_->ctx) lws_cancel_service(impl_->ctx);
+}
+
+namespace {
+// Wakes the loop regularly while the hub stops, so that the deadline is noticed.
+struct Ticker {
+  lws_sorted_usec_list_t sul;
+  lws_context* ctx;
+  static void tick(lws_sorted_usec_list_t* sul) {
+    auto* t = lws_container_of(sul, Ticker, sul);
+    lws_sul_schedule(t->ctx, 0, &t->sul, tick, 50 * LWS_US_PER_MS);
+  }
+};
+}  // namespace
+
+Status Hub::run() {
+  Impl& im = *impl_;
+  im.cfg.logger.log(LogLevel::kInfo, "hub listening on port " + std::to_string(port()));
+  while (!im.stop_requested) {
+    if (lws_service(im.ctx, 0) < 0) break;
+  }
+  // Graceful shutdown: every connection gets shutting_down and close code 1001.
+  for (auto& [wsi, s] : im.sessions) {
+    if (!s->closing) im.send_error(*s, ErrorKind::kShuttingDown, "the hub is stopping; reconnect later");
+  }
+  Ticker ticker{};
+  ticker.ctx = im.ctx;
+  lws_sul_schedule(im.ctx, 0, &ticker.sul, Ticker::tick, 50 * LWS_US_PER_MS);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (!im.sessions.empty() && std::chrono::steady_clock::now() < deadline) {
+    if (lws_service(im.ctx, 0) < 0) break;
+  }
+  lws_sul_cancel(&ticker.sul);
+  im.cfg.logger.log(LogLevel::kInfo, "hub stopped");
+  return Status::ok();
+}
+
+}  // namespace v1
+}  // namespace madoguchi::hub

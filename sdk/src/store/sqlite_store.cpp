@@ -1,0 +1,696 @@
+// sqlite_store.cpp: the SQLite implementation of madoguchi::hub::Store (docs/store.md).
+//
+// One connection per Store, guarded by a mutex; every statement is prepared once at open and
+// reset after each use. Several Store objects (or processes) may open the same file: SQLite's
+// file locks serialize the writers (BEGIN IMMEDIATE waits up to busy_timeout_ms), and WAL mode
+// lets readers run beside the writer. Every SQLite error becomes a Status that names the
+// operation, the path and sqlite3_errmsg(); nothing here prints or exits.
+#include <madoguchi/store.hpp>
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace madoguchi::hub {
+inline namespace v1 {
+namespace {
+
+// PRAGMA user_version of the schema this build writes. Raise it with every schema change and
+// add the migration from the previous version to migrate().
+constexpr std::int64_t kSchemaVersion = 1;
+
+constexpr const char* kSchemaV1 = R"sql(
+CREATE TABLE conversations (
+  id             TEXT    NOT NULL PRIMARY KEY,
+  state          TEXT    NOT NULL,
+  locale         TEXT    NOT NULL DEFAULT '',
+  visitor_json   TEXT    NOT NULL DEFAULT '',
+  assigned_agent TEXT    NOT NULL DEFAULT '',
+  priority       REAL    NOT NULL DEFAULT 0,
+  handoff_json   TEXT    NOT NULL DEFAULT '',
+  created_ms     INTEGER NOT NULL,
+  updated_ms     INTEGER NOT NULL,
+  last_seq       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX conversations_by_state ON conversations (state, priority DESC, updated_ms, id);
+CREATE TABLE messages (
+  conversation_id TEXT    NOT NULL REFERENCES conversations (id),
+  seq             INTEGER NOT NULL,
+  client_id       TEXT    NOT NULL DEFAULT '',
+  sender          TEXT    NOT NULL,
+  kind            TEXT    NOT NULL,
+  body_json       TEXT    NOT NULL,
+  created_ms      INTEGER NOT NULL,
+  PRIMARY KEY (conversation_id, seq)
+);
+CREATE UNIQUE INDEX messages_by_client_id ON messages (conversation_id, client_id)
+  WHERE client_id <> '';
+PRAGMA user_version = 1;
+)sql";
+
+constexpr const char* kConversationColumns =
+    "id, state, locale, visitor_json, assigned_agent, priority, handoff_json, created_ms, "
+    "updated_ms, last_seq";
+
+// SQLITE_STATIC without the header's C-style cast: the bound text outlives the statement's use.
+const sqlite3_destructor_type kStaticText = nullptr;
+
+struct DbCloser {
+  void operator()(sqlite3* db) const noexcept { sqlite3_close_v2(db); }
+};
+struct StmtFinalizer {
+  void operator()(sqlite3_stmt* stmt) const noexcept { sqlite3_finalize(stmt); }
+};
+using DbPtr = std::unique_ptr<sqlite3, DbCloser>;
+using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
+
+ErrorCode code_for(int rc) {
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PROTOCOL:
+      return ErrorCode::kUnavailable;
+    case SQLITE_FULL:
+    case SQLITE_TOOBIG:
+    case SQLITE_NOMEM:
+      return ErrorCode::kResourceExhausted;
+    case SQLITE_NOTADB:
+    case SQLITE_CONSTRAINT:
+    case SQLITE_MISMATCH:
+      return ErrorCode::kInvalidArgument;
+    default:
+      return ErrorCode::kInternal;
+  }
+}
+
+// What to do about an error, where SQLite's own words do not say it.
+std::string hint_for(int rc, int busy_timeout_ms) {
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return "another connection held the database lock for longer than busy_timeout_ms (" +
+             std::to_string(busy_timeout_ms) + " ms); retry later or raise busy_timeout_ms";
+    case SQLITE_FULL:
+      return "the disk is full; free space on the volume that holds the database";
+    case SQLITE_TOOBIG:
+      return "a value is larger than SQLite's limit; send a smaller message";
+    case SQLITE_READONLY:
+      return "the store needs write access to the file and to its directory (WAL mode keeps "
+             "-wal and -shm files next to it)";
+    case SQLITE_CANTOPEN:
+      return "check that the directory exists and that this process may read and write the file "
+             "and create files next to it";
+    case SQLITE_NOTADB:
+      return "the file exists but is not a SQLite database (or is encrypted); point the store at a "
+             "new file, or move this one away";
+    case SQLITE_CORRUPT:
+      return "the database file is damaged; restore it from a backup, or try "
+             "`sqlite3 FILE .recover`";
+    default:
+      return {};
+  }
+}
+
+bool valid_state(std::string_view state) {
+  return state == "bot" || state == "waiting" || state == "agent" || state == "closed";
+}
+bool valid_kind(std::string_view kind) { return kind == "message" || kind == "event"; }
+
+std::int64_t clamp_limit(std::size_t limit) {
+  constexpr auto kMax = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
+  return static_cast<std::int64_t>(std::min(limit, kMax));
+}
+
+// One use of a cached statement: binds parameters in order, steps, and resets the statement
+// (and clears its bindings) when it goes out of scope, so no read transaction stays open.
+class Query {
+ public:
+  explicit Query(sqlite3_stmt* stmt) : stmt_(stmt) {}
+  ~Query() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+  Query(const Query&) = delete;
+  Query& operator=(const Query&) = delete;
+
+  Query& text(std::string_view value) {
+    static constexpr char kEmpty[] = "";
+    // An empty view may have a null data(); SQLite would bind NULL for it.
+    const char* data = value.data() != nullptr ? value.data() : kEmpty;
+    return check(sqlite3_bind_text64(stmt_, ++index_, data,
+                                     static_cast<sqlite3_uint64>(value.size()), kStaticText,
+                                     SQLITE_UTF8));
+  }
+  Query& int64(std::int64_t value) { return check(sqlite3_bind_int64(stmt_, ++index_, value)); }
+  Query& real(double value) { return check(sqlite3_bind_double(stmt_, ++index_, value)); }
+
+  // SQLITE_ROW, SQLITE_DONE, or the error of the first failed bind or of the step.
+  int step() { return rc_ != SQLITE_OK ? rc_ : sqlite3_step(stmt_); }
+
+  std::string column_text(int col) const {
+    const unsigned char* p = sqlite3_column_text(stmt_, col);
+    const int n = sqlite3_column_bytes(stmt_, col);
+    if (p == nullptr || n <= 0) return {};
+    return std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n));
+  }
+  std::int64_t column_int64(int col) const { return sqlite3_column_int64(stmt_, col); }
+  double column_double(int col) const { return sqlite3_column_double(stmt_, col); }
+
+ private:
+  Query& check(int rc) {
+    if (rc_ == SQLITE_OK && rc != SQLITE_OK) rc_ = rc;
+    return *this;
+  }
+  sqlite3_stmt* stmt_;
+  int index_ = 0;
+  int rc_ = SQLITE_OK;
+};
+
+ConversationRecord read_conversation(const Query& q) {
+  ConversationRecord r;
+  r.id = q.column_text(0);
+  r.state = q.column_text(1);
+  r.locale = q.column_text(2);
+  r.visitor_json = q.column_text(3);
+  r.assigned_agent = q.column_text(4);
+  r.priority = q.column_double(5);
+  r.handoff_json = q.column_text(6);
+  r.created_ms = q.column_int64(7);
+  r.updated_ms = q.column_int64(8);
+  r.last_seq = q.column_int64(9);
+  return r;
+}
+
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(std::string path, SqliteStoreOptions options)
+      : path_(std::move(path)), options_(options) {}
+
+  // Opens the connection, sets the pragmas, creates or checks the schema, prepares statements.
+  Status open();
+
+  Status create_conversation(const ConversationRecord& record) override;
+  Result<std::optional<ConversationRecord>> find_conversation(std::string_view id) override;
+  Status update_conversation(const ConversationRecord& record) override;
+  Result<AppendResult> append(std::string_view conversation_id,
+                              const NewMessage& message) override;
+  Result<std::vector<StoredMessage>> messages_after(std::string_view conversation_id,
+                                                    std::int64_t after_seq,
+                                                    std::size_t limit) override;
+  Result<std::vector<ConversationRecord>> conversations_in_state(std::string_view state,
+                                                                 std::size_t limit) override;
+  Result<std::int64_t> count_messages() override;
+
+ private:
+  // Rolls back on scope exit unless commit() succeeded. Call with mu_ held.
+  class Transaction {
+   public:
+    explicit Transaction(SqliteStore& store) : store_(store) {}
+    ~Transaction() {
+      if (active_ && sqlite3_get_autocommit(store_.db_.get()) == 0) {
+        Query rollback(store_.stmt_.rollback.get());
+        (void)rollback.step();  // nothing more to do if even this fails
+      }
+    }
+    Transaction(const Transaction&) = delete;
+    Transaction& operator=(const Transaction&) = delete;
+
+    Status begin(std::string_view op) {
+      Query q(store_.stmt_.begin.get());
+      const int rc = q.step();
+      if (rc != SQLITE_DONE) return store_.sqlite_error(rc, op);
+      active_ = true;
+      return Status::ok();
+    }
+    Status commit(std::string_view op) {
+      Query q(store_.stmt_.commit.get());
+      const int rc = q.step();
+      if (rc != SQLITE_DONE) return store_.sqlite_error(rc, op);
+      active_ = false;
+      return Status::ok();
+    }
+
+   private:
+    SqliteStore& store_;
+    bool active_ = false;
+  };
+
+  Status sqlite_error(int rc, std::string_view op) const {
+    const char* msg = db_ ? sqlite3_errmsg(db_.get()) : sqlite3_errstr(rc);
+    std::string text = "store " + path_ + ": " + std::string(op) + ": " + msg;
+    const std::string hint = hint_for(rc, options_.busy_timeout_ms);
+    if (!hint.empty()) text += "; " + hint;
+    return {code_for(rc), std::move(text)};
+  }
+  Status bad_input(std::string_view op, std::string_view what) const {
+    return invalid_argument("store " + path_ + ": " + std::string(op) + ": " + std::string(what));
+  }
+  Status check_record(std::string_view op, const ConversationRecord& record) const;
+  Status newer_schema(std::int64_t version) const {
+    return invalid_argument("store " + path_ + ": open: store schema version " +
+                            std::to_string(version) + " is newer than this build supports (" +
+                            std::to_string(kSchemaVersion) +
+                            "); run a newer madoguchi hub on it, or open another file");
+  }
+
+  Status exec(const char* sql, std::string_view op);
+  Result<std::string> query_text(const char* sql, std::string_view op);
+  // `op` names the operation in an error; empty: "prepare `SQL`".
+  Status prepare(StmtPtr& out, const std::string& sql, std::string_view op = {});
+  // The schema version and the number of schema objects, read in one snapshot (two separate
+  // reads could straddle another connection's schema creation).
+  struct SchemaState {
+    std::int64_t version = 0;
+    std::int64_t objects = 0;
+  };
+  Result<SchemaState> read_schema_state();
+  // Version 0 with tables of its own: a database of another program, refused.
+  Status refuse_foreign_database(const SchemaState& state) const;
+  Status migrate();
+  // With mu_ held: does the conversation exist?
+  Result<bool> exists(std::string_view id, std::string_view op);
+
+  const std::string path_;
+  const SqliteStoreOptions options_;
+  std::mutex mu_;
+  DbPtr db_;  // declared before the statements, so it is closed after they are finalized
+  struct Statements {
+    StmtPtr begin, commit, rollback;
+    StmtPtr insert_conversation, find_conversation, update_conversation, conversation_exists;
+    StmtPtr last_seq, find_client_id, insert_message, set_last_seq;
+    StmtPtr messages_after, in_state, count_messages;
+  } stmt_;
+};
+
+Status SqliteStore::exec(const char* sql, std::string_view op) {
+  const int rc = sqlite3_exec(db_.get(), sql, nullptr, nullptr, nullptr);
+  return rc == SQLITE_OK ? Status::ok() : sqlite_error(rc, op);
+}
+
+Result<std::string> SqliteStore::query_text(const char* sql, std::string_view op) {
+  StmtPtr stmt;
+  MDG_RETURN_IF_ERROR(prepare(stmt, sql, op));
+  Query q(stmt.get());
+  const int rc = q.step();
+  if (rc == SQLITE_ROW) return q.column_text(0);
+  if (rc == SQLITE_DONE) {
+    return internal_error("store " + path_ + ": " + std::string(op) + ": no result");
+  }
+  return sqlite_error(rc, op);
+}
+
+Status SqliteStore::prepare(StmtPtr& out, const std::string& sql, std::string_view op) {
+  sqlite3_stmt* raw = nullptr;
+  const int rc = sqlite3_prepare_v3(db_.get(), sql.c_str(), static_cast<int>(sql.size() + 1),
+                                    SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
+  out.reset(raw);
+  if (rc != SQLITE_OK) {
+    // The first statement of open() reads the file header: a file that is not a database,
+    // or that cannot be read, shows up here.
+    return sqlite_error(rc, op.empty() ? "prepare `" + sql + "`" : std::string(op));
+  }
+  return Status::ok();
+}
+
+Result<SqliteStore::SchemaState> SqliteStore::read_schema_state() {
+  constexpr std::string_view kOp = "open (read schema version)";
+  StmtPtr stmt;
+  // The first statement on a new connection reads the file: a non-database fails here.
+  MDG_RETURN_IF_ERROR(prepare(stmt,
+                              "SELECT user_version, (SELECT count(*) FROM sqlite_master WHERE "
+                              "name NOT LIKE 'sqlite_%') FROM pragma_user_version",
+                              kOp));
+  Query q(stmt.get());
+  const int rc = q.step();
+  if (rc == SQLITE_ROW) return SchemaState{q.column_int64(0), q.column_int64(1)};
+  if (rc == SQLITE_DONE) {
+    return internal_error("store " + path_ + ": " + std::string(kOp) + ": no result");
+  }
+  return sqlite_error(rc, kOp);
+}
+
+Status SqliteStore::refuse_foreign_database(const SchemaState& state) const {
+  const std::int64_t objects = state.objects;
+  if (state.version == 0 && objects > 0) {
+    return invalid_argument(
+        "store " + path_ + ": open: the file is a SQLite database of another program (" +
+        std::to_string(objects) +
+        " tables, indexes or views, and no madoguchi schema version); give the store a file of its "
+        "own");
+  }
+  return Status::ok();
+}
+
+Status SqliteStore::migrate() {
+  Transaction tx(*this);
+  MDG_RETURN_IF_ERROR(tx.begin("open (create schema)"));
+  // Read again under the write lock: another connection may have created the schema meanwhile.
+  MDG_ASSIGN_OR_RETURN(const SchemaState state, read_schema_state());
+  const std::int64_t version = state.version;
+  if (version == kSchemaVersion) return tx.commit("open (create schema)");
+  if (version > kSchemaVersion) return newer_schema(version);
+  if (version != 0) {
+    // Only version 1 exists so far; a later schema adds its migration from here.
+    return internal_error("store " + path_ + ": no migration from store schema version " +
+                          std::to_string(version) + " to " + std::to_string(kSchemaVersion));
+  }
+  MDG_RETURN_IF_ERROR(refuse_foreign_database(state));
+  MDG_RETURN_IF_ERROR(exec(kSchemaV1, "open (create schema)"));
+  return tx.commit("open (create schema)");
+}
+
+Status SqliteStore::open() {
+  if (sqlite3_threadsafe() == 0) {
+    return internal_error("store " + path_ + ": open: the SQLite library was built without thread "
+                          "support (SQLITE_THREADSAFE=0); link one built with it");
+  }
+  sqlite3* raw = nullptr;
+  const int rc = sqlite3_open_v2(path_.c_str(), &raw,
+                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 nullptr);
+  db_.reset(raw);  // closed by the deleter even when the open failed
+  if (rc != SQLITE_OK) return sqlite_error(rc, "open");
+  sqlite3_extended_result_codes(db_.get(), 1);
+  sqlite3_busy_timeout(db_.get(), std::max(0, options_.busy_timeout_ms));
+
+  // The first read of the file: a file that is not a database fails here.
+  MDG_ASSIGN_OR_RETURN(const SchemaState state, read_schema_state());
+  const std::int64_t version = state.version;
+  if (version > kSchemaVersion) return newer_schema(version);
+  // Before journal_mode, which is stored in the file: leave another program's database as it was.
+  MDG_RETURN_IF_ERROR(refuse_foreign_database(state));
+
+  MDG_ASSIGN_OR_RETURN(const std::string mode,
+                       query_text("PRAGMA journal_mode = WAL", "set journal_mode=WAL"));
+  if (mode != "wal" && mode != "memory") {
+    return unavailable("store " + path_ + ": set journal_mode=WAL: SQLite kept journal mode '" +
+                       mode +
+                       "'; WAL needs shared memory, which network file systems do not offer: "
+                       "put the database on a local disk");
+  }
+  MDG_RETURN_IF_ERROR(exec(options_.synchronous_full ? "PRAGMA synchronous = FULL"
+                                                     : "PRAGMA synchronous = NORMAL",
+                           "set synchronous"));
+  MDG_RETURN_IF_ERROR(exec("PRAGMA foreign_keys = ON", "set foreign_keys"));
+
+  MDG_RETURN_IF_ERROR(prepare(stmt_.begin, "BEGIN IMMEDIATE"));
+  MDG_RETURN_IF_ERROR(prepare(stmt_.commit, "COMMIT"));
+  MDG_RETURN_IF_ERROR(prepare(stmt_.rollback, "ROLLBACK"));
+  if (version < kSchemaVersion) MDG_RETURN_IF_ERROR(migrate());
+
+  const std::string columns = kConversationColumns;
+  MDG_RETURN_IF_ERROR(prepare(stmt_.insert_conversation,
+                              "INSERT INTO conversations (" + columns +
+                                  ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"));
+  MDG_RETURN_IF_ERROR(prepare(stmt_.find_conversation,
+                              "SELECT " + columns + " FROM conversations WHERE id = ?"));
+  MDG_RETURN_IF_ERROR(prepare(stmt_.update_conversation,
+                              "UPDATE conversations SET state = ?, locale = ?, visitor_json = ?, "
+                              "assigned_agent = ?, priority = ?, handoff_json = ?, updated_ms = ? "
+                              "WHERE id = ?"));
+  MDG_RETURN_IF_ERROR(
+      prepare(stmt_.conversation_exists, "SELECT 1 FROM conversations WHERE id = ?"));
+  MDG_RETURN_IF_ERROR(
+      prepare(stmt_.last_seq, "SELECT last_seq FROM conversations WHERE id = ?"));
+  // `client_id <> ''` lets SQLite use the partial unique index.
+  MDG_RETURN_IF_ERROR(prepare(stmt_.find_client_id,
+                              "SELECT seq FROM messages WHERE conversation_id = ? AND "
+                              "client_id = ? AND client_id <> ''"));
+  MDG_RETURN_IF_ERROR(prepare(stmt_.insert_message,
+                              "INSERT INTO messages (conversation_id, seq, client_id, sender, "
+                              "kind, body_json, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"));
+  MDG_RETURN_IF_ERROR(
+      prepare(stmt_.set_last_seq, "UPDATE conversations SET last_seq = ? WHERE id = ?"));
+  MDG_RETURN_IF_ERROR(prepare(stmt_.messages_after,
+                              "SELECT conversation_id, seq, client_id, sender, kind, body_json, "
+                              "created_ms FROM messages WHERE conversation_id = ? AND seq > ? "
+                              "ORDER BY seq LIMIT ?"));
+  MDG_RETURN_IF_ERROR(prepare(stmt_.in_state,
+                              "SELECT " + columns +
+                                  " FROM conversations WHERE state = ? "
+                                  "ORDER BY priority DESC, updated_ms ASC, id ASC LIMIT ?"));
+  MDG_RETURN_IF_ERROR(prepare(stmt_.count_messages, "SELECT count(*) FROM messages"));
+  return Status::ok();
+}
+
+Status SqliteStore::check_record(std::string_view op, const ConversationRecord& record) const {
+  if (record.id.empty()) return bad_input(op, "conversation id is empty");
+  if (!valid_state(record.state)) {
+    return bad_input(op, "conversation '" + record.id + "': state '" + record.state +
+                             "' is not one of bot, waiting, agent, closed");
+  }
+  if (!std::isfinite(record.priority)) {
+    return bad_input(op, "conversation '" + record.id + "': priority must be a finite number");
+  }
+  return Status::ok();
+}
+
+Result<bool> SqliteStore::exists(std::string_view id, std::string_view op) {
+  Query q(stmt_.conversation_exists.get());
+  q.text(id);
+  const int rc = q.step();
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return sqlite_error(rc, op);
+}
+
+Status SqliteStore::create_conversation(const ConversationRecord& record) {
+  constexpr std::string_view kOp = "create_conversation";
+  MDG_RETURN_IF_ERROR(check_record(kOp, record));
+  std::lock_guard<std::mutex> lock(mu_);
+  Query q(stmt_.insert_conversation.get());
+  q.text(record.id)
+      .text(record.state)
+      .text(record.locale)
+      .text(record.visitor_json)
+      .text(record.assigned_agent)
+      .real(record.priority)
+      .text(record.handoff_json)
+      .int64(record.created_ms)
+      .int64(record.updated_ms);
+  const int rc = q.step();
+  if (rc == SQLITE_DONE) return Status::ok();
+  if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+    return bad_input(kOp, "conversation '" + record.id + "' already exists");
+  }
+  return sqlite_error(rc, kOp);
+}
+
+Result<std::optional<ConversationRecord>> SqliteStore::find_conversation(std::string_view id) {
+  constexpr std::string_view kOp = "find_conversation";
+  if (id.empty()) return bad_input(kOp, "conversation id is empty");
+  std::lock_guard<std::mutex> lock(mu_);
+  Query q(stmt_.find_conversation.get());
+  q.text(id);
+  const int rc = q.step();
+  if (rc == SQLITE_ROW) return std::optional<ConversationRecord>(read_conversation(q));
+  if (rc == SQLITE_DONE) return std::optional<ConversationRecord>();
+  return sqlite_error(rc, kOp);
+}
+
+Status SqliteStore::update_conversation(const ConversationRecord& record) {
+  constexpr std::string_view kOp = "update_conversation";
+  MDG_RETURN_IF_ERROR(check_record(kOp, record));
+  std::lock_guard<std::mutex> lock(mu_);
+  Query q(stmt_.update_conversation.get());
+  q.text(record.state)
+      .text(record.locale)
+      .text(record.visitor_json)
+      .text(record.assigned_agent)
+      .real(record.priority)
+      .text(record.handoff_json)
+      .int64(record.updated_ms)
+      .text(record.id);
+  const int rc = q.step();
+  if (rc != SQLITE_DONE) return sqlite_error(rc, kOp);
+  if (sqlite3_changes(db_.get()) == 0) {
+    return not_found("store " + path_ + ": " + std::string(kOp) + ": no conversation '" +
+                     record.id + "'");
+  }
+  return Status::ok();
+}
+
+Result<AppendResult> SqliteStore::append(std::string_view conversation_id,
+                                         const NewMessage& message) {
+  constexpr std::string_view kOp = "append";
+  if (conversation_id.empty()) return bad_input(kOp, "conversation id is empty");
+  const std::string conv(conversation_id);
+  if (message.body_json.empty()) {
+    return bad_input(kOp, "conversation '" + conv + "': body_json is empty (give a JSON object)");
+  }
+  if (message.sender.empty()) return bad_input(kOp, "conversation '" + conv + "': sender is empty");
+  if (!valid_kind(message.kind)) {
+    return bad_input(kOp, "conversation '" + conv + "': kind '" + message.kind +
+                              "' is not one of message, event");
+  }
+
+  std::lock_guard<std::mutex> lock(mu_);
+  Transaction tx(*this);
+  MDG_RETURN_IF_ERROR(tx.begin(kOp));
+
+  if (!message.client_id.empty()) {
+    std::optional<std::int64_t> earlier;
+    {
+      Query q(stmt_.find_client_id.get());
+      q.text(conversation_id).text(message.client_id);
+      const int rc = q.step();
+      if (rc == SQLITE_ROW) {
+        earlier = q.column_int64(0);
+      } else if (rc != SQLITE_DONE) {
+        return sqlite_error(rc, kOp);
+      }
+    }
+    if (earlier) {
+      // Nothing is written; the earlier append was durable when it returned.
+      MDG_RETURN_IF_ERROR(tx.commit(kOp));
+      return AppendResult{*earlier, true};
+    }
+  }
+
+  std::int64_t seq = 0;
+  {
+    Query q(stmt_.last_seq.get());
+    q.text(conversation_id);
+    const int rc = q.step();
+    if (rc == SQLITE_DONE) {
+      return not_found("store " + path_ + ": " + std::string(kOp) + ": no conversation '" + conv +
+                       "'");
+    }
+    if (rc != SQLITE_ROW) return sqlite_error(rc, kOp);
+    seq = q.column_int64(0) + 1;
+  }
+  {
+    Query q(stmt_.insert_message.get());
+    q.text(conversation_id)
+        .int64(seq)
+        .text(message.client_id)
+        .text(message.sender)
+        .text(message.kind)
+        .text(message.body_json)
+        .int64(message.created_ms);
+    const int rc = q.step();
+    if (rc != SQLITE_DONE) return sqlite_error(rc, kOp);
+  }
+  {
+    Query q(stmt_.set_last_seq.get());
+    q.int64(seq).text(conversation_id);
+    const int rc = q.step();
+    if (rc != SQLITE_DONE) return sqlite_error(rc, kOp);
+  }
+  MDG_RETURN_IF_ERROR(tx.commit(kOp));
+  return AppendResult{seq, false};
+}
+
+Result<std::vector<StoredMessage>> SqliteStore::messages_after(std::string_view conversation_id,
+                                                               std::int64_t after_seq,
+                                                               std::size_t limit) {
+  constexpr std::string_view kOp = "messages_after";
+  if (conversation_id.empty()) return bad_input(kOp, "conversation id is empty");
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<StoredMessage> out;
+  {
+    Query q(stmt_.messages_after.get());
+    q.text(conversation_id).int64(after_seq).int64(clamp_limit(limit));
+    int rc = 0;
+    while ((rc = q.step()) == SQLITE_ROW) {
+      StoredMessage m;
+      m.conversation_id = q.column_text(0);
+      m.seq = q.column_int64(1);
+      m.client_id = q.column_text(2);
+      m.sender = q.column_text(3);
+      m.kind = q.column_text(4);
+      m.body_json = q.column_text(5);
+      m.created_ms = q.column_int64(6);
+      out.push_back(std::move(m));
+    }
+    if (rc != SQLITE_DONE) return sqlite_error(rc, kOp);
+  }
+  if (out.empty()) {
+    // Conversations are never deleted, so a separate check tells "nothing new" from "no such".
+    MDG_ASSIGN_OR_RETURN(const bool found, exists(conversation_id, kOp));
+    if (!found) {
+      return not_found("store " + path_ + ": " + std::string(kOp) + ": no conversation '" +
+                       std::string(conversation_id) + "'");
+    }
+  }
+  return out;
+}
+
+Result<std::vector<ConversationRecord>> SqliteStore::conversations_in_state(
+    std::string_view state, std::size_t limit) {
+  constexpr std::string_view kOp = "conversations_in_state";
+  if (!valid_state(state)) {
+    return bad_input(kOp, "state '" + std::string(state) +
+                              "' is not one of bot, waiting, agent, closed");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<ConversationRecord> out;
+  Query q(stmt_.in_state.get());
+  q.text(state).int64(clamp_limit(limit));
+  int rc = 0;
+  while ((rc = q.step()) == SQLITE_ROW) out.push_back(read_conversation(q));
+  if (rc != SQLITE_DONE) return sqlite_error(rc, kOp);
+  return out;
+}
+
+Result<std::int64_t> SqliteStore::count_messages() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Query q(stmt_.count_messages.get());
+  const int rc = q.step();
+  if (rc == SQLITE_ROW) return q.column_int64(0);
+  return sqlite_error(rc, "count_messages");
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path,
+                                                 SqliteStoreOptions options) {
+  namespace fs = std::filesystem;
+  if (path.empty()) {
+    return invalid_argument(
+        "store: open: the path is empty; give a database file such as "
+        "/var/lib/madoguchi/hub.db, or \":memory:\" for a private in-memory store");
+  }
+  if (path != ":memory:") {
+    const fs::path file(path);
+    std::error_code ec;
+    if (fs::is_directory(fs::status(file, ec))) {
+      return invalid_argument("store " + path +
+                              ": open: the path is a directory; give a file inside it, such as " +
+                              (file / "hub.db").string());
+    }
+    const fs::path dir = file.parent_path();
+    if (!dir.empty()) {
+      const fs::file_status st = fs::status(dir, ec);
+      if (st.type() == fs::file_type::not_found) {
+        return not_found("store " + path + ": open: directory " + dir.string() +
+                         " does not exist; create it (mkdir -p " + dir.string() +
+                         ") or choose another path");
+      }
+      if (fs::exists(st) && !fs::is_directory(st)) {
+        return invalid_argument("store " + path + ": open: " + dir.string() +
+                                " is not a directory; choose another path");
+      }
+      // Other cases (no permission to look) are left to SQLite, which says what it could not do.
+    }
+  }
+  auto store = std::make_unique<SqliteStore>(path, options);
+  MDG_RETURN_IF_ERROR(store->open());
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace v1
+}  // namespace madoguchi::hub

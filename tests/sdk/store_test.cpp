@@ -1,0 +1,660 @@
+#include <madoguchi/store.hpp>
+
+#include <doctest/doctest.h>
+#include <sqlite3.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+using madoguchi::ErrorCode;
+using madoguchi::Status;
+using namespace madoguchi::hub;
+
+namespace {
+
+namespace fs = std::filesystem;
+
+bool mentions(const Status& s, const std::string& what) {
+  return s.message().find(what) != std::string::npos;
+}
+
+// A fresh directory under the system temp directory, removed with everything in it at the end.
+class TempDir {
+ public:
+  TempDir() {
+    static std::atomic<unsigned> counter{0};
+    std::random_device rd;
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    path_ = fs::temp_directory_path() /
+            ("madoguchi-store-test-" + std::to_string(rd()) + "-" + std::to_string(now) + "-" +
+             std::to_string(counter++));
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+std::unique_ptr<Store> open_ok(const std::string& path, SqliteStoreOptions options = {}) {
+  auto store = open_sqlite_store(path, options);
+  REQUIRE_MESSAGE(store.is_ok(), store.status().to_string());
+  return std::move(store).value();
+}
+
+ConversationRecord conversation(const std::string& id, const std::string& state = "bot",
+                                double priority = 0, std::int64_t updated_ms = 1000) {
+  ConversationRecord r;
+  r.id = id;
+  r.state = state;
+  r.locale = "ja";
+  r.visitor_json = R"({"name":"佐藤","plan":"gold"})";
+  r.priority = priority;
+  r.created_ms = 1000;
+  r.updated_ms = updated_ms;
+  return r;
+}
+
+NewMessage message(const std::string& client_id, const std::string& text,
+                   const std::string& sender = "visitor") {
+  NewMessage m;
+  m.client_id = client_id;
+  m.sender = sender;
+  m.kind = "message";
+  m.body_json = R"({"text":")" + text + R"("})";
+  m.created_ms = 2000;
+  return m;
+}
+
+std::int64_t append_ok(Store& store, const std::string& conversation_id, const NewMessage& m) {
+  auto r = store.append(conversation_id, m);
+  REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
+  CHECK_FALSE(r->duplicate);
+  return r->seq;
+}
+
+std::int64_t count_ok(Store& store) {
+  auto n = store.count_messages();
+  REQUIRE_MESSAGE(n.is_ok(), n.status().to_string());
+  return *n;
+}
+
+// Runs SQL on a file with the SQLite C API directly, outside any Store.
+void raw_sql(const std::string& path, const char* sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  const int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
+  const std::string error = sqlite3_errmsg(db);
+  sqlite3_close(db);
+  REQUIRE_MESSAGE(rc == SQLITE_OK, error);
+}
+
+}  // namespace
+
+TEST_SUITE("hub.store") {
+  TEST_CASE("conversations are created, found and updated") {
+    TempDir dir;
+    auto store = open_ok(dir.file("hub.db"));
+
+    ConversationRecord c = conversation("c-1");
+    c.last_seq = 42;  // owned by the store: ignored
+    REQUIRE_MESSAGE(store->create_conversation(c).is_ok(), "create");
+
+    auto found = store->find_conversation("c-1");
+    REQUIRE_MESSAGE(found.is_ok(), found.status().to_string());
+    REQUIRE(found->has_value());
+    const ConversationRecord& got = **found;
+    CHECK(got.id == "c-1");
+    CHECK(got.state == "bot");
+    CHECK(got.locale == "ja");
+    CHECK(got.visitor_json == R"({"name":"佐藤","plan":"gold"})");
+    CHECK(got.assigned_agent.empty());
+    CHECK(got.handoff_json.empty());
+    CHECK(got.created_ms == 1000);
+    CHECK(got.updated_ms == 1000);
+    CHECK(got.last_seq == 0);
+
+    SUBCASE("a missing conversation is nullopt, not an error") {
+      auto none = store->find_conversation("nope");
+      REQUIRE(none.is_ok());
+      CHECK_FALSE(none->has_value());
+    }
+
+    SUBCASE("an existing id cannot be created twice") {
+      Status s = store->create_conversation(conversation("c-1", "waiting"));
+      CHECK(s.code() == ErrorCode::kInvalidArgument);
+      CHECK(mentions(s, "c-1"));
+      CHECK(mentions(s, "already exists"));
+      CHECK((*store->find_conversation("c-1"))->state == "bot");
+    }
+
+    SUBCASE("update replaces the mutable fields and keeps created_ms and last_seq") {
+      REQUIRE(store->append("c-1", message("m1", "hello")).is_ok());
+      ConversationRecord u = got;
+      u.state = "agent";
+      u.locale = "en";
+      u.visitor_json = R"({"name":"Sato"})";
+      u.assigned_agent = "agent:tanaka";
+      u.priority = 2.5;
+      u.handoff_json = R"({"reason":"asked for a person"})";
+      u.created_ms = 7;   // ignored
+      u.updated_ms = 5000;
+      u.last_seq = 99;    // ignored
+      REQUIRE_MESSAGE(store->update_conversation(u).is_ok(), "update");
+      auto after = store->find_conversation("c-1");
+      REQUIRE(after.is_ok());
+      REQUIRE(after->has_value());
+      CHECK((*after)->state == "agent");
+      CHECK((*after)->locale == "en");
+      CHECK((*after)->visitor_json == R"({"name":"Sato"})");
+      CHECK((*after)->assigned_agent == "agent:tanaka");
+      CHECK((*after)->priority == doctest::Approx(2.5));
+      CHECK((*after)->handoff_json == R"({"reason":"asked for a person"})");
+      CHECK((*after)->created_ms == 1000);
+      CHECK((*after)->updated_ms == 5000);
+      CHECK((*after)->last_seq == 1);
+    }
+
+    SUBCASE("updating a missing conversation is kNotFound") {
+      Status s = store->update_conversation(conversation("ghost"));
+      CHECK(s.code() == ErrorCode::kNotFound);
+      CHECK(mentions(s, "ghost"));
+    }
+  }
+
+  TEST_CASE("append numbers each conversation's messages 1, 2, 3 independently") {
+    TempDir dir;
+    auto store = open_ok(dir.file("hub.db"));
+    REQUIRE(store->create_conversation(conversation("a")).is_ok());
+    REQUIRE(store->create_conversation(conversation("b")).is_ok());
+
+    CHECK(append_ok(*store, "a", message("a1", "one")) == 1);
+    CHECK(append_ok(*store, "a", message("a2", "two")) == 2);
+    CHECK(append_ok(*store, "b", message("b1", "one")) == 1);
+    CHECK(append_ok(*store, "a", message("", "hub-made", "bot")) == 3);
+    CHECK(append_ok(*store, "b", message("", "joined", "system")) == 2);
+
+    CHECK((*store->find_conversation("a"))->last_seq == 3);
+    CHECK((*store->find_conversation("b"))->last_seq == 2);
+    CHECK(count_ok(*store) == 5);
+
+    SUBCASE("appending to a missing conversation is kNotFound and stores nothing") {
+      auto r = store->append("ghost", message("g1", "boo"));
+      CHECK(r.status().code() == ErrorCode::kNotFound);
+      CHECK(mentions(r.status(), "ghost"));
+      CHECK(count_ok(*store) == 5);
+    }
+  }
+
+  TEST_CASE("a resent client id is stored once") {
+    TempDir dir;
+    auto store = open_ok(dir.file("hub.db"));
+    REQUIRE(store->create_conversation(conversation("a")).is_ok());
+    REQUIRE(store->create_conversation(conversation("b")).is_ok());
+
+    CHECK(append_ok(*store, "a", message("m-7f3a", "first")) == 1);
+    CHECK(append_ok(*store, "a", message("m-other", "second")) == 2);
+
+    SUBCASE("the same id again gives the first seq, duplicate = true, and no new row") {
+      auto again = store->append("a", message("m-7f3a", "first, resent with other text"));
+      REQUIRE_MESSAGE(again.is_ok(), again.status().to_string());
+      CHECK(again->seq == 1);
+      CHECK(again->duplicate);
+      CHECK(count_ok(*store) == 2);
+      CHECK((*store->find_conversation("a"))->last_seq == 2);
+      auto all = store->messages_after("a", 0, 10);
+      REQUIRE(all.is_ok());
+      REQUIRE(all->size() == 2);
+      CHECK((*all)[0].body_json == R"({"text":"first"})");  // the first body is kept
+      // the next new message continues without a gap
+      CHECK(append_ok(*store, "a", message("m-new", "third")) == 3);
+    }
+
+    SUBCASE("the same client id in another conversation is a different message") {
+      CHECK(append_ok(*store, "b", message("m-7f3a", "first in b")) == 1);
+      CHECK(count_ok(*store) == 3);
+    }
+
+    SUBCASE("hub-made messages (empty client id) are never duplicates") {
+      CHECK(append_ok(*store, "a", message("", "x", "bot")) == 3);
+      CHECK(append_ok(*store, "a", message("", "x", "bot")) == 4);
+      CHECK(count_ok(*store) == 4);
+    }
+  }
+
+  TEST_CASE("messages_after pages through a conversation in seq order") {
+    TempDir dir;
+    auto store = open_ok(dir.file("hub.db"));
+    REQUIRE(store->create_conversation(conversation("a")).is_ok());
+    REQUIRE(store->create_conversation(conversation("b")).is_ok());
+    for (int i = 1; i <= 5; ++i) {
+      append_ok(*store, "a", message("a" + std::to_string(i), "a" + std::to_string(i)));
+      append_ok(*store, "b", message("b" + std::to_string(i), "b" + std::to_string(i)));
+    }
+    NewMessage event;
+    event.sender = "system";
+    event.kind = "event";
+    event.body_json = "{\"event\":\"handoff_started\",\n\"reason\":\"返品の相談\"}";
+    event.created_ms = 3000;
+    CHECK(append_ok(*store, "a", event) == 6);
+
+    SUBCASE("from the start with a limit") {
+      auto page = store->messages_after("a", 0, 2);
+      REQUIRE_MESSAGE(page.is_ok(), page.status().to_string());
+      REQUIRE(page->size() == 2);
+      CHECK((*page)[0].seq == 1);
+      CHECK((*page)[1].seq == 2);
+      CHECK((*page)[0].conversation_id == "a");
+      CHECK((*page)[0].client_id == "a1");
+      CHECK((*page)[0].sender == "visitor");
+      CHECK((*page)[0].kind == "message");
+      CHECK((*page)[0].body_json == R"({"text":"a1"})");
+      CHECK((*page)[0].created_ms == 2000);
+    }
+    SUBCASE("the rest after a seq, fewer than the limit") {
+      auto page = store->messages_after("a", 3, 100);
+      REQUIRE(page.is_ok());
+      REQUIRE(page->size() == 3);
+      CHECK((*page)[0].seq == 4);
+      CHECK((*page)[1].seq == 5);
+      CHECK((*page)[2].seq == 6);
+      CHECK((*page)[2].client_id.empty());
+      CHECK((*page)[2].kind == "event");
+      CHECK((*page)[2].body_json == event.body_json);  // byte for byte, UTF-8 and newline included
+    }
+    SUBCASE("nothing after the last seq, and nothing for limit 0") {
+      auto none = store->messages_after("a", 6, 10);
+      REQUIRE(none.is_ok());
+      CHECK(none->empty());
+      auto zero = store->messages_after("a", 0, 0);
+      REQUIRE(zero.is_ok());
+      CHECK(zero->empty());
+    }
+    SUBCASE("the largest limit means all") {
+      auto all = store->messages_after("b", 0, std::numeric_limits<std::size_t>::max());
+      REQUIRE(all.is_ok());
+      REQUIRE(all->size() == 5);
+      for (std::size_t i = 0; i < all->size(); ++i) {
+        CHECK((*all)[i].seq == static_cast<std::int64_t>(i + 1));
+        CHECK((*all)[i].conversation_id == "b");
+      }
+    }
+    SUBCASE("an unknown conversation is kNotFound") {
+      auto r = store->messages_after("ghost", 0, 10);
+      CHECK(r.status().code() == ErrorCode::kNotFound);
+    }
+  }
+
+  TEST_CASE("conversations_in_state orders by priority, then the longest waiting") {
+    TempDir dir;
+    auto store = open_ok(dir.file("hub.db"));
+    REQUIRE(store->create_conversation(conversation("low-old", "waiting", 0, 100)).is_ok());
+    REQUIRE(store->create_conversation(conversation("high-new", "waiting", 5, 900)).is_ok());
+    REQUIRE(store->create_conversation(conversation("high-old", "waiting", 5, 200)).is_ok());
+    REQUIRE(store->create_conversation(conversation("mid", "waiting", 1.5, 50)).is_ok());
+    REQUIRE(store->create_conversation(conversation("busy", "agent", 9, 10)).is_ok());
+    REQUIRE(store->create_conversation(conversation("talking", "bot", 9, 10)).is_ok());
+
+    auto queue = store->conversations_in_state("waiting", 10);
+    REQUIRE_MESSAGE(queue.is_ok(), queue.status().to_string());
+    REQUIRE(queue->size() == 4);
+    CHECK((*queue)[0].id == "high-old");
+    CHECK((*queue)[1].id == "high-new");
+    CHECK((*queue)[2].id == "mid");
+    CHECK((*queue)[3].id == "low-old");
+
+    auto top2 = store->conversations_in_state("waiting", 2);
+    REQUIRE(top2.is_ok());
+    REQUIRE(top2->size() == 2);
+    CHECK((*top2)[1].id == "high-new");
+
+    SUBCASE("a state change moves a conversation between queues") {
+      ConversationRecord taken = (*queue)[0];
+      taken.state = "agent";
+      taken.assigned_agent = "agent:suzuki";
+      REQUIRE(store->update_conversation(taken).is_ok());
+      auto waiting = store->conversations_in_state("waiting", 10);
+      REQUIRE(waiting.is_ok());
+      CHECK(waiting->size() == 3);
+      auto agent = store->conversations_in_state("agent", 10);
+      REQUIRE(agent.is_ok());
+      REQUIRE(agent->size() == 2);
+      CHECK((*agent)[0].id == "busy");  // priority 9 before 5
+      CHECK((*agent)[1].id == "high-old");
+    }
+    SUBCASE("no conversation in a state is an empty list") {
+      auto closed = store->conversations_in_state("closed", 10);
+      REQUIRE(closed.is_ok());
+      CHECK(closed->empty());
+    }
+  }
+
+  TEST_CASE("everything is still there after the store is closed and reopened") {
+    TempDir dir;
+    const std::string path = dir.file("hub.db");
+    {
+      auto store = open_ok(path);
+      ConversationRecord c = conversation("c-1", "waiting", 3, 1234);
+      c.handoff_json = R"({"reason":"angry"})";
+      REQUIRE(store->create_conversation(c).is_ok());
+      REQUIRE(store->create_conversation(conversation("c-2")).is_ok());
+      for (int i = 1; i <= 20; ++i) append_ok(*store, "c-1", message("m" + std::to_string(i), "x"));
+      append_ok(*store, "c-2", message("", "bot says hi", "bot"));
+    }  // the Store is destroyed: the connection is closed
+    CHECK(fs::exists(path));
+
+    auto store = open_ok(path);
+    auto c = store->find_conversation("c-1");
+    REQUIRE(c.is_ok());
+    REQUIRE(c->has_value());
+    CHECK((*c)->state == "waiting");
+    CHECK((*c)->priority == doctest::Approx(3));
+    CHECK((*c)->updated_ms == 1234);
+    CHECK((*c)->handoff_json == R"({"reason":"angry"})");
+    CHECK((*c)->last_seq == 20);
+    CHECK(count_ok(*store) == 21);
+    auto all = store->messages_after("c-1", 0, 100);
+    REQUIRE(all.is_ok());
+    REQUIRE(all->size() == 20);
+    CHECK(all->back().client_id == "m20");
+
+    // numbering and idempotency carry over the restart
+    auto resent = store->append("c-1", message("m20", "x"));
+    REQUIRE(resent.is_ok());
+    CHECK(resent->duplicate);
+    CHECK(resent->seq == 20);
+    CHECK(append_ok(*store, "c-1", message("m21", "x")) == 21);
+    CHECK(append_ok(*store, "c-2", message("", "again", "bot")) == 2);
+  }
+
+  TEST_CASE("synchronous=NORMAL and :memory: stores work the same") {
+    SUBCASE("synchronous_full = false") {
+      TempDir dir;
+      SqliteStoreOptions options;
+      options.synchronous_full = false;
+      auto store = open_ok(dir.file("hub.db"), options);
+      REQUIRE(store->create_conversation(conversation("a")).is_ok());
+      CHECK(append_ok(*store, "a", message("1", "x")) == 1);
+    }
+    SUBCASE(":memory:") {
+      auto store = open_ok(":memory:");
+      REQUIRE(store->create_conversation(conversation("a")).is_ok());
+      CHECK(append_ok(*store, "a", message("1", "x")) == 1);
+      CHECK(append_ok(*store, "a", message("2", "y")) == 2);
+      CHECK(count_ok(*store) == 2);
+    }
+  }
+
+  TEST_CASE("two stores on one file, appending from four threads, number without gaps") {
+    TempDir dir;
+    const std::string path = dir.file("hub.db");
+    auto first = open_ok(path);
+    auto second = open_ok(path);
+    REQUIRE(first->create_conversation(conversation("a")).is_ok());
+    REQUIRE(first->create_conversation(conversation("b")).is_ok());
+
+    constexpr int kThreads = 4;
+    constexpr int kPerThread = 200;  // alternating between the two conversations
+    struct Outcome {
+      std::vector<std::pair<std::string, std::int64_t>> seqs;  // conversation, seq
+      std::vector<std::string> errors;
+    };
+    std::vector<Outcome> outcomes(kThreads);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        Store& store = (t % 2 == 0) ? *first : *second;
+        Outcome& out = outcomes[static_cast<std::size_t>(t)];
+        for (int i = 0; i < kPerThread; ++i) {
+          const std::string conv = (i % 2 == 0) ? "a" : "b";
+          auto r = store.append(conv, message("t" + std::to_string(t) + "-" + std::to_string(i), "x"));
+          if (!r.is_ok()) {
+            out.errors.push_back(r.status().to_string());
+          } else if (r->duplicate) {
+            out.errors.push_back("unexpected duplicate");
+          } else {
+            out.seqs.emplace_back(conv, r->seq);
+          }
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+
+    std::map<std::string, std::set<std::int64_t>> seen;
+    std::size_t total = 0;
+    for (const Outcome& out : outcomes) {
+      for (const std::string& e : out.errors) FAIL_CHECK(e);
+      for (const auto& item : out.seqs) {  // not a structured binding: clang 14 cannot capture it
+        CHECK_MESSAGE(seen[item.first].insert(item.second).second, "seq ", item.second,
+                      " given twice in ", item.first);
+        ++total;
+      }
+    }
+    constexpr std::int64_t kPerConversation = kThreads * kPerThread / 2;
+    CHECK(total == static_cast<std::size_t>(kThreads * kPerThread));
+    for (const std::string conv : {"a", "b"}) {
+      REQUIRE(seen[conv].size() == static_cast<std::size_t>(kPerConversation));
+      CHECK(*seen[conv].begin() == 1);
+      CHECK(*seen[conv].rbegin() == kPerConversation);  // 400 distinct values in 1..400: no gaps
+      auto stored = first->messages_after(conv, 0, 1000);
+      REQUIRE(stored.is_ok());
+      REQUIRE(stored->size() == static_cast<std::size_t>(kPerConversation));
+      for (std::size_t i = 0; i < stored->size(); ++i) {
+        CHECK((*stored)[i].seq == static_cast<std::int64_t>(i + 1));
+      }
+      CHECK((*second->find_conversation(conv))->last_seq == kPerConversation);
+    }
+    CHECK(count_ok(*second) == kThreads * kPerThread);
+  }
+
+  TEST_CASE("stores opened at the same moment on a new file agree on one schema") {
+    TempDir dir;
+    const std::string path = dir.file("hub.db");
+    constexpr int kOpeners = 4;
+    std::vector<std::unique_ptr<Store>> stores(kOpeners);
+    std::vector<std::string> errors(kOpeners);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kOpeners; ++t) {
+      threads.emplace_back([&, t] {
+        auto opened = open_sqlite_store(path);
+        const auto i = static_cast<std::size_t>(t);
+        if (opened.is_ok()) {
+          stores[i] = std::move(opened).value();
+        } else {
+          errors[i] = opened.status().to_string();
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    for (const std::string& e : errors) CHECK_MESSAGE(e.empty(), e);
+    for (const auto& s : stores) REQUIRE(s != nullptr);
+
+    REQUIRE(stores[0]->create_conversation(conversation("a")).is_ok());
+    for (int t = 0; t < kOpeners; ++t) {
+      CHECK(append_ok(*stores[static_cast<std::size_t>(t)], "a", message("m" + std::to_string(t), "x")) ==
+            t + 1);
+    }
+  }
+
+  TEST_CASE("racing resends of the same client ids through two stores are stored once") {
+    TempDir dir;
+    const std::string path = dir.file("hub.db");
+    auto first = open_ok(path);
+    auto second = open_ok(path);
+    REQUIRE(first->create_conversation(conversation("a")).is_ok());
+
+    constexpr int kIds = 150;
+    std::vector<madoguchi::Result<AppendResult>> from_first;
+    std::vector<madoguchi::Result<AppendResult>> from_second;
+    auto run = [](Store& store, std::vector<madoguchi::Result<AppendResult>>& out) {
+      for (int i = 0; i < kIds; ++i) out.push_back(store.append("a", message("m" + std::to_string(i), "x")));
+    };
+    std::thread t1(run, std::ref(*first), std::ref(from_first));
+    std::thread t2(run, std::ref(*second), std::ref(from_second));
+    t1.join();
+    t2.join();
+
+    REQUIRE(from_first.size() == static_cast<std::size_t>(kIds));
+    REQUIRE(from_second.size() == static_cast<std::size_t>(kIds));
+    std::set<std::int64_t> seqs;
+    for (int i = 0; i < kIds; ++i) {
+      const auto& x = from_first[static_cast<std::size_t>(i)];
+      const auto& y = from_second[static_cast<std::size_t>(i)];
+      REQUIRE_MESSAGE(x.is_ok(), x.status().to_string());
+      REQUIRE_MESSAGE(y.is_ok(), y.status().to_string());
+      CHECK(x->seq == y->seq);
+      CHECK(x->duplicate != y->duplicate);  // exactly one of the two stored it
+      seqs.insert(x->seq);
+    }
+    CHECK(seqs.size() == static_cast<std::size_t>(kIds));
+    CHECK(*seqs.rbegin() == kIds);
+    CHECK(count_ok(*first) == kIds);
+  }
+
+  TEST_CASE("bad input is refused with kInvalidArgument and stores nothing") {
+    TempDir dir;
+    auto store = open_ok(dir.file("hub.db"));
+    REQUIRE(store->create_conversation(conversation("a")).is_ok());
+
+    CHECK(store->create_conversation(conversation("")).code() == ErrorCode::kInvalidArgument);
+    CHECK(store->update_conversation(conversation("")).code() == ErrorCode::kInvalidArgument);
+    CHECK(store->find_conversation("").status().code() == ErrorCode::kInvalidArgument);
+    CHECK(store->messages_after("", 0, 10).status().code() == ErrorCode::kInvalidArgument);
+
+    auto empty_conv = store->append("", message("m1", "x"));
+    CHECK(empty_conv.status().code() == ErrorCode::kInvalidArgument);
+    CHECK(mentions(empty_conv.status(), "conversation id is empty"));
+
+    NewMessage no_body = message("m1", "x");
+    no_body.body_json.clear();
+    auto r = store->append("a", no_body);
+    CHECK(r.status().code() == ErrorCode::kInvalidArgument);
+    CHECK(mentions(r.status(), "body_json is empty"));
+    CHECK(mentions(r.status(), "store " + dir.file("hub.db") + ": append: "));
+
+    NewMessage bad_kind = message("m1", "x");
+    bad_kind.kind = "note";
+    CHECK(store->append("a", bad_kind).status().code() == ErrorCode::kInvalidArgument);
+    NewMessage no_sender = message("m1", "x");
+    no_sender.sender.clear();
+    CHECK(store->append("a", no_sender).status().code() == ErrorCode::kInvalidArgument);
+
+    Status bad_state = store->create_conversation(conversation("b", "queued"));
+    CHECK(bad_state.code() == ErrorCode::kInvalidArgument);
+    CHECK(mentions(bad_state, "bot, waiting, agent, closed"));
+    CHECK(store->conversations_in_state("queued", 10).status().code() == ErrorCode::kInvalidArgument);
+    CHECK(store->create_conversation(conversation("b", "bot", std::nan(""))).code() ==
+          ErrorCode::kInvalidArgument);
+
+    CHECK(count_ok(*store) == 0);
+    CHECK((*store->find_conversation("a"))->last_seq == 0);
+    CHECK_FALSE(store->find_conversation("b")->has_value());
+  }
+
+  TEST_CASE("a path that cannot hold a store is refused with a clear error") {
+    TempDir dir;
+
+    SUBCASE("an empty path") {
+      auto r = open_sqlite_store("");
+      CHECK(r.status().code() == ErrorCode::kInvalidArgument);
+      CHECK(mentions(r.status(), ":memory:"));
+    }
+    SUBCASE("a directory that does not exist") {
+      const std::string path = (dir.path() / "no-such-dir" / "hub.db").string();
+      auto r = open_sqlite_store(path);
+      CHECK(r.status().code() == ErrorCode::kNotFound);
+      CHECK(mentions(r.status(), "store " + path + ": open: "));
+      CHECK(mentions(r.status(), "does not exist"));
+      CHECK(mentions(r.status(), "mkdir -p"));
+      CHECK_FALSE(fs::exists(dir.path() / "no-such-dir"));
+    }
+    SUBCASE("a directory instead of a file") {
+      auto r = open_sqlite_store(dir.path().string());
+      CHECK(r.status().code() == ErrorCode::kInvalidArgument);
+      CHECK(mentions(r.status(), "is a directory"));
+    }
+    SUBCASE("a file that is not a SQLite database") {
+      const std::string path = dir.file("garbage.db");
+      {
+        std::ofstream out(path, std::ios::binary);
+        std::mt19937 rng(42);
+        for (int i = 0; i < 8192; ++i) out.put(static_cast<char>(rng() & 0xff));
+      }
+      const auto size_before = fs::file_size(path);
+      auto r = open_sqlite_store(path);
+      REQUIRE_FALSE(r.is_ok());
+      CHECK(r.status().code() == ErrorCode::kInvalidArgument);
+      CHECK(mentions(r.status(), "store " + path + ": open"));
+      CHECK(mentions(r.status(), "not a database"));
+      CHECK(mentions(r.status(), "new file"));
+      CHECK(fs::file_size(path) == size_before);  // left as it was
+    }
+    SUBCASE("a text file") {
+      const std::string path = dir.file("notes.txt");
+      { std::ofstream(path) << "this is not a database, just some notes\n"; }
+      auto r = open_sqlite_store(path);
+      CHECK(r.status().code() == ErrorCode::kInvalidArgument);
+      CHECK(mentions(r.status(), "not a database"));
+    }
+    SUBCASE("a database from a newer build (user_version 999)") {
+      const std::string path = dir.file("future.db");
+      raw_sql(path, "PRAGMA user_version = 999;");
+      auto r = open_sqlite_store(path);
+      CHECK(r.status().code() == ErrorCode::kInvalidArgument);
+      CHECK(mentions(r.status(), "store schema version 999 is newer than this build supports"));
+      CHECK(mentions(r.status(), path));
+    }
+    SUBCASE("a database of another program") {
+      const std::string path = dir.file("other.db");
+      raw_sql(path, "CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL);");
+      auto r = open_sqlite_store(path);
+      CHECK(r.status().code() == ErrorCode::kInvalidArgument);
+      CHECK(mentions(r.status(), "another program"));
+      CHECK_FALSE(fs::exists(path + "-wal"));  // not switched to WAL: left as it was
+    }
+  }
+
+  TEST_CASE("a database held locked by another writer gives kUnavailable naming the operation") {
+    TempDir dir;
+    const std::string path = dir.file("hub.db");
+    SqliteStoreOptions options;
+    options.busy_timeout_ms = 50;
+    auto store = open_ok(path, options);
+    REQUIRE(store->create_conversation(conversation("a")).is_ok());
+
+    sqlite3* other = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &other) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+    auto r = store->append("a", message("m1", "x"));
+    sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+    sqlite3_close(other);
+
+    CHECK(r.status().code() == ErrorCode::kUnavailable);
+    CHECK(mentions(r.status(), "store " + path + ": append: database is locked"));
+    CHECK(mentions(r.status(), "busy_timeout_ms"));
+
+    // the failed call changed nothing, and the store works once the lock is gone
+    CHECK(count_ok(*store) == 0);
+    CHECK(append_ok(*store, "a", message("m1", "x")) == 1);
+  }
+}

@@ -102,6 +102,16 @@ TEST_SUITE("sdk.protocol") {
     conv.messages_json = R"([{"v":1,"type":"message","seq":1,"id":"m","text":"hi"}])";
     round_trip(conv);
 
+    Frame agent_msg;
+    agent_msg.type = FrameType::kMessage;
+    agent_msg.seq = 16;
+    agent_msg.id = "a-1";
+    agent_msg.from = "agent";
+    agent_msg.agent = "sato";
+    agent_msg.text = "お調べします";
+    round_trip(agent_msg);
+    CHECK(encode(agent_msg).find(R"("agent":{"name":"sato"})") != std::string::npos);
+
     Frame transfer;
     transfer.type = FrameType::kTransfer;
     transfer.conversation = "c_01";

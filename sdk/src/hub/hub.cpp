@@ -9,6 +9,7 @@
 #include <madoguchi/detail/json_writer.hpp>
 
 #include <libwebsockets.h>
+#include <simdjson.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
@@ -214,6 +215,15 @@ struct Hub::Impl {
     return stored.second;
   }
 
+  // The "reason" of a stored hand-off package.
+  static std::string handoff_reason(const std::string& handoff_json) {
+    if (handoff_json.empty()) return {};
+    thread_local simdjson::dom::parser parser;
+    std::string_view reason;
+    if (parser.parse(handoff_json)["reason"].get_string().get(reason) != simdjson::SUCCESS) return {};
+    return std::string(reason);
+  }
+
   std::string queue_json() {
     madoguchi::detail::JsonWriter w;
     w.begin_array();
@@ -221,9 +231,8 @@ struct Hub::Impl {
       auto list = store->conversations_in_state(state, 500);
       if (!list) continue;
       for (const auto& r : *list) {
-        std::string reason;
-        if (auto it = conversations.find(r.id); it != conversations.end()) reason = it->second->record.handoff_json.empty() ? "" : "";
         w.begin_object().field("conversation", r.id).field("state", r.state).field("priority", r.priority);
+        w.field("reason", handoff_reason(r.handoff_json));
         w.field("locale", r.locale).field("since", static_cast<std::int64_t>(r.updated_ms));
         if (!r.assigned_agent.empty()) w.field("agent", r.assigned_agent);
         if (!r.handoff_json.empty()) w.key("handoff").raw(r.handoff_json);
@@ -605,23 +614,25 @@ struct Hub::Impl {
   // ---- one frame ------------------------------------------------------------------------
   void on_frame(Session& s, std::string_view text) {
     ++frames_received;
-    // Token bucket: rate_per_second on average, rate_burst at once.
+    protocol::DecodeLimits limits;
+    limits.max_frame_bytes = cfg.max_frame_bytes;
+    auto decoded = protocol::decode(text, limits);
+    // Token bucket: rate_per_second on average, rate_burst at once. A dropped frame is
+    // answered with rate_limited (naming its id); a connection that keeps on is closed.
     double now = steady_seconds();
     s.tokens = std::min(cfg.rate_burst, s.tokens + (now - s.last_refill) * cfg.rate_per_second);
     s.last_refill = now;
     if (s.tokens < 1.0) {
-      if (++s.violations > static_cast<int>(cfg.rate_burst) * 2) {
-        return send_error(s, ErrorKind::kUnauthorized, "too many frames; the connection is closed");
-      }
-      Frame e = protocol::make_error(ErrorKind::kRateLimited, "too many frames; this one was dropped");
+      std::string id;
+      if (auto* f = std::get_if<Frame>(&decoded)) id = f->id;
+      Frame e = protocol::make_error(ErrorKind::kRateLimited, "too many frames; this one was dropped", id);
       e.retry_after_ms = static_cast<std::int64_t>(1000.0 / std::max(1.0, cfg.rate_per_second)) + 1;
       ++errors_sent["rate_limited"];
-      return send(s, e);
+      send(s, e);
+      if (++s.violations > static_cast<int>(cfg.rate_burst) * 2) close(s, 1008);
+      return;
     }
     s.tokens -= 1.0;
-    protocol::DecodeLimits limits;
-    limits.max_frame_bytes = cfg.max_frame_bytes;
-    auto decoded = protocol::decode(text, limits);
     if (auto* err = std::get_if<protocol::DecodeError>(&decoded)) {
       return send_error(s, err->kind, err->message, err->id);
     }

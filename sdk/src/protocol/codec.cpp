@@ -117,6 +117,18 @@ class Reader {
     out = simdjson::minify(e);
   }
 
+  // A message's "agent": {"name": "sato"} (docs/protocol.md).
+  void agent_name(std::string& out) {
+    if (!ok()) return;
+    element e;
+    if (obj_["agent"].get(e) != simdjson::SUCCESS || e.is_null()) return;
+    std::string_view name;
+    if (e["name"].get_string().get(name) != simdjson::SUCCESS) {
+      return fail("agent", "must be an object with \"name\"", {});
+    }
+    out.assign(name);
+  }
+
   void attachments(std::vector<Attachment>& out, std::size_t max) {
     if (!ok()) return;
     element e;
@@ -301,7 +313,7 @@ std::variant<Frame, DecodeError> decode(std::string_view text, const DecodeLimit
       r.string("choice", f.choice, false);
       r.integer("seq", f.seq, false, 1);
       r.string("from", f.from, false);
-      r.string("agent", f.agent, false);
+      r.agent_name(f.agent);
       r.integer("at", f.at);
       r.nested("bot", f.bot_json, false);
       if (r.ok() && !valid_client_id(f.id)) {
@@ -403,7 +415,7 @@ std::string encode(const Frame& f) {
       opt_int("seq", f.seq);
       w.field("id", f.id);
       opt_string("from", f.from);
-      opt_string("agent", f.agent);
+      if (!f.agent.empty()) w.key("agent").begin_object().field("name", f.agent).end_object();
       if (f.at) w.key("at").value(f.at);
       w.field("text", f.text);
       if (!f.attachments.empty()) {

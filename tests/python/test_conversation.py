@@ -1,0 +1,900 @@
+"""End-to-end tests of madoguchi-hub against docs/protocol.md (live-chat protocol v1).
+
+Each test gets its own hub and store (conftest.py) and runs one asyncio scenario. Every wait
+is bounded (T seconds); nothing sleeps to let the hub "catch up": the tests wait for frames,
+and use ping/pong as a barrier where they check that nothing (more) was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import hmac
+import json
+import os
+import re
+import time
+import urllib.request
+
+import pytest
+
+try:
+    import websockets  # noqa: F401  (python3-websockets 10.4)
+except ImportError:  # e.g. a Python without Debian's packages (use /usr/bin/python3)
+    if os.environ.get("MADOGUCHI_HUB"):
+        raise
+    pytest.skip("python3-websockets is not importable (and MADOGUCHI_HUB is not set)", allow_module_level=True)
+
+from madoguchi_spec_client import (
+    AgentClient,
+    ConnectionClosed,
+    ProtocolError,
+    VisitorClient,
+    has_seq,
+    new_client_id,
+    now_ms,
+    seqs,
+)
+
+T = 15.0  # the longest single wait, in seconds
+
+JA_SHIPPING = "送料はいくらですか"
+EN_SHIPPING = "How much is shipping?"
+JA_HUMAN = "担当者と話したい"
+EN_HUMAN = "I want to talk to a human"
+JA_PAYMENT = "支払い"
+
+
+def async_test(fn):
+    """Run an async test function (pytest 7.2 without plugins) in a fresh event loop."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+async def new_visitor(hub, **hello) -> VisitorClient:
+    v = VisitorClient(hub.url)
+    await v.connect(T)
+    await v.hello(timeout=T, **hello)
+    return v
+
+
+async def resume(hub, token: str, last_seq: int) -> VisitorClient:
+    return await new_visitor(hub, token=token, last_seq=last_seq)
+
+
+async def new_agent(hub, name: str = "sato") -> AgentClient:
+    a = AgentClient(hub.url)
+    await a.connect(T)
+    await a.hello(name, hub.agents[name], timeout=T)
+    return a
+
+
+async def ask(v: VisitorClient, text: str, **kwargs):
+    """Send a message; return (ack, the bot's reply)."""
+    ack = await v.send_message(text, timeout=T, **kwargs)
+    assert_ack(ack, duplicate=False)
+    reply = await v.next_message(sender="bot", timeout=T)
+    assert_message(reply, sender="bot")
+    assert reply["seq"] > ack["seq"], "the bot's reply must be stored after the question"
+    return ack, reply
+
+
+async def nothing_more(c, what: str = "message/event") -> None:
+    """Barrier: after a ping's pong, no stored message or event may be waiting."""
+    await c.ping(timeout=T)
+    extra = c.take_pending(has_seq)
+    assert not extra, f"unexpected {what} frames: {extra}"
+
+
+async def expect_closed_with_error(c, code: str, close_code: int, action) -> None:
+    """action() makes the hub answer `error` `code` and close the connection with close_code."""
+    try:
+        await action()
+    except ProtocolError as e:
+        assert e.code == code, e.frame
+    except ConnectionClosed:
+        pass
+    got = await c.wait_closed(T)
+    errors = c.errors()
+    assert errors, f"no error frame before the close ({got})"
+    assert errors[-1]["code"] == code, errors
+    assert got == close_code, f"close code {got}, expected {close_code} ({errors})"
+
+
+def rule_handoff_reason(hub, rule_id: str) -> str:
+    kb = json.loads(hub.kb.read_text("utf-8"))
+    return next(r["then"]["handoff"] for r in kb["rules"] if r["id"] == rule_id)
+
+
+def assert_v1(c) -> None:
+    for f in c.received:
+        assert f.get("v") == 1 and isinstance(f.get("type"), str), f"frame without v:1/type: {f}"
+
+
+def is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def assert_ack(ack, duplicate: bool) -> None:
+    assert ack["type"] == "ack"
+    assert is_int(ack["seq"]) and ack["seq"] >= 1, ack
+    assert bool(ack.get("duplicate", False)) is duplicate, ack
+
+
+def assert_time(at) -> None:
+    assert is_int(at), at
+    assert abs(at - now_ms()) < 10 * 60 * 1000, f"`at` {at} is not milliseconds since the epoch (now)"
+
+
+def assert_message(m, sender: str) -> None:
+    assert m["type"] == "message" and m["from"] == sender, m
+    assert is_int(m["seq"]) and m["seq"] >= 1, m
+    assert isinstance(m["id"], str) and m["id"], m
+    assert isinstance(m["text"], str), m
+    assert_time(m["at"])
+    if sender == "bot":
+        bot = m["bot"]
+        assert bot["decision"] in ("answer", "reply", "clarify", "handoff", "fallback"), m
+        assert isinstance(bot.get("options", []), list) and isinstance(bot.get("follow_ups", []), list), m
+        assert m["text"], m
+    if sender == "agent":
+        assert isinstance(m["agent"], dict) and m["agent"].get("name"), m
+
+
+def assert_event(e, name: str) -> None:
+    assert e["type"] == "event" and e["event"] == name, e
+    assert is_int(e["seq"]) and e["seq"] >= 1, e
+    assert_time(e["at"])
+    assert isinstance(e.get("data"), dict), e
+
+
+def assert_replay_in_order(frames, first: int, last: int) -> None:
+    """Stored items are numbered 1, 2, 3...: a replay from `first` to `last` is exactly that."""
+    assert seqs(frames) == list(range(first, last + 1)), f"replayed seqs {seqs(frames)}, expected {first}..{last}"
+
+
+def same_stored(a, b) -> None:
+    """A frame replayed later carries what was delivered live."""
+    for key in ("type", "seq", "id", "from", "text", "at", "event"):
+        assert a.get(key) == b.get(key), f"{key}: {a.get(key)!r} != {b.get(key)!r}\n{a}\n{b}"
+    if "bot" in a or "bot" in b:
+        assert a["bot"]["decision"] == b["bot"]["decision"] and a["bot"].get("entry") == b["bot"].get("entry")
+
+
+def forge(token: str) -> str:
+    """Change one hex character of the token's signature."""
+    last = token[-1]
+    return token[:-1] + ("0" if last.lower() != "0" else "1")
+
+
+async def start_handoff(hub, text: str = JA_HUMAN, **hello):
+    """A visitor who asked for a person: returns (visitor, ack, bot handoff message, event)."""
+    v = await new_visitor(hub, locale="ja", **hello)
+    ack = await v.send_message(text, timeout=T)
+    assert_ack(ack, duplicate=False)
+    bot = await v.next_message(sender="bot", timeout=T)
+    assert_message(bot, "bot")
+    assert bot["bot"]["decision"] == "handoff", bot
+    started = await v.next_event("handoff_started", timeout=T)
+    assert_event(started, "handoff_started")
+    return v, ack, bot, started
+
+
+async def welcome_state(hub, token: str) -> str:
+    """The conversation's state as a new connection's welcome tells it."""
+    c = await resume(hub, token, last_seq=10**9)
+    try:
+        return c.welcome["state"]
+    finally:
+        await c.disconnect()
+
+
+# -- HTTP ----------------------------------------------------------------------------------
+
+
+def test_healthz_and_metrics(hub):
+    with urllib.request.urlopen(hub.http_url + "/healthz", timeout=T) as r:
+        assert r.status == 200
+        assert r.read().decode("utf-8").strip() == "ok"
+    with urllib.request.urlopen(hub.http_url + "/metrics", timeout=T) as r:
+        assert r.status == 200
+        lines = r.read().decode("utf-8").splitlines()
+    assert any(line.startswith("madoguchi_") for line in lines), lines[:20]
+
+
+# -- the bot -------------------------------------------------------------------------------
+
+
+@async_test
+async def test_welcome_for_a_new_conversation(hub):
+    v = VisitorClient(hub.url)
+    await v.connect(T)
+    assert v.subprotocol == "madoguchi.v1"
+    w = await v.hello(locale="ja", visitor={"customer_id": "c-42"}, timeout=T)
+    assert w["type"] == "welcome"
+    assert isinstance(w["conversation"], str) and w["conversation"].startswith("c_") and len(w["conversation"]) == 28, w
+    assert isinstance(w["token"], str) and w["token"], w
+    assert w["state"] == "bot" and w["last_seq"] == 0, w
+    await nothing_more(v)
+    assert_v1(v)
+    await v.disconnect()
+
+
+@async_test
+async def test_japanese_question_is_answered(hub):
+    v = await new_visitor(hub, locale="ja")
+    ack, reply = await ask(v, JA_SHIPPING)
+    assert reply["bot"]["decision"] == "answer" and reply["bot"]["entry"] == "shipping-fee", reply
+    await nothing_more(v, "echo or extra")  # the hub does not echo the visitor's own message
+    assert_v1(v)
+    await v.disconnect()
+
+
+@async_test
+async def test_english_question_is_answered(hub):
+    v = await new_visitor(hub, locale="en")
+    ack, reply = await ask(v, EN_SHIPPING)
+    assert reply["bot"]["decision"] == "answer" and reply["bot"]["entry"] == "shipping-fee", reply
+    await v.disconnect()
+
+
+@async_test
+async def test_ack_comes_before_the_bot_reply(hub):
+    """Not stated in so many words by docs/protocol.md (see tests/python/README.md): the hub
+    stores the question, acknowledges it, then the bot answers."""
+    v = await new_visitor(hub)
+    ack, reply = await ask(v, JA_SHIPPING)
+    assert v.received.index(ack) < v.received.index(reply), [f["type"] for f in v.received]
+    await v.disconnect()
+
+
+@async_test
+async def test_clarify_then_option_number(hub):
+    v = await new_visitor(hub, locale="ja")
+    _, clarify = await ask(v, JA_PAYMENT)
+    assert clarify["bot"]["decision"] == "clarify", clarify
+    options = clarify["bot"]["options"]
+    assert options and all(o.get("label") and o.get("entry") for o in options), options
+    _, answer = await ask(v, "1")
+    assert answer["bot"]["decision"] == "answer", answer
+    assert answer["bot"]["entry"] == options[0]["entry"], (answer, options)
+    await v.disconnect()
+
+
+@async_test
+async def test_clarify_then_choice_field(hub):
+    v = await new_visitor(hub, locale="ja")
+    _, clarify = await ask(v, JA_PAYMENT)
+    options = clarify["bot"]["options"]
+    assert len(options) >= 2, options
+    picked = options[1]
+    _, answer = await ask(v, picked["label"], choice=picked["entry"])
+    assert answer["bot"]["decision"] == "answer" and answer["bot"]["entry"] == picked["entry"], answer
+    await v.disconnect()
+
+
+@async_test
+async def test_ping_before_and_after_hello(hub):
+    v = VisitorClient(hub.url)
+    await v.connect(T)
+    pong = await v.ping("p-before", timeout=T)  # the one frame allowed before hello
+    assert pong == {"v": 1, "type": "pong", "id": "p-before"} or (pong["type"], pong["id"]) == ("pong", "p-before")
+    await v.hello(timeout=T)
+    pong = await v.ping("p-after", timeout=T)
+    assert pong["id"] == "p-after"
+    assert not v.errors()
+    await v.disconnect()
+
+
+# -- hand-off to an agent ------------------------------------------------------------------
+
+
+@async_test
+async def test_handoff_take_reply_hand_back(hub):
+    attrs = {"customer_id": "c-42", "plan": "gold"}
+    v, ack, bot, started = await start_handoff(hub, visitor=attrs)
+    conv = v.conversation
+    assert isinstance(started["data"]["reason"], str) and started["data"]["reason"], started
+    assert started["data"]["queue_position"] == 1, started  # the only conversation waiting
+    assert await welcome_state(hub, v.token) == "waiting"
+
+    sato = await new_agent(hub, "sato")
+    assert sato.welcome["agent"] == "sato"
+    waiting = [c for c in sato.last_queue if c.get("conversation") == conv]
+    assert len(waiting) == 1, sato.last_queue
+    entry = waiting[0]
+    for key in ("conversation", "state", "priority", "locale", "reason", "since"):
+        assert key in entry, (key, entry)
+    assert entry["state"] == "waiting", entry
+    queue = await sato.queue(timeout=T)  # asked for explicitly
+    assert [c for c in queue if c.get("conversation") == conv], queue
+
+    taken = await sato.take(conv, timeout=T)
+    assert taken["state"] == "agent", taken
+    package = taken["handoff"]
+    assert isinstance(package["transcript"], list) and package["transcript"], package
+    assert any(t.get("role") == "visitor" and t.get("text") == JA_HUMAN for t in package["transcript"]), package
+    assert isinstance(package["candidates"], list), package  # empty: a rule handed off
+    assert package["reason"] == rule_handoff_reason(hub, "human-request"), package
+    for k, val in attrs.items():
+        assert package.get("visitor", {}).get(k) == val, ("visitor attributes", package)
+    stored = taken["messages"]
+    assert any(
+        m.get("type") == "message" and m.get("from") == "visitor" and m.get("text") == JA_HUMAN
+        and m.get("id") == ack["id"] and m.get("seq") == ack["seq"]
+        for m in stored
+    ), stored
+    assert any(m.get("type") == "message" and m.get("seq") == bot["seq"] for m in stored), stored
+    assert any(m.get("type") == "event" and m.get("seq") == started["seq"] for m in stored), stored
+    assert seqs(stored) == sorted(set(seqs(stored))), "messages in seq order, once each"
+
+    joined = await v.next_event("agent_joined", timeout=T)
+    assert_event(joined, "agent_joined")
+    assert joined["data"]["agent"] == "sato" and joined["seq"] > started["seq"], joined
+    assert await welcome_state(hub, v.token) == "agent"
+
+    reply_ack = await sato.message(conv, "担当の佐藤です。ご用件をどうぞ。", timeout=T)
+    assert_ack(reply_ack, duplicate=False)
+    from_agent = await v.next_message(sender="agent", timeout=T)
+    assert_message(from_agent, "agent")
+    assert from_agent["agent"]["name"] == "sato" and from_agent["text"] == "担当の佐藤です。ご用件をどうぞ。"
+    assert from_agent["seq"] == reply_ack["seq"], (from_agent, reply_ack)
+
+    # The visitor's messages reach the agent while the conversation is assigned.
+    v_ack = await v.send_message("注文番号がわかりません", timeout=T)
+    seen = await sato.wait_for(
+        lambda f: f.get("type") == "message" and f.get("conversation") == conv and f.get("from") == "visitor", T
+    )
+    assert seen["id"] == v_ack["id"] and seen["seq"] == v_ack["seq"] and seen["text"] == "注文番号がわかりません"
+
+    await sato.hand_back(conv)
+    back = await v.next_event("handed_back", timeout=T)
+    assert_event(back, "handed_back")
+    assert back["data"]["agent"] == "sato", back
+    assert await welcome_state(hub, v.token) == "bot"
+    v.take_pending()  # whatever the bot said meanwhile; the next question is what matters
+    _, answer = await ask(v, JA_SHIPPING)
+    assert answer["bot"]["decision"] == "answer" and answer["bot"]["entry"] == "shipping-fee", answer
+    assert_v1(v)
+    assert_v1(sato)
+    await sato.disconnect()
+    await v.disconnect()
+
+
+@async_test
+async def test_english_request_for_a_person_hands_off(hub):
+    v = await new_visitor(hub, locale="en")
+    ack = await v.send_message(EN_HUMAN, timeout=T)
+    bot = await v.next_message(sender="bot", timeout=T)
+    assert bot["bot"]["decision"] == "handoff", bot
+    started = await v.next_event("handoff_started", timeout=T)
+    assert started["data"]["reason"] and started["data"]["queue_position"] == 1, started
+    await v.disconnect()
+
+
+@async_test
+async def test_typing_and_read_between_visitor_and_agent(hub):
+    v, ack, _, _ = await start_handoff(hub)
+    conv = v.conversation
+    sato = await new_agent(hub, "sato")
+    await sato.take(conv, timeout=T)
+    await v.next_event("agent_joined", timeout=T)
+    stored_before = v.highest_seq
+
+    await sato.typing(conv, "start")
+    t = await v.wait_for(lambda f: f.get("type") == "typing", T)
+    assert t["from"] == "agent" and t["state"] == "start" and "seq" not in t, t
+    await v.typing("stop")
+    t = await sato.wait_for(lambda f: f.get("type") == "typing" and f.get("conversation") == conv, T)
+    assert t["from"] == "visitor" and t["state"] == "stop", t
+
+    await sato.read(conv, ack["seq"])
+    r = await v.wait_for(lambda f: f.get("type") == "read", T)
+    assert r["from"] == "agent" and r["seq"] == ack["seq"], r
+    await v.read(stored_before)
+    r = await sato.wait_for(lambda f: f.get("type") == "read" and f.get("conversation") == conv, T)
+    assert r["from"] == "visitor" and r["seq"] == stored_before, r
+
+    # typing and read are not stored
+    again = await resume(hub, v.token, last_seq=0)
+    assert again.welcome["last_seq"] == stored_before, again.welcome
+    for c in (v, sato, again):
+        await c.disconnect()
+
+
+@async_test
+async def test_transfer_to_another_agent(hub):
+    v, _, _, _ = await start_handoff(hub)
+    conv = v.conversation
+    sato = await new_agent(hub, "sato")
+    suzuki = await new_agent(hub, "suzuki")
+    await sato.take(conv, timeout=T)
+    await v.next_event("agent_joined", timeout=T)
+
+    await sato.transfer(conv, "suzuki")
+    moved = await v.next_event("transferred", timeout=T)
+    assert_event(moved, "transferred")
+    assert moved["data"]["from"] == "sato" and moved["data"]["to"] == "suzuki", moved
+    await suzuki.next_for(conv, timeout=T)  # "the other agent gets it" (frame not specified)
+
+    ack = await suzuki.message(conv, "鈴木が引き継ぎました。", timeout=T)
+    m = await v.next_message(sender="agent", timeout=T)
+    assert m["agent"]["name"] == "suzuki" and m["seq"] == ack["seq"], m
+    with pytest.raises(ProtocolError) as e:
+        await sato.message(conv, "まだ担当です", timeout=T)
+    assert e.value.code == "forbidden", e.value.frame
+    for c in (v, sato, suzuki):
+        await c.disconnect()
+
+
+@async_test
+async def test_agent_closes_the_conversation(hub):
+    v, _, _, _ = await start_handoff(hub)
+    conv = v.conversation
+    sato = await new_agent(hub, "sato")
+    await sato.take(conv, timeout=T)
+    await sato.close(conv)
+    closed = await v.next_event("conversation_closed", timeout=T)
+    assert_event(closed, "conversation_closed")
+    assert closed["data"]["by"] == "agent", closed
+    assert await welcome_state(hub, v.token) == "closed"
+    await sato.disconnect()
+    await v.disconnect()
+
+
+@async_test
+async def test_take_conflict_not_found_and_forbidden(hub):
+    v, _, _, _ = await start_handoff(hub)
+    conv = v.conversation
+    sato = await new_agent(hub, "sato")
+    suzuki = await new_agent(hub, "suzuki")
+    await sato.take(conv, timeout=T)
+    with pytest.raises(ProtocolError) as e:
+        await suzuki.take(conv, timeout=T)
+    assert e.value.code == "conflict", e.value.frame
+    with pytest.raises(ProtocolError) as e:
+        await suzuki.take("c_" + "0" * 26, timeout=T)
+    assert e.value.code == "not_found", e.value.frame
+    with pytest.raises(ProtocolError) as e:
+        await suzuki.message(conv, "横から失礼します", timeout=T)
+    assert e.value.code == "forbidden", e.value.frame
+    # errors keep the connection
+    assert [c.get("conversation") for c in await suzuki.queue(timeout=T)] is not None
+    for c in (v, sato, suzuki):
+        await c.disconnect()
+
+
+# -- several connections, resuming, exactly once -------------------------------------------
+
+
+@async_test
+async def test_another_tab_sees_the_visitors_message(hub):
+    tab1 = await new_visitor(hub)
+    tab2 = await resume(hub, tab1.token, last_seq=0)
+    ack, reply = await ask(tab1, JA_SHIPPING)
+    mine = await tab2.next_message(sender="visitor", timeout=T)
+    assert mine["id"] == ack["id"] and mine["seq"] == ack["seq"] and mine["text"] == JA_SHIPPING, mine
+    theirs = await tab2.next_message(sender="bot", timeout=T)
+    same_stored(theirs, reply)
+    await nothing_more(tab1, "echo")
+    await tab1.disconnect()
+    await tab2.disconnect()
+
+
+@async_test
+async def test_resume_replays_what_was_missed(hub):
+    v = await new_visitor(hub, locale="ja")
+    ack1, bot1 = await ask(v, JA_SHIPPING)
+    ack2, bot2 = await ask(v, EN_SHIPPING)
+    token, highest, conv = v.token, v.highest_seq, v.conversation
+    assert highest == bot2["seq"], (highest, bot2)
+    await v.disconnect()
+
+    # everything
+    r = await resume(hub, token, last_seq=0)
+    assert r.welcome["conversation"] == conv and r.welcome["last_seq"] == highest, r.welcome
+    replay = await r.replay(timeout=T)
+    assert_replay_in_order(replay, 1, highest)
+    visitor = [f for f in replay if f.get("type") == "message" and f.get("from") == "visitor"]
+    assert [(f["id"], f["seq"], f["text"]) for f in visitor] == [
+        (ack1["id"], ack1["seq"], JA_SHIPPING),
+        (ack2["id"], ack2["seq"], EN_SHIPPING),
+    ], visitor
+    by_seq = {f["seq"]: f for f in replay}
+    same_stored(by_seq[bot1["seq"]], bot1)
+    same_stored(by_seq[bot2["seq"]], bot2)
+    await nothing_more(r)
+    await r.disconnect()
+
+    # nothing
+    r = await resume(hub, token, last_seq=highest)
+    assert r.welcome["last_seq"] == highest
+    assert await r.replay(timeout=T) == []
+    await nothing_more(r)
+    await r.disconnect()
+
+    # the part after the first answer
+    r = await resume(hub, token, last_seq=bot1["seq"])
+    replay = await r.replay(timeout=T)
+    assert_replay_in_order(replay, bot1["seq"] + 1, highest)
+    await nothing_more(r)
+    assert_v1(r)
+    await r.disconnect()
+
+
+@async_test
+async def test_resend_of_an_acked_message_is_a_duplicate(hub):
+    v = await new_visitor(hub, locale="ja")
+    ack1, _ = await ask(v, JA_SHIPPING)
+    token, highest = v.token, v.highest_seq
+    await v.disconnect()
+
+    r = await resume(hub, token, last_seq=highest)
+    dup = await r.resend(ack1["id"], JA_SHIPPING, timeout=T)
+    assert_ack(dup, duplicate=True)
+    assert dup["id"] == ack1["id"] and dup["seq"] == ack1["seq"], (dup, ack1)
+    dup = await r.resend(ack1["id"], JA_SHIPPING, timeout=T)  # and again, same connection
+    assert dup["seq"] == ack1["seq"] and dup["duplicate"] is True, dup
+    await nothing_more(r)
+    # Nothing was stored for the resends: the next message is the next seq, and the bot
+    # says nothing before answering it.
+    ack3, bot3 = await ask(r, EN_SHIPPING)
+    assert ack3["seq"] == highest + 1, (ack3, highest)
+    assert [f["seq"] for f in r.received if has_seq(f)] == [bot3["seq"]], r.received
+    await r.disconnect()
+
+    r = await resume(hub, token, last_seq=0)
+    replay = await r.replay(timeout=T)
+    assert [f["id"] for f in replay if f.get("from") == "visitor"] == [ack1["id"], ack3["id"]]
+    await r.disconnect()
+
+
+@async_test
+async def test_acked_message_survives_a_crash(hub):
+    v = await new_visitor(hub, locale="ja")
+    ack = await v.send_message(JA_SHIPPING, timeout=T)
+    token = v.token
+    code = await asyncio.get_running_loop().run_in_executor(None, hub.restart, True)  # SIGKILL
+    assert code == -9, code
+    await v.disconnect()
+
+    r = await resume(hub, token, last_seq=0)
+    replay = await r.replay(timeout=T)
+    mine = [f for f in replay if f.get("type") == "message" and f.get("id") == ack["id"]]
+    assert len(mine) == 1, replay
+    assert mine[0]["seq"] == ack["seq"] and mine[0]["text"] == JA_SHIPPING and mine[0]["from"] == "visitor"
+    assert_replay_in_order(replay, 1, r.welcome["last_seq"])
+    dup = await r.resend(ack["id"], JA_SHIPPING, timeout=T)
+    assert dup["duplicate"] is True and dup["seq"] == ack["seq"], dup
+    await r.disconnect()
+
+
+@async_test
+async def test_crash_does_not_reuse_delivered_seqs(hub):
+    """Clients drop a frame whose seq is not above the highest they have seen, so a seq that
+    was delivered must never name something else after a crash."""
+    v = await new_visitor(hub, locale="ja")
+    _, reply = await ask(v, JA_SHIPPING)
+    delivered = [f for f in v.received if has_seq(f)]
+    await asyncio.get_running_loop().run_in_executor(None, hub.restart, True)
+    await v.disconnect()
+
+    r = await resume(hub, v.token, last_seq=0)
+    replay = {f["seq"]: f for f in await r.replay(timeout=T)}
+    for f in delivered:
+        assert f["seq"] in replay, f"seq {f['seq']} was delivered before the crash and is gone"
+        same_stored(replay[f["seq"]], f)
+    ack = await r.send_message(EN_SHIPPING, timeout=T)
+    assert ack["seq"] > reply["seq"], (ack, reply)
+    await r.disconnect()
+
+
+@async_test
+async def test_graceful_shutdown(hub):
+    v = await new_visitor(hub, locale="ja")
+    ack, reply = await ask(v, JA_SHIPPING)
+    token = v.token
+    restart = asyncio.get_running_loop().run_in_executor(None, hub.restart, False)  # SIGTERM
+    close_code = await v.wait_closed(T)
+    code = await restart
+    assert code == 0, f"exit code {code} after SIGTERM"
+    errors = v.errors()
+    assert all(e["code"] == "shutting_down" for e in errors), errors
+    assert close_code == 1001, (close_code, errors)
+
+    r = await resume(hub, token, last_seq=0)
+    replay = await r.replay(timeout=T)
+    assert [f["seq"] for f in replay][:2] == [ack["seq"], reply["seq"]] or {ack["seq"], reply["seq"]} <= set(seqs(replay))
+    await r.disconnect()
+
+
+# -- security ------------------------------------------------------------------------------
+
+
+@async_test
+async def test_forged_token_is_unauthorized(hub):
+    v = await new_visitor(hub)
+    await ask(v, JA_SHIPPING)
+    await v.disconnect()
+    bad = VisitorClient(hub.url)
+    await bad.connect(T)
+    await expect_closed_with_error(bad, "unauthorized", 1008, lambda: bad.hello(token=forge(v.token), last_seq=0, timeout=T))
+    assert not [f for f in bad.received if f.get("type") in ("welcome", "message", "event")], bad.received
+
+
+@async_test
+async def test_token_of_one_conversation_does_not_open_another(hub):
+    a = await new_visitor(hub)
+    b = await new_visitor(hub)
+    assert a.conversation != b.conversation and a.token != b.token
+    parts = a.token.split(".")
+    assert len(parts) == 4 and parts[1] == a.conversation, a.token
+    parts[1] = b.conversation  # A's expiry and signature, B's conversation
+    c = VisitorClient(hub.url)
+    await c.connect(T)
+    await expect_closed_with_error(c, "unauthorized", 1008, lambda: c.hello(token=".".join(parts), last_seq=0, timeout=T))
+    await a.disconnect()
+    await b.disconnect()
+
+
+@async_test
+async def test_token_format_and_expiry(hub):
+    """The token as docs/protocol.md defines it, signed with the hub's --secret (taken as its
+    UTF-8 bytes: the spec does not say how the secret becomes the HMAC key)."""
+    v = await new_visitor(hub)
+    m = re.fullmatch(r"v1\.(c_[^.]{26})\.(\d+)\.([0-9a-fA-F]{64})", v.token)
+    assert m, v.token
+    conv, expires = m.group(1), int(m.group(2))
+    assert conv == v.conversation and expires > now_ms(), v.token
+
+    def sign(expires_ms: int) -> str:
+        payload = f"v1.{conv}.{expires_ms}"
+        return payload + "." + hmac.new(hub.secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+
+    assert m.group(3).lower() == sign(expires).rsplit(".", 1)[1], "signature is not HMAC-SHA256(secret, v1.<conversation>.<expires_ms>)"
+    fresh = await resume(hub, sign(now_ms() + 3600_000), last_seq=0)
+    assert fresh.conversation == conv
+    await fresh.disconnect()
+    old = VisitorClient(hub.url)
+    await old.connect(T)
+    await expect_closed_with_error(old, "unauthorized", 1008, lambda: old.hello(token=sign(now_ms() - 60_000), timeout=T))
+    await v.disconnect()
+
+
+@async_test
+async def test_visitors_see_only_their_own_conversation(hub):
+    a = await new_visitor(hub, locale="ja")
+    b = await new_visitor(hub, locale="ja")
+    ack_a, _ = await ask(a, JA_SHIPPING)
+    await nothing_more(b, "of A's conversation")
+    # A `conversation` field is not part of a visitor's message: ignored or refused, never obeyed.
+    try:
+        ack_b = await b.send_message("B のメッセージ", extra={"conversation": a.conversation}, timeout=T)
+        b_id = ack_b["id"]
+    except ProtocolError as e:
+        assert e.code in ("forbidden", "bad_frame"), e.frame
+        b_id = None
+    await nothing_more(a, "of B's conversation")
+    ra = await resume(hub, a.token, last_seq=0)
+    rb = await resume(hub, b.token, last_seq=0)
+    replay_a = await ra.replay(timeout=T)
+    replay_b = await rb.replay(timeout=T)
+    assert not [f for f in replay_a if f.get("text") == "B のメッセージ"], replay_a
+    assert not [f for f in replay_b if f.get("id") == ack_a["id"] or f.get("text") == JA_SHIPPING], replay_b
+    if b_id:
+        assert [f["id"] for f in replay_b if f.get("from") == "visitor"] == [b_id]
+    for c in (a, b, ra, rb):
+        await c.disconnect()
+
+
+@async_test
+async def test_client_ids_are_unique_per_conversation_only(hub):
+    a = await new_visitor(hub)
+    b = await new_visitor(hub)
+    ack_a = await a.send_message(JA_SHIPPING, id="same-id-1", timeout=T)
+    ack_b = await b.send_message(EN_SHIPPING, id="same-id-1", timeout=T)
+    assert_ack(ack_a, duplicate=False)
+    assert_ack(ack_b, duplicate=False)  # a different conversation: a different message
+    rb = await resume(hub, b.token, last_seq=0)
+    mine = [f for f in await rb.replay(timeout=T) if f.get("id") == "same-id-1"]
+    assert len(mine) == 1 and mine[0]["text"] == EN_SHIPPING, mine
+    for c in (a, b, rb):
+        await c.disconnect()
+
+
+@async_test
+async def test_agent_with_a_wrong_password_is_unauthorized(hub):
+    for name, password in (("sato", "secret2"), ("sato", ""), ("nobody", "secret1")):
+        a = AgentClient(hub.url)
+        await a.connect(T)
+        await expect_closed_with_error(a, "unauthorized", 1008, lambda: a.hello(name, password, timeout=T))
+        assert not [f for f in a.received if f.get("type") in ("welcome", "queue")], a.received
+
+
+@async_test
+async def test_frames_before_hello_are_unauthorized(hub):
+    v = VisitorClient(hub.url)
+    await v.connect(T)
+    await expect_closed_with_error(v, "unauthorized", 1008, lambda: v.send_message(JA_SHIPPING, timeout=T))
+    a = AgentClient(hub.url)
+    await a.connect(T)
+    await expect_closed_with_error(a, "unauthorized", 1008, lambda: a.queue(timeout=T))
+
+
+# -- bad frames and limits -----------------------------------------------------------------
+
+
+@async_test
+async def test_bad_json_keeps_the_connection(hub):
+    v = await new_visitor(hub)
+    await v.send_raw('{"v": 1, "type": "message", "id": "half')
+    assert (await v.next_error(T))["code"] == "bad_json"
+    await v.send_raw('[1, 2, 3]')  # JSON, but not an object
+    assert (await v.next_error(T))["code"] == "bad_json"
+    ack, reply = await ask(v, JA_SHIPPING)
+    assert reply["bot"]["entry"] == "shipping-fee"
+    await v.disconnect()
+
+
+@async_test
+async def test_unknown_type_keeps_the_connection(hub):
+    v = await new_visitor(hub)
+    await v.send({"type": "frobnicate", "id": "x"})
+    assert (await v.next_error(T))["code"] == "unknown_type"
+    await v.ping(timeout=T)
+    await ask(v, JA_SHIPPING)
+    await v.disconnect()
+
+
+@async_test
+async def test_bad_frames_are_refused_and_not_stored(hub):
+    v = await new_visitor(hub)
+    bad = [
+        {"type": "message", "text": JA_SHIPPING},  # no id
+        {"type": "message", "id": "has space", "text": JA_SHIPPING},
+        {"type": "message", "id": "x" * 65, "text": JA_SHIPPING},  # longer than 64
+        {"type": "message", "id": "", "text": JA_SHIPPING},
+        {"type": "message", "id": 7, "text": JA_SHIPPING},  # not a string
+        {"type": "message", "id": "no-text"},  # text is required
+        {"type": "typing", "state": "maybe"},
+        {"type": "read", "seq": "three"},
+    ]
+    for frame in bad:
+        await v.send(frame)
+        err = await v.next_error(T)
+        assert err["code"] == "bad_frame", (frame, err)
+        assert isinstance(err.get("message"), str), err
+    ack = await v.send_message(JA_SHIPPING, id="y" * 64, timeout=T)  # 64 is allowed
+    assert ack["seq"] == 1, "nothing was stored for the refused frames"
+    await v.next_message(sender="bot", timeout=T)
+    r = await resume(hub, v.token, last_seq=0)
+    assert [f["id"] for f in await r.replay(timeout=T) if f.get("from") == "visitor"] == ["y" * 64]
+    await v.disconnect()
+    await r.disconnect()
+
+
+@async_test
+async def test_unsupported_version_closes_with_1002(hub):
+    v = await new_visitor(hub)
+    await expect_closed_with_error(v, "unsupported_version", 1002, lambda: v.send_raw('{"v": 2, "type": "ping", "id": "p2"}'))
+
+
+@async_test
+async def test_frame_over_64_kib_is_too_large(hub):
+    v = await new_visitor(hub)
+    ack, _ = await ask(v, JA_SHIPPING)
+    big_id = new_client_id("big")
+    big = json.dumps({"v": 1, "type": "message", "id": big_id, "text": "a" * (70 * 1024)})
+    await v.send_raw(big)
+    close_code = await v.wait_closed(T)
+    assert all(e["code"] == "too_large" for e in v.errors()), v.errors()
+    assert close_code == 1009, (close_code, v.errors())
+    r = await resume(hub, v.token, last_seq=0)
+    replay = await r.replay(timeout=T)
+    assert not [f for f in replay if f.get("id") == big_id], "the oversized message was stored"
+    assert [f for f in replay if f.get("id") == ack["id"]], "a message stored before was lost"
+    await r.disconnect()
+
+
+@async_test
+async def test_invalid_utf8_closes_with_1007(hub):
+    from websockets.frames import OP_TEXT
+
+    v = await new_visitor(hub)
+    await v.ws.write_frame(True, OP_TEXT, b'{"v": 1, "type": "message", "id": "u1", "text": "\xff\xfe"}')
+    close_code = await v.wait_closed(T)
+    assert all(e["code"] == "invalid_utf8" for e in v.errors()), v.errors()
+    assert close_code == 1007, (close_code, v.errors())
+    r = await resume(hub, v.token, last_seq=0)
+    assert r.welcome["last_seq"] == 0, "the invalid frame was stored"
+    await r.disconnect()
+
+
+@async_test
+async def test_binary_frames_are_refused(hub):
+    """docs/protocol.md says binary frames are refused but not how: an error or a close."""
+    v = await new_visitor(hub)
+    await v.send_raw(b'{"v": 1, "type": "message", "id": "bin-1", "text": "binary"}')
+    try:
+        await v.ping("after-binary", timeout=T)
+        assert v.errors(), "a binary frame was neither refused with an error nor closed the connection"
+        assert not [f for f in v.received if f.get("type") == "ack"], v.received
+    except ConnectionClosed:
+        pass
+    r = await resume(hub, v.token, last_seq=0)
+    assert r.welcome["last_seq"] == 0, "the binary frame was acted on"
+    await r.disconnect()
+
+
+@async_test
+async def test_flood_is_rate_limited_without_losing_anything(hub):
+    flooder = await new_visitor(hub, locale="ja")
+    before, before_reply = await ask(flooder, JA_SHIPPING)
+    other = await new_visitor(hub, locale="en")
+
+    ids = [f"flood-{i:03d}" for i in range(200)]
+    sent = 0
+    try:
+        for i in ids:
+            await flooder.send({"type": "message", "id": i, "text": JA_SHIPPING})
+            sent += 1
+    except ConnectionClosed:
+        pass
+
+    # Someone else, at the same time, is still served.
+    _, answer = await ask(other, EN_SHIPPING)
+    assert answer["bot"]["entry"] == "shipping-fee", answer
+
+    # Drain the flooder until a ping gets through (after the advertised back-off) or it is closed.
+    closed_code = None
+    try:
+        for attempt in range(10):
+            limited = [e for e in flooder.errors() if e.get("code") == "rate_limited"]
+            if limited:
+                await asyncio.sleep(min(2.0, limited[-1].get("retry_after_ms", 1000) / 1000))  # the hub's back-off
+            try:
+                await flooder.ping(f"drain-{attempt}", timeout=T)
+                break
+            except ProtocolError:
+                continue
+        # Acks come once stored: read until every frame is accounted for, or the hub goes quiet.
+        answered = lambda: {f.get("id") for f in flooder.received if f.get("type") in ("ack", "error")}
+        while not set(ids[:sent]) <= answered():
+            await flooder.wait_for(lambda f: f.get("type") in ("ack", "error"), T)
+    except ConnectionClosed:
+        closed_code = await flooder.wait_closed(T)
+    except asyncio.TimeoutError:
+        pass  # some dropped frames were not answered one by one; checked below through replay
+
+    limited = [e for e in flooder.errors() if e.get("code") == "rate_limited"]
+    assert limited or closed_code == 1008, f"200 frames at once: no rate_limited and no close 1008 ({closed_code})"
+    for e in limited:
+        assert isinstance(e.get("retry_after_ms"), int) and e["retry_after_ms"] >= 0, e
+    assert not [e for e in flooder.errors() if e.get("code") != "rate_limited"], flooder.errors()
+    acked = {f["id"]: f["seq"] for f in flooder.received if f.get("type") == "ack"}
+    dropped = {e["id"] for e in limited if e.get("id")}
+    assert len(acked) < 1 + sent, "every flood frame was accepted"
+    assert not set(acked) & dropped, "a frame was both acknowledged and dropped"
+
+    r = await resume(hub, flooder.token, last_seq=0)
+    replay = await r.replay(timeout=T)
+    assert seqs(replay) == sorted(set(seqs(replay))) and seqs(replay)[0] == 1
+    stored = {}
+    for f in replay:
+        if f.get("type") == "message" and f.get("from") == "visitor":
+            assert f["id"] not in stored, f"{f['id']} stored twice"
+            stored[f["id"]] = f["seq"]
+    for i, seq in acked.items():
+        assert stored.get(i) == seq, f"acknowledged {i} (seq {seq}) is not in the replay"
+    assert not dropped & set(stored), f"rate-limited frames were stored: {sorted(dropped & set(stored))}"
+    assert before_reply["seq"] in seqs(replay)
+    for c in (flooder, other, r):
+        await c.disconnect()

@@ -27,6 +27,9 @@ float bm25_idf(std::size_t n_docs, std::size_t df) {
   return static_cast<float>(std::log(1.0 + (n - d + 0.5) / (d + 0.5)));
 }
 
+// Features in more entries than this (or 0.5% of the entries, if more) get no weights.
+constexpr std::size_t kMaxEntriesPerFeature = 160;
+
 }  // namespace
 
 // A training example: one question of one entry.
@@ -129,13 +132,22 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
     for (std::size_t f = 0; f < df.size(); ++f) {
       ix.feature_idf_[f] = static_cast<float>(std::log((n + 1.0) / (df[f] + 1.0)) + 1.0);
     }
-    // A weight exists for every (feature, entry) pair seen in the entry's questions.
+    // A weight exists for every (feature, entry) pair seen in the entry's questions, except
+    // for features found in very many entries: in a large knowledge base ("what", "the")
+    // they tell little apart and would make every question touch every entry.
     ix.weights_.resize(df.size());
-    for (std::uint32_t e = 0; e < entry_features.size(); ++e) {
-      auto& fs = entry_features[e];
+    std::vector<std::uint32_t> entry_df(df.size(), 0);
+    for (auto& fs : entry_features) {
       std::sort(fs.begin(), fs.end());
       fs.erase(std::unique(fs.begin(), fs.end()), fs.end());
-      for (auto f : fs) ix.weights_[f].push_back({e, 0.0f});
+      for (auto f : fs) ++entry_df[f];
+    }
+    const auto max_entries = static_cast<std::uint32_t>(
+        std::max<std::size_t>(kMaxEntriesPerFeature, kb.entries.size() / 200));
+    for (std::uint32_t e = 0; e < entry_features.size(); ++e) {
+      for (auto f : entry_features[e]) {
+        if (entry_df[f] <= max_entries) ix.weights_[f].push_back({e, 0.0f});
+      }
     }
   }
 

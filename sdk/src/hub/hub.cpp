@@ -358,6 +358,18 @@ struct Hub::Impl {
     }
   }
 
+  // Acknowledges a stored message; `signed_seq` < 0 means a resend of seq -signed_seq
+  // (store_frame's convention). Returns true for a resend.
+  bool acknowledge(Session& s, const std::string& id, std::int64_t signed_seq) {
+    Frame ack;
+    ack.type = FrameType::kAck;
+    ack.id = id;
+    ack.duplicate = signed_seq < 0;
+    ack.seq = ack.duplicate ? -signed_seq : signed_seq;
+    send(s, ack);
+    return ack.duplicate;
+  }
+
   void visitor_message(Session& s, Frame f) {
     auto loaded = load(s.conversation);
     if (!loaded) return send_error(s, ErrorKind::kInternal, "the conversation could not be loaded", f.id);
@@ -372,13 +384,7 @@ struct Hub::Impl {
       cfg.logger.log(LogLevel::kError, "store: " + stored.status().message());
       return send_error(s, ErrorKind::kInternal, "the message was not stored; send it again", f.id);
     }
-    bool duplicate = stored->first < 0;
-    Frame ack;
-    ack.type = FrameType::kAck;
-    ack.id = f.id;
-    ack.seq = duplicate ? -stored->first : stored->first;
-    ack.duplicate = duplicate;
-    send(s, ack);
+    bool duplicate = acknowledge(s, f.id, stored->first);
     if (duplicate) {
       ++duplicates;
       return;
@@ -414,7 +420,7 @@ struct Hub::Impl {
   }
 
   void on_visitor_frame(Session& s, Frame f) {
-    if (!s.authenticated && f.type != FrameType::kHello && f.type != FrameType::kPing) {
+    if (!s.authenticated && f.type != FrameType::kHello) {
       return send_error(s, ErrorKind::kUnauthorized, "send hello first");
     }
     switch (f.type) {
@@ -433,12 +439,6 @@ struct Hub::Impl {
           to_agent((*loaded)->record.assigned_agent, protocol::encode(f));
         }
         return;
-      }
-      case FrameType::kPing: {
-        Frame p;
-        p.type = FrameType::kPong;
-        p.id = f.id;
-        return send(s, p);
       }
       default:
         return send_error(s, ErrorKind::kBadFrame,
@@ -483,7 +483,7 @@ struct Hub::Impl {
   }
 
   void on_agent_frame(Session& s, Frame f) {
-    if (!s.authenticated && f.type != FrameType::kHello && f.type != FrameType::kPing) {
+    if (!s.authenticated && f.type != FrameType::kHello) {
       return send_error(s, ErrorKind::kUnauthorized, "send hello with your credentials first");
     }
     switch (f.type) {
@@ -555,13 +555,7 @@ struct Hub::Impl {
         m.bot_json.clear();
         auto stored = store_frame(conv, m, "agent:" + s.agent, "message");
         if (!stored) return send_error(s, ErrorKind::kInternal, "the message was not stored; send it again", f.id);
-        bool duplicate = stored->first < 0;
-        Frame ack;
-        ack.type = FrameType::kAck;
-        ack.id = f.id;
-        ack.seq = duplicate ? -stored->first : stored->first;
-        ack.duplicate = duplicate;
-        send(s, ack);
+        bool duplicate = acknowledge(s, f.id, stored->first);
         if (duplicate) return;
         conv.bot.add_turn({"agent", f.text, "", bot::Decision::kReply});
         to_visitors(conv.record.id, stored->second);
@@ -599,12 +593,6 @@ struct Hub::Impl {
         }
         return broadcast_queue();
       }
-      case FrameType::kPing: {
-        Frame p;
-        p.type = FrameType::kPong;
-        p.id = f.id;
-        return send(s, p);
-      }
       default:
         return send_error(s, ErrorKind::kBadFrame,
                           std::string(protocol::to_string(f.type)) + ": not a frame an agent sends");
@@ -637,6 +625,12 @@ struct Hub::Impl {
       return send_error(s, err->kind, err->message, err->id);
     }
     Frame& f = std::get<Frame>(decoded);
+    if (f.type == FrameType::kPing) {  // before hello too, on both endpoints
+      Frame pong;
+      pong.type = FrameType::kPong;
+      pong.id = f.id;
+      return send(s, pong);
+    }
     if (s.agent_endpoint) {
       on_agent_frame(s, std::move(f));
     } else {

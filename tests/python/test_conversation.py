@@ -81,9 +81,11 @@ async def ask(v: VisitorClient, text: str, **kwargs):
     """Send a message; return (ack, the bot's reply)."""
     ack = await v.send_message(text, timeout=T, **kwargs)
     assert_ack(ack, duplicate=False)
-    reply = await v.next_message(sender="bot", timeout=T)
+    # the bot's reply is stored after the question (anything older is left for the caller)
+    reply = await v.wait_for(
+        lambda f: f.get("type") == "message" and f.get("from") == "bot" and has_seq(f) and f["seq"] > ack["seq"], T
+    )
     assert_message(reply, sender="bot")
-    assert reply["seq"] > ack["seq"], "the bot's reply must be stored after the question"
     return ack, reply
 
 
@@ -188,9 +190,9 @@ async def start_handoff(hub, text: str = JA_HUMAN, **hello):
     return v, ack, bot, started
 
 
-async def welcome_state(hub, token: str) -> str:
+async def welcome_state(hub, v: VisitorClient) -> str:
     """The conversation's state as a new connection's welcome tells it."""
-    c = await resume(hub, token, last_seq=10**9)
+    c = await resume(hub, v.token, last_seq=v.highest_seq)
     try:
         return c.welcome["state"]
     finally:
@@ -222,7 +224,8 @@ async def test_welcome_for_a_new_conversation(hub):
     assert w["type"] == "welcome"
     assert isinstance(w["conversation"], str) and w["conversation"].startswith("c_") and len(w["conversation"]) == 28, w
     assert isinstance(w["token"], str) and w["token"], w
-    assert w["state"] == "bot" and w["last_seq"] == 0, w
+    # A new conversation is normally empty (0); the spec does not forbid a stored greeting.
+    assert w["state"] == "bot" and is_int(w["last_seq"]) and w["last_seq"] >= 0, w
     await nothing_more(v)
     assert_v1(v)
     await v.disconnect()
@@ -286,7 +289,7 @@ async def test_ping_before_and_after_hello(hub):
     v = VisitorClient(hub.url)
     await v.connect(T)
     pong = await v.ping("p-before", timeout=T)  # the one frame allowed before hello
-    assert pong == {"v": 1, "type": "pong", "id": "p-before"} or (pong["type"], pong["id"]) == ("pong", "p-before")
+    assert pong["v"] == 1 and pong["type"] == "pong" and pong["id"] == "p-before", pong
     await v.hello(timeout=T)
     pong = await v.ping("p-after", timeout=T)
     assert pong["id"] == "p-after"
@@ -304,7 +307,7 @@ async def test_handoff_take_reply_hand_back(hub):
     conv = v.conversation
     assert isinstance(started["data"]["reason"], str) and started["data"]["reason"], started
     assert started["data"]["queue_position"] == 1, started  # the only conversation waiting
-    assert await welcome_state(hub, v.token) == "waiting"
+    assert await welcome_state(hub, v) == "waiting"
 
     sato = await new_agent(hub, "sato")
     assert sato.welcome["agent"] == "sato"
@@ -339,7 +342,7 @@ async def test_handoff_take_reply_hand_back(hub):
     joined = await v.next_event("agent_joined", timeout=T)
     assert_event(joined, "agent_joined")
     assert joined["data"]["agent"] == "sato" and joined["seq"] > started["seq"], joined
-    assert await welcome_state(hub, v.token) == "agent"
+    assert await welcome_state(hub, v) == "agent"
 
     reply_ack = await sato.message(conv, "担当の佐藤です。ご用件をどうぞ。", timeout=T)
     assert_ack(reply_ack, duplicate=False)
@@ -359,7 +362,7 @@ async def test_handoff_take_reply_hand_back(hub):
     back = await v.next_event("handed_back", timeout=T)
     assert_event(back, "handed_back")
     assert back["data"]["agent"] == "sato", back
-    assert await welcome_state(hub, v.token) == "bot"
+    assert await welcome_state(hub, v) == "bot"
     v.take_pending()  # whatever the bot said meanwhile; the next question is what matters
     _, answer = await ask(v, JA_SHIPPING)
     assert answer["bot"]["decision"] == "answer" and answer["bot"]["entry"] == "shipping-fee", answer
@@ -445,7 +448,7 @@ async def test_agent_closes_the_conversation(hub):
     closed = await v.next_event("conversation_closed", timeout=T)
     assert_event(closed, "conversation_closed")
     assert closed["data"]["by"] == "agent", closed
-    assert await welcome_state(hub, v.token) == "closed"
+    assert await welcome_state(hub, v) == "closed"
     await sato.disconnect()
     await v.disconnect()
 
@@ -466,8 +469,7 @@ async def test_take_conflict_not_found_and_forbidden(hub):
     with pytest.raises(ProtocolError) as e:
         await suzuki.message(conv, "横から失礼します", timeout=T)
     assert e.value.code == "forbidden", e.value.frame
-    # errors keep the connection
-    assert [c.get("conversation") for c in await suzuki.queue(timeout=T)] is not None
+    await suzuki.queue(timeout=T)  # errors keep the connection
     for c in (v, sato, suzuki):
         await c.disconnect()
 
@@ -612,7 +614,7 @@ async def test_graceful_shutdown(hub):
 
     r = await resume(hub, token, last_seq=0)
     replay = await r.replay(timeout=T)
-    assert [f["seq"] for f in replay][:2] == [ack["seq"], reply["seq"]] or {ack["seq"], reply["seq"]} <= set(seqs(replay))
+    assert {ack["seq"], reply["seq"]} <= set(seqs(replay)), replay
     await r.disconnect()
 
 
@@ -757,6 +759,7 @@ async def test_unknown_type_keeps_the_connection(hub):
 @async_test
 async def test_bad_frames_are_refused_and_not_stored(hub):
     v = await new_visitor(hub)
+    start = v.welcome["last_seq"]
     bad = [
         {"type": "message", "text": JA_SHIPPING},  # no id
         {"type": "message", "id": "has space", "text": JA_SHIPPING},
@@ -773,7 +776,7 @@ async def test_bad_frames_are_refused_and_not_stored(hub):
         assert err["code"] == "bad_frame", (frame, err)
         assert isinstance(err.get("message"), str), err
     ack = await v.send_message(JA_SHIPPING, id="y" * 64, timeout=T)  # 64 is allowed
-    assert ack["seq"] == 1, "nothing was stored for the refused frames"
+    assert ack["seq"] == start + 1, "nothing was stored for the refused frames"
     await v.next_message(sender="bot", timeout=T)
     r = await resume(hub, v.token, last_seq=0)
     assert [f["id"] for f in await r.replay(timeout=T) if f.get("from") == "visitor"] == ["y" * 64]
@@ -809,12 +812,13 @@ async def test_invalid_utf8_closes_with_1007(hub):
     from websockets.frames import OP_TEXT
 
     v = await new_visitor(hub)
+    start = v.welcome["last_seq"]
     await v.ws.write_frame(True, OP_TEXT, b'{"v": 1, "type": "message", "id": "u1", "text": "\xff\xfe"}')
     close_code = await v.wait_closed(T)
     assert all(e["code"] == "invalid_utf8" for e in v.errors()), v.errors()
     assert close_code == 1007, (close_code, v.errors())
     r = await resume(hub, v.token, last_seq=0)
-    assert r.welcome["last_seq"] == 0, "the invalid frame was stored"
+    assert r.welcome["last_seq"] == start, "the invalid frame was stored"
     await r.disconnect()
 
 
@@ -822,6 +826,7 @@ async def test_invalid_utf8_closes_with_1007(hub):
 async def test_binary_frames_are_refused(hub):
     """docs/protocol.md says binary frames are refused but not how: an error or a close."""
     v = await new_visitor(hub)
+    start = v.welcome["last_seq"]
     await v.send_raw(b'{"v": 1, "type": "message", "id": "bin-1", "text": "binary"}')
     try:
         await v.ping("after-binary", timeout=T)
@@ -830,7 +835,7 @@ async def test_binary_frames_are_refused(hub):
     except ConnectionClosed:
         pass
     r = await resume(hub, v.token, last_seq=0)
-    assert r.welcome["last_seq"] == 0, "the binary frame was acted on"
+    assert r.welcome["last_seq"] == start, "the binary frame was acted on"
     await r.disconnect()
 
 
@@ -853,40 +858,41 @@ async def test_flood_is_rate_limited_without_losing_anything(hub):
     _, answer = await ask(other, EN_SHIPPING)
     assert answer["bot"]["entry"] == "shipping-fee", answer
 
-    # Drain the flooder until a ping gets through (after the advertised back-off) or it is closed.
+    # Drain the flooder: after the back-off the hub asks for (retry_after_ms), a ping; its pong
+    # shows that the hub has read the whole flood. A rate_limited error need not name the ping,
+    # so a ping that gets no pong soon is simply retried. Or the hub closes the connection (1008).
     closed_code = None
+    pong = lambda f: f.get("type") == "pong" and str(f.get("id", "")).startswith("drain-")
     try:
         for attempt in range(10):
             limited = [e for e in flooder.errors() if e.get("code") == "rate_limited"]
-            if limited:
-                await asyncio.sleep(min(2.0, limited[-1].get("retry_after_ms", 1000) / 1000))  # the hub's back-off
+            back_off = limited[-1].get("retry_after_ms", 500) / 1000 if limited else 0
+            await asyncio.sleep(min(3.0, max(0.0, back_off)))  # the hub's back-off, not a wait for a result
+            await flooder.send({"type": "ping", "id": f"drain-{attempt}"})
             try:
-                await flooder.ping(f"drain-{attempt}", timeout=T)
+                await flooder.wait_for(pong, 1.5)
                 break
-            except ProtocolError:
+            except asyncio.TimeoutError:
                 continue
-        # Acks come once stored: read until every frame is accounted for, or the hub goes quiet.
-        answered = lambda: {f.get("id") for f in flooder.received if f.get("type") in ("ack", "error")}
-        while not set(ids[:sent]) <= answered():
-            await flooder.wait_for(lambda f: f.get("type") in ("ack", "error"), T)
+        else:
+            pytest.fail("no pong for ten pings after backing off as the hub asked")
     except ConnectionClosed:
         closed_code = await flooder.wait_closed(T)
-    except asyncio.TimeoutError:
-        pass  # some dropped frames were not answered one by one; checked below through replay
 
     limited = [e for e in flooder.errors() if e.get("code") == "rate_limited"]
     assert limited or closed_code == 1008, f"200 frames at once: no rate_limited and no close 1008 ({closed_code})"
     for e in limited:
         assert isinstance(e.get("retry_after_ms"), int) and e["retry_after_ms"] >= 0, e
     assert not [e for e in flooder.errors() if e.get("code") != "rate_limited"], flooder.errors()
+    # Acks of accepted frames may still be on their way (sent once stored): only those that
+    # arrived are checked. A rate_limited error names the dropped frame when it has an id.
     acked = {f["id"]: f["seq"] for f in flooder.received if f.get("type") == "ack"}
     dropped = {e["id"] for e in limited if e.get("id")}
-    assert len(acked) < 1 + sent, "every flood frame was accepted"
     assert not set(acked) & dropped, "a frame was both acknowledged and dropped"
 
     r = await resume(hub, flooder.token, last_seq=0)
     replay = await r.replay(timeout=T)
-    assert seqs(replay) == sorted(set(seqs(replay))) and seqs(replay)[0] == 1
+    assert_replay_in_order(replay, 1, r.welcome["last_seq"])
     stored = {}
     for f in replay:
         if f.get("type") == "message" and f.get("from") == "visitor":
@@ -895,6 +901,7 @@ async def test_flood_is_rate_limited_without_losing_anything(hub):
     for i, seq in acked.items():
         assert stored.get(i) == seq, f"acknowledged {i} (seq {seq}) is not in the replay"
     assert not dropped & set(stored), f"rate-limited frames were stored: {sorted(dropped & set(stored))}"
+    assert stored.get(before["id"]) == before["seq"], "the message from before the flood was lost"
     assert before_reply["seq"] in seqs(replay)
     for c in (flooder, other, r):
         await c.disconnect()

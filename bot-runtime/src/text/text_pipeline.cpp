@@ -110,19 +110,19 @@ struct WordBreaker {
 };
 
 // Splits a comma-separated MeCab feature string into at most N fields.
-// Fields past the base form (reading, pronunciation) are left unsplit.
+// Splits a NUL-terminated MeCab feature string ("名詞,サ変接続,*,*,*,*,返品,ヘンピン,...")
+// into its first N fields in one pass, without measuring the rest of the string: the
+// reading and pronunciation after the base form are never looked at.
 template <std::size_t N>
-std::size_t split_feature(std::string_view feature, std::array<std::string_view, N>& out) {
+std::size_t split_feature(const char* feature, std::array<std::string_view, N>& out) {
   std::size_t n = 0;
-  std::size_t start = 0;
-  while (n < N) {
-    std::size_t comma = feature.find(',', start);
-    if (comma == std::string_view::npos) {
-      out[n++] = feature.substr(start);
-      break;
+  const char* start = feature;
+  for (const char* p = feature;; ++p) {
+    if (*p == ',' || *p == '\0') {
+      out[n++] = std::string_view(start, static_cast<std::size_t>(p - start));
+      if (*p == '\0' || n == N) break;
+      start = p + 1;
     }
-    out[n++] = feature.substr(start, comma - start);
-    start = comma + 1;
   }
   return n;
 }
@@ -482,12 +482,12 @@ Status TextPipeline::Impl::tokenize_japanese(std::string_view text, std::vector<
   if (!worker->tagger->parse(lattice)) {
     return internal_error(std::string("MeCab parse failed: ") + lattice->what());
   }
-  std::array<std::string_view, 8> f;  // f[6] is the base form; f[7] the rest
+  std::array<std::string_view, 7> f;  // f[6] is the base form
   for (const MeCab::Node* node = lattice->bos_node(); node; node = node->next) {
     if (node->stat == MECAB_BOS_NODE || node->stat == MECAB_EOS_NODE) continue;
     std::string_view surface(node->surface, node->length);
     if (surface.empty()) continue;
-    std::size_t nf = split_feature(std::string_view(node->feature), f);
+    std::size_t nf = split_feature(node->feature, f);
     std::string_view pos = nf > 0 ? f[0] : std::string_view();
     std::string_view pos1 = nf > 1 ? f[1] : std::string_view();
     if (pos == "記号" || pos == "助詞" || pos == "助動詞") {

@@ -1,0 +1,79 @@
+"""The hub over TLS: wss:// and https:// with the certificate files of its config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import ssl
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+import websockets
+
+REPO = Path(__file__).resolve().parents[2]
+TLS = REPO / "tests" / "data" / "tls"
+
+
+@pytest.fixture
+def tls_hub(tmp_path):
+    exe = os.environ.get("MADOGUCHI_HUB")
+    if not exe:
+        pytest.skip("MADOGUCHI_HUB is not set (path of the madoguchi-hub executable)")
+    kb = os.environ.get("MADOGUCHI_KB") or str(REPO / "samples" / "kb" / "shop.json")
+    proc = subprocess.Popen(
+        [exe, "--kb", kb, "--store", str(tmp_path / "tls.db"), "--host", "127.0.0.1", "--port", "0",
+         "--secret", "tls-test-secret-0123456789", "--agent", "sato:pw",
+         "--tls-cert", str(TLS / "test-cert.pem"), "--tls-key", str(TLS / "test-key.pem")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd=str(REPO))
+    try:
+        line = proc.stdout.readline().decode()
+        m = re.match(r"madoguchi-hub: listening on https://127\.0\.0\.1:(\d+)$", line.strip())
+        assert m, f"unexpected first line: {line!r}"
+        yield int(m.group(1))
+    finally:
+        proc.terminate()
+        try:
+            assert proc.wait(timeout=15) == 0
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+
+
+def client_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(TLS / "test-cert.pem"))
+    return ctx
+
+
+def test_wss_conversation_and_https_healthz(tls_hub):
+    port = tls_hub
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", context=client_context(), timeout=10) as r:
+        assert r.status == 200 and r.read() == b"ok\n"
+
+    async def talk():
+        async with websockets.connect(f"wss://127.0.0.1:{port}/v1/visitor", subprotocols=["madoguchi.v1"],
+                                      ssl=client_context()) as ws:
+            await ws.send(json.dumps({"v": 1, "type": "hello"}))
+            welcome = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert welcome["type"] == "welcome" and welcome["token"].startswith("v1.")
+            await ws.send(json.dumps({"v": 1, "type": "message", "id": "tls-1", "text": "How much is shipping?"}))
+            ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert ack == {"v": 1, "type": "ack", "id": "tls-1", "seq": 1, "duplicate": False}
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert reply["from"] == "bot" and reply["bot"]["entry"] == "shipping-fee"
+
+    asyncio.run(talk())
+
+
+def test_plain_websocket_is_refused_on_a_tls_port(tls_hub):
+    async def plain():
+        async with websockets.connect(f"ws://127.0.0.1:{tls_hub}/v1/visitor", subprotocols=["madoguchi.v1"],
+                                      open_timeout=5) as ws:
+            await ws.send(json.dumps({"v": 1, "type": "hello"}))
+            await asyncio.wait_for(ws.recv(), 5)
+
+    with pytest.raises(Exception):
+        asyncio.run(plain())

@@ -27,7 +27,8 @@ using namespace madoguchi;
 constexpr const char* kUsage =
     "usage: madoguchi-hub [--config FILE] [--kb FILE] [--store FILE] [--host ADDR] [--port N]\n"
     "                     [--agent NAME:PASSWORD]... [--secret S] [--static DIR] [--origin URL]...\n"
-    "                     [--tls-cert PEM --tls-key PEM] [--mecab-dicdir DIR] [--verbose]\n"
+    "                     [--tls-cert PEM --tls-key PEM] [--mecab-dicdir DIR] [--durability full|process]\n"
+    "                     [--verbose]\n"
     "defaults: --kb samples/kb/shop.json --store madoguchi.db --host 127.0.0.1 --port 8080\n";
 
 hub::Hub* g_hub = nullptr;
@@ -40,6 +41,7 @@ struct Options {
   std::string config, kb = "samples/kb/shop.json", store = "madoguchi.db", dicdir;
   hub::HubConfig hub;
   bool verbose = false;
+  bool fsync_every_commit = true;
   bool port_set = false;
 };
 
@@ -170,6 +172,11 @@ int main(int argc, char** argv) {
     else if (a == "--tls-cert") o.hub.tls_cert = v;
     else if (a == "--tls-key") o.hub.tls_key = v;
     else if (a == "--mecab-dicdir") o.dicdir = v;
+    else if (a == "--durability") {
+      std::string d = v;
+      if (d != "full" && d != "process") return fail("--durability is full or process");
+      o.fsync_every_commit = d == "full";
+    }
     else if (a == "--agent") {
       std::string s = v;
       auto colon = s.find(':');
@@ -194,7 +201,9 @@ int main(int argc, char** argv) {
   bot_options.logger = o.hub.logger;
   auto bot = bot::Bot::create(std::move(*kb), bot_options);
   if (!bot) return fail(bot.status().to_string());
-  auto store = hub::open_sqlite_store(o.store);
+  hub::SqliteStoreOptions store_options;
+  store_options.synchronous_full = o.fsync_every_commit;
+  auto store = hub::open_sqlite_store(o.store, store_options);
   if (!store) return fail(store.status().to_string());
   if (o.hub.secret.empty()) {
     auto secret = persistent_secret(o.store);

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <unordered_map>
 
 namespace madoguchi::bot {
 inline namespace v1 {
@@ -94,6 +95,7 @@ struct Bot::Impl {
   std::vector<CompiledRule> rules;  // priority order
   Lexicon lexicon;
   std::vector<std::string> entry_titles_ja, entry_titles_en;  // a question to show as an option
+  std::unordered_map<std::string_view, const Entry*> entry_by_id;  // views into kb.entries
   double build_ms = 0;
 
   bool rule_matches(const CompiledRule& r, const Analysis& a, const Conversation& conv) const;
@@ -205,6 +207,7 @@ Result<std::shared_ptr<const Bot>> Bot::create(KnowledgeBase kb, BotOptions opti
     words->erase(std::unique(words->begin(), words->end()), words->end());
   }
 
+  for (const auto& e : k.entries) impl->entry_by_id.emplace(e.id, &e);
   for (const auto& e : k.entries) {
     std::string ja, en;
     for (const auto& q : e.questions) {
@@ -367,7 +370,8 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
     return std::move(r);
   };
   auto answer_with = [&](const std::string& entry_id, std::string reason) {
-    const Entry* e = kb.find(entry_id);
+    auto found = im.entry_by_id.find(entry_id);
+    const Entry* e = found == im.entry_by_id.end() ? nullptr : found->second;
     reply.decision = Decision::kAnswer;
     reply.entry_id = entry_id;
     const std::string* t = e ? e->answer.get(loc, fallback_locale) : nullptr;

@@ -27,6 +27,9 @@ float bm25_idf(std::size_t n_docs, std::size_t df) {
   return static_cast<float>(std::log(1.0 + (n - d + 0.5) / (d + 0.5)));
 }
 
+// Calibration needs this many held-out questions, and uses at most kMaxHeldOut.
+constexpr std::size_t kMinHeldOut = 30, kMaxHeldOut = 3000;
+
 // Features in more entries than this (or 0.5% of the entries, if more) get no weights.
 constexpr std::size_t kMaxEntriesPerFeature = 160;
 
@@ -159,14 +162,18 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
   {
     std::vector<std::uint32_t> seen(ix.entry_count_, 0), total(ix.entry_count_, 0);
     for (auto e : ix.doc_entry_) ++total[e];
+    std::size_t rich = 0;  // questions that entries with four or more would give
+    for (auto t : total) rich += t >= 4 ? t / 4 : 0;
+    // An FAQ with few questions an entry (1-3) holds out the second question of entries
+    // that have two or three, so that its confidence is calibrated too.
+    const bool sparse = rich < kMinHeldOut;
     for (std::uint32_t i = 0; i < n_docs; ++i) {
       std::uint32_t e = ix.doc_entry_[i];
-      bool hold = total[e] >= 4 && seen[e] % 4 == 3;
+      bool hold = total[e] >= 4 ? seen[e] % 4 == 3 : (sparse && total[e] >= 2 && seen[e] == 1);
       ++seen[e];
       (hold ? held_out : train_set).push_back(i);
     }
   }
-  constexpr std::size_t kMinHeldOut = 30, kMaxHeldOut = 3000;
   if (held_out.size() > kMaxHeldOut) {  // an even stride keeps every part of the KB
     std::vector<std::uint32_t> thinned;
     for (std::size_t i = 0; i < kMaxHeldOut; ++i) thinned.push_back(held_out[i * held_out.size() / kMaxHeldOut]);

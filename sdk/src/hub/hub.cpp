@@ -193,8 +193,9 @@ struct Hub::Impl {
     f.seq.reset();
     if (f.at == 0) f.at = now_ms();
     NewMessage m;
-    m.client_id = kind == "message" && sender == "visitor" ? f.id : std::string();
-    if (kind == "message" && sender.rfind("agent:", 0) == 0) m.client_id = f.id;
+    // Messages typed by a person carry their client's id: a resend is stored once.
+    bool typed = kind == "message" && (sender == "visitor" || sender.rfind("agent:", 0) == 0);
+    if (typed) m.client_id = f.id;
     m.sender = std::move(sender);
     m.kind = std::move(kind);
     m.body_json = protocol::encode(f);

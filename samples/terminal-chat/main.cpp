@@ -1,0 +1,124 @@
+// terminal-chat: talk to a madoguchi hub as a visitor, from the terminal.
+//
+//   terminal-chat --url ws://127.0.0.1:8080/v1/visitor [--state FILE] [--locale ja] [--verbose]
+//
+// Each line typed is sent as a message; bot and agent messages, events and errors are
+// printed as they come. With --state, the conversation and unsent messages survive a restart:
+// type while the hub is down, quit, come back later, and they are delivered once.
+// Commands: /read (mark everything read), /quit (or end of input).
+#include <madoguchi/client.hpp>
+
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <mutex>
+#include <string>
+
+namespace {
+
+using namespace madoguchi;
+
+std::mutex g_out;  // events print from the client's network thread, prompts from main
+
+void print(const std::string& line) {
+  std::lock_guard lock(g_out);
+  std::printf("%s\n", line.c_str());
+  std::fflush(stdout);
+}
+
+void on_event(const ClientEvent& e) {
+  const protocol::Frame& f = e.frame;
+  switch (e.kind) {
+    case ClientEvent::Kind::kState:
+      print("-- " + std::string(to_string(e.state)));
+      break;
+    case ClientEvent::Kind::kWelcome:
+      print("-- conversation " + f.conversation + " (" + f.state + ")");
+      break;
+    case ClientEvent::Kind::kMessage: {
+      std::string who = f.from == "agent" && !f.agent.empty() ? f.agent : f.from;
+      std::string line = who + "> " + f.text;
+      for (const auto& a : f.attachments) line += "\n   [" + a.name + " " + a.url + "]";
+      print(line);
+      break;
+    }
+    case ClientEvent::Kind::kEvent:
+      print("-- " + f.event + (f.data_json.empty() ? "" : " " + f.data_json));
+      break;
+    case ClientEvent::Kind::kAck:
+      if (f.duplicate) print("-- (delivered earlier: " + f.id + ")");
+      break;
+    case ClientEvent::Kind::kTyping:
+      if (f.state == "start") print("-- " + f.from + " is typing...");
+      break;
+    case ClientEvent::Kind::kRead:
+      break;
+    case ClientEvent::Kind::kError:
+      print("!! " + std::string(protocol::to_string(f.error)) + ": " + f.message);
+      break;
+  }
+}
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: terminal-chat --url ws://HOST:PORT/v1/visitor [--state FILE] [--locale ja|en] [--verbose]\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ClientConfig cfg;
+  bool verbose = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
+    if (a == "-h" || a == "--help") return usage(), 0;
+    if (a == "--verbose") {
+      verbose = true;
+      continue;
+    }
+    const char* v = value();
+    if (!v) return usage();
+    if (a == "--url") cfg.url = v;
+    else if (a == "--state") cfg.state_path = v;
+    else if (a == "--locale") cfg.locale = v;
+    else return usage();
+  }
+  if (cfg.url.empty()) return usage();
+  cfg.on_event = on_event;
+  cfg.logger.min_level = verbose ? LogLevel::kDebug : LogLevel::kWarning;
+  cfg.logger.sink = [](LogLevel level, std::string_view msg) {
+    std::lock_guard lock(g_out);
+    std::fprintf(stderr, "[%s] %.*s\n", std::string(to_string(level)).c_str(), static_cast<int>(msg.size()), msg.data());
+  };
+
+  auto client = Client::create(cfg);
+  if (!client) {
+    std::fprintf(stderr, "terminal-chat: %s\n", client.status().to_string().c_str());
+    return 1;
+  }
+  Client& c = **client;
+  if (c.pending() > 0) print("-- " + std::to_string(c.pending()) + " message(s) from last time will be sent");
+  if (auto st = c.start(); !st) {
+    std::fprintf(stderr, "terminal-chat: %s\n", st.to_string().c_str());
+    return 1;
+  }
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    if (line == "/quit") break;
+    if (line == "/read") {
+      (void)c.mark_read(c.last_seq());
+      continue;
+    }
+    if (line.empty()) continue;
+    auto id = c.send(line);
+    if (!id) print("!! " + id.status().to_string());
+  }
+  Status st = c.close(5000);
+  if (!st) {
+    std::fprintf(stderr, "terminal-chat: %s\n", st.to_string().c_str());
+    return st.code() == ErrorCode::kDeadlineExceeded ? 3 : 1;
+  }
+  return 0;
+}

@@ -1,0 +1,772 @@
+// madoguchi::Client against a real hub: the madoguchi-hub executable runs as a child process
+// (port 0, a temporary store), so that it can be killed and restarted under the client.
+//
+// Callbacks only record events; every assertion is made on the test thread after waiting
+// (with a timeout) for the events it needs.
+#include <madoguchi/client.hpp>
+#include <madoguchi/store.hpp>
+
+#include <doctest/doctest.h>
+#include <simdjson.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
+
+#ifndef MDG_HUB_EXE  // samples not built: the hub tests fail and say so
+#define MDG_HUB_EXE "madoguchi-hub (not built: configure with MDG_BUILD_SAMPLES=ON)"
+#endif
+
+using namespace madoguchi;
+using Kind = ClientEvent::Kind;
+using namespace std::chrono_literals;
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Generous: sanitizer builds are several times slower.
+constexpr auto kWait = 30s;
+
+class TempDir {
+ public:
+  TempDir() {
+    static std::atomic<unsigned> counter{0};
+    std::random_device rd;
+    path_ = fs::temp_directory_path() /
+            ("madoguchi-client-test-" + std::to_string(rd()) + "-" + std::to_string(::getpid()) + "-" +
+             std::to_string(counter++));
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+// A free TCP port on 127.0.0.1 (for a hub that is started later, at a known address).
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  socklen_t len = sizeof addr;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// The madoguchi-hub executable as a child process.
+class HubProcess {
+ public:
+  HubProcess() = default;
+  ~HubProcess() { kill(SIGKILL); }
+  HubProcess(const HubProcess&) = delete;
+  HubProcess& operator=(const HubProcess&) = delete;
+
+  // Starts the hub on `port` (0: any) with the store at `store` and waits for its
+  // "listening on" line. Its log goes to `log_path`.
+  void start(const std::string& store, int port, const std::string& log_path) {
+    REQUIRE(pid_ < 0);
+    int fds[2];
+    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_addopen(&fa, 2, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    const std::string exe = MDG_HUB_EXE;
+    const std::string kb = std::string(MDG_SOURCE_DIR) + "/samples/kb/shop.json";
+    const std::string port_s = std::to_string(port);
+    std::vector<std::string> args = {exe,      "--kb",   kb,       "--store", store,      "--host",
+                                     "127.0.0.1", "--port", port_s, "--agent", "sato:pw", "--secret",
+                                     "client-test-secret-0123456789"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    int rc = ::posix_spawn(&pid_, exe.c_str(), &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    ::close(fds[1]);
+    if (rc != 0) {
+      ::close(fds[0]);
+      pid_ = -1;
+      FAIL("cannot start " << exe << ": " << std::strerror(rc));
+    }
+    out_ = fds[0];
+    // Read stdout until "madoguchi-hub: listening on http://127.0.0.1:<port>".
+    std::string text;
+    const std::string marker = "listening on http://127.0.0.1:";
+    auto deadline = std::chrono::steady_clock::now() + 60s;
+    auto complete = [&] {
+      auto at = text.find(marker);
+      return at != std::string::npos && text.find('\n', at) != std::string::npos;
+    };
+    while (!complete()) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      REQUIRE_MESSAGE(left.count() > 0, "the hub did not start; its log: " << read_file(log_path));
+      pollfd p{out_, POLLIN, 0};
+      int n = ::poll(&p, 1, static_cast<int>(left.count()));
+      if (n <= 0) continue;
+      char buf[256];
+      ssize_t got = ::read(out_, buf, sizeof buf);
+      REQUIRE_MESSAGE(got > 0, "the hub exited; its log: " << read_file(log_path));
+      text.append(buf, static_cast<std::size_t>(got));
+    }
+    port_ = std::stoi(text.substr(text.find(marker) + marker.size()));
+    REQUIRE(port_ > 0);
+    if (port != 0) REQUIRE(port_ == port);
+  }
+
+  int port() const { return port_; }
+  std::string url() const { return "ws://127.0.0.1:" + std::to_string(port_) + "/v1/visitor"; }
+
+  // SIGKILL: a crash. SIGTERM: a graceful stop.
+  void kill(int sig) {
+    if (pid_ < 0) return;
+    ::kill(pid_, sig);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    if (out_ >= 0) ::close(out_);
+    out_ = -1;
+  }
+
+  static std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int out_ = -1;
+  int port_ = 0;
+};
+
+// Every event a client delivered, with the thread it was delivered on.
+class Recorder {
+ public:
+  void operator()(const ClientEvent& e) {
+    std::lock_guard lock(mu_);
+    events_.push_back(e);
+    threads_.insert(std::this_thread::get_id());
+    cv_.notify_all();
+  }
+  // Waits until pred(events) holds; false on timeout.
+  bool wait(const std::function<bool(const std::vector<ClientEvent>&)>& pred, std::chrono::milliseconds timeout = kWait) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return pred(events_); });
+  }
+  std::vector<ClientEvent> events() const {
+    std::lock_guard lock(mu_);
+    return events_;
+  }
+  std::set<std::thread::id> threads() const {
+    std::lock_guard lock(mu_);
+    return threads_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<ClientEvent> events_;
+  std::set<std::thread::id> threads_;
+};
+
+// Index of the first event matching `pred` at or after `from`, or -1.
+long find(const std::vector<ClientEvent>& evs, const std::function<bool(const ClientEvent&)>& pred, long from = 0) {
+  for (long i = from; i < static_cast<long>(evs.size()); ++i) {
+    if (pred(evs[static_cast<std::size_t>(i)])) return i;
+  }
+  return -1;
+}
+
+auto ack_of(const std::string& id) {
+  return [id](const ClientEvent& e) { return e.kind == Kind::kAck && e.frame.id == id; };
+}
+bool is_bot(const ClientEvent& e) { return e.kind == Kind::kMessage && e.frame.from == "bot"; }
+auto state_is(ConnectionState s) {
+  return [s](const ClientEvent& e) { return e.kind == Kind::kState && e.state == s; };
+}
+long count(const std::vector<ClientEvent>& evs, const std::function<bool(const ClientEvent&)>& pred) {
+  long n = 0;
+  for (const auto& e : evs) n += pred(e) ? 1 : 0;
+  return n;
+}
+
+// The ack of `id`, then a bot reply after it.
+bool answered(const std::vector<ClientEvent>& evs, const std::string& id) {
+  long a = find(evs, ack_of(id));
+  return a >= 0 && find(evs, is_bot, a + 1) >= 0;
+}
+
+ClientConfig config_for(const std::string& url, const std::string& state_path, Recorder& rec) {
+  ClientConfig cfg;
+  cfg.url = url;
+  cfg.state_path = state_path;
+  cfg.locale = "ja";
+  cfg.visitor = {{"customer_id", "c-42"}};
+  cfg.backoff_ms = {50, 100, 200, 400};
+  cfg.on_event = [&rec](const ClientEvent& e) { rec(e); };
+  if (std::getenv("MDG_CLIENT_TEST_LOG")) {  // MDG_CLIENT_TEST_LOG=1: the clients' debug log on stderr
+    cfg.logger.min_level = LogLevel::kDebug;
+    cfg.logger.sink = [](LogLevel level, std::string_view line) {
+      std::fprintf(stderr, "%s %.*s\n", std::string(to_string(level)).c_str(), static_cast<int>(line.size()), line.data());
+    };
+  }
+  return cfg;
+}
+
+std::unique_ptr<Client> make_client(ClientConfig cfg) {
+  auto c = Client::create(std::move(cfg));
+  REQUIRE_MESSAGE(c.is_ok(), c.status().to_string());
+  return std::move(c).value();
+}
+
+// Visitor messages stored by the hub, by client id (read after the hub stopped).
+std::map<std::string, int> stored_visitor_ids(const std::string& store_path, const std::string& conversation) {
+  auto store = hub::open_sqlite_store(store_path);
+  REQUIRE_MESSAGE(store.is_ok(), store.status().to_string());
+  auto msgs = (*store)->messages_after(conversation, 0, 10000);
+  REQUIRE_MESSAGE(msgs.is_ok(), msgs.status().to_string());
+  std::map<std::string, int> ids;
+  for (const auto& m : *msgs) {
+    if (m.kind == "message" && m.sender == "visitor") ++ids[m.client_id];
+  }
+  return ids;
+}
+
+// The ids in the outbox of a state file.
+std::vector<std::string> outbox_ids(const std::string& state_path) {
+  simdjson::dom::parser parser;
+  simdjson::padded_string text(HubProcess::read_file(state_path));
+  simdjson::dom::array outbox;
+  REQUIRE(parser.parse(text)["outbox"].get_array().get(outbox) == simdjson::SUCCESS);
+  std::vector<std::string> ids;
+  for (auto m : outbox) {
+    std::string_view id;
+    REQUIRE(m["id"].get_string().get(id) == simdjson::SUCCESS);
+    ids.emplace_back(id);
+  }
+  return ids;
+}
+
+}  // namespace
+
+TEST_SUITE("sdk.client") {
+  TEST_CASE("client: connects, asks, and gets the ack before the bot's answer") {
+    TempDir dir;
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
+    Recorder rec;
+    std::atomic<Client*> self{nullptr};
+    std::mutex close_mu;
+    std::vector<Status> close_from_callback;
+    auto cfg = config_for(hub.url(), "", rec);
+    cfg.on_event = [&](const ClientEvent& e) {
+      if (e.kind == Kind::kWelcome && self.load()) {
+        Status st = self.load()->close(0);  // refused: it would wait for itself
+        std::lock_guard lock(close_mu);
+        close_from_callback.push_back(st);
+      }
+      rec(e);
+    };
+    auto client = make_client(std::move(cfg));
+    self = client.get();
+    CHECK(client->state() == ConnectionState::kDisconnected);
+    REQUIRE(client->start());
+    CHECK(client->start().code() == ErrorCode::kInvalidArgument);
+    REQUIRE(rec.wait([](const auto& seen) { return find(seen, state_is(ConnectionState::kConnected)) >= 0; }));
+    CHECK(client->state() == ConnectionState::kConnected);
+    CHECK(client->conversation().rfind("c_", 0) == 0);
+
+    auto id = client->send("送料はいくらですか");
+    REQUIRE_MESSAGE(id.is_ok(), id.status().to_string());
+    CHECK(protocol::valid_client_id(*id));
+    REQUIRE(rec.wait([&](const auto& seen) { return answered(seen, *id); }));
+
+    auto evs = rec.events();
+    long ack = find(evs, ack_of(*id));
+    long bot = find(evs, is_bot, ack + 1);
+    CHECK(evs[static_cast<std::size_t>(ack)].frame.seq.has_value());
+    CHECK_FALSE(evs[static_cast<std::size_t>(ack)].frame.duplicate);
+    const auto& reply = evs[static_cast<std::size_t>(bot)].frame;
+    CAPTURE(reply.bot_json);
+    CHECK(reply.bot_json.find("\"entry\":\"shipping-fee\"") != std::string::npos);
+    CHECK(reply.seq > evs[static_cast<std::size_t>(ack)].frame.seq);
+    CHECK(count(evs, ack_of(*id)) == 1);
+    CHECK(client->pending() == 0);
+
+    // Callbacks ran on the network thread, never on this one.
+    auto threads = rec.threads();
+    CHECK(threads.size() == 1);
+    CHECK(threads.count(std::this_thread::get_id()) == 0);
+    {
+      std::lock_guard lock(close_mu);
+      REQUIRE(close_from_callback.size() == 1);
+      CHECK(close_from_callback[0].code() == ErrorCode::kInvalidArgument);
+    }
+    CHECK(client->typing(true));
+    CHECK(client->mark_read(*reply.seq));
+    CHECK(client->mark_read(-1).code() == ErrorCode::kInvalidArgument);
+
+    self = nullptr;
+    CHECK(client->close(5000));
+    CHECK(client->last_seq() == *reply.seq);  // delivered (the thread is joined: every callback returned)
+    CHECK(client->state() == ConnectionState::kClosed);
+    CHECK(client->send("もう一度").status().code() == ErrorCode::kClosed);
+    CHECK(client->close(0));  // twice is fine
+    CHECK(client->start().code() == ErrorCode::kClosed);
+    REQUIRE(rec.wait([](const auto& seen) { return find(seen, state_is(ConnectionState::kClosed)) >= 0; }));
+  }
+
+  TEST_CASE("client: Dispatch::kPoll runs every event on the thread that polls") {
+    TempDir dir;
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
+    Recorder rec;
+    auto cfg = config_for(hub.url(), "", rec);
+    cfg.dispatch = Dispatch::kPoll;
+    auto client = make_client(std::move(cfg));
+    REQUIRE(client->start());
+    auto id = client->send("送料はいくらですか");
+    REQUIRE(id.is_ok());
+    // Nothing runs until this thread polls.
+    auto deadline = std::chrono::steady_clock::now() + kWait;
+    std::size_t ran = 0;
+    while (!answered(rec.events(), *id) && std::chrono::steady_clock::now() < deadline) ran += client->poll(100);
+    auto evs = rec.events();
+    REQUIRE(answered(evs, *id));
+    CHECK(ran == evs.size());
+    CHECK(rec.threads() == std::set<std::thread::id>{std::this_thread::get_id()});
+    CHECK(find(evs, state_is(ConnectionState::kConnected)) < find(evs, ack_of(*id)));
+    CHECK(client->poll(0, 0) == 0);
+    CHECK(client->close(5000));
+    // The closing state change is queued too.
+    while (client->poll(0) > 0) {
+    }
+    CHECK(find(rec.events(), state_is(ConnectionState::kClosed)) >= 0);
+    CHECK(client->poll(-1) == 0);  // closed and drained: returns at once
+  }
+
+  TEST_CASE("client: a message sent while the hub is down arrives once when it starts") {
+    TempDir dir;
+    const int port = free_port();
+    const std::string url = "ws://127.0.0.1:" + std::to_string(port) + "/v1/visitor";
+    Recorder rec;
+    auto client = make_client(config_for(url, dir.file("state.json"), rec));
+    REQUIRE(client->start());
+    // The first attempt fails: nobody listens yet.
+    REQUIRE(rec.wait([](const auto& seen) { return find(seen, state_is(ConnectionState::kDisconnected)) >= 0; }));
+    auto id = client->send("送料はいくらですか");
+    REQUIRE(id.is_ok());
+    CHECK(client->pending() == 1);
+    CHECK(outbox_ids(dir.file("state.json")) == std::vector<std::string>{*id});
+
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), port, dir.file("hub.log"));
+    REQUIRE(rec.wait([&](const auto& seen) { return answered(seen, *id); }));
+    CHECK(count(rec.events(), ack_of(*id)) == 1);
+    CHECK(client->pending() == 0);
+    CHECK(outbox_ids(dir.file("state.json")).empty());
+    const std::string conversation = client->conversation();
+    CHECK(client->close(5000));
+    hub.kill(SIGTERM);
+    auto stored = stored_visitor_ids(dir.file("hub.db"), conversation);
+    CHECK(stored == std::map<std::string, int>{{*id, 1}});
+  }
+
+  TEST_CASE("client: the hub is killed mid-conversation; the client resumes by seq and nothing comes twice") {
+    TempDir dir;
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
+    const int port = hub.port();
+    Recorder rec;
+    auto a = make_client(config_for(hub.url(), dir.file("a.json"), rec));
+    REQUIRE(a->start());
+    auto q1 = a->send("送料はいくらですか");
+    REQUIRE(q1.is_ok());
+    REQUIRE(rec.wait([&](const auto& seen) { return answered(seen, *q1); }));
+
+    hub.kill(SIGKILL);
+    REQUIRE(rec.wait([](const auto& seen) { return find(seen, state_is(ConnectionState::kDisconnected)) >= 0; }));
+    auto q2 = a->send("返品したいです");  // offline
+    REQUIRE(q2.is_ok());
+    CHECK(a->pending() == 1);
+
+    // While A is away, the conversation goes on: a second hub on another port (same store,
+    // same secret) serves a second visitor connection (another tab, from a copy of A's state)
+    // whose message and its answer A must get by replay.
+    std::string q3;
+    {
+      std::string b_state = dir.file("b.json");
+      {
+        auto ids = outbox_ids(dir.file("a.json"));
+        REQUIRE(ids.size() == 1);
+        // B gets A's token and last seq, but not A's outbox.
+        std::string text = HubProcess::read_file(dir.file("a.json"));
+        text = text.substr(0, text.find("\"outbox\"")) + "\"outbox\":[]}";
+        std::ofstream(b_state, std::ios::binary) << text;
+      }
+      HubProcess other;
+      other.start(dir.file("hub.db"), 0, dir.file("hub2.log"));
+      Recorder rec_b;
+      auto b = make_client(config_for(other.url(), b_state, rec_b));
+      CHECK(b->conversation() == a->conversation());
+      REQUIRE(b->start());
+      auto sent = b->send("支払い方法を教えてください");
+      REQUIRE(sent.is_ok());
+      q3 = *sent;
+      REQUIRE(rec_b.wait([&](const auto& seen) { return answered(seen, q3); }));
+      CHECK(b->close(5000));
+      other.kill(SIGTERM);
+    }
+    CHECK(a->state() != ConnectionState::kConnected);
+
+    hub.start(dir.file("hub.db"), port, dir.file("hub.log"));  // the same port again
+    REQUIRE(rec.wait([&](const auto& seen) {
+      long again = find(seen, state_is(ConnectionState::kConnected), find(seen, state_is(ConnectionState::kDisconnected)));
+      return again >= 0 && answered(seen, *q2) &&
+             find(seen, [&](const ClientEvent& e) { return e.kind == Kind::kMessage && e.frame.id == q3; }, again) >= 0;
+    }));
+    const std::string conversation = a->conversation();
+    CHECK(a->pending() == 0);
+    CHECK(a->close(5000));
+
+    // Every seq of the conversation reached A exactly once, in order, without a gap: q3 and
+    // its answer by replay after the reconnect, then q2's ack and answer.
+    auto evs = rec.events();
+    std::vector<std::int64_t> seqs;
+    for (const auto& e : evs) {
+      if ((e.kind == Kind::kAck || e.kind == Kind::kMessage || e.kind == Kind::kEvent) && e.frame.seq) {
+        seqs.push_back(*e.frame.seq);
+      }
+    }
+    CAPTURE(seqs.size());
+    REQUIRE(!seqs.empty());
+    for (std::size_t i = 0; i < seqs.size(); ++i) CHECK(seqs[i] == static_cast<std::int64_t>(i + 1));
+    CHECK(count(evs, ack_of(*q1)) == 1);
+    CHECK(count(evs, ack_of(*q2)) == 1);
+    CHECK(count(evs, [&](const ClientEvent& e) { return e.frame.id == q3; }) == 1);
+    CHECK(find(evs, [&](const ClientEvent& e) { return e.frame.id == q3; }) < find(evs, ack_of(*q2)));
+    CHECK(count(evs, state_is(ConnectionState::kConnected)) == 2);
+    CHECK(a->last_seq() == seqs.back());
+    hub.kill(SIGTERM);
+    auto stored = stored_visitor_ids(dir.file("hub.db"), conversation);
+    CHECK(stored == std::map<std::string, int>{{*q1, 1}, {*q2, 1}, {q3, 1}});
+  }
+
+  TEST_CASE("client: frames the hub replays after a reconnect are dropped when already received") {
+    // kPoll without polling: the frames wait in the queue, undelivered, so the client resumes
+    // from seq 0 and the hub replays what the client already holds.
+    TempDir dir;
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
+    const int port = hub.port();
+    Recorder rec;
+    auto cfg = config_for(hub.url(), dir.file("state.json"), rec);
+    cfg.dispatch = Dispatch::kPoll;
+    auto client = make_client(std::move(cfg));
+    REQUIRE(client->start());
+    auto q1 = client->send("送料はいくらですか");
+    REQUIRE(q1.is_ok());
+    // No event runs without poll(): watch the client's own state instead.
+    auto until = [&](const std::function<bool()>& done) {
+      auto deadline = std::chrono::steady_clock::now() + kWait;
+      while (!done() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+      return done();
+    };
+    REQUIRE(until([&] { return client->pending() == 0; }));  // acknowledged
+    CHECK(client->last_seq() == 0);                          // but nothing delivered yet
+    hub.kill(SIGKILL);
+    REQUIRE(until([&] { return client->state() == ConnectionState::kDisconnected; }));
+    hub.start(dir.file("hub.db"), port, dir.file("hub.log"));
+    // Still nothing delivered: the hello of the new connection says last_seq 0.
+    REQUIRE(until([&] { return client->state() == ConnectionState::kConnected; }));
+    // The replay (from seq 0) holds q1 itself and its answer: each must come out once.
+    auto deadline = std::chrono::steady_clock::now() + kWait;
+    while (!answered(rec.events(), *q1) && std::chrono::steady_clock::now() < deadline) client->poll(100);
+    CHECK(client->close(5000));
+    while (client->poll(0) > 0) {
+    }
+    auto evs = rec.events();
+    REQUIRE(answered(evs, *q1));
+    std::map<std::int64_t, int> per_seq;
+    for (const auto& e : evs) {
+      if ((e.kind == Kind::kAck || e.kind == Kind::kMessage || e.kind == Kind::kEvent) && e.frame.seq) {
+        ++per_seq[*e.frame.seq];
+      }
+    }
+    for (const auto& [seq, n] : per_seq) {
+      CAPTURE(seq);
+      CHECK(n == 1);
+    }
+    CHECK(count(evs, [](const ClientEvent& e) { return e.kind == Kind::kMessage && e.frame.from == "visitor"; }) == 0);
+    CHECK(client->last_seq() == per_seq.rbegin()->first);
+    hub.kill(SIGTERM);
+  }
+
+  TEST_CASE("client: an outbox message the replay brings back is acknowledged by it") {
+    // Two state files with the same token and the same unsent message: B delivers it, then A
+    // resumes and finds it in the replay (the case of an ack lost with a dying connection).
+    TempDir dir;
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
+    Recorder rec;
+    std::string q;
+    {
+      auto first = make_client(config_for(hub.url(), dir.file("a.json"), rec));
+      REQUIRE(first->start());
+      REQUIRE(rec.wait([](const auto& seen) { return find(seen, state_is(ConnectionState::kConnected)) >= 0; }));
+      CHECK(first->close(5000));
+      CHECK(first->send("x").status().code() == ErrorCode::kClosed);
+    }
+    {
+      auto offline = make_client(config_for(hub.url(), dir.file("a.json"), rec));
+      auto sent = offline->send("送料はいくらですか");
+      REQUIRE(sent.is_ok());
+      q = *sent;
+      CHECK(offline->close(0).code() == ErrorCode::kDeadlineExceeded);
+    }
+    fs::copy_file(dir.file("a.json"), dir.file("b.json"));
+    {
+      Recorder rec_b;
+      auto b = make_client(config_for(hub.url(), dir.file("b.json"), rec_b));
+      REQUIRE(b->start());
+      REQUIRE(rec_b.wait([&](const auto& seen) { return answered(seen, q); }));
+      CHECK(b->close(5000));
+    }
+    Recorder rec_a;
+    auto a = make_client(config_for(hub.url(), dir.file("a.json"), rec_a));
+    CHECK(a->pending() == 1);
+    REQUIRE(a->start());
+    REQUIRE(rec_a.wait([&](const auto& seen) { return answered(seen, q); }));
+    CHECK(a->close(5000));
+    auto evs = rec_a.events();
+    long ack = find(evs, ack_of(q));
+    CHECK(evs[static_cast<std::size_t>(ack)].frame.duplicate);
+    CHECK(count(evs, ack_of(q)) == 1);
+    CHECK(count(evs, [&](const ClientEvent& e) { return e.kind == Kind::kMessage && e.frame.id == q; }) == 0);
+    CHECK(a->pending() == 0);
+    CHECK(outbox_ids(dir.file("a.json")).empty());
+  }
+
+  TEST_CASE("client: a refused token closes the client and keeps its outbox") {
+    TempDir dir;
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
+    const std::string state = dir.file("state.json");
+    std::ofstream(state, std::ios::binary)
+        << R"({"token":"v1.c_00000000000000000000000000.99999999999999.00","conversation":"c_00000000000000000000000000",)"
+        << R"("last_seq":3,"outbox":[{"id":"m-1","text":"hello","attachments":[]}]})";
+    Recorder rec;
+    auto client = make_client(config_for(hub.url(), state, rec));
+    REQUIRE(client->start());
+    REQUIRE(rec.wait([](const auto& seen) { return find(seen, state_is(ConnectionState::kClosed)) >= 0; }));
+    auto evs = rec.events();
+    long err = find(evs, [](const ClientEvent& e) { return e.kind == Kind::kError; });
+    REQUIRE(err >= 0);
+    CHECK(evs[static_cast<std::size_t>(err)].frame.error == protocol::ErrorKind::kUnauthorized);
+    CHECK(client->state() == ConnectionState::kClosed);
+    auto again = client->send("still there?");
+    CHECK(again.status().code() == ErrorCode::kClosed);
+    CHECK(again.status().message().find("unauthorized") != std::string::npos);
+    CHECK(client->close(0).code() == ErrorCode::kDeadlineExceeded);
+    CHECK(count(rec.events(), state_is(ConnectionState::kConnecting)) == 1);  // no retry
+    CHECK(outbox_ids(state) == std::vector<std::string>{"m-1"});
+  }
+
+  TEST_CASE("client: after an app restart the persisted outbox is sent, each message once") {
+    TempDir dir;
+    const int port = free_port();
+    const std::string url = "ws://127.0.0.1:" + std::to_string(port) + "/v1/visitor";
+    const std::string state = dir.file("state.json");
+    std::string id1, id2;
+    {
+      Recorder rec;
+      auto first = make_client(config_for(url, state, rec));
+      REQUIRE(first->start());
+      auto r1 = first->send("送料はいくらですか");
+      auto r2 = first->send("返品したいです");
+      REQUIRE(r1.is_ok());
+      REQUIRE(r2.is_ok());
+      id1 = *r1;
+      id2 = *r2;
+      CHECK(first->pending() == 2);
+      // While it lives, nobody else may use its state file.
+      Recorder other;
+      auto second = Client::create(config_for(url, state, other));
+      REQUIRE_FALSE(second.is_ok());
+      CHECK(second.status().code() == ErrorCode::kUnavailable);
+      CHECK(second.status().message().find(state) != std::string::npos);
+    }  // destroyed: close(0), the hub never came
+    CHECK(outbox_ids(state) == std::vector<std::string>{id1, id2});
+
+    Recorder rec;
+    auto client = make_client(config_for(url, state, rec));
+    CHECK(client->pending() == 2);
+    REQUIRE(client->start());
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), port, dir.file("hub.log"));
+    REQUIRE(rec.wait([&](const auto& seen) { return answered(seen, id1) && answered(seen, id2); }));
+    auto evs = rec.events();
+    CHECK(find(evs, ack_of(id1)) < find(evs, ack_of(id2)));  // in order
+    CHECK(count(evs, ack_of(id1)) == 1);
+    CHECK(count(evs, ack_of(id2)) == 1);
+    CHECK(client->pending() == 0);
+    const std::string conversation = client->conversation();
+    CHECK(client->close(5000));
+    hub.kill(SIGTERM);
+    CHECK(stored_visitor_ids(dir.file("hub.db"), conversation) == std::map<std::string, int>{{id1, 1}, {id2, 1}});
+  }
+
+  TEST_CASE("client: the client may be destroyed from its own callback") {
+    TempDir dir;
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
+    Recorder rec;
+    std::mutex mu;
+    std::unique_ptr<Client> holder;
+    auto cfg = config_for(hub.url(), dir.file("state.json"), rec);
+    cfg.on_event = [&](const ClientEvent& e) {
+      if (e.kind == Kind::kWelcome) {
+        std::lock_guard lock(mu);
+        holder.reset();  // the network thread finishes by itself
+      }
+      rec(e);  // after: the test thread wakes up on it
+    };
+    {
+      std::lock_guard lock(mu);
+      holder = make_client(std::move(cfg));
+      REQUIRE(holder->start());
+    }
+    REQUIRE(rec.wait([](const auto& seen) { return find(seen, [](const ClientEvent& e) { return e.kind == Kind::kWelcome; }) >= 0; }));
+    {
+      std::lock_guard lock(mu);
+      CHECK(holder == nullptr);
+    }
+    // The state file is released once the network thread is gone.
+    Recorder rec2;
+    auto deadline = std::chrono::steady_clock::now() + kWait;
+    Result<std::unique_ptr<Client>> next = Client::create(config_for(hub.url(), dir.file("state.json"), rec2));
+    while (!next.is_ok() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(10ms);
+      next = Client::create(config_for(hub.url(), dir.file("state.json"), rec2));
+    }
+    REQUIRE_MESSAGE(next.is_ok(), next.status().to_string());
+    CHECK_FALSE((*next)->conversation().empty());  // the welcome was persisted
+    auto evs = rec.events();
+    CHECK(evs.back().kind == Kind::kWelcome);  // nothing after the destruction
+  }
+
+  TEST_CASE("client: a corrupt state file is a clear error and is left alone") {
+    TempDir dir;
+    const std::string state = dir.file("state.json");
+    Recorder rec;
+    auto expect_refused = [&](const std::string& content, const std::string& mention) {
+      {
+        std::ofstream out(state, std::ios::binary | std::ios::trunc);
+        out << content;
+      }
+      auto c = Client::create(config_for("ws://127.0.0.1:9/v1/visitor", state, rec));
+      REQUIRE_FALSE(c.is_ok());
+      CHECK(c.status().code() == ErrorCode::kInvalidArgument);
+      CAPTURE(c.status().message());
+      CHECK(c.status().message().find(state) != std::string::npos);
+      CHECK(c.status().message().find(mention) != std::string::npos);
+      CHECK(HubProcess::read_file(state) == content);
+    };
+    SUBCASE("not JSON") { expect_refused(R"({"token": "v1.x", "outbox": [)", "not a JSON object"); }
+    SUBCASE("a bad message id") {
+      expect_refused(R"({"outbox": [{"id": "m-1", "text": "a"}, {"id": "no spaces", "text": "b"}]})", "outbox[1]");
+    }
+    SUBCASE("a field of the wrong type") { expect_refused(R"({"last_seq": "12"})", "last_seq"); }
+  }
+
+  TEST_CASE("client: close() with messages unsent returns kDeadlineExceeded and keeps them in the file") {
+    TempDir dir;
+    const std::string state = dir.file("state.json");
+    const std::string url = "ws://127.0.0.1:" + std::to_string(free_port()) + "/v1/visitor";
+    Recorder rec;
+    auto client = make_client(config_for(url, state, rec));
+    REQUIRE(client->start());
+    auto id = client->send("送料はいくらですか");
+    REQUIRE(id.is_ok());
+    auto t0 = std::chrono::steady_clock::now();
+    Status st = client->close(300);
+    auto took = std::chrono::steady_clock::now() - t0;
+    CHECK(st.code() == ErrorCode::kDeadlineExceeded);
+    CHECK(st.message().find(state) != std::string::npos);
+    CHECK(took >= 250ms);
+    CHECK(took < 10s);
+    CHECK(client->pending() == 1);
+    CHECK(client->send("later").status().code() == ErrorCode::kClosed);
+    CHECK(outbox_ids(state) == std::vector<std::string>{*id});
+    client.reset();
+    auto again = make_client(config_for(url, state, rec));
+    CHECK(again->pending() == 1);
+    CHECK(again->close(0).code() == ErrorCode::kDeadlineExceeded);  // never started
+  }
+
+  TEST_CASE("client: configuration and messages the hub would refuse are refused up front") {
+    Recorder rec;
+    for (const char* url : {"http://127.0.0.1:8080/v1/visitor", "ws://", "ws://host:99999/", "ws://host:x/"}) {
+      CAPTURE(url);
+      auto c = Client::create(config_for(url, "", rec));
+      REQUIRE_FALSE(c.is_ok());
+      CHECK(c.status().code() == ErrorCode::kInvalidArgument);
+    }
+    auto cfg = config_for("ws://127.0.0.1:9", "", rec);
+    cfg.backoff_ms = {};
+    CHECK(Client::create(cfg).status().code() == ErrorCode::kInvalidArgument);
+    cfg.backoff_ms = {100, 0};
+    CHECK(Client::create(cfg).status().code() == ErrorCode::kInvalidArgument);
+    cfg.backoff_ms = {100};
+    cfg.jitter_percent = 101;
+    CHECK(Client::create(cfg).status().code() == ErrorCode::kInvalidArgument);
+
+    auto client = make_client(config_for("ws://127.0.0.1:9", "", rec));
+    CHECK(client->send("").status().code() == ErrorCode::kInvalidArgument);
+    CHECK(client->send("\xff\xfe").status().code() == ErrorCode::kInvalidArgument);
+    CHECK(client->send(std::string(70000, 'a')).status().code() == ErrorCode::kInvalidArgument);
+    CHECK(client->send("", {protocol::Attachment{"photo.jpg", "image/jpeg", 120334, "https://cdn.example/p/1.jpg"}}).is_ok());
+    CHECK(client->pending() == 1);
+    CHECK(client->typing(true));  // not connected: ignored
+  }
+}

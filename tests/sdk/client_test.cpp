@@ -7,6 +7,8 @@
 #include <madoguchi/store.hpp>
 
 #include <doctest/doctest.h>
+
+#include "temp_dir.hpp"
 #include <simdjson.h>
 
 #include <atomic>
@@ -55,26 +57,9 @@ namespace fs = std::filesystem;
 // Generous: sanitizer builds are several times slower.
 constexpr auto kWait = 30s;
 
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<unsigned> counter{0};
-    std::random_device rd;
-    path_ = fs::temp_directory_path() /
-            ("madoguchi-client-test-" + std::to_string(rd()) + "-" + std::to_string(::getpid()) + "-" +
-             std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
+// Every test's files live in a directory of their own.
+struct TempDir : mdg_test::TempDir {
+  TempDir() : mdg_test::TempDir("madoguchi-client-test") {}
 };
 
 // A free TCP port on 127.0.0.1 (for a hub that is started later, at a known address).

@@ -1,6 +1,8 @@
 #include <madoguchi/store.hpp>
 
 #include <doctest/doctest.h>
+
+#include "temp_dir.hpp"
 #include <sqlite3.h>
 
 #include <atomic>
@@ -30,30 +32,9 @@ bool mentions(const Status& s, const std::string& what) {
   return s.message().find(what) != std::string::npos;
 }
 
-// A fresh directory under the system temp directory, removed with everything in it at the end.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<unsigned> counter{0};
-    std::random_device rd;
-    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-    path_ = fs::temp_directory_path() /
-            ("madoguchi-store-test-" + std::to_string(rd()) + "-" + std::to_string(now) + "-" +
-             std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+// Every test's files live in a directory of their own.
+struct TempDir : mdg_test::TempDir {
+  TempDir() : mdg_test::TempDir("madoguchi-store-test") {}
 };
 
 std::unique_ptr<Store> open_ok(const std::string& path, SqliteStoreOptions options = {}) {

@@ -10,12 +10,14 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -393,8 +395,16 @@ Status SqliteStore::open() {
   // Before journal_mode, which is stored in the file: leave another program's database as it was.
   MDG_RETURN_IF_ERROR(refuse_foreign_database(state));
 
-  MDG_ASSIGN_OR_RETURN(const std::string mode,
-                       query_text("PRAGMA journal_mode = WAL", "set journal_mode=WAL"));
+  // Switching to WAL needs the file to itself for a moment: when another connection opening
+  // the same new file holds it, SQLite keeps the old mode and says so. WAL is stored in the
+  // file, so asking again once the other connection is done finds it set.
+  std::string mode;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max(0, options_.busy_timeout_ms));
+  while (true) {
+    MDG_ASSIGN_OR_RETURN(mode, query_text("PRAGMA journal_mode = WAL", "set journal_mode=WAL"));
+    if (mode == "wal" || mode == "memory" || std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   if (mode != "wal" && mode != "memory") {
     return unavailable("store " + path_ + ": set journal_mode=WAL: SQLite kept journal mode '" +
                        mode +

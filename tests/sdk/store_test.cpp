@@ -638,4 +638,85 @@ TEST_SUITE("hub.store") {
     CHECK(count_ok(*store) == 0);
     CHECK(append_ok(*store, "a", message("m1", "x")) == 1);
   }
+
+  TEST_CASE("a batch groups writes into one commit") {
+    TempDir dir;
+    const std::string path = dir.file("hub.db");
+    auto store = open_ok(path);
+    REQUIRE(store->create_conversation(conversation("a")).is_ok());
+    auto reader = open_ok(path);  // another connection: sees only committed writes
+
+    REQUIRE(store->begin_batch().is_ok());
+    REQUIRE(store->create_conversation(conversation("b")).is_ok());
+    CHECK(append_ok(*store, "a", message("m1", "one")) == 1);
+    CHECK(append_ok(*store, "a", message("m2", "two")) == 2);
+    CHECK(append_ok(*store, "b", message("", "hi", "bot")) == 1);
+
+    SUBCASE("later calls in the batch see its writes; other connections do not, until the end") {
+      auto resent = store->append("a", message("m1", "one"));
+      REQUIRE(resent.is_ok());
+      CHECK(resent->duplicate);
+      CHECK(resent->seq == 1);
+      CHECK(count_ok(*store) == 3);
+      CHECK(count_ok(*reader) == 0);
+      REQUIRE(store->end_batch().is_ok());
+      CHECK(count_ok(*reader) == 3);
+      auto b = reader->find_conversation("b");
+      REQUIRE(b.is_ok());
+      CHECK(b->has_value());
+    }
+    SUBCASE("a failed call inside the batch changes nothing and leaves the rest of the batch") {
+      auto missing = store->append("nope", message("m9", "x"));
+      CHECK(missing.status().code() == ErrorCode::kNotFound);
+      auto bad = store->append("a", NewMessage{});
+      CHECK(bad.status().code() == ErrorCode::kInvalidArgument);
+      CHECK(append_ok(*store, "a", message("m3", "three")) == 3);
+      REQUIRE(store->end_batch().is_ok());
+      CHECK(count_ok(*reader) == 4);
+    }
+    SUBCASE("a batch that never ends is not stored") {
+      store.reset();  // the connection closes with the batch open
+      auto reopened = open_ok(path);
+      CHECK(count_ok(*reopened) == 0);
+      auto b = reopened->find_conversation("b");
+      REQUIRE(b.is_ok());
+      CHECK_FALSE(b->has_value());
+      CHECK(append_ok(*reopened, "a", message("m1", "one")) == 1);
+    }
+  }
+
+  TEST_CASE("batch calls in the wrong order are refused") {
+    auto store = open_ok(":memory:");
+    auto end = store->end_batch();
+    CHECK(end.code() == ErrorCode::kInvalidArgument);
+    CHECK(mentions(end, "begin_batch"));
+    REQUIRE(store->begin_batch().is_ok());
+    auto again = store->begin_batch();
+    CHECK(again.code() == ErrorCode::kInvalidArgument);
+    CHECK(mentions(again, "end_batch"));
+    CHECK(store->end_batch().is_ok());
+    CHECK(store->end_batch().code() == ErrorCode::kInvalidArgument);
+  }
+
+  TEST_CASE("another thread's calls wait for the batch to end") {
+    TempDir dir;
+    auto store = open_ok(dir.file("hub.db"));
+    REQUIRE(store->create_conversation(conversation("a")).is_ok());
+    REQUIRE(store->begin_batch().is_ok());
+    CHECK(append_ok(*store, "a", message("m1", "mine")) == 1);
+    std::atomic<bool> done{false};
+    std::int64_t other_seq = 0;
+    std::thread other([&] {
+      auto r = store->append("a", message("t1", "theirs"));
+      if (r.is_ok()) other_seq = r->seq;
+      done = true;
+    });
+    // The other thread cannot finish while the batch is open (it would have to join it).
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK_FALSE(done.load());
+    CHECK(append_ok(*store, "a", message("m2", "mine")) == 2);
+    REQUIRE(store->end_batch().is_ok());
+    other.join();
+    CHECK(other_seq == 3);
+  }
 }

@@ -91,7 +91,8 @@ class Store {
 
   // Appends a message: it gets the conversation's next seq (1, 2, 3... with no gaps, per
   // conversation) and the conversation's last_seq becomes that seq, atomically. The write is
-  // durable when the call returns: the hub acknowledges only after it.
+  // durable when the call returns (inside a batch: when end_batch() returns ok): the hub
+  // acknowledges only after it.
   // Idempotent: if message.client_id is non-empty and was stored before in this conversation,
   // nothing is stored and the earlier seq comes back with duplicate = true (the earlier body
   // is kept even if this one differs). updated_ms of the conversation is not changed.
@@ -112,6 +113,17 @@ class Store {
 
   // The number of stored messages in all conversations (for /metrics).
   virtual Result<std::int64_t> count_messages() = 0;
+
+  // Group commit. Between begin_batch() and end_batch() on one thread, the writes made through
+  // this Store on that thread are grouped: each call still succeeds or fails on its own (a
+  // failed call changed nothing) and later calls see its effects, but the writes become durable
+  // together, once, when end_batch() returns ok. If end_batch() fails, none of the batch's
+  // writes happened. Calls from other threads wait until the batch ends.
+  // kInvalidArgument for begin_batch() inside a batch or end_batch() outside one; otherwise
+  // the errors of a write. The default implementation (for stores without transactions)
+  // groups nothing: every write is durable on its own, and both calls return ok.
+  virtual Status begin_batch() { return Status::ok(); }
+  virtual Status end_batch() { return Status::ok(); }
 
  protected:
   Store() = default;

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -215,30 +216,40 @@ class SqliteStore final : public Store {
   Result<std::vector<ConversationRecord>> conversations_in_state(std::string_view state,
                                                                  std::size_t limit) override;
   Result<std::int64_t> count_messages() override;
+  Status begin_batch() override;
+  Status end_batch() override;
 
  private:
-  // Rolls back on scope exit unless commit() succeeded. Call with mu_ held.
+  // One call's writes, all or nothing: a transaction of its own, or a savepoint inside the
+  // open batch. Rolls back on scope exit unless commit() succeeded. Call with mu_ held.
   class Transaction {
    public:
-    explicit Transaction(SqliteStore& store) : store_(store) {}
+    explicit Transaction(SqliteStore& store) : store_(store), nested_(store.in_batch_) {}
     ~Transaction() {
-      if (active_ && sqlite3_get_autocommit(store_.db_.get()) == 0) {
+      if (!active_ || sqlite3_get_autocommit(store_.db_.get()) != 0) return;
+      // Nothing more to do if even this fails.
+      if (nested_) {
+        Query undo(store_.stmt_.rollback_to.get());
+        (void)undo.step();
+        Query release(store_.stmt_.release.get());
+        (void)release.step();
+      } else {
         Query rollback(store_.stmt_.rollback.get());
-        (void)rollback.step();  // nothing more to do if even this fails
+        (void)rollback.step();
       }
     }
     Transaction(const Transaction&) = delete;
     Transaction& operator=(const Transaction&) = delete;
 
     Status begin(std::string_view op) {
-      Query q(store_.stmt_.begin.get());
+      Query q(nested_ ? store_.stmt_.savepoint.get() : store_.stmt_.begin.get());
       const int rc = q.step();
       if (rc != SQLITE_DONE) return store_.sqlite_error(rc, op);
       active_ = true;
       return Status::ok();
     }
     Status commit(std::string_view op) {
-      Query q(store_.stmt_.commit.get());
+      Query q(nested_ ? store_.stmt_.release.get() : store_.stmt_.commit.get());
       const int rc = q.step();
       if (rc != SQLITE_DONE) return store_.sqlite_error(rc, op);
       active_ = false;
@@ -247,8 +258,16 @@ class SqliteStore final : public Store {
 
    private:
     SqliteStore& store_;
+    const bool nested_;
     bool active_ = false;
   };
+
+  // Locks mu_ for one call, after waiting for another thread's batch to end.
+  std::unique_lock<std::mutex> lock_for_call() {
+    std::unique_lock<std::mutex> lock(mu_);
+    batch_ended_.wait(lock, [this] { return !in_batch_ || batch_owner_ == std::this_thread::get_id(); });
+    return lock;
+  }
 
   Status sqlite_error(int rc, std::string_view op) const {
     const char* msg = db_ ? sqlite3_errmsg(db_.get()) : sqlite3_errstr(rc);
@@ -288,9 +307,12 @@ class SqliteStore final : public Store {
   const std::string path_;
   const SqliteStoreOptions options_;
   std::mutex mu_;
+  std::condition_variable batch_ended_;
+  bool in_batch_ = false;          // guarded by mu_
+  std::thread::id batch_owner_;    // guarded by mu_
   DbPtr db_;  // declared before the statements, so it is closed after they are finalized
   struct Statements {
-    StmtPtr begin, commit, rollback;
+    StmtPtr begin, commit, rollback, savepoint, release, rollback_to;
     StmtPtr insert_conversation, find_conversation, update_conversation, conversation_exists;
     StmtPtr last_seq, find_client_id, insert_message, set_last_seq;
     StmtPtr messages_after, in_state, count_messages;
@@ -419,6 +441,9 @@ Status SqliteStore::open() {
   MDG_RETURN_IF_ERROR(prepare(stmt_.begin, "BEGIN IMMEDIATE"));
   MDG_RETURN_IF_ERROR(prepare(stmt_.commit, "COMMIT"));
   MDG_RETURN_IF_ERROR(prepare(stmt_.rollback, "ROLLBACK"));
+  MDG_RETURN_IF_ERROR(prepare(stmt_.savepoint, "SAVEPOINT mdg_call"));
+  MDG_RETURN_IF_ERROR(prepare(stmt_.release, "RELEASE mdg_call"));
+  MDG_RETURN_IF_ERROR(prepare(stmt_.rollback_to, "ROLLBACK TO mdg_call"));
   if (version < kSchemaVersion) MDG_RETURN_IF_ERROR(migrate());
 
   const std::string columns = kConversationColumns;
@@ -480,7 +505,7 @@ Result<bool> SqliteStore::exists(std::string_view id, std::string_view op) {
 Status SqliteStore::create_conversation(const ConversationRecord& record) {
   constexpr std::string_view kOp = "create_conversation";
   MDG_RETURN_IF_ERROR(check_record(kOp, record));
-  std::lock_guard<std::mutex> lock(mu_);
+  const auto lock = lock_for_call();
   Query q(stmt_.insert_conversation.get());
   q.text(record.id)
       .text(record.state)
@@ -502,7 +527,7 @@ Status SqliteStore::create_conversation(const ConversationRecord& record) {
 Result<std::optional<ConversationRecord>> SqliteStore::find_conversation(std::string_view id) {
   constexpr std::string_view kOp = "find_conversation";
   if (id.empty()) return bad_input(kOp, "conversation id is empty");
-  std::lock_guard<std::mutex> lock(mu_);
+  const auto lock = lock_for_call();
   Query q(stmt_.find_conversation.get());
   q.text(id);
   const int rc = q.step();
@@ -514,7 +539,7 @@ Result<std::optional<ConversationRecord>> SqliteStore::find_conversation(std::st
 Status SqliteStore::update_conversation(const ConversationRecord& record) {
   constexpr std::string_view kOp = "update_conversation";
   MDG_RETURN_IF_ERROR(check_record(kOp, record));
-  std::lock_guard<std::mutex> lock(mu_);
+  const auto lock = lock_for_call();
   Query q(stmt_.update_conversation.get());
   q.text(record.state)
       .text(record.locale)
@@ -547,7 +572,7 @@ Result<AppendResult> SqliteStore::append(std::string_view conversation_id,
                               "' is not one of message, event");
   }
 
-  std::lock_guard<std::mutex> lock(mu_);
+  const auto lock = lock_for_call();
   Transaction tx(*this);
   MDG_RETURN_IF_ERROR(tx.begin(kOp));
 
@@ -609,7 +634,7 @@ Result<std::vector<StoredMessage>> SqliteStore::messages_after(std::string_view 
                                                                std::size_t limit) {
   constexpr std::string_view kOp = "messages_after";
   if (conversation_id.empty()) return bad_input(kOp, "conversation id is empty");
-  std::lock_guard<std::mutex> lock(mu_);
+  const auto lock = lock_for_call();
   std::vector<StoredMessage> out;
   {
     Query q(stmt_.messages_after.get());
@@ -646,7 +671,7 @@ Result<std::vector<ConversationRecord>> SqliteStore::conversations_in_state(
     return bad_input(kOp, "state '" + std::string(state) +
                               "' is not one of bot, waiting, agent, closed");
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  const auto lock = lock_for_call();
   std::vector<ConversationRecord> out;
   Query q(stmt_.in_state.get());
   q.text(state).int64(clamp_limit(limit));
@@ -657,11 +682,45 @@ Result<std::vector<ConversationRecord>> SqliteStore::conversations_in_state(
 }
 
 Result<std::int64_t> SqliteStore::count_messages() {
-  std::lock_guard<std::mutex> lock(mu_);
+  const auto lock = lock_for_call();
   Query q(stmt_.count_messages.get());
   const int rc = q.step();
   if (rc == SQLITE_ROW) return q.column_int64(0);
   return sqlite_error(rc, "count_messages");
+}
+
+Status SqliteStore::begin_batch() {
+  constexpr std::string_view kOp = "begin_batch";
+  auto lock = lock_for_call();
+  if (in_batch_) return bad_input(kOp, "a batch is already open on this thread; call end_batch() first");
+  Query q(stmt_.begin.get());
+  const int rc = q.step();
+  if (rc != SQLITE_DONE) return sqlite_error(rc, kOp);
+  in_batch_ = true;
+  batch_owner_ = std::this_thread::get_id();
+  return Status::ok();
+}
+
+Status SqliteStore::end_batch() {
+  constexpr std::string_view kOp = "end_batch";
+  auto lock = lock_for_call();
+  if (!in_batch_) return bad_input(kOp, "no batch is open on this thread (call begin_batch() first)");
+  Status result = Status::ok();
+  {
+    Query q(stmt_.commit.get());
+    const int rc = q.step();
+    if (rc != SQLITE_DONE) result = sqlite_error(rc, kOp);
+  }
+  if (!result && sqlite3_get_autocommit(db_.get()) == 0) {
+    // COMMIT failed and left the transaction open (SQLITE_BUSY): the batch is given up.
+    Query rollback(stmt_.rollback.get());
+    (void)rollback.step();
+  }
+  in_batch_ = false;
+  batch_owner_ = {};
+  lock.unlock();
+  batch_ended_.notify_all();
+  return result;
 }
 
 }  // namespace

@@ -82,6 +82,13 @@ Status read_config(const std::string& path, Options& o) {
       int64_t p;
       if (field.value.get_int64().get(p) != simdjson::SUCCESS) return invalid_argument(path + ": \"port\" must be a number");
       o.hub.port = static_cast<int>(p);
+    } else if (key == "conversation_idle_ms" || key == "max_cached_conversations") {
+      int64_t n;
+      if (field.value.get_int64().get(n) != simdjson::SUCCESS || n < 0) {
+        return invalid_argument(path + ": \"" + key + "\" must be a whole number, 0 or more");
+      }
+      if (key == "conversation_idle_ms") o.hub.conversation_idle_ms = n;
+      else o.hub.max_cached_conversations = static_cast<std::size_t>(n);
     } else if (key == "agents") {
       simdjson::dom::array arr;
       if (field.value.get_array().get(arr) != simdjson::SUCCESS) return invalid_argument(path + ": \"agents\" must be a list");
@@ -103,7 +110,7 @@ Status read_config(const std::string& path, Options& o) {
       }
     } else {
       return invalid_argument(path + ": unknown setting \"" + key +
-                              "\" (kb, store, host, port, secret, agents, origins, static, tls_cert, tls_key, mecab_dicdir)");
+                              "\" (kb, store, host, port, secret, agents, origins, static, tls_cert, tls_key, mecab_dicdir, conversation_idle_ms, max_cached_conversations)");
     }
   }
   return Status::ok();

@@ -44,6 +44,12 @@ struct HubConfig {
   double rate_per_second = 20;  // frames a connection may send on average
   double rate_burst = 40;       // ... and in a burst
   std::int64_t token_ttl_ms = 30LL * 24 * 3600 * 1000;
+  // The hub keeps the conversations in use in memory (record and the bot's context). One with
+  // no visitor connected is dropped after this long unused, or sooner, least recently used
+  // first, when more than max_cached_conversations are held; it is read back from the store
+  // when used again (the bot's context then comes back from the transcript, without slots).
+  std::int64_t conversation_idle_ms = 30LL * 60 * 1000;
+  std::size_t max_cached_conversations = 100000;
   Logger logger;
 };
 

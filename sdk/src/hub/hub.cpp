@@ -1,8 +1,16 @@
 // The hub: libwebsockets server, conversation state machine, bot in the loop, store first.
 //
 // Everything below runs on the serving thread (lws is single-threaded): sessions,
-// conversations and the store are touched only from lws callbacks. stop() only sets a flag
+// conversations and the store are touched only from that thread. stop() only sets a flag
 // and wakes the loop with lws_cancel_service(), which is safe from any thread.
+//
+// Group commit: lws callbacks only queue the frames they receive. After each turn of the
+// event loop (one lws_service() call, which handles every socket that was ready), drain()
+// handles all queued frames inside one store batch and ends it with one commit. Replies are
+// only queued on their sessions meanwhile; lws writes them in the next turn, so nothing
+// (acknowledgement, bot answer, forwarded message) leaves the hub before it is durable. If the
+// commit fails, the frames queued in that turn are taken back and their sessions closed with
+// an internal error: the clients reconnect and resend, as after any connection loss.
 #include <madoguchi/hub.hpp>
 #include <madoguchi/protocol.hpp>
 
@@ -65,6 +73,10 @@ struct Session {
   std::string agent;         // agent: its name
   std::deque<std::string> out;
   std::string rx;
+  std::deque<std::string> inbox;  // whole frames received, not yet handled
+  bool ready = false;             // listed in Hub::Impl::ready
+  bool touched = false;           // sent to in the open batch: out[out_mark...] is its part
+  std::size_t out_mark = 0;
   double tokens = 0;
   double last_refill = 0;
   int violations = 0;
@@ -75,6 +87,7 @@ struct Session {
 struct Conversation {
   ConversationRecord record;
   bot::Conversation bot;
+  double last_used = 0;  // steady_seconds()
 };
 
 // Process-wide: lws logs through one emit function.
@@ -113,8 +126,14 @@ struct Hub::Impl {
   std::unordered_map<std::string, std::vector<Session*>> agents_by_name;
   std::unordered_map<std::string, std::unique_ptr<Conversation>> conversations;
 
+  // Group commit (see the top of this file).
+  std::vector<Session*> ready;    // sessions with frames in their inbox
+  bool batch_open = false;
+  std::vector<Session*> touched;  // sessions sent to while the batch is open
+
   // Metrics.
   std::uint64_t frames_received = 0, messages_stored = 0, duplicates = 0;
+  std::uint64_t commits = 0, failed_commits = 0, conversations_evicted = 0;
   std::map<std::string, std::uint64_t> errors_sent;
   std::map<std::string, std::uint64_t> bot_replies;
 
@@ -125,6 +144,11 @@ struct Hub::Impl {
   // ---- sending --------------------------------------------------------------------------
   void send(Session& s, std::string json) {
     if (s.closing) return;
+    if (batch_open && !s.touched) {
+      s.touched = true;
+      s.out_mark = s.out.size();
+      touched.push_back(&s);
+    }
     s.out.push_back(std::move(json));
     lws_callback_on_writable(s.wsi);
   }
@@ -161,7 +185,10 @@ struct Hub::Impl {
 
   // ---- conversations --------------------------------------------------------------------
   Result<Conversation*> load(const std::string& id) {
-    if (auto it = conversations.find(id); it != conversations.end()) return it->second.get();
+    if (auto it = conversations.find(id); it != conversations.end()) {
+      it->second->last_used = steady_seconds();
+      return it->second.get();
+    }
     MDG_ASSIGN_OR_RETURN(auto rec, store->find_conversation(id));
     if (!rec) return not_found("no conversation " + id);
     auto conv = std::make_unique<Conversation>();
@@ -177,6 +204,7 @@ struct Hub::Impl {
       }
     }
     if (conv->record.state == "waiting" || conv->record.state == "agent") conv->bot.hand_back();
+    conv->last_used = steady_seconds();
     Conversation* raw = conv.get();
     conversations.emplace(id, std::move(conv));
     return raw;
@@ -600,6 +628,82 @@ struct Hub::Impl {
     }
   }
 
+  // ---- one turn of the event loop --------------------------------------------------------
+  void enqueue(Session& s, std::string frame) {
+    s.inbox.push_back(std::move(frame));
+    if (!s.ready) {
+      s.ready = true;
+      ready.push_back(&s);
+    }
+  }
+
+  // Handles every frame received in this turn inside one store batch (group commit).
+  void drain() {
+    if (ready.empty()) return;
+    std::vector<Session*> turn;
+    turn.swap(ready);
+    if (auto st = store->begin_batch(); !st) {
+      cfg.logger.log(LogLevel::kWarning, "store: " + st.message() + "; this turn's writes are committed one by one");
+    } else {
+      batch_open = true;
+    }
+    for (Session* s : turn) {
+      s->ready = false;
+      while (!s->inbox.empty()) {
+        std::string text = std::move(s->inbox.front());
+        s->inbox.pop_front();
+        if (!s->closing) on_frame(*s, text);
+      }
+    }
+    if (batch_open) {
+      batch_open = false;
+      ++commits;
+      if (auto st = store->end_batch(); !st) lose_turn(st);
+    }
+    for (Session* s : touched) s->touched = false;
+    touched.clear();
+  }
+
+  // The commit failed: nothing of this turn is stored, so nothing of it may be sent.
+  void lose_turn(const Status& st) {
+    ++failed_commits;
+    cfg.logger.log(LogLevel::kError, "store: " + st.message() + "; the " + std::to_string(touched.size()) +
+                                         " connection(s) involved are closed and will resend");
+    for (Session* s : touched) {
+      s->out.erase(s->out.begin() + static_cast<std::ptrdiff_t>(std::min(s->out_mark, s->out.size())), s->out.end());
+      send_error(*s, ErrorKind::kInternal, "the hub could not store the last messages; reconnect and send them again");
+      close(*s, 1011);
+    }
+    // The records in memory ran ahead of the store: read them again when next used.
+    conversations.clear();
+  }
+
+  // Drops conversations no visitor is connected to: idle ones, then the least recently used
+  // while there are more than the cap. Everything they hold is in the store.
+  void evict(double now) {
+    const double idle = static_cast<double>(cfg.conversation_idle_ms) / 1000.0;
+    std::vector<std::pair<double, std::string>> unwatched;
+    for (auto it = conversations.begin(); it != conversations.end();) {
+      if (visitors_of.contains(it->first)) {
+        ++it;
+      } else if (now - it->second->last_used >= idle) {
+        it = conversations.erase(it);
+        ++conversations_evicted;
+      } else {
+        unwatched.emplace_back(it->second->last_used, it->first);
+        ++it;
+      }
+    }
+    if (conversations.size() <= cfg.max_cached_conversations) return;
+    std::size_t excess = conversations.size() - cfg.max_cached_conversations;
+    excess = std::min(excess, unwatched.size());
+    std::partial_sort(unwatched.begin(), unwatched.begin() + static_cast<std::ptrdiff_t>(excess), unwatched.end());
+    for (std::size_t i = 0; i < excess; ++i) {
+      conversations.erase(unwatched[i].second);
+      ++conversations_evicted;
+    }
+  }
+
   // ---- one frame ------------------------------------------------------------------------
   void on_frame(Session& s, std::string_view text) {
     ++frames_received;
@@ -640,6 +744,8 @@ struct Hub::Impl {
   }
 
   void forget(Session& s) {
+    if (s.ready) std::erase(ready, &s);
+    if (s.touched) std::erase(touched, &s);
     auto drop = [&s](std::unordered_map<std::string, std::vector<Session*>>& index, const std::string& key) {
       auto it = index.find(key);
       if (it == index.end()) return;
@@ -672,6 +778,14 @@ struct Hub::Impl {
     line("madoguchi_messages_stored_total", "", static_cast<double>(messages_stored));
     m += "# HELP madoguchi_duplicates_total Resent messages recognized by their client id.\n# TYPE madoguchi_duplicates_total counter\n";
     line("madoguchi_duplicates_total", "", static_cast<double>(duplicates));
+    m += "# HELP madoguchi_store_commits_total Store batches committed (one per turn of the event loop with frames).\n# TYPE madoguchi_store_commits_total counter\n";
+    line("madoguchi_store_commits_total", "", static_cast<double>(commits));
+    m += "# HELP madoguchi_store_failed_commits_total Store batches that could not be committed.\n# TYPE madoguchi_store_failed_commits_total counter\n";
+    line("madoguchi_store_failed_commits_total", "", static_cast<double>(failed_commits));
+    m += "# HELP madoguchi_conversations_cached Conversations held in memory.\n# TYPE madoguchi_conversations_cached gauge\n";
+    line("madoguchi_conversations_cached", "", static_cast<double>(conversations.size()));
+    m += "# HELP madoguchi_conversations_evicted_total Conversations dropped from memory (they stay in the store).\n# TYPE madoguchi_conversations_evicted_total counter\n";
+    line("madoguchi_conversations_evicted_total", "", static_cast<double>(conversations_evicted));
     m += "# HELP madoguchi_errors_total Error frames sent, by code.\n# TYPE madoguchi_errors_total counter\n";
     for (const auto& [code, n] : errors_sent) line("madoguchi_errors_total", "{code=\"" + code + "\"}", static_cast<double>(n));
     m += "# HELP madoguchi_bot_replies_total Bot replies, by decision.\n# TYPE madoguchi_bot_replies_total counter\n";
@@ -770,7 +884,7 @@ int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::s
       if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) > 0) return 0;
       std::string frame = std::move(s.rx);
       s.rx.clear();
-      impl->on_frame(s, frame);
+      impl->enqueue(s, std::move(frame));
       return 0;
     }
     case LWS_CALLBACK_SERVER_WRITEABLE: {
@@ -822,6 +936,7 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
   }
   if (config.port < 0 || config.port > 65535) return invalid_argument("hub: port must be 0..65535");
   if (config.rate_per_second <= 0 || config.rate_burst < 1) return invalid_argument("hub: rate limits must be positive");
+  if (config.conversation_idle_ms < 0) return invalid_argument("hub: conversation_idle_ms must be 0 or more");
   if (config.tls_cert.empty() != config.tls_key.empty()) {
     return invalid_argument("hub: TLS needs both a certificate and a key file");
   }
@@ -895,13 +1010,16 @@ void Hub::stop() noexcept {
 }
 
 namespace {
-// Wakes the loop regularly while the hub stops, so that the deadline is noticed.
+// Wakes the loop every `period`; with `sweep` set, also drops idle conversations from memory.
 struct Ticker {
   lws_sorted_usec_list_t sul;
   lws_context* ctx;
+  lws_usec_t period;
+  Hub::Impl* sweep;
   static void tick(lws_sorted_usec_list_t* sul) {
     auto* t = lws_container_of(sul, Ticker, sul);
-    lws_sul_schedule(t->ctx, 0, &t->sul, tick, 50 * LWS_US_PER_MS);
+    if (t->sweep) t->sweep->evict(steady_seconds());
+    lws_sul_schedule(t->ctx, 0, &t->sul, tick, t->period);
   }
 };
 }  // namespace
@@ -909,19 +1027,32 @@ struct Ticker {
 Status Hub::run() {
   Impl& im = *impl_;
   im.cfg.logger.log(LogLevel::kInfo, "hub listening on port " + std::to_string(port()));
+  Ticker sweeper{};
+  sweeper.ctx = im.ctx;
+  // A quarter of the idle time, within 50 ms .. 10 s.
+  sweeper.period = std::clamp<lws_usec_t>(static_cast<lws_usec_t>(im.cfg.conversation_idle_ms) * LWS_US_PER_MS / 4,
+                                          50 * LWS_US_PER_MS, 10 * LWS_US_PER_SEC);
+  sweeper.sweep = &im;
+  lws_sul_schedule(im.ctx, 0, &sweeper.sul, Ticker::tick, sweeper.period);
   while (!im.stop_requested) {
     if (lws_service(im.ctx, 0) < 0) break;
+    im.drain();
   }
+  lws_sul_cancel(&sweeper.sul);
+  im.drain();
   // Graceful shutdown: every connection gets shutting_down and close code 1001.
   for (auto& [wsi, s] : im.sessions) {
     if (!s->closing) im.send_error(*s, ErrorKind::kShuttingDown, "the hub is stopping; reconnect later");
   }
+  // Wakes the loop while the hub stops, so that the deadline is noticed.
   Ticker ticker{};
   ticker.ctx = im.ctx;
-  lws_sul_schedule(im.ctx, 0, &ticker.sul, Ticker::tick, 50 * LWS_US_PER_MS);
+  ticker.period = 50 * LWS_US_PER_MS;
+  lws_sul_schedule(im.ctx, 0, &ticker.sul, Ticker::tick, ticker.period);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
   while (!im.sessions.empty() && std::chrono::steady_clock::now() < deadline) {
     if (lws_service(im.ctx, 0) < 0) break;
+    im.drain();
   }
   lws_sul_cancel(&ticker.sul);
   im.cfg.logger.log(LogLevel::kInfo, "hub stopped");

@@ -1,0 +1,315 @@
+// The hub in this process, over a real SQLite file, with real clients on 127.0.0.1: group
+// commit when a commit fails, and conversations leaving memory and coming back.
+#include <madoguchi/bot/bot.hpp>
+#include <madoguchi/client.hpp>
+#include <madoguchi/hub.hpp>
+#include <madoguchi/store.hpp>
+
+#include <doctest/doctest.h>
+
+#include "bot-runtime/test_support.hpp"
+#include "temp_dir.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+using namespace madoguchi;
+using Kind = ClientEvent::Kind;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr auto kWait = 20s;
+
+// The real SQLite store, whose next commits can be made to report failure. A failed
+// end_batch() still commits underneath: the worst case for the hub, which cannot know whether
+// the batch reached the disk, so it must neither send the turn's replies nor store anything
+// twice when the clients resend.
+class CommitFailingStore final : public hub::Store {
+ public:
+  explicit CommitFailingStore(std::unique_ptr<hub::Store> inner) : inner_(std::move(inner)) {}
+  std::atomic<int> fail_commits{0};
+  std::atomic<int> commits{0};
+
+  Status create_conversation(const hub::ConversationRecord& r) override { return inner_->create_conversation(r); }
+  Result<std::optional<hub::ConversationRecord>> find_conversation(std::string_view id) override {
+    return inner_->find_conversation(id);
+  }
+  Status update_conversation(const hub::ConversationRecord& r) override { return inner_->update_conversation(r); }
+  Result<hub::AppendResult> append(std::string_view id, const hub::NewMessage& m) override { return inner_->append(id, m); }
+  Result<std::vector<hub::StoredMessage>> messages_after(std::string_view id, std::int64_t after,
+                                                         std::size_t limit) override {
+    return inner_->messages_after(id, after, limit);
+  }
+  Result<std::vector<hub::ConversationRecord>> conversations_in_state(std::string_view state,
+                                                                      std::size_t limit) override {
+    return inner_->conversations_in_state(state, limit);
+  }
+  Result<std::int64_t> count_messages() override { return inner_->count_messages(); }
+  Status begin_batch() override { return inner_->begin_batch(); }
+  Status end_batch() override {
+    MDG_RETURN_IF_ERROR(inner_->end_batch());
+    ++commits;
+    if (fail_commits > 0) {
+      --fail_commits;
+      return Status(ErrorCode::kInternal, "store test: end_batch: disk I/O error (injected)");
+    }
+    return Status::ok();
+  }
+
+ private:
+  std::unique_ptr<hub::Store> inner_;
+};
+
+// A hub serving on its own thread until the object is destroyed.
+class InProcessHub {
+ public:
+  InProcessHub(hub::HubConfig config, std::unique_ptr<hub::Store> store) {
+    config.port = 0;
+    config.secret = "a test secret of 32 bytes.......";
+    auto h = hub::Hub::create(std::move(config), mdg_test::shop_bot(), std::move(store));
+    REQUIRE_MESSAGE(h.is_ok(), h.status().to_string());
+    hub_ = std::move(*h);
+    thread_ = std::thread([this] { (void)hub_->run(); });
+  }
+  ~InProcessHub() {
+    hub_->stop();
+    thread_.join();
+  }
+  InProcessHub(const InProcessHub&) = delete;
+  InProcessHub& operator=(const InProcessHub&) = delete;
+
+  std::string url() const { return "ws://127.0.0.1:" + std::to_string(hub_->port()) + "/v1/visitor"; }
+
+  // GET /metrics over a plain socket; the value of one unlabelled metric, or -1.
+  double metric(const std::string& name) const {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(hub_->port()));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    const std::string req = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    REQUIRE(::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size()));
+    std::string body;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) body.append(buf, static_cast<std::size_t>(n));
+    ::close(fd);
+    auto at = body.find("\n" + name + " ");
+    if (at == std::string::npos) return -1;
+    return std::stod(body.substr(at + name.size() + 2));
+  }
+
+ private:
+  std::unique_ptr<hub::Hub> hub_;
+  std::thread thread_;
+};
+
+class Recorder {
+ public:
+  void operator()(const ClientEvent& e) {
+    std::lock_guard lock(mu_);
+    events_.push_back(e);
+    cv_.notify_all();
+  }
+  bool wait(const std::function<bool(const std::vector<ClientEvent>&)>& pred) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, kWait, [&] { return pred(events_); });
+  }
+  std::vector<ClientEvent> events() const {
+    std::lock_guard lock(mu_);
+    return events_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<ClientEvent> events_;
+};
+
+long count(const std::vector<ClientEvent>& evs, const std::function<bool(const ClientEvent&)>& pred) {
+  long n = 0;
+  for (const auto& e : evs) n += pred(e) ? 1 : 0;
+  return n;
+}
+auto ack_of(const std::string& id) {
+  return [id](const ClientEvent& e) { return e.kind == Kind::kAck && e.frame.id == id; };
+}
+bool is_bot(const ClientEvent& e) { return e.kind == Kind::kMessage && e.frame.from == "bot"; }
+
+std::unique_ptr<Client> visitor(const std::string& url, const std::string& state_path, Recorder& rec) {
+  ClientConfig cfg;
+  cfg.url = url;
+  cfg.state_path = state_path;
+  cfg.locale = "ja";
+  cfg.backoff_ms = {50, 100};
+  cfg.on_event = [&rec](const ClientEvent& e) { rec(e); };
+  auto c = Client::create(std::move(cfg));
+  REQUIRE_MESSAGE(c.is_ok(), c.status().to_string());
+  REQUIRE((*c)->start());
+  return std::move(*c);
+}
+
+// Polls `pred` until it holds (metrics change on the hub's own schedule).
+bool eventually(const std::function<bool()>& pred) {
+  auto deadline = std::chrono::steady_clock::now() + kWait;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return pred();
+}
+
+}  // namespace
+
+TEST_SUITE("sdk.hub") {
+  TEST_CASE("hub: a failed commit sends nothing of its turn; the resent message is stored once") {
+    mdg_test::TempDir dir("madoguchi-hub-test");
+    const std::string path = dir.file("hub.db");
+    auto sqlite = hub::open_sqlite_store(path);
+    REQUIRE(sqlite.is_ok());
+    auto store = std::make_unique<CommitFailingStore>(std::move(*sqlite));
+    CommitFailingStore& faulty = *store;
+    InProcessHub hub({}, std::move(store));
+
+    Recorder rec;
+    auto client = visitor(hub.url(), dir.file("visitor.json"), rec);
+    REQUIRE(rec.wait([](const auto& evs) { return count(evs, [](const ClientEvent& e) { return e.kind == Kind::kWelcome; }) == 1; }));
+
+    faulty.fail_commits = 1;  // the turn that stores the message "fails"
+    auto id = client->send("送料はいくらですか");
+    REQUIRE(id.is_ok());
+    REQUIRE(rec.wait([&](const auto& evs) { return count(evs, ack_of(*id)) == 1 && count(evs, is_bot) >= 1; }));
+    CHECK(client->close(5000));
+    CHECK(faulty.fail_commits == 0);
+
+    auto evs = rec.events();
+    // The first attempt's ack and answer were never sent: the visitor saw an internal error and
+    // a reconnect, then one ack (a duplicate: the first commit had in fact reached the disk).
+    CHECK(count(evs, [](const ClientEvent& e) { return e.kind == Kind::kError && e.frame.error == protocol::ErrorKind::kInternal; }) == 1);
+    CHECK(count(evs, [](const ClientEvent& e) { return e.kind == Kind::kWelcome; }) == 2);
+    CHECK(count(evs, ack_of(*id)) == 1);
+    CHECK(count(evs, is_bot) == 1);  // the stored answer, replayed after the reconnect
+
+    auto check = hub::open_sqlite_store(path);
+    REQUIRE(check.is_ok());
+    auto msgs = (*check)->messages_after(client->conversation(), 0, 100);
+    REQUIRE(msgs.is_ok());
+    int visitor_copies = 0;
+    for (const auto& m : *msgs) visitor_copies += m.client_id == *id ? 1 : 0;
+    CHECK(visitor_copies == 1);
+  }
+
+  TEST_CASE("hub: many visitors at once share commits") {
+    mdg_test::TempDir dir("madoguchi-hub-test");
+    auto sqlite = hub::open_sqlite_store(dir.file("hub.db"));
+    REQUIRE(sqlite.is_ok());
+    auto store = std::make_unique<CommitFailingStore>(std::move(*sqlite));
+    CommitFailingStore& counted = *store;
+    InProcessHub hub({}, std::move(store));
+
+    constexpr int kVisitors = 20;
+    std::vector<std::unique_ptr<Recorder>> recs;
+    std::vector<std::unique_ptr<Client>> clients;
+    std::vector<std::string> ids;
+    for (int i = 0; i < kVisitors; ++i) {
+      recs.push_back(std::make_unique<Recorder>());
+      clients.push_back(visitor(hub.url(), "", *recs.back()));
+      auto id = clients.back()->send(i % 2 ? "送料はいくらですか" : "How do I return an item?");
+      REQUIRE(id.is_ok());
+      ids.push_back(*id);
+    }
+    for (int i = 0; i < kVisitors; ++i) {
+      REQUIRE(recs[static_cast<std::size_t>(i)]->wait(
+          [&](const auto& evs) { return count(evs, ack_of(ids[static_cast<std::size_t>(i)])) == 1 && count(evs, is_bot) == 1; }));
+    }
+    // Each visitor needed at least a hello (a new conversation) and a message with its answer.
+    // Frames arriving in one turn share a commit, so there are at most that many commits; how
+    // many fewer depends on timing and is not asserted.
+    CHECK(counted.commits.load() <= 2 * kVisitors);
+    CHECK(hub.metric("madoguchi_store_commits_total") == doctest::Approx(counted.commits.load()));
+    CHECK(hub.metric("madoguchi_store_failed_commits_total") == 0);
+    for (auto& c : clients) CHECK(c->close(5000));
+  }
+
+  TEST_CASE("hub: conversations leave memory when idle and come back from the store") {
+    mdg_test::TempDir dir("madoguchi-hub-test");
+    auto sqlite = hub::open_sqlite_store(dir.file("hub.db"));
+    REQUIRE(sqlite.is_ok());
+    hub::HubConfig cfg;
+    cfg.conversation_idle_ms = 200;
+    InProcessHub hub(cfg, std::move(*sqlite));
+
+    const std::string state = dir.file("visitor.json");
+    std::string conversation;
+    std::int64_t last_seq = 0;
+    {
+      Recorder rec;
+      auto client = visitor(hub.url(), state, rec);
+      auto id = client->send("返品したい");
+      REQUIRE(id.is_ok());
+      REQUIRE(rec.wait([&](const auto& evs) { return count(evs, ack_of(*id)) == 1 && count(evs, is_bot) == 1; }));
+      // Connected: kept however long it is idle.
+      std::this_thread::sleep_for(400ms);
+      CHECK(hub.metric("madoguchi_conversations_cached") == 1);
+      REQUIRE(client->close(5000));
+      conversation = client->conversation();
+      last_seq = client->last_seq();
+    }
+    REQUIRE(eventually([&] { return hub.metric("madoguchi_conversations_cached") == 0; }));
+    CHECK(hub.metric("madoguchi_conversations_evicted_total") >= 1);
+
+    // The same visitor comes back (its token in the state file): the conversation is read
+    // from the store, numbering goes on, and the bot answers.
+    Recorder rec;
+    auto client = visitor(hub.url(), state, rec);
+    auto id = client->send("送料はいくらですか");
+    REQUIRE(id.is_ok());
+    REQUIRE(rec.wait([&](const auto& evs) { return count(evs, ack_of(*id)) == 1 && count(evs, is_bot) == 1; }));
+    CHECK(client->conversation() == conversation);
+    auto evs = rec.events();
+    for (const auto& e : evs) {
+      if (e.kind == Kind::kAck && e.frame.id == *id) CHECK(*e.frame.seq == last_seq + 1);
+    }
+    CHECK(hub.metric("madoguchi_conversations_cached") == 1);
+    CHECK(client->close(5000));
+  }
+
+  TEST_CASE("hub: beyond max_cached_conversations the least recently used leave memory") {
+    mdg_test::TempDir dir("madoguchi-hub-test");
+    auto sqlite = hub::open_sqlite_store(dir.file("hub.db"));
+    REQUIRE(sqlite.is_ok());
+    hub::HubConfig cfg;
+    cfg.max_cached_conversations = 2;
+    cfg.conversation_idle_ms = 400;  // also sets how often the hub looks (every 100 ms)
+    InProcessHub hub(cfg, std::move(*sqlite));
+
+    std::vector<std::unique_ptr<Recorder>> recs;
+    std::vector<std::unique_ptr<Client>> clients;
+    for (int i = 0; i < 4; ++i) {
+      recs.push_back(std::make_unique<Recorder>());
+      clients.push_back(visitor(hub.url(), "", *recs.back()));
+      REQUIRE(recs.back()->wait([](const auto& evs) { return count(evs, [](const ClientEvent& e) { return e.kind == Kind::kWelcome; }) == 1; }));
+    }
+    // All four are connected: none may leave, whatever the cap.
+    std::this_thread::sleep_for(250ms);
+    CHECK(hub.metric("madoguchi_conversations_cached") == 4);
+    for (auto& c : clients) CHECK(c->close(5000));
+    REQUIRE(eventually([&] { return hub.metric("madoguchi_conversations_cached") <= 2; }));
+    REQUIRE(eventually([&] { return hub.metric("madoguchi_conversations_cached") == 0; }));
+  }
+}

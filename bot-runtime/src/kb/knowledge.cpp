@@ -264,6 +264,7 @@ Status apply_setting(KnowledgeBase& kb, std::string_view key, std::string_view v
   if (key == "ranking.question_weight") return num(r.question_weight);
   if (key == "ranking.answer_weight") return num(r.answer_weight);
   if (key == "ranking.classifier") return boolean(r.classifier);
+  if (key == "ranking.bm25_weight") return num(r.bm25_weight);
   if (key == "ranking.epochs") return integer(r.epochs);
   if (key == "ranking.average") return boolean(r.average);
   if (key == "ranking.l2") return num(r.l2);
@@ -279,7 +280,7 @@ Status apply_setting(KnowledgeBase& kb, std::string_view key, std::string_view v
   if (key == "policy.handoff_out_of_scope") return boolean(p.handoff_out_of_scope);
   return invalid_argument("unknown setting '" + std::string(key) +
                           "' (ranking.k1, ranking.b, ranking.question_weight, ranking.answer_weight, "
-                          "ranking.classifier, ranking.epochs, ranking.average, ranking.l2, ranking.learning_rate, "
+                          "ranking.classifier, ranking.bm25_weight, ranking.epochs, ranking.average, ranking.l2, ranking.learning_rate, "
                           "ranking.shortlist, ranking.null_logit, policy.answer_threshold, "
                           "policy.clarify_threshold, policy.clarify_margin, policy.max_clarify_options, "
                           "policy.max_failed_turns, policy.severity_handoff, policy.handoff_out_of_scope)");

@@ -303,7 +303,7 @@ class Reader {
       const std::string w = "settings.ranking";
       if (v.get_object().get(r) != simdjson::SUCCESS) return error(w, "expected an object");
       MDG_RETURN_IF_ERROR(check_keys(r, w, {"k1", "b", "question_weight", "answer_weight", "classifier",
-                                            "epochs", "average", "l2", "learning_rate", "shortlist", "null_logit"}));
+                                            "bm25_weight", "epochs", "average", "l2", "learning_rate", "shortlist", "null_logit"}));
       auto& s = kb.ranking;
       for (auto f : r) {
         std::string fw = w + "." + std::string(f.key);
@@ -312,6 +312,7 @@ class Reader {
         else if (f.key == "question_weight") { MDG_ASSIGN_OR_RETURN(s.question_weight, number(f.value, fw)); }
         else if (f.key == "answer_weight") { MDG_ASSIGN_OR_RETURN(s.answer_weight, number(f.value, fw)); }
         else if (f.key == "classifier") { MDG_ASSIGN_OR_RETURN(s.classifier, boolean(f.value, fw)); }
+        else if (f.key == "bm25_weight") { MDG_ASSIGN_OR_RETURN(s.bm25_weight, number(f.value, fw)); }
         else if (f.key == "epochs") { MDG_ASSIGN_OR_RETURN(s.epochs, integer(f.value, fw)); }
         else if (f.key == "average") { MDG_ASSIGN_OR_RETURN(s.average, boolean(f.value, fw)); }
         else if (f.key == "l2") { MDG_ASSIGN_OR_RETURN(s.l2, number(f.value, fw)); }

@@ -58,7 +58,7 @@ void model_features(const Analysis& a, std::vector<WeightedKey>& out) {
     }
   }
   // Character n-grams: 2-grams of Japanese text (spelling variants, segmentation errors),
-  // 4-grams of English content words with boundary marks (morphology, typos).
+  // 4-grams of ASCII words with boundary marks (morphology, typos).
   const std::string& s = a.normalized;
   std::string run;
   auto flush_run = [&]() {
@@ -77,10 +77,25 @@ void model_features(const Analysis& a, std::vector<WeightedKey>& out) {
     }
   }
   flush_run();
-  for (const auto& t : toks) {
-    if (!t.content || t.kind == TokenKind::kUnknown || !is_ascii(t.text) || t.text.size() < 3) continue;
-    std::string padded = "<" + t.text + ">";
-    char_ngrams(padded, 4, [&](std::string_view g) { out.push_back({feature_key('c', g), 0.4f}); });
+  // Every ASCII word of the text as written (not stemmed, function words too), between
+  // boundary marks: " order " gives " ord", "orde", "rder", "der ". Words of one or two
+  // letters give none.
+  auto word_char = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '\''; };
+  std::string padded;
+  for (std::size_t i = 0; i < s.size();) {
+    if (!word_char(s[i])) {
+      ++i;
+      continue;
+    }
+    std::size_t j = i;
+    while (j < s.size() && word_char(s[j])) ++j;
+    if (j - i >= 3) {
+      padded.assign(1, ' ').append(s, i, j - i).push_back(' ');
+      for (std::size_t k = 0; k + 4 <= padded.size(); ++k) {
+        out.push_back({feature_key('c', std::string_view(padded).substr(k, 4)), 0.4f});
+      }
+    }
+    i = j;
   }
 }
 

@@ -14,6 +14,7 @@ RankingSettings clamped(RankingSettings s) {
   s.b = std::clamp(s.b, 0.0, 1.0);
   s.question_weight = std::clamp(s.question_weight, 0.0, 10.0);
   s.answer_weight = std::clamp(s.answer_weight, 0.0, 10.0);
+  s.bm25_weight = std::clamp(s.bm25_weight, 0.0, 20.0);
   s.epochs = std::clamp(s.epochs, 1, 50);
   s.l2 = std::clamp(s.l2, 0.0, 1.0);
   s.learning_rate = std::clamp(s.learning_rate, 1e-4, 50.0);
@@ -112,6 +113,7 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
 
   if (analyses.empty()) return index;
   const bool model = ix.settings_.classifier;
+  if (model) ix.gamma_ = static_cast<float>(ix.settings_.bm25_weight);
   if (model) {
     // Feature vocabulary and document frequencies over the questions.
     std::vector<WeightedKey> keys;
@@ -250,12 +252,10 @@ void Index::train(const std::vector<Example>& examples, const std::vector<std::u
   for (auto& ws : weights_) {
     for (auto& cw : ws) cw.w = 0.0f;
   }
-  gamma_ = bm25_scale_;
   // Averaged SGD: the returned weights are the mean over all steps (lazy form:
   // w_avg = w - u / c, where u sums step * update), which generalizes better than the last.
   std::vector<std::vector<float>> acc(weights_.size());
   for (std::size_t f = 0; f < weights_.size(); ++f) acc[f].assign(weights_[f].size(), 0.0f);
-  double gamma_acc = 0;
   float step = 1.0f;
   std::vector<float> grad(entry_count_, 0.0f);
   std::vector<std::uint32_t> order = use;
@@ -284,12 +284,7 @@ void Index::train(const std::vector<Example>& examples, const std::vector<std::u
         for (const auto& c : cands) denom += std::exp(static_cast<double>(c.z - m));
         for (auto& c : cands) c.p = static_cast<float>(std::exp(static_cast<double>(c.z - m)) / denom);
       }
-      float dgamma = 0;
-      for (const auto& c : cands) {
-        float g = (c.entry == ex.entry ? 1.0f : 0.0f) - c.p;
-        grad[c.entry] = g;
-        dgamma += g * c.bm25;
-      }
+      for (const auto& c : cands) grad[c.entry] = (c.entry == ex.entry ? 1.0f : 0.0f) - c.p;
       for (const auto& [f, x] : ex.features) {
         auto& ws = weights_[f];
         auto& us = acc[f];
@@ -301,8 +296,6 @@ void Index::train(const std::vector<Example>& examples, const std::vector<std::u
           us[k] += step * delta;
         }
       }
-      gamma_ += lr * 0.05f * dgamma;
-      gamma_acc += static_cast<double>(step) * lr * 0.05f * dgamma;
       step += 1.0f;
       for (const auto& c : cands) grad[c.entry] = 0.0f;
       reset(s);
@@ -312,7 +305,6 @@ void Index::train(const std::vector<Example>& examples, const std::vector<std::u
     for (std::size_t f = 0; f < weights_.size(); ++f) {
       for (std::size_t k = 0; k < weights_[f].size(); ++k) weights_[f][k].w -= acc[f][k] / step;
     }
-    gamma_ -= static_cast<float>(gamma_acc / step);
   }
 }
 
@@ -514,14 +506,17 @@ std::vector<Ranked> Index::rank(const Analysis& a, std::size_t k) const {
   std::vector<Ranked> out;
   top_k(s, static_cast<std::size_t>(settings_.shortlist), out, settings_.null_logit);
   reset(s);
-  // Calibrated confidence: each candidate against the best of the others.
-  const float tau = static_cast<float>(settings_.null_logit);
-  float z1 = out.empty() ? tau : out[0].z;
-  float z2 = out.size() > 1 ? out[1].z : tau;
   if (out.size() > k) out.resize(k);
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    out[i].p = confidence(out[i].p, out[i].z, i == 0 ? z2 : z1);
-  }
+  if (out.empty()) return out;
+  // The first candidate's confidence is calibrated; the others share what it leaves, in
+  // proportion to their softmax probability (the null class takes its share too), so the
+  // confidences never sum to more than 1.
+  const float tau = static_cast<float>(settings_.null_logit);
+  const float p1 = out[0].p;
+  const float c1 = confidence(p1, out[0].z, out.size() > 1 ? out[1].z : tau);
+  const float rest = 1.0f - p1 > 1e-12f ? (1.0f - c1) / (1.0f - p1) : 0.0f;
+  out[0].p = c1;
+  for (std::size_t i = 1; i < out.size(); ++i) out[i].p = std::min(out[i].p * rest, 1.0f - c1);
   return out;
 }
 

@@ -108,8 +108,7 @@ class Index {
   std::unordered_map<std::uint64_t, std::uint32_t> feature_ids_;
   std::vector<float> feature_idf_;
   std::vector<std::vector<ClassWeight>> weights_;  // by feature id, sorted by entry
-  float gamma_ = 1.0f;        // weight of normalized BM25 in the logit (1 without the model)
-  float bm25_scale_ = 4.0f;   // where training starts gamma_
+  float gamma_ = 1.0f;  // weight of normalized BM25 in the logit: bm25_weight with the model, else 1
 
   // Confidence = sigmoid(cal_[0]*p + cal_[1]*(z - z_other) + cal_[2]*z + cal_[3]), fitted on
   // held-out questions; the identity on p until fitted.

@@ -82,10 +82,11 @@ struct RankingSettings {
   double question_weight = 1.0;  // weight of the best-matching question of an entry
   double answer_weight = 0.25;   // weight of the entry's answer text
   bool classifier = true;        // train the linear model over word and character n-grams
+  double bm25_weight = 2.0;      // weight of the BM25 part in the model's logit, [0, 20]
   int epochs = 6;                // training passes of the linear model, [1, 50]
   bool average = true;           // average the weights over all training steps
   double l2 = 1e-5;              // L2 regularization of the linear model, [0, 1]
-  double learning_rate = 10.0;   // SGD step, [1e-4, 50]
+  double learning_rate = 5.0;    // SGD step, [1e-4, 50]
   int shortlist = 24;            // candidates the model competes against in training, [2, 200]
   double null_logit = 2.0;       // evidence a candidate must beat to be believed (calibration)
 };
@@ -94,7 +95,7 @@ struct RankingSettings {
 struct PolicySettings {
   double answer_threshold = 0.45;   // calibrated confidence to answer with the top entry
   double clarify_threshold = 0.20;  // confidence for the top entry to be offered as an option
-  double clarify_margin = 0.15;     // clarify when top - second < margin (both offered)
+  double clarify_margin = 0.10;     // clarify when top - second < margin (both offered)
   int max_clarify_options = 3;
   int max_failed_turns = 2;         // hand off after this many failed turns in a row
   double severity_handoff = 0.6;    // hand off when the severity score reaches this

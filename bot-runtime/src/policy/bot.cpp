@@ -481,7 +481,9 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
     reply.text = say(kb.messages.clarify, builtin_messages().clarify, loc, fallback_locale);
     for (const auto& r : ranked) {
       if (static_cast<int>(reply.options.size()) >= std::max(1, policy.max_clarify_options)) break;
-      if (r.p < policy.clarify_threshold * 0.5 && !reply.options.empty()) break;
+      // Options after the first must be plausible next to it: the confidences of the others
+      // share what the first leaves (docs/ranking.md), so they are compared with it.
+      if (r.p < p1 / 8 && !reply.options.empty()) break;
       reply.options.push_back({im.title(r.entry, loc), kb.entries[r.entry].id});
     }
   } else if (policy.handoff_out_of_scope) {

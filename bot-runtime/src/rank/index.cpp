@@ -28,11 +28,32 @@ float bm25_idf(std::size_t n_docs, std::size_t df) {
   return static_cast<float>(std::log(1.0 + (n - d + 0.5) / (d + 0.5)));
 }
 
+// Offers `v` to `heap`, which keeps the k best values seen (its front is the worst kept), so
+// most values are turned away by one comparison. `better` must be a strict total order, so
+// that the k kept do not depend on the order of the offers; std::sort_heap then sorts them
+// best first.
+template <typename T, typename Better>
+void keep_best(std::vector<T>& heap, std::size_t k, const T& v, Better better) {
+  if (heap.size() < k) {
+    heap.push_back(v);
+    std::push_heap(heap.begin(), heap.end(), better);
+  } else if (k > 0 && better(v, heap.front())) {
+    std::pop_heap(heap.begin(), heap.end(), better);
+    heap.back() = v;
+    std::push_heap(heap.begin(), heap.end(), better);
+  }
+}
+
 // Calibration needs this many held-out questions, and uses at most kMaxHeldOut.
 constexpr std::size_t kMinHeldOut = 30, kMaxHeldOut = 3000;
 
 // Features in more entries than this (or 0.5% of the entries, if more) get no weights.
 constexpr std::size_t kMaxEntriesPerFeature = 160;
+
+// A feature with weights for more entries than this does not make those entries candidates
+// by itself: it adds to the entries that BM25 or rarer features brought. In a large knowledge
+// base, "how" or " the" would otherwise put hundreds of entries in every ranking.
+constexpr std::size_t kNominateMaxEntries = 32;
 
 }  // namespace
 
@@ -42,6 +63,24 @@ struct Index::Example {
   std::uint32_t doc;
   std::vector<std::pair<std::uint32_t, float>> features;
   std::vector<std::pair<std::uint32_t, float>> bm25;  // leave-one-out shortlist
+};
+
+// Averaged SGD state kept across calls, so that training can go on after the calibration.
+struct Index::Trainer {
+  // Lazy averaging: acc sums step * update, so the mean of the weights over all steps so far
+  // is w - acc / step (which generalizes better than the last weights).
+  std::vector<std::vector<float>> acc;
+  float step = 1.0f;
+  int passes = 0;  // passes done: the learning rate decays with them
+  std::mt19937 rng{20261125u};
+  std::vector<float> grad;
+
+  // A new averaging window and learning-rate schedule; the weights and the shuffling go on.
+  void restart() {
+    for (auto& a : acc) std::fill(a.begin(), a.end(), 0.0f);
+    step = 1.0f;
+    passes = 0;
+  }
 };
 
 Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextPipeline& text,
@@ -98,6 +137,15 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
     f->avg_len = n ? std::max(1.0f, static_cast<float>(total / static_cast<double>(n))) : 1.0f;
     f->idf.resize(f->postings.size());
     for (std::size_t t = 0; t < f->postings.size(); ++t) f->idf[t] = bm25_idf(n, f->postings[t].size());
+    // k1, b and the lengths are fixed from here on: each posting keeps its BM25 term-frequency
+    // part, so that scoring is one multiplication by the idf.
+    const float k1 = static_cast<float>(ix.settings_.k1), b = static_cast<float>(ix.settings_.b);
+    for (auto& plist : f->postings) {
+      for (auto& p : plist) {
+        float norm_len = 1 - b + b * f->doc_len[p.doc] / f->avg_len;
+        p.tf = p.tf * (k1 + 1) / (p.tf + k1 * norm_len);
+      }
+    }
   }
   ix.max_idf_ = bm25_idf(std::max<std::size_t>(1, ix.doc_entry_.size()), 0);
 
@@ -105,9 +153,7 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
   ix.scratch_.set_factory([self]() {
     auto s = std::make_unique<Scratch>();
     s->doc_score.assign(self->doc_entry_.size(), 0.0f);
-    s->entry_bm25.assign(self->entry_count_, 0.0f);
-    s->entry_z.assign(self->entry_count_, 0.0f);
-    s->entry_touched.assign(self->entry_count_, 0);
+    s->entry.assign(self->entry_count_, EntryScore{});
     return s;
   });
 
@@ -207,20 +253,40 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
     ix.score_bm25(analyses[d], s, d);
     // The shortlist is built in a reused buffer: with a large KB a common word touches
     // many entries, and each example must keep only its `keep` best, not their capacity.
+    auto higher = [](const auto& a, const auto& b) { return a.second != b.second ? a.second > b.second : a.first < b.first; };
     shortlist.clear();
-    for (auto e : s.touched_entries) shortlist.emplace_back(e, s.entry_bm25[e]);
-    std::size_t best = std::min(keep, shortlist.size());
-    std::partial_sort(shortlist.begin(), shortlist.begin() + static_cast<std::ptrdiff_t>(best), shortlist.end(),
-                      [](const auto& a, const auto& b) { return a.second != b.second ? a.second > b.second : a.first < b.first; });
-    ex.bm25.assign(shortlist.begin(), shortlist.begin() + static_cast<std::ptrdiff_t>(best));
+    for (auto e : s.touched_entries) keep_best(shortlist, keep, std::pair{e, s.entry[e].bm25}, higher);
+    std::sort_heap(shortlist.begin(), shortlist.end(), higher);
+    ex.bm25.assign(shortlist.begin(), shortlist.end());
     ix.reset(s);
   }
   analyses.clear();
-
-  if (model && calibrate) ix.train(examples, train_set, s);
-  if (calibrate) ix.calibrate(examples, held_out, s);
+  // With calibration: train on the questions not held out, calibrate that model on the
+  // held-out ones, then go on training from the weights reached, over every question, for
+  // half as many passes (with the learning rate and the averaging started again).
+  // Without: train on every question.
+  Trainer trainer;
+  if (model && calibrate) {
+    ix.train(examples, train_set, ix.settings_.epochs, trainer, s);
+    std::vector<float> raw;  // the weights before averaging, to go on from
+    for (const auto& ws : ix.weights_) {
+      for (const auto& cw : ws) raw.push_back(cw.w);
+    }
+    ix.average(trainer);
+    ix.calibrate(examples, held_out, s);
+    auto it = raw.begin();
+    for (auto& ws : ix.weights_) {
+      for (auto& cw : ws) cw.w = *it++;
+    }
+    trainer.restart();
+    ix.train(examples, all, (ix.settings_.epochs + 1) / 2, trainer, s);
+  } else if (calibrate) {
+    ix.calibrate(examples, held_out, s);
+  } else if (model) {
+    ix.train(examples, all, ix.settings_.epochs, trainer, s);
+  }
   if (model) {
-    ix.train(examples, all, s);
+    ix.average(trainer);
     // Pairs the training never moved add nothing: drop them to keep postings short.
     for (auto& ws : ix.weights_) {
       std::erase_if(ws, [](const ClassWeight& cw) { return std::fabs(cw.w) < 1e-6f; });
@@ -231,43 +297,46 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
 }
 
 void Index::add_linear(const std::vector<std::pair<std::uint32_t, float>>& features, Scratch& s) const {
+  // Features in few entries (and BM25, before this) bring the candidates; the common ones
+  // then add to those, unless there are fewer than a shortlist of them.
   for (const auto& [f, x] : features) {
-    for (const auto& cw : weights_[f]) {
-      s.touch(cw.entry);
-      s.entry_z[cw.entry] += x * cw.w;
+    if (weights_[f].size() > kNominateMaxEntries) continue;
+    for (const auto& cw : weights_[f]) s.touch(cw.entry).linear += x * cw.w;
+  }
+  const bool few = s.touched_entries.size() < static_cast<std::size_t>(settings_.shortlist);
+  for (const auto& [f, x] : features) {
+    if (weights_[f].size() <= kNominateMaxEntries) continue;
+    if (few) {
+      for (const auto& cw : weights_[f]) s.touch(cw.entry).linear += x * cw.w;
+    } else {
+      for (const auto& cw : weights_[f]) {
+        EntryScore& es = s.entry[cw.entry];
+        if (es.touched) es.linear += x * cw.w;
+      }
     }
   }
 }
 
 void Index::forward(const Example& ex, Scratch& s) const {
+  for (const auto& [e, b] : ex.bm25) s.touch(e).bm25 = b;
   add_linear(ex.features, s);
-  for (const auto& [e, b] : ex.bm25) {
-    s.touch(e);
-    s.entry_bm25[e] = b;
-  }
-  for (auto e : s.touched_entries) s.entry_z[e] += gamma_ * s.entry_bm25[e];
 }
 
-void Index::train(const std::vector<Example>& examples, const std::vector<std::uint32_t>& use, Scratch& s) {
-  for (auto& ws : weights_) {
-    for (auto& cw : ws) cw.w = 0.0f;
+void Index::train(const std::vector<Example>& examples, std::vector<std::uint32_t> order, int passes, Trainer& t,
+                  Scratch& s) {
+  if (t.acc.empty()) {
+    t.acc.resize(weights_.size());
+    for (std::size_t f = 0; f < weights_.size(); ++f) t.acc[f].assign(weights_[f].size(), 0.0f);
+    t.grad.assign(entry_count_, 0.0f);
   }
-  // Averaged SGD: the returned weights are the mean over all steps (lazy form:
-  // w_avg = w - u / c, where u sums step * update), which generalizes better than the last.
-  std::vector<std::vector<float>> acc(weights_.size());
-  for (std::size_t f = 0; f < weights_.size(); ++f) acc[f].assign(weights_[f].size(), 0.0f);
-  float step = 1.0f;
-  std::vector<float> grad(entry_count_, 0.0f);
-  std::vector<std::uint32_t> order = use;
-  std::mt19937 rng(20261125u);
   std::vector<Ranked> cands;
   const float tau = static_cast<float>(settings_.null_logit);
-  for (int epoch = 0; epoch < settings_.epochs; ++epoch) {
+  for (int pass = 0; pass < passes; ++pass, ++t.passes) {
     for (std::size_t i = order.size(); i > 1; --i) {  // Fisher-Yates: the same order everywhere
-      std::size_t j = rng() % i;
+      std::size_t j = t.rng() % i;
       std::swap(order[i - 1], order[j]);
     }
-    const float lr = static_cast<float>(settings_.learning_rate / (1.0 + 0.3 * epoch));
+    const float lr = static_cast<float>(settings_.learning_rate / (1.0 + 0.3 * t.passes));
     const float decay = 1.0f - lr * static_cast<float>(settings_.l2);
     for (auto idx : order) {
       const Example& ex = examples[idx];
@@ -277,34 +346,37 @@ void Index::train(const std::vector<Example>& examples, const std::vector<std::u
       bool has_gold = false;
       for (const auto& c : cands) has_gold = has_gold || c.entry == ex.entry;
       if (!has_gold) {
-        cands.push_back({ex.entry, s.entry_z[ex.entry], s.entry_bm25[ex.entry], 0});
+        const EntryScore& gold = s.entry[ex.entry];
+        cands.push_back({ex.entry, logit(gold), gold.bm25, 0});
         float m = tau;
         for (const auto& c : cands) m = std::max(m, c.z);
         double denom = std::exp(static_cast<double>(tau - m));
         for (const auto& c : cands) denom += std::exp(static_cast<double>(c.z - m));
         for (auto& c : cands) c.p = static_cast<float>(std::exp(static_cast<double>(c.z - m)) / denom);
       }
-      for (const auto& c : cands) grad[c.entry] = (c.entry == ex.entry ? 1.0f : 0.0f) - c.p;
+      for (const auto& c : cands) t.grad[c.entry] = (c.entry == ex.entry ? 1.0f : 0.0f) - c.p;
       for (const auto& [f, x] : ex.features) {
         auto& ws = weights_[f];
-        auto& us = acc[f];
+        auto& us = t.acc[f];
         for (std::size_t k = 0; k < ws.size(); ++k) {
-          float g = grad[ws[k].entry];
+          float g = t.grad[ws[k].entry];
           if (g == 0.0f) continue;
           float delta = ws[k].w * (decay - 1.0f) + lr * g * x;
           ws[k].w += delta;
-          us[k] += step * delta;
+          us[k] += t.step * delta;
         }
       }
-      step += 1.0f;
-      for (const auto& c : cands) grad[c.entry] = 0.0f;
+      t.step += 1.0f;
+      for (const auto& c : cands) t.grad[c.entry] = 0.0f;
       reset(s);
     }
   }
-  if (settings_.average) {
-    for (std::size_t f = 0; f < weights_.size(); ++f) {
-      for (std::size_t k = 0; k < weights_[f].size(); ++k) weights_[f][k].w -= acc[f][k] / step;
-    }
+}
+
+void Index::average(const Trainer& t) {
+  if (!settings_.average || t.acc.empty()) return;
+  for (std::size_t f = 0; f < weights_.size(); ++f) {
+    for (std::size_t k = 0; k < weights_[f].size(); ++k) weights_[f][k].w -= t.acc[f][k] / t.step;
   }
 }
 
@@ -420,7 +492,6 @@ void Index::score_bm25(const Analysis& a, Scratch& s, std::uint32_t skip_doc) co
   bm25_terms(a, s.terms);
   std::sort(s.terms.begin(), s.terms.end());
   s.terms.erase(std::unique(s.terms.begin(), s.terms.end()), s.terms.end());
-  const float k1 = static_cast<float>(settings_.k1), b = static_cast<float>(settings_.b);
   float norm = 0;
   std::vector<std::uint32_t> ids;
   ids.reserve(s.terms.size());
@@ -438,8 +509,7 @@ void Index::score_bm25(const Analysis& a, Scratch& s, std::uint32_t skip_doc) co
     float idf = questions_.idf[tid];
     for (const auto& p : questions_.postings[tid]) {
       if (p.doc == skip_doc) continue;
-      float dl = questions_.doc_len[p.doc];
-      float sc = idf * p.tf * (k1 + 1) / (p.tf + k1 * (1 - b + b * dl / questions_.avg_len));
+      float sc = idf * p.tf;
       if (s.doc_score[p.doc] == 0.0f) s.touched_docs.push_back(p.doc);
       s.doc_score[p.doc] += sc;
     }
@@ -448,19 +518,15 @@ void Index::score_bm25(const Analysis& a, Scratch& s, std::uint32_t skip_doc) co
   for (auto d : s.touched_docs) {
     std::uint32_t e = doc_entry_[d];
     float v = qw * s.doc_score[d] / norm;
-    s.touch(e);
-    s.entry_bm25[e] = std::max(s.entry_bm25[e], v);
+    EntryScore& es = s.touch(e);
+    es.bm25 = std::max(es.bm25, v);
   }
   if (settings_.answer_weight > 0) {
     const auto aw = static_cast<float>(settings_.answer_weight);
     for (auto tid : ids) {
       float idf = answers_.idf[tid];
       for (const auto& p : answers_.postings[tid]) {
-        float dl = answers_.doc_len[p.doc];
-        float sc = idf * p.tf * (k1 + 1) / (p.tf + k1 * (1 - b + b * dl / answers_.avg_len));
-        std::uint32_t e = p.doc;
-        s.touch(e);
-        s.entry_bm25[e] += aw * sc / norm;
+        s.touch(p.doc).bm25 += aw * idf * p.tf / norm;
       }
     }
   }
@@ -468,24 +534,19 @@ void Index::score_bm25(const Analysis& a, Scratch& s, std::uint32_t skip_doc) co
 
 void Index::reset(Scratch& s) const {
   for (auto d : s.touched_docs) s.doc_score[d] = 0.0f;
-  for (auto e : s.touched_entries) {
-    s.entry_bm25[e] = 0.0f;
-    s.entry_z[e] = 0.0f;
-    s.entry_touched[e] = 0;
-  }
+  for (auto e : s.touched_entries) s.entry[e] = EntryScore{};
   s.touched_docs.clear();
   s.touched_entries.clear();
 }
 
 void Index::top_k(Scratch& s, std::size_t k, std::vector<Ranked>& out, double null_logit) const {
-  out.clear();
-  for (auto e : s.touched_entries) out.push_back({e, s.entry_z[e], s.entry_bm25[e], 0.0f});
   auto better = [](const Ranked& a, const Ranked& b) { return a.z != b.z ? a.z > b.z : a.entry < b.entry; };
-  if (out.size() > k) {
-    std::nth_element(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(k), out.end(), better);
-    out.resize(k);
+  out.clear();
+  for (auto e : s.touched_entries) {
+    const EntryScore& es = s.entry[e];
+    keep_best(out, k, Ranked{e, logit(es), es.bm25, 0.0f}, better);
   }
-  std::sort(out.begin(), out.end(), better);
+  std::sort_heap(out.begin(), out.end(), better);
   auto tau = static_cast<float>(null_logit);
   float m = tau;
   for (const auto& r : out) m = std::max(m, r.z);
@@ -497,12 +558,11 @@ void Index::top_k(Scratch& s, std::size_t k, std::vector<Ranked>& out, double nu
 std::vector<Ranked> Index::rank(const Analysis& a, std::size_t k) const {
   auto lease = scratch_.take();
   Scratch& s = *lease;
-  score_bm25(a, s, UINT32_MAX);
+  score_bm25(a, s, UINT32_MAX);  // first: BM25 brings candidates that add_linear() counts
   if (!weights_.empty()) {
     vectorize(a, s);
     add_linear(s.features, s);
   }
-  for (auto e : s.touched_entries) s.entry_z[e] += gamma_ * s.entry_bm25[e];
   std::vector<Ranked> out;
   top_k(s, static_cast<std::size_t>(settings_.shortlist), out, settings_.null_logit);
   reset(s);

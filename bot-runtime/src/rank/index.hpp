@@ -19,6 +19,8 @@ namespace madoguchi::bot::detail {
 
 struct Posting {
   std::uint32_t doc;
+  // While the index is built, the term's frequency in the document; then its BM25
+  // term-frequency part tf·(k1 + 1) / (tf + k1·(1 − b + b·|d|/avgdl)).
   float tf;
 };
 
@@ -27,24 +29,31 @@ struct ClassWeight {
   float w;
 };
 
+// What one call has gathered for an entry; the logit is linear + gamma * bm25.
+struct EntryScore {
+  float linear = 0;  // the linear model's part
+  float bm25 = 0;    // normalized BM25
+  bool touched = false;
+};
+
 // Per-call scratch: dense accumulators with the list of touched slots to reset.
 struct Scratch {
   std::vector<float> doc_score;
-  std::vector<float> entry_bm25;
-  std::vector<float> entry_z;
-  std::vector<std::uint8_t> entry_touched;
+  std::vector<EntryScore> entry;  // by entry; one place, so that a touch costs one cache line
   std::vector<std::uint32_t> touched_docs;
   std::vector<std::uint32_t> touched_entries;
   std::vector<std::string> terms;
   std::vector<WeightedKey> keys;
   std::vector<std::pair<std::uint32_t, float>> features;  // feature id, value
 
-  // Marks an entry as scored in this call, so that reset() clears it.
-  void touch(std::uint32_t e) {
-    if (!entry_touched[e]) {
-      entry_touched[e] = 1;
+  // An entry's accumulator, marked as scored in this call so that reset() clears it.
+  EntryScore& touch(std::uint32_t e) {
+    EntryScore& es = entry[e];
+    if (!es.touched) {
+      es.touched = true;
       touched_entries.push_back(e);
     }
+    return es;
   }
 };
 
@@ -81,21 +90,28 @@ class Index {
 
   // The features of an analysis as (id, tf-idf value), L2-normalized; unknown ones dropped.
   void vectorize(const Analysis& a, Scratch& s) const;
-  // Accumulates normalized BM25 per entry into s.entry_bm25 (touched list); `skip_doc`
+  // Accumulates normalized BM25 per entry into s.entry[e].bm25 (touched list); `skip_doc`
   // leaves one question out (training). Returns nothing; entries are marked touched.
   void score_bm25(const Analysis& a, Scratch& s, std::uint32_t skip_doc) const;
   void reset(Scratch& s) const;
   void top_k(Scratch& s, std::size_t k, std::vector<Ranked>& out, double null_logit) const;
   struct Example;
-  // Softmax regression over (null, top candidates) on the given examples, from zero weights.
-  void train(const std::vector<Example>& examples, const std::vector<std::uint32_t>& use, Scratch& s);
+  struct Trainer;
+  // `passes` passes of softmax regression over (null, top candidates) on the examples `order`
+  // lists, going on from the weights and the state in `t`.
+  void train(const std::vector<Example>& examples, std::vector<std::uint32_t> order, int passes, Trainer& t,
+             Scratch& s);
+  // Replaces the weights by their mean over the training so far (with settings.average).
+  void average(const Trainer& t);
   // Logits of every entry for an example's features plus its BM25 shortlist.
   void forward(const Example& ex, Scratch& s) const;
-  // Adds the linear model's score of (feature id, value) pairs to s.entry_z.
+  // Adds the linear model's score of (feature id, value) pairs to the entries' `linear`.
+  // Entries with a BM25 part must be touched before (see kNominateMaxEntries).
   void add_linear(const std::vector<std::pair<std::uint32_t, float>>& features, Scratch& s) const;
   // Fits the confidence calibration on questions held out of training.
   void calibrate(const std::vector<Example>& examples, const std::vector<std::uint32_t>& held_out, Scratch& s);
   float confidence(float p, float z, float z_other) const noexcept;
+  float logit(const EntryScore& es) const noexcept { return es.linear + gamma_ * es.bm25; }
 
   RankingSettings settings_;
   std::size_t entry_count_ = 0;

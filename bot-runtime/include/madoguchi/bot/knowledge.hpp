@@ -93,7 +93,7 @@ struct RankingSettings {
 
 // When to answer, clarify or hand off (docs/policy.md).
 struct PolicySettings {
-  double answer_threshold = 0.45;   // calibrated confidence to answer with the top entry
+  double answer_threshold = 0.50;   // calibrated confidence to answer with the top entry
   double clarify_threshold = 0.20;  // confidence for the top entry to be offered as an option
   double clarify_margin = 0.10;     // clarify when top - second < margin (both offered)
   int max_clarify_options = 3;

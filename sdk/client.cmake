@@ -16,6 +16,7 @@ find_package(Threads REQUIRED)
 # is installed with the rest of sdk/include (sdk/CMakeLists.txt).
 mdg_add_library(mdg_client NAME client SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/src/client/client.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/src/client/connection.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/client/state_file.cpp)
 target_link_libraries(mdg_client
   PUBLIC madoguchi::core

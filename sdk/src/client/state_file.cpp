@@ -110,6 +110,7 @@ Result<std::optional<PersistedState>> read_state_file(const std::string& path) {
       }
       entry.id.assign(id);
       entry.text.assign(text_value);
+      if (!opt_string(m, "conversation", entry.conversation, what)) return corrupt(path, where + ": " + what);
       simdjson::dom::element atts;
       if (m["attachments"].get(atts) == simdjson::SUCCESS && !atts.is_null()) {
         simdjson::dom::array list;
@@ -139,8 +140,9 @@ std::string serialize_state(const PersistedState& s) {
   w.key("last_seq").value(s.last_seq);
   w.key("outbox").begin_array();
   for (const auto& m : s.outbox) {
-    w.begin_object().field("id", m.id).field("text", m.text);
-    w.key("attachments").begin_array();
+    w.begin_object().field("id", m.id);
+    if (!m.conversation.empty()) w.field("conversation", m.conversation);
+    w.field("text", m.text).key("attachments").begin_array();
     for (const auto& a : m.attachments) {
       w.begin_object().field("name", a.name).field("type", a.type);
       w.key("size").value(a.size);
@@ -199,7 +201,7 @@ Result<FileLock> FileLock::acquire(const std::string& state_path) {
   while (::flock(lock.fd_, LOCK_EX | LOCK_NB) != 0) {
     if (errno == EINTR) continue;
     if (errno == EWOULDBLOCK) {
-      return unavailable(state_path + ": another madoguchi::Client is using this state file (" + path +
+      return unavailable(state_path + ": another madoguchi client is using this state file (" + path +
                          " is locked); close it first");
     }
     return unavailable(path + ": cannot lock the state file (" + errno_text(errno) + ")");

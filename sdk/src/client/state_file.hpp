@@ -3,6 +3,8 @@
 //   {"token": "...", "conversation": "c_...", "last_seq": 14,
 //    "outbox": [{"id": "m-...", "text": "...", "attachments": [{"name", "type", "size", "url"}]}]}
 //
+// An agent client keeps only the outbox, each message with its "conversation".
+//
 // Private to mdg_client. Plain functions; safe from any thread (callers serialise writes to
 // one path).
 #pragma once
@@ -20,6 +22,7 @@ namespace madoguchi::detail::client {
 
 struct OutboxEntry {
   std::string id;
+  std::string conversation;  // an agent's message: the conversation it goes to; empty for a visitor
   std::string text;
   std::vector<protocol::Attachment> attachments;
 };

@@ -495,14 +495,18 @@ struct Hub::Impl {
     if (auto st = save(c); !st) cfg.logger.log(LogLevel::kError, "store: " + st.message());
   }
 
-  void announce(Conversation& c, const std::string& event, const std::string& data) {
+  // Stores an event and sends it to the visitors, the assigned agent and `also` (an agent who
+  // just gave the conversation away).
+  void announce(Conversation& c, const std::string& event, const std::string& data, const std::string& also = {}) {
     auto ev = store_event(c, event, data);
     if (!ev) {
       cfg.logger.log(LogLevel::kError, "store: " + ev.status().message());
       return;
     }
     to_visitors(c.record.id, *ev);
-    if (!c.record.assigned_agent.empty()) to_agent(c.record.assigned_agent, with_conversation(*ev, c.record.id));
+    std::string for_agents = with_conversation(*ev, c.record.id);
+    if (!c.record.assigned_agent.empty()) to_agent(c.record.assigned_agent, for_agents);
+    if (!also.empty() && also != c.record.assigned_agent) to_agent(also, for_agents);
   }
 
   static std::string agent_data(std::string_view key, std::string_view value) {
@@ -610,8 +614,7 @@ struct Hub::Impl {
           madoguchi::detail::JsonWriter w;
           w.begin_object().field("from", s.agent).field("to", f.to).end_object();
           set_state(conv, "agent", f.to);
-          announce(conv, "transferred", w.take());
-          to_agent(s.agent, with_conversation(protocol::encode(f), conv.record.id));
+          announce(conv, "transferred", w.take(), s.agent);
         } else if (f.type == FrameType::kHandBack) {
           announce(conv, "handed_back", agent_data("agent", s.agent));
           set_state(conv, "bot", "");

@@ -1,5 +1,7 @@
-# madoguchi::client — the visitor's live-chat client (madoguchi/client.hpp, docs/client.md):
-# libwebsockets on its own network thread, an outbox persisted with simdjson + JsonWriter.
+# madoguchi::client — the live-chat clients (docs/client.md): the visitor's Client
+# (madoguchi/client.hpp) and the support agent's AgentClient (madoguchi/agent_client.hpp), both
+# on one Connection: libwebsockets on its own network thread, an outbox persisted with
+# simdjson + JsonWriter.
 # include()d from sdk/CMakeLists.txt after madoguchi::core. Needs mdg_add_library
 # (cmake/MadoguchiLibrary.cmake); the including directory's include/ and src/ are the client's
 # (sdk/include, sdk/src). It links neither ICU nor MeCab: an app that only chats stays small.
@@ -15,6 +17,7 @@ find_package(Threads REQUIRED)
 # warnings, and install(TARGETS ... EXPORT madoguchi-targets) when MDG_INSTALL. The header
 # is installed with the rest of sdk/include (sdk/CMakeLists.txt).
 mdg_add_library(mdg_client NAME client SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/src/client/agent_client.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/client/client.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/client/connection.cpp
   ${CMAKE_CURRENT_LIST_DIR}/src/client/state_file.cpp)

@@ -8,43 +8,22 @@
 
 #include <doctest/doctest.h>
 
+#include "sdk/live_chat_support.hpp"
 #include "temp_dir.hpp"
 #include <simdjson.h>
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <random>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-extern char** environ;
-
-#ifndef MDG_HUB_EXE  // samples not built: the hub tests fail and say so
-#define MDG_HUB_EXE "madoguchi-hub (not built: configure with MDG_BUILD_SAMPLES=ON)"
-#endif
 
 using namespace madoguchi;
 using Kind = ClientEvent::Kind;
@@ -62,186 +41,21 @@ struct TempDir : mdg_test::TempDir {
   TempDir() : mdg_test::TempDir("madoguchi-client-test") {}
 };
 
-// A free TCP port on 127.0.0.1 (for a hub that is started later, at a known address).
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  socklen_t len = sizeof addr;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-// The madoguchi-hub executable as a child process.
-class HubProcess {
- public:
-  HubProcess() = default;
-  ~HubProcess() { kill(SIGKILL); }
-  HubProcess(const HubProcess&) = delete;
-  HubProcess& operator=(const HubProcess&) = delete;
-
-  // Starts the hub on `port` (0: any) with the store at `store` and waits for its
-  // "listening on" line. Its log goes to `log_path`.
-  void start(const std::string& store, int port, const std::string& log_path) {
-    REQUIRE(pid_ < 0);
-    int fds[2];
-    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-    posix_spawn_file_actions_addopen(&fa, 2, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    const std::string exe = MDG_HUB_EXE;
-    const std::string kb = std::string(MDG_SOURCE_DIR) + "/samples/kb/shop.json";
-    const std::string port_s = std::to_string(port);
-    std::vector<std::string> args = {exe,      "--kb",   kb,       "--store", store,      "--host",
-                                     "127.0.0.1", "--port", port_s, "--agent", "sato:pw", "--secret",
-                                     "client-test-secret-0123456789"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    int rc = ::posix_spawn(&pid_, exe.c_str(), &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    ::close(fds[1]);
-    if (rc != 0) {
-      ::close(fds[0]);
-      pid_ = -1;
-      FAIL("cannot start " << exe << ": " << std::strerror(rc));
-    }
-    out_ = fds[0];
-    // Read stdout until "madoguchi-hub: listening on http://127.0.0.1:<port>".
-    std::string text;
-    const std::string marker = "listening on http://127.0.0.1:";
-    auto deadline = std::chrono::steady_clock::now() + 60s;
-    auto complete = [&] {
-      auto at = text.find(marker);
-      return at != std::string::npos && text.find('\n', at) != std::string::npos;
-    };
-    while (!complete()) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      REQUIRE_MESSAGE(left.count() > 0, "the hub did not start; its log: " << read_file(log_path));
-      pollfd p{out_, POLLIN, 0};
-      int n = ::poll(&p, 1, static_cast<int>(left.count()));
-      if (n <= 0) continue;
-      char buf[256];
-      ssize_t got = ::read(out_, buf, sizeof buf);
-      REQUIRE_MESSAGE(got > 0, "the hub exited; its log: " << read_file(log_path));
-      text.append(buf, static_cast<std::size_t>(got));
-    }
-    port_ = std::stoi(text.substr(text.find(marker) + marker.size()));
-    REQUIRE(port_ > 0);
-    if (port != 0) REQUIRE(port_ == port);
-  }
-
-  int port() const { return port_; }
-  std::string url() const { return "ws://127.0.0.1:" + std::to_string(port_) + "/v1/visitor"; }
-
-  // SIGKILL: a crash. SIGTERM: a graceful stop.
-  void kill(int sig) {
-    if (pid_ < 0) return;
-    ::kill(pid_, sig);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    if (out_ >= 0) ::close(out_);
-    out_ = -1;
-  }
-
-  static std::string read_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-
- private:
-  pid_t pid_ = -1;
-  int out_ = -1;
-  int port_ = 0;
-};
-
-// Every event a client delivered, with the thread it was delivered on.
-class Recorder {
- public:
-  void operator()(const ClientEvent& e) {
-    std::lock_guard lock(mu_);
-    events_.push_back(e);
-    threads_.insert(std::this_thread::get_id());
-    cv_.notify_all();
-  }
-  // Waits until pred(events) holds; false on timeout.
-  bool wait(const std::function<bool(const std::vector<ClientEvent>&)>& pred, std::chrono::milliseconds timeout = kWait) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, timeout, [&] { return pred(events_); });
-  }
-  std::vector<ClientEvent> events() const {
-    std::lock_guard lock(mu_);
-    return events_;
-  }
-  std::set<std::thread::id> threads() const {
-    std::lock_guard lock(mu_);
-    return threads_;
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<ClientEvent> events_;
-  std::set<std::thread::id> threads_;
-};
-
-// Index of the first event matching `pred` at or after `from`, or -1.
-long find(const std::vector<ClientEvent>& evs, const std::function<bool(const ClientEvent&)>& pred, long from = 0) {
-  for (long i = from; i < static_cast<long>(evs.size()); ++i) {
-    if (pred(evs[static_cast<std::size_t>(i)])) return i;
-  }
-  return -1;
-}
-
-auto ack_of(const std::string& id) {
-  return [id](const ClientEvent& e) { return e.kind == Kind::kAck && e.frame.id == id; };
-}
-bool is_bot(const ClientEvent& e) { return e.kind == Kind::kMessage && e.frame.from == "bot"; }
-auto state_is(ConnectionState s) {
-  return [s](const ClientEvent& e) { return e.kind == Kind::kState && e.state == s; };
-}
-long count(const std::vector<ClientEvent>& evs, const std::function<bool(const ClientEvent&)>& pred) {
-  long n = 0;
-  for (const auto& e : evs) n += pred(e) ? 1 : 0;
-  return n;
-}
+using mdg_test::ack_of;
+using mdg_test::count;
+using mdg_test::find;
+using mdg_test::free_port;
+using mdg_test::HubProcess;
+using mdg_test::is_bot;
+using mdg_test::make_client;
+using mdg_test::state_is;
+using mdg_test::visitor_config;
+using Recorder = mdg_test::Recorder<ClientEvent>;
 
 // The ack of `id`, then a bot reply after it.
 bool answered(const std::vector<ClientEvent>& evs, const std::string& id) {
   long a = find(evs, ack_of(id));
   return a >= 0 && find(evs, is_bot, a + 1) >= 0;
-}
-
-ClientConfig config_for(const std::string& url, const std::string& state_path, Recorder& rec) {
-  ClientConfig cfg;
-  cfg.url = url;
-  cfg.state_path = state_path;
-  cfg.locale = "ja";
-  cfg.visitor = {{"customer_id", "c-42"}};
-  cfg.backoff_ms = {50, 100, 200, 400};
-  cfg.on_event = [&rec](const ClientEvent& e) { rec(e); };
-  if (std::getenv("MDG_CLIENT_TEST_LOG")) {  // MDG_CLIENT_TEST_LOG=1: the clients' debug log on stderr
-    cfg.logger.min_level = LogLevel::kDebug;
-    cfg.logger.sink = [](LogLevel level, std::string_view line) {
-      std::fprintf(stderr, "%s %.*s\n", std::string(to_string(level)).c_str(), static_cast<int>(line.size()), line.data());
-    };
-  }
-  return cfg;
-}
-
-std::unique_ptr<Client> make_client(ClientConfig cfg) {
-  auto c = Client::create(std::move(cfg));
-  REQUIRE_MESSAGE(c.is_ok(), c.status().to_string());
-  return std::move(c).value();
 }
 
 // Visitor messages stored by the hub, by client id (read after the hub stopped).
@@ -260,7 +74,7 @@ std::map<std::string, int> stored_visitor_ids(const std::string& store_path, con
 // The ids in the outbox of a state file.
 std::vector<std::string> outbox_ids(const std::string& state_path) {
   simdjson::dom::parser parser;
-  simdjson::padded_string text(HubProcess::read_file(state_path));
+  simdjson::padded_string text(mdg_test::read_file(state_path));
   simdjson::dom::array outbox;
   REQUIRE(parser.parse(text)["outbox"].get_array().get(outbox) == simdjson::SUCCESS);
   std::vector<std::string> ids;
@@ -283,7 +97,7 @@ TEST_SUITE("sdk.client") {
     std::atomic<Client*> self{nullptr};
     std::mutex close_mu;
     std::vector<Status> close_from_callback;
-    auto cfg = config_for(hub.url(), "", rec);
+    auto cfg = visitor_config(hub.url(), "", rec);
     cfg.on_event = [&](const ClientEvent& e) {
       if (e.kind == Kind::kWelcome && self.load()) {
         Status st = self.load()->close(0);  // refused: it would wait for itself
@@ -346,7 +160,7 @@ TEST_SUITE("sdk.client") {
     HubProcess hub;
     hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
     Recorder rec;
-    auto cfg = config_for(hub.url(), "", rec);
+    auto cfg = visitor_config(hub.url(), "", rec);
     cfg.dispatch = Dispatch::kPoll;
     auto client = make_client(std::move(cfg));
     REQUIRE(client->start());
@@ -375,7 +189,7 @@ TEST_SUITE("sdk.client") {
     const int port = free_port();
     const std::string url = "ws://127.0.0.1:" + std::to_string(port) + "/v1/visitor";
     Recorder rec;
-    auto client = make_client(config_for(url, dir.file("state.json"), rec));
+    auto client = make_client(visitor_config(url, dir.file("state.json"), rec));
     REQUIRE(client->start());
     // The first attempt fails: nobody listens yet.
     REQUIRE(rec.wait([](const auto& seen) { return find(seen, state_is(ConnectionState::kDisconnected)) >= 0; }));
@@ -403,7 +217,7 @@ TEST_SUITE("sdk.client") {
     hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
     const int port = hub.port();
     Recorder rec;
-    auto a = make_client(config_for(hub.url(), dir.file("a.json"), rec));
+    auto a = make_client(visitor_config(hub.url(), dir.file("a.json"), rec));
     REQUIRE(a->start());
     auto q1 = a->send("送料はいくらですか");
     REQUIRE(q1.is_ok());
@@ -425,14 +239,14 @@ TEST_SUITE("sdk.client") {
         auto ids = outbox_ids(dir.file("a.json"));
         REQUIRE(ids.size() == 1);
         // B gets A's token and last seq, but not A's outbox.
-        std::string text = HubProcess::read_file(dir.file("a.json"));
+        std::string text = mdg_test::read_file(dir.file("a.json"));
         text = text.substr(0, text.find("\"outbox\"")) + "\"outbox\":[]}";
         std::ofstream(b_state, std::ios::binary) << text;
       }
       HubProcess other;
       other.start(dir.file("hub.db"), 0, dir.file("hub2.log"));
       Recorder rec_b;
-      auto b = make_client(config_for(other.url(), b_state, rec_b));
+      auto b = make_client(visitor_config(other.url(), b_state, rec_b));
       CHECK(b->conversation() == a->conversation());
       REQUIRE(b->start());
       auto sent = b->send("支払い方法を教えてください");
@@ -485,7 +299,7 @@ TEST_SUITE("sdk.client") {
     hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
     const int port = hub.port();
     Recorder rec;
-    auto cfg = config_for(hub.url(), dir.file("state.json"), rec);
+    auto cfg = visitor_config(hub.url(), dir.file("state.json"), rec);
     cfg.dispatch = Dispatch::kPoll;
     auto client = make_client(std::move(cfg));
     REQUIRE(client->start());
@@ -536,14 +350,14 @@ TEST_SUITE("sdk.client") {
     Recorder rec;
     std::string q;
     {
-      auto first = make_client(config_for(hub.url(), dir.file("a.json"), rec));
+      auto first = make_client(visitor_config(hub.url(), dir.file("a.json"), rec));
       REQUIRE(first->start());
       REQUIRE(rec.wait([](const auto& seen) { return find(seen, state_is(ConnectionState::kConnected)) >= 0; }));
       CHECK(first->close(5000));
       CHECK(first->send("x").status().code() == ErrorCode::kClosed);
     }
     {
-      auto offline = make_client(config_for(hub.url(), dir.file("a.json"), rec));
+      auto offline = make_client(visitor_config(hub.url(), dir.file("a.json"), rec));
       auto sent = offline->send("送料はいくらですか");
       REQUIRE(sent.is_ok());
       q = *sent;
@@ -552,13 +366,13 @@ TEST_SUITE("sdk.client") {
     fs::copy_file(dir.file("a.json"), dir.file("b.json"));
     {
       Recorder rec_b;
-      auto b = make_client(config_for(hub.url(), dir.file("b.json"), rec_b));
+      auto b = make_client(visitor_config(hub.url(), dir.file("b.json"), rec_b));
       REQUIRE(b->start());
       REQUIRE(rec_b.wait([&](const auto& seen) { return answered(seen, q); }));
       CHECK(b->close(5000));
     }
     Recorder rec_a;
-    auto a = make_client(config_for(hub.url(), dir.file("a.json"), rec_a));
+    auto a = make_client(visitor_config(hub.url(), dir.file("a.json"), rec_a));
     CHECK(a->pending() == 1);
     REQUIRE(a->start());
     REQUIRE(rec_a.wait([&](const auto& seen) { return answered(seen, q); }));
@@ -581,7 +395,7 @@ TEST_SUITE("sdk.client") {
         << R"({"token":"v1.c_00000000000000000000000000.99999999999999.00","conversation":"c_00000000000000000000000000",)"
         << R"("last_seq":3,"outbox":[{"id":"m-1","text":"hello","attachments":[]}]})";
     Recorder rec;
-    auto client = make_client(config_for(hub.url(), state, rec));
+    auto client = make_client(visitor_config(hub.url(), state, rec));
     REQUIRE(client->start());
     REQUIRE(rec.wait([](const auto& seen) { return find(seen, state_is(ConnectionState::kClosed)) >= 0; }));
     auto evs = rec.events();
@@ -605,7 +419,7 @@ TEST_SUITE("sdk.client") {
     std::string id1, id2;
     {
       Recorder rec;
-      auto first = make_client(config_for(url, state, rec));
+      auto first = make_client(visitor_config(url, state, rec));
       REQUIRE(first->start());
       auto r1 = first->send("送料はいくらですか");
       auto r2 = first->send("返品したいです");
@@ -616,7 +430,7 @@ TEST_SUITE("sdk.client") {
       CHECK(first->pending() == 2);
       // While it lives, nobody else may use its state file.
       Recorder other;
-      auto second = Client::create(config_for(url, state, other));
+      auto second = Client::create(visitor_config(url, state, other));
       REQUIRE_FALSE(second.is_ok());
       CHECK(second.status().code() == ErrorCode::kUnavailable);
       CHECK(second.status().message().find(state) != std::string::npos);
@@ -624,7 +438,7 @@ TEST_SUITE("sdk.client") {
     CHECK(outbox_ids(state) == std::vector<std::string>{id1, id2});
 
     Recorder rec;
-    auto client = make_client(config_for(url, state, rec));
+    auto client = make_client(visitor_config(url, state, rec));
     CHECK(client->pending() == 2);
     REQUIRE(client->start());
     HubProcess hub;
@@ -648,7 +462,7 @@ TEST_SUITE("sdk.client") {
     Recorder rec;
     std::mutex mu;
     std::unique_ptr<Client> holder;
-    auto cfg = config_for(hub.url(), dir.file("state.json"), rec);
+    auto cfg = visitor_config(hub.url(), dir.file("state.json"), rec);
     cfg.on_event = [&](const ClientEvent& e) {
       if (e.kind == Kind::kWelcome) {
         std::lock_guard lock(mu);
@@ -669,10 +483,10 @@ TEST_SUITE("sdk.client") {
     // The state file is released once the network thread is gone.
     Recorder rec2;
     auto deadline = std::chrono::steady_clock::now() + kWait;
-    Result<std::unique_ptr<Client>> next = Client::create(config_for(hub.url(), dir.file("state.json"), rec2));
+    Result<std::unique_ptr<Client>> next = Client::create(visitor_config(hub.url(), dir.file("state.json"), rec2));
     while (!next.is_ok() && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(10ms);
-      next = Client::create(config_for(hub.url(), dir.file("state.json"), rec2));
+      next = Client::create(visitor_config(hub.url(), dir.file("state.json"), rec2));
     }
     REQUIRE_MESSAGE(next.is_ok(), next.status().to_string());
     CHECK_FALSE((*next)->conversation().empty());  // the welcome was persisted
@@ -689,13 +503,13 @@ TEST_SUITE("sdk.client") {
         std::ofstream out(state, std::ios::binary | std::ios::trunc);
         out << content;
       }
-      auto c = Client::create(config_for("ws://127.0.0.1:9/v1/visitor", state, rec));
+      auto c = Client::create(visitor_config("ws://127.0.0.1:9/v1/visitor", state, rec));
       REQUIRE_FALSE(c.is_ok());
       CHECK(c.status().code() == ErrorCode::kInvalidArgument);
       CAPTURE(c.status().message());
       CHECK(c.status().message().find(state) != std::string::npos);
       CHECK(c.status().message().find(mention) != std::string::npos);
-      CHECK(HubProcess::read_file(state) == content);
+      CHECK(mdg_test::read_file(state) == content);
     };
     SUBCASE("not JSON") { expect_refused(R"({"token": "v1.x", "outbox": [)", "not a JSON object"); }
     SUBCASE("a bad message id") {
@@ -709,7 +523,7 @@ TEST_SUITE("sdk.client") {
     const std::string state = dir.file("state.json");
     const std::string url = "ws://127.0.0.1:" + std::to_string(free_port()) + "/v1/visitor";
     Recorder rec;
-    auto client = make_client(config_for(url, state, rec));
+    auto client = make_client(visitor_config(url, state, rec));
     REQUIRE(client->start());
     auto id = client->send("送料はいくらですか");
     REQUIRE(id.is_ok());
@@ -724,7 +538,7 @@ TEST_SUITE("sdk.client") {
     CHECK(client->send("later").status().code() == ErrorCode::kClosed);
     CHECK(outbox_ids(state) == std::vector<std::string>{*id});
     client.reset();
-    auto again = make_client(config_for(url, state, rec));
+    auto again = make_client(visitor_config(url, state, rec));
     CHECK(again->pending() == 1);
     CHECK(again->close(0).code() == ErrorCode::kDeadlineExceeded);  // never started
   }
@@ -733,11 +547,11 @@ TEST_SUITE("sdk.client") {
     Recorder rec;
     for (const char* url : {"http://127.0.0.1:8080/v1/visitor", "ws://", "ws://host:99999/", "ws://host:x/"}) {
       CAPTURE(url);
-      auto c = Client::create(config_for(url, "", rec));
+      auto c = Client::create(visitor_config(url, "", rec));
       REQUIRE_FALSE(c.is_ok());
       CHECK(c.status().code() == ErrorCode::kInvalidArgument);
     }
-    auto cfg = config_for("ws://127.0.0.1:9", "", rec);
+    auto cfg = visitor_config("ws://127.0.0.1:9", "", rec);
     cfg.backoff_ms = {};
     CHECK(Client::create(cfg).status().code() == ErrorCode::kInvalidArgument);
     cfg.backoff_ms = {100, 0};
@@ -746,7 +560,7 @@ TEST_SUITE("sdk.client") {
     cfg.jitter_percent = 101;
     CHECK(Client::create(cfg).status().code() == ErrorCode::kInvalidArgument);
 
-    auto client = make_client(config_for("ws://127.0.0.1:9", "", rec));
+    auto client = make_client(visitor_config("ws://127.0.0.1:9", "", rec));
     CHECK(client->send("").status().code() == ErrorCode::kInvalidArgument);
     CHECK(client->send("\xff\xfe").status().code() == ErrorCode::kInvalidArgument);
     CHECK(client->send(std::string(70000, 'a')).status().code() == ErrorCode::kInvalidArgument);

@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include "bot-runtime/test_support.hpp"
+#include "sdk/live_chat_support.hpp"
 #include "temp_dir.hpp"
 
 #include <atomic>
@@ -32,7 +33,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr auto kWait = 20s;
 
 // The real SQLite store, whose next commits can be made to report failure. A failed
 // end_batch() still commits underneath: the worst case for the hub, which cannot know whether
@@ -119,37 +119,11 @@ class InProcessHub {
   std::thread thread_;
 };
 
-class Recorder {
- public:
-  void operator()(const ClientEvent& e) {
-    std::lock_guard lock(mu_);
-    events_.push_back(e);
-    cv_.notify_all();
-  }
-  bool wait(const std::function<bool(const std::vector<ClientEvent>&)>& pred) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, kWait, [&] { return pred(events_); });
-  }
-  std::vector<ClientEvent> events() const {
-    std::lock_guard lock(mu_);
-    return events_;
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<ClientEvent> events_;
-};
-
-long count(const std::vector<ClientEvent>& evs, const std::function<bool(const ClientEvent&)>& pred) {
-  long n = 0;
-  for (const auto& e : evs) n += pred(e) ? 1 : 0;
-  return n;
-}
-auto ack_of(const std::string& id) {
-  return [id](const ClientEvent& e) { return e.kind == Kind::kAck && e.frame.id == id; };
-}
-bool is_bot(const ClientEvent& e) { return e.kind == Kind::kMessage && e.frame.from == "bot"; }
+using mdg_test::ack_of;
+using mdg_test::count;
+using mdg_test::eventually;
+using mdg_test::is_bot;
+using Recorder = mdg_test::Recorder<ClientEvent>;
 
 std::unique_ptr<Client> visitor(const std::string& url, const std::string& state_path, Recorder& rec) {
   ClientConfig cfg;
@@ -162,16 +136,6 @@ std::unique_ptr<Client> visitor(const std::string& url, const std::string& state
   REQUIRE_MESSAGE(c.is_ok(), c.status().to_string());
   REQUIRE((*c)->start());
   return std::move(*c);
-}
-
-// Polls `pred` until it holds (metrics change on the hub's own schedule).
-bool eventually(const std::function<bool()>& pred) {
-  auto deadline = std::chrono::steady_clock::now() + kWait;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
 }
 
 }  // namespace

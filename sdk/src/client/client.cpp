@@ -33,10 +33,11 @@ constexpr const char* kClientName = "madoguchi-cpp/0.1";
 
 }  // namespace
 
-struct Client::Impl final : detail::client::Connection {
-  Impl(detail::client::ConnectionConfig base, ClientConfig c) : Connection(std::move(base)), cfg(std::move(c)) {}
+struct Client::Impl final : detail::client::EventConnection<ClientEvent> {
+  Impl(detail::client::ConnectionConfig base, ClientConfig c)
+      : EventConnection(std::move(base), c.on_event), cfg(std::move(c)) {}
 
-  const ClientConfig cfg;  // locale, visitor, on_event (the rest is Connection's)
+  const ClientConfig cfg;  // locale, visitor (the rest is Connection's)
 
   // ---- shared: guarded by mu_ -----------------------------------------------------------
   std::string token;
@@ -46,35 +47,15 @@ struct Client::Impl final : detail::client::Connection {
   // ---- network thread only ------------------------------------------------------------
   std::int64_t seen_seq = 0;  // the highest seq taken in (dedupe)
 
-  // Reads shared members under mu_.
-  template <class F>
-  auto locked(F read) const {
-    std::lock_guard lock(mu_);
-    return read(*this);
-  }
-
   void save_locked(PersistedState& s) const override {
     s.token = token;
     s.conversation = conversation;
     s.last_seq = last_seq;
   }
 
-  // ---- events -------------------------------------------------------------------------
-  void emit(ClientEvent ev) {
-    ev.state = current_state();
-    dispatch([this, ev = std::move(ev)] { deliver(ev); });
-  }
-
-  void emit(ClientEvent::Kind kind, const Frame& f) {
-    ClientEvent ev;
-    ev.kind = kind;
-    ev.frame = f;
-    emit(std::move(ev));
-  }
-
   // Runs on_event, then counts the event's seq as delivered.
-  void deliver(const ClientEvent& ev) {
-    call(cfg.on_event, ev);
+  void deliver(const ClientEvent& ev) override {
+    EventConnection::deliver(ev);
     bool numbered = ev.kind == ClientEvent::Kind::kMessage || ev.kind == ClientEvent::Kind::kEvent ||
                     ev.kind == ClientEvent::Kind::kAck;
     if (numbered && ev.frame.seq) {
@@ -85,14 +66,6 @@ struct Client::Impl final : detail::client::Connection {
       }
     }
   }
-
-  void emit_state() override {
-    ClientEvent ev;
-    ev.kind = ClientEvent::Kind::kState;
-    emit(std::move(ev));
-  }
-
-  void emit_error(const Frame& f) override { emit(ClientEvent::Kind::kError, f); }
 
   // ---- frames from the hub ------------------------------------------------------------
   std::string hello_json() override {
@@ -178,28 +151,15 @@ struct Client::Impl final : detail::client::Connection {
 Client::Client(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Client::~Client() {
-  if (!impl_) return;
-  if (impl_->on_network_thread()) {
-    impl_->abandon_from_callback();
-    return;
-  }
-  (void)impl_->close(0);
+  if (impl_) impl_->owner_gone();
 }
 
 Result<std::unique_ptr<Client>> Client::create(ClientConfig config) {
-  detail::client::ConnectionConfig base;
-  base.name = "client";
-  MDG_ASSIGN_OR_RETURN(base.url, detail::client::check_connection_settings("client", config.url, "/v1/visitor",
-                                                                           config.backoff_ms, config.jitter_percent));
+  MDG_ASSIGN_OR_RETURN(auto base, detail::client::connection_config("client", "/v1/visitor", config));
   protocol::DecodeLimits limits;
   if (config.visitor.size() > limits.max_visitor_attributes) {
     return invalid_argument("client: at most " + std::to_string(limits.max_visitor_attributes) + " visitor attributes");
   }
-  base.state_path = config.state_path;
-  base.backoff_ms = config.backoff_ms;
-  base.jitter_percent = config.jitter_percent;
-  base.dispatch = config.dispatch;
-  base.logger = config.logger;
   auto impl = std::make_shared<Impl>(std::move(base), std::move(config));
   MDG_ASSIGN_OR_RETURN(auto loaded, impl->open_state_file());
   if (loaded) {
@@ -239,9 +199,9 @@ std::size_t Client::poll(int timeout_ms, std::size_t max) {
 
 ConnectionState Client::state() const { return impl_->current_state(); }
 
-std::string Client::conversation() const { return impl_->locked([](const Impl& i) { return i.conversation; }); }
+std::string Client::conversation() const { return impl_->with_lock([this] { return impl_->conversation; }); }
 
-std::int64_t Client::last_seq() const { return impl_->locked([](const Impl& i) { return i.last_seq; }); }
+std::int64_t Client::last_seq() const { return impl_->with_lock([this] { return impl_->last_seq; }); }
 
 std::size_t Client::pending() const { return impl_->pending(); }
 

@@ -424,7 +424,11 @@ Status Connection::close(int timeout_ms) {
                 std::to_string(left) + " message(s) not acknowledged by the hub before the deadline; " + where);
 }
 
-void Connection::abandon_from_callback() {
+void Connection::owner_gone() {
+  if (!on_network_thread()) {
+    (void)close(0);
+    return;
+  }
   suppress_events_ = true;
   {
     std::lock_guard lock(mu_);

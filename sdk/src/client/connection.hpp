@@ -4,8 +4,8 @@
 // when there is one), paced writes, control frames, a flushing shutdown, and events delivered
 // on the network thread (Dispatch::kCallback) or queued for poll() (Dispatch::kPoll).
 //
-// A client derives from Connection and adds what its endpoint says: the hello, what each frame
-// from the hub means, its events, and what else it keeps in the state file.
+// A client derives from EventConnection<its event type> and adds what its endpoint says: the
+// hello, what each frame from the hub means, and what else it keeps in the state file.
 //
 // Two worlds meet here:
 //   - the network thread (run()) owns the lws context, the connection and every member under
@@ -74,6 +74,20 @@ struct ConnectionConfig {
 Result<ParsedUrl> check_connection_settings(std::string_view what, std::string_view url, std::string_view default_path,
                                             const std::vector<int>& backoff_ms, int jitter_percent);
 
+// A ConnectionConfig from a client's config (ClientConfig, AgentClientConfig), checked.
+template <class ClientConfigT>
+Result<ConnectionConfig> connection_config(std::string name, std::string_view default_path, const ClientConfigT& c) {
+  ConnectionConfig base;
+  MDG_ASSIGN_OR_RETURN(base.url, check_connection_settings(name, c.url, default_path, c.backoff_ms, c.jitter_percent));
+  base.name = std::move(name);
+  base.state_path = c.state_path;
+  base.backoff_ms = c.backoff_ms;
+  base.jitter_percent = c.jitter_percent;
+  base.dispatch = c.dispatch;
+  base.logger = c.logger;
+  return base;
+}
+
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   explicit Connection(ConnectionConfig config);
@@ -100,11 +114,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   ConnectionState current_state() const;
   std::size_t pending() const;
   Status close(int timeout_ms);
-  // The client object is destroyed from its own callback: the network thread finishes by
-  // itself (without flushing) and releases this object when it ends.
-  void abandon_from_callback();
+  // The client object that owns this connection is destroyed: close(0); or, from its own
+  // callback on the network thread, the thread finishes by itself (without flushing) and
+  // releases this object when it ends.
+  void owner_gone();
   // True on this connection's network thread (its callbacks in kCallback).
   bool on_network_thread() const;
+  // Runs `read` under mu_: how a client's getters read its shared members.
+  template <class F>
+  auto with_lock(F&& read) const {
+    std::lock_guard lock(mu_);
+    return read();
+  }
 
   // lws glue (network thread).
   int on_callback(lws* wsi, lws_callback_reasons reason, void* in, std::size_t len);
@@ -256,6 +277,40 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void on_ack(const protocol::Frame& f);
   void on_error(const protocol::Frame& f);
   int on_receive(lws* w, const void* in, std::size_t len);
+};
+
+// A Connection that delivers events of type Event (ClientEvent, AgentEvent: a `kind` with
+// kState and kError, the `state` after it, and a protocol `frame`) to the app's on_event.
+template <class Event>
+class EventConnection : public Connection {
+ public:
+  EventConnection(ConnectionConfig base, std::function<void(const Event&)> on_event)
+      : Connection(std::move(base)), on_event_(std::move(on_event)) {}
+
+ protected:
+  // Stamps the state and dispatches (network thread).
+  void emit(Event ev) {
+    ev.state = current_state();
+    dispatch([this, ev = std::move(ev)] { deliver(ev); });
+  }
+  void emit(typename Event::Kind kind, const protocol::Frame& f) {
+    Event ev;
+    ev.kind = kind;
+    ev.frame = f;
+    emit(std::move(ev));
+  }
+  // Runs on_event (on the network thread or in poll()).
+  virtual void deliver(const Event& ev) { call(on_event_, ev); }
+
+  void emit_state() override {
+    Event ev;
+    ev.kind = Event::Kind::kState;
+    emit(std::move(ev));
+  }
+  void emit_error(const protocol::Frame& f) override { emit(Event::Kind::kError, f); }
+
+ private:
+  const std::function<void(const Event&)> on_event_;
 };
 
 }  // namespace madoguchi::detail::client

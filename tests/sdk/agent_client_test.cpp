@@ -1,6 +1,7 @@
 // madoguchi::AgentClient and madoguchi::Client together against the real hub: the
 // madoguchi-hub executable runs as a child process (a temporary SQLite store, agents sato and
-// suzuki), so that it can be killed and restarted under both clients.
+// suzuki), so that it can be killed and restarted under both clients; and the terminal-agent
+// sample driven through a pipe.
 //
 // Callbacks only record events; every assertion is made on the test thread after waiting
 // (with a generous timeout) for the events it needs.
@@ -23,6 +24,10 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#ifndef MDG_TERMINAL_AGENT_EXE  // samples not built: the pipe test fails and says so
+#define MDG_TERMINAL_AGENT_EXE "terminal-agent (not built: configure with MDG_BUILD_SAMPLES=ON)"
+#endif
 
 using namespace madoguchi;
 using namespace std::chrono_literals;
@@ -521,5 +526,70 @@ TEST_SUITE("sdk.agent_client") {
       CHECK(v.received(id) == 1);
       CHECK(stored_count(dir.file("hub.db"), conv, id) == 1);
     }
+  }
+
+  TEST_CASE("agent client: terminal-agent through a pipe takes, replies and hands back") {
+    TempDir dir;
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
+    Visitor v(hub, "", {{"plan", "gold"}});
+    CHECK(decision(v.ask("送料はいくらですか")) == "answer");
+    CHECK(decision(v.ask(kHumanJa)) == "handoff");
+    const std::string conv = v.client->conversation();
+
+    mdg_test::ChildProcess agent;
+    agent.spawn({MDG_TERMINAL_AGENT_EXE, "--url", hub.agent_url(), "--agent", "sato", "--password", "pw"},
+                dir.file("agent.log"), true);
+    auto output = [&] { return agent.output() + "\n--- its log:\n" + mdg_test::read_file(dir.file("agent.log")); };
+    // The queue, with the conversation, its priority, locale and reason.
+    REQUIRE_MESSAGE(agent.read_until("1. " + conv + "  waiting  priority ", 60s), output());
+    REQUIRE_MESSAGE(agent.read_until("ja  visitor asked for a person", 30s), output());
+
+    std::size_t from = agent.output().size();
+    agent.write("take 1\n");
+    REQUIRE_MESSAGE(agent.read_until("== replying in " + conv, 30s, from), output());
+    std::string package = agent.output().substr(from);
+    CAPTURE(package);
+    CHECK(package.find("reason:     visitor asked for a person") != std::string::npos);
+    CHECK(package.find("triage:     severity ") != std::string::npos);
+    CHECK(package.find("rules:      human-request") != std::string::npos);
+    CHECK(package.find("candidates:") != std::string::npos);
+    CHECK(package.find("visitor:    customer_id=c-42, plan=gold") != std::string::npos);
+    CHECK(package.find("visitor> 送料はいくらですか") != std::string::npos);
+    CHECK(package.find("visitor> " + kHumanJa) != std::string::npos);
+    CHECK(package.find("bot> ") != std::string::npos);
+
+    agent.write("お待たせしました。担当の佐藤です。\n");
+    auto reply = wait_for(v.rec, [](const ClientEvent& e) { return e.kind == VKind::kMessage && e.frame.from == "agent"; },
+                          "the agent's reply");
+    CHECK(reply.frame.text == "お待たせしました。担当の佐藤です。");
+    CHECK(reply.frame.agent == "sato");
+    REQUIRE_MESSAGE(agent.read_until("-- delivered #" + std::to_string(*reply.frame.seq), 30s, from), output());
+
+    from = agent.output().size();
+    auto question = v.client->send("注文番号がわかりません");
+    REQUIRE(question.is_ok());
+    REQUIRE_MESSAGE(agent.read_until("[" + conv + "] #", 30s, from), output());
+    REQUIRE_MESSAGE(agent.read_until("visitor> 注文番号がわかりません", 30s, from), output());
+
+    from = agent.output().size();
+    agent.write("/help\n");
+    REQUIRE_MESSAGE(agent.read_until("/transfer NAME", 30s, from), output());
+
+    agent.write("/back\n");
+    v.event("handed_back");
+    REQUIRE_MESSAGE(agent.read_until("-- handed_back", 30s, from), output());
+    REQUIRE_MESSAGE(agent.read_until("== no current conversation", 30s, from), output());
+    long mark = static_cast<long>(v.rec.events().size());
+    CHECK(decision(v.ask("送料はいくらですか")) == "answer");
+    CHECK(find(v.rec.events(), is_bot, mark) >= 0);
+
+    agent.close_stdin();  // end of input: the program flushes and quits
+    int status = agent.wait_exit(30s);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(v.received(reply.frame.id) == 1);
+    CHECK(v.client->close(5000));
+    hub.kill(SIGTERM);
   }
 }

@@ -211,7 +211,7 @@ TEST_SUITE("sdk.client") {
     CHECK(stored == std::map<std::string, int>{{*id, 1}});
   }
 
-  TEST_CASE("client: the hub is killed mid-conversation; the client resumes by seq and nothing comes twice") {
+  TEST_CASE("client: the hub is killed mid-conversation, the client resumes by seq and nothing comes twice") {
     TempDir dir;
     HubProcess hub;
     hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));

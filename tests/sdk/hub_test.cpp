@@ -141,7 +141,7 @@ std::unique_ptr<Client> visitor(const std::string& url, const std::string& state
 }  // namespace
 
 TEST_SUITE("sdk.hub") {
-  TEST_CASE("hub: a failed commit sends nothing of its turn; the resent message is stored once") {
+  TEST_CASE("hub: a failed commit sends nothing of its turn, and the resent message is stored once") {
     mdg_test::TempDir dir("madoguchi-hub-test");
     const std::string path = dir.file("hub.db");
     auto sqlite = hub::open_sqlite_store(path);

@@ -47,6 +47,20 @@ TEST_SUITE("bot.policy") {
     CHECK(en.candidates[0].confidence >= shop_bot()->knowledge().policy.answer_threshold);
   }
 
+  TEST_CASE("a fallback locale fills in only when the message does not tell") {
+    Conversation conv;
+    conv.set_fallback_locale("en");
+    CHECK(ask(conv, "送料はいくらですか").locale == "ja");  // the text tells: Japanese
+    Conversation fresh;
+    fresh.set_fallback_locale("en");
+    CHECK(ask(fresh, "???").locale == "en");  // no letters and nothing said before
+    CHECK(ask(fresh, "").locale == "en");     // empty: the fallback, not default_locale (ja)
+    Conversation pinned;
+    pinned.set_fallback_locale("en");
+    pinned.set_locale("ja");
+    CHECK(ask(pinned, "How much is shipping?").locale == "ja");  // a pinned locale still wins
+  }
+
   TEST_CASE("half-width katakana and full-width letters find the same entry") {
     Conversation a, b;
     auto r1 = ask(a, "クレジットカードは使えますか");
@@ -55,7 +69,7 @@ TEST_SUITE("bot.policy") {
     CHECK(r1.decision == r2.decision);
   }
 
-  TEST_CASE("a greeting rule replies; thanks and goodbye too") {
+  TEST_CASE("a greeting rule replies, and so do thanks and goodbye") {
     Conversation conv;
     auto r = ask(conv, "こんにちは");
     CHECK(r.decision == Decision::kReply);
@@ -161,7 +175,7 @@ TEST_SUITE("bot.policy") {
     CHECK(r->candidates[0].confidence >= 0.5);
   }
 
-  TEST_CASE("out of scope hands off; severity hands off") {
+  TEST_CASE("out of scope hands off, and so does high severity") {
     Conversation conv;
     auto r = ask(conv, "明日の東京の天気を教えて");
     CHECK(r.decision != Decision::kAnswer);

@@ -203,6 +203,7 @@ TEST_SUITE("sdk.agent_client") {
     auto en = a.ask("How much is shipping?");
     CHECK(decision(en) == "answer");
     CHECK(en.bot_json.find("\"entry\":\"shipping-fee\"") != std::string::npos);
+    CHECK(en.text.find("Shipping is") == 0);  // the hello's locale only fills in: English in, English out
     auto vague = a.ask("支払いについて");
     CAPTURE(vague.bot_json);
     CHECK(decision(vague) == "clarify");

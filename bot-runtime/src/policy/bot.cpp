@@ -326,10 +326,12 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
     reply.locale = conv.locale();
   } else if (!has_letters && !conv.last_locale_.empty()) {
     reply.locale = conv.last_locale_;
+  } else if (!has_letters && !conv.fallback_locale_.empty()) {
+    reply.locale = conv.fallback_locale_;
   } else {
     reply.locale = a.locale;
   }
-  if (a.normalized.empty()) reply.locale = kb.default_locale;
+  if (a.normalized.empty()) reply.locale = conv.fallback_locale_.empty() ? kb.default_locale : conv.fallback_locale_;
   const std::string& loc = reply.locale;
   const std::string& fallback_locale = kb.default_locale;
   reply.explanation.normalized = a.normalized;

@@ -193,7 +193,9 @@ struct Hub::Impl {
     if (!rec) return not_found("no conversation " + id);
     auto conv = std::make_unique<Conversation>();
     conv->record = std::move(*rec);
-    if (!conv->record.locale.empty()) conv->bot.set_locale(conv->record.locale);
+    // The hello's locale is the visitor's language when a message does not tell; a message
+    // with letters is answered in its own language (docs/protocol.md).
+    if (!conv->record.locale.empty()) conv->bot.set_fallback_locale(conv->record.locale);
     // The bot's memory of the conversation comes back from the store (after a restart).
     MDG_ASSIGN_OR_RETURN(auto stored, store->messages_after(id, 0, 1000));
     for (const auto& m : stored) {

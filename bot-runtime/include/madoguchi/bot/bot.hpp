@@ -108,6 +108,10 @@ class Conversation {
   int failed_turns() const noexcept { return failed_turns_; }
   const std::string& locale() const noexcept { return locale_; }
   void set_locale(std::string locale) { locale_ = std::move(locale); }  // overrides detection
+  // The visitor's language for messages that do not tell (no letters, or empty) when no
+  // earlier reply does; detection still wins for messages with letters.
+  const std::string& fallback_locale() const noexcept { return fallback_locale_; }
+  void set_fallback_locale(std::string locale) { fallback_locale_ = std::move(locale); }
   std::map<std::string, std::string, std::less<>>& slots() noexcept { return slots_; }
   const std::map<std::string, std::string, std::less<>>& slots() const noexcept { return slots_; }
   std::map<std::string, std::string, std::less<>>& visitor() noexcept { return visitor_; }
@@ -125,6 +129,7 @@ class Conversation {
   std::map<std::string, std::string, std::less<>> visitor_;
   std::string previous_answer_;
   std::string locale_;       // set by the host: overrides detection
+  std::string fallback_locale_;  // set by the host: when the message does not tell
   std::string last_locale_;  // the language of the previous message
   std::vector<std::pair<std::string, std::string>> pending_options_;  // (entry, label) offered last
   int visitor_turns_ = 0;

@@ -16,6 +16,7 @@
 #include <array>
 #include <bitset>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <unordered_map>
 #include <unordered_set>
@@ -93,6 +94,28 @@ const std::unordered_set<std::string_view>& japanese_stop_words() {
   return words;
 }
 
+// The ipadic parts of speech the tokenizer tells apart (feature field 0).
+enum class Pos {
+  kNoun,       // 名詞
+  kContent,    // 動詞 形容詞 副詞 感動詞 連体詞
+  kSymbol,     // 記号
+  kParticle,   // 助詞
+  kAuxiliary,  // 助動詞
+  kOther,      // 接頭詞 (prefixes), 接続詞, フィラー, その他
+};
+
+// One pass over a handful of short strings instead of a comparison per part of speech.
+Pos classify_pos(std::string_view pos) noexcept {
+  static constexpr std::pair<std::string_view, Pos> kTable[] = {
+      {"名詞", Pos::kNoun},       {"動詞", Pos::kContent},     {"助詞", Pos::kParticle},
+      {"助動詞", Pos::kAuxiliary}, {"記号", Pos::kSymbol},      {"形容詞", Pos::kContent},
+      {"副詞", Pos::kContent},    {"感動詞", Pos::kContent},    {"連体詞", Pos::kContent}};
+  for (const auto& [name, kind] : kTable) {
+    if (pos.size() == name.size() && std::memcmp(pos.data(), name.data(), name.size()) == 0) return kind;
+  }
+  return Pos::kOther;
+}
+
 struct MecabWorker {
   std::unique_ptr<MeCab::Tagger> tagger;
   std::unique_ptr<MeCab::Lattice> lattice;
@@ -116,13 +139,12 @@ struct WordBreaker {
 template <std::size_t N>
 std::size_t split_feature(const char* feature, std::array<std::string_view, N>& out) {
   std::size_t n = 0;
-  const char* start = feature;
-  for (const char* p = feature;; ++p) {
-    if (*p == ',' || *p == '\0') {
-      out[n++] = std::string_view(start, static_cast<std::size_t>(p - start));
-      if (*p == '\0' || n == N) break;
-      start = p + 1;
-    }
+  std::string_view rest(feature);
+  while (n < N) {
+    std::size_t comma = rest.find(',');
+    out[n++] = rest.substr(0, comma);
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
   }
   return n;
 }
@@ -279,6 +301,11 @@ class Emitter {
   explicit Emitter(std::string& out) : out_(out) {}
 
   void put(char32_t c, std::string_view bytes) {
+    if (c >= 0x3041 && !pending_space_) {  // kana, kanji and the like: kept as they are
+      out_.append(bytes);
+      prev_ = c;
+      return;
+    }
     if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' || c == 0x3000) {
       pending_space_ = !out_.empty();
       return;
@@ -488,11 +515,11 @@ Status TextPipeline::Impl::tokenize_japanese(std::string_view text, std::vector<
     std::string_view surface(node->surface, node->length);
     if (surface.empty()) continue;
     std::size_t nf = split_feature(node->feature, f);
-    std::string_view pos = nf > 0 ? f[0] : std::string_view();
+    const Pos pos = classify_pos(nf > 0 ? f[0] : std::string_view());
     std::string_view pos1 = nf > 1 ? f[1] : std::string_view();
-    if (pos == "記号" || pos == "助詞" || pos == "助動詞") {
+    if (pos == Pos::kSymbol || pos == Pos::kParticle || pos == Pos::kAuxiliary) {
       // Particles and auxiliaries are kept (flagged) for bigram features; symbols are not.
-      if (pos == "記号") continue;
+      if (pos == Pos::kSymbol) continue;
       Token t;
       t.text.assign(nf > 6 && f[6] != "*" ? f[6] : surface);
       t.content = false;
@@ -511,10 +538,9 @@ Status TextPipeline::Impl::tokenize_japanese(std::string_view text, std::vector<
     std::string_view base = nf > 6 && f[6] != "*" ? f[6] : surface;
     t.text.assign(unknown ? surface : base);
     t.kind = unknown ? TokenKind::kUnknown : TokenKind::kWord;
-    bool content_pos = pos == "名詞" || pos == "動詞" || pos == "形容詞" || pos == "副詞" ||
-                       pos == "接頭詞" || pos == "感動詞" || pos == "連体詞";
-    if (pos1 == "非自立" || pos1 == "接尾" || pos1 == "代名詞" || pos == "接頭詞") content_pos = false;
-    if (pos == "名詞" && pos1 == "接尾" && (f[2] == "サ変接続" || f[2] == "一般")) content_pos = true;
+    bool content_pos = pos == Pos::kContent || pos == Pos::kNoun;
+    if (pos1 == "非自立" || pos1 == "接尾" || pos1 == "代名詞") content_pos = false;
+    if (pos == Pos::kNoun && pos1 == "接尾" && (f[2] == "サ変接続" || f[2] == "一般")) content_pos = true;
     t.content = content_pos && !japanese_stop_words().contains(t.text);
     out.push_back(std::move(t));
   }

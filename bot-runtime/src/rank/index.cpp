@@ -540,13 +540,19 @@ void Index::reset(Scratch& s) const {
 }
 
 void Index::top_k(Scratch& s, std::size_t k, std::vector<Ranked>& out, double null_logit) const {
+  // `better` is a strict total order (ties by entry), so the k kept do not depend on the
+  // order of the touched list.
   auto better = [](const Ranked& a, const Ranked& b) { return a.z != b.z ? a.z > b.z : a.entry < b.entry; };
   out.clear();
   for (auto e : s.touched_entries) {
     const EntryScore& es = s.entry[e];
-    keep_best(out, k, Ranked{e, logit(es), es.bm25, 0.0f}, better);
+    out.push_back({e, logit(es), es.bm25, 0.0f});
   }
-  std::sort_heap(out.begin(), out.end(), better);
+  if (out.size() > k) {
+    std::nth_element(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(k), out.end(), better);
+    out.resize(k);
+  }
+  std::sort(out.begin(), out.end(), better);
   auto tau = static_cast<float>(null_logit);
   float m = tau;
   for (const auto& r : out) m = std::max(m, r.z);

@@ -86,12 +86,20 @@ const std::unordered_set<std::string_view>& english_stop_words() {
 }
 
 // Japanese base forms that are too common to mean anything in a shop question.
-const std::unordered_set<std::string_view>& japanese_stop_words() {
-  static const std::unordered_set<std::string_view> words = {
-      "する", "ある", "いる", "なる", "れる", "られる", "せる", "させる", "こと", "もの",
-      "よう", "ため", "ない", "の",   "ん",   "です",   "ます", "くださる", "下さる", "いただく",
-      "頂く", "おる", "てる", "ちゃう", "しまう", "みる", "くる", "いく", "もらう", "やる"};
-  return words;
+// Japanese stop words (base forms). Called for every content word, so most words leave after
+// one byte: all but two of the list are kana (UTF-8 lead byte 0xE3), most content words kanji.
+bool is_japanese_stop_word(std::string_view w) {
+  static const auto kana = [] {
+    std::array<std::string_view, 28> words = {
+        "する", "ある", "いる", "なる", "れる", "られる", "せる", "させる", "こと", "もの",
+        "よう", "ため", "ない", "の", "ん", "です", "ます", "くださる", "いただく", "おる",
+        "てる", "ちゃう", "しまう", "みる", "くる", "いく", "もらう", "やる"};
+    std::sort(words.begin(), words.end());
+    return words;
+  }();
+  if (w.empty()) return false;
+  if (static_cast<unsigned char>(w[0]) != 0xE3) return w == "下さる" || w == "頂く";
+  return std::binary_search(kana.begin(), kana.end(), w);
 }
 
 // The ipadic parts of speech the tokenizer tells apart (feature field 0).
@@ -138,13 +146,15 @@ struct WordBreaker {
 // reading and pronunciation after the base form are never looked at.
 template <std::size_t N>
 std::size_t split_feature(const char* feature, std::array<std::string_view, N>& out) {
+  // One pass over the bytes, stopping after field N: no strlen() of the whole feature string.
   std::size_t n = 0;
-  std::string_view rest(feature);
-  while (n < N) {
-    std::size_t comma = rest.find(',');
-    out[n++] = rest.substr(0, comma);
-    if (comma == std::string_view::npos) break;
-    rest.remove_prefix(comma + 1);
+  const char* start = feature;
+  for (const char* p = feature;; ++p) {
+    if (*p == ',' || *p == '\0') {
+      out[n++] = std::string_view(start, static_cast<std::size_t>(p - start));
+      if (*p == '\0' || n == N) break;
+      start = p + 1;
+    }
   }
   return n;
 }
@@ -520,10 +530,7 @@ Status TextPipeline::Impl::tokenize_japanese(std::string_view text, std::vector<
     if (pos == Pos::kSymbol || pos == Pos::kParticle || pos == Pos::kAuxiliary) {
       // Particles and auxiliaries are kept (flagged) for bigram features; symbols are not.
       if (pos == Pos::kSymbol) continue;
-      Token t;
-      t.text.assign(nf > 6 && f[6] != "*" ? f[6] : surface);
-      t.content = false;
-      out.push_back(std::move(t));
+      out.push_back(Token{std::string(nf > 6 && f[6] != "*" ? f[6] : surface), TokenKind::kWord, false});
       continue;
     }
 
@@ -533,16 +540,13 @@ Status TextPipeline::Impl::tokenize_japanese(std::string_view text, std::vector<
       if (has_alnum) tokenize_english(surface, out);
       continue;
     }
-    Token t;
-    bool unknown = node->stat == MECAB_UNK_NODE;
-    std::string_view base = nf > 6 && f[6] != "*" ? f[6] : surface;
-    t.text.assign(unknown ? surface : base);
-    t.kind = unknown ? TokenKind::kUnknown : TokenKind::kWord;
+    const bool unknown = node->stat == MECAB_UNK_NODE;
+    const std::string_view word = unknown || nf <= 6 || f[6] == "*" ? surface : f[6];
     bool content_pos = pos == Pos::kContent || pos == Pos::kNoun;
     if (pos1 == "非自立" || pos1 == "接尾" || pos1 == "代名詞") content_pos = false;
     if (pos == Pos::kNoun && pos1 == "接尾" && (f[2] == "サ変接続" || f[2] == "一般")) content_pos = true;
-    t.content = content_pos && !japanese_stop_words().contains(t.text);
-    out.push_back(std::move(t));
+    out.push_back(Token{std::string(word), unknown ? TokenKind::kUnknown : TokenKind::kWord,
+                        content_pos && !is_japanese_stop_word(word)});
   }
   return Status::ok();
 }
@@ -560,7 +564,8 @@ Result<Analysis> TextPipeline::analyze(std::string_view utf8) const {
   auto tokenize_gap = [&](std::size_t begin, std::size_t end) -> Status {
     if (end <= begin) return Status::ok();
     std::string_view gap(s.data() + begin, end - begin);
-    if (detect_locale(gap) == "ja") return impl_->tokenize_japanese(gap, a.tokens);
+    const bool whole = begin == 0 && end == s.size();  // no user term: the text's own locale
+    if ((whole ? std::string_view(a.locale) : detect_locale(gap)) == "ja") return impl_->tokenize_japanese(gap, a.tokens);
     impl_->tokenize_english(gap, a.tokens);
     return Status::ok();
   };

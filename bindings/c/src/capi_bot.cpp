@@ -1,0 +1,556 @@
+// capi_bot.cpp: the bot of madoguchi.h over madoguchi::bot (bot.hpp, knowledge.hpp).
+//
+// An mdg_bot owns an atomically swapped std::shared_ptr<const Bot>: an ask loads it once and
+// answers with that snapshot, a reload builds a new Bot and stores it. Conversations are plain
+// madoguchi::bot::Conversation values, with a flag that turns use from two threads at once
+// into MDG_EBUSY.
+#include "capi_internal.hpp"
+
+#include <madoguchi/bot/bot.hpp>
+#include <madoguchi/bot/knowledge.hpp>
+#include <madoguchi/detail/json_writer.hpp>
+
+#include <atomic>
+#include <cstdarg>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+using namespace mdg_capi;
+namespace bot = madoguchi::bot;
+
+namespace {
+
+constexpr std::size_t kMaxKnowledgeBytes = std::size_t{256} << 20;  // as load_knowledge_file()
+
+// What a bot is opened with, and every reload reuses.
+struct BotConfig {
+  std::string mecab_dicdir;
+  std::size_t max_message_bytes = 0;
+  std::vector<std::pair<std::string, std::string>> settings;
+  madoguchi::Logger logger;
+};
+
+madoguchi::Result<bot::KnowledgeBase> parse_string(std::string_view text, int format, const char* source_name) {
+  std::string source = source_name != nullptr && *source_name != '\0' ? source_name : "<string>";
+  if (text.size() > kMaxKnowledgeBytes) {
+    return madoguchi::resource_exhausted(source + ": the knowledge base is " + std::to_string(text.size()) +
+                                         " bytes; at most 256 MiB are read");
+  }
+  switch (format) {
+    case MDG_KB_JSON: return bot::parse_knowledge_json(text, source);
+    case MDG_KB_CSV: return bot::parse_knowledge_sheet(text, source, ',');
+    case MDG_KB_TSV: return bot::parse_knowledge_sheet(text, source, '\t');
+    default:
+      return madoguchi::invalid_argument("unknown knowledge base format " + std::to_string(format) +
+                                         " (MDG_KB_JSON, MDG_KB_CSV or MDG_KB_TSV)");
+  }
+}
+
+madoguchi::Result<std::shared_ptr<const bot::Bot>> build(bot::KnowledgeBase kb, const BotConfig& config) {
+  for (const auto& [key, value] : config.settings) MDG_RETURN_IF_ERROR(bot::apply_setting(kb, key, value));
+  bot::BotOptions options;
+  options.text.mecab_dicdir = config.mecab_dicdir;
+  options.logger = config.logger;
+  if (config.max_message_bytes > 0) options.max_message_bytes = config.max_message_bytes;
+  return bot::Bot::create(std::move(kb), std::move(options));
+}
+
+// Reads the options (NULL: defaults) into a BotConfig.
+int read_options(const char* function, const mdg_bot_options* opts, BotConfig& config) {
+  if (opts == nullptr) return MDG_OK;
+  if (int rc = check_options_version(function, opts->version, MDG_BOT_OPTIONS_VERSION); rc != MDG_OK) return rc;
+  config.mecab_dicdir = str_or_empty(opts->mecab_dicdir);
+  config.max_message_bytes = opts->max_message_bytes;
+  if (opts->settings != nullptr) {
+    for (const char* const* s = opts->settings; *s != nullptr; ++s) {
+      std::string_view item(*s);
+      auto eq = item.find('=');
+      if (eq == std::string_view::npos || eq == 0) {
+        return set_error(MDG_EINVAL, std::string(function) + ": setting '" + std::string(item) +
+                                         "' is not section.key=value (e.g. policy.answer_threshold=0.6)");
+      }
+      config.settings.emplace_back(std::string(item.substr(0, eq)), std::string(item.substr(eq + 1)));
+    }
+  }
+  config.logger = make_logger(opts->log_cb, opts->log_level, opts->userdata);
+  return MDG_OK;
+}
+
+const char* decision_name(bot::Decision d) noexcept {
+  switch (d) {
+    case bot::Decision::kAnswer: return "answer";
+    case bot::Decision::kReply: return "reply";
+    case bot::Decision::kClarify: return "clarify";
+    case bot::Decision::kHandoff: return "handoff";
+    case bot::Decision::kFallback: return "fallback";
+  }
+  return "unknown";
+}
+
+std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string format(const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  va_list ap2;
+  va_copy(ap2, ap);
+  int n = std::vsnprintf(nullptr, 0, fmt, ap);
+  va_end(ap);
+  std::string s(n > 0 ? static_cast<std::size_t>(n) : 0, '\0');
+  if (n > 0) std::vsnprintf(s.data(), s.size() + 1, fmt, ap2);
+  va_end(ap2);
+  return s;
+}
+
+// The explanation `madoguchi-bot ask` prints, as text.
+std::string explain(const bot::Reply& r) {
+  std::string s = "normalized: " + r.explanation.normalized + "  [" + r.locale + "]\n";
+  s += "tokens:    ";
+  for (const auto& t : r.explanation.tokens) {
+    const char* mark = t.kind == bot::TokenKind::kUserTerm ? "*" : t.kind == bot::TokenKind::kUnknown ? "?" : "";
+    s += " ";
+    s += t.content ? "" : "(";
+    s += t.text + mark;
+    s += t.content ? "" : ")";
+  }
+  s += "\n";
+  if (!r.rules_fired.empty()) {
+    s += "rules:     ";
+    for (const auto& id : r.rules_fired) s += " " + id;
+    s += "\n";
+  }
+  if (!r.candidates.empty()) {
+    s += "candidates:\n";
+    for (std::size_t i = 0; i < r.candidates.size(); ++i) {
+      const auto& c = r.candidates[i];
+      s += format("  %zu. %-32s confidence %.3f  score %7.3f  bm25 %.3f\n", i + 1, c.entry_id.c_str(), c.confidence,
+                  c.score, c.bm25);
+    }
+  }
+  s += format("triage:     complexity %.2f  severity %.2f  effort %.2f", r.triage.complexity, r.triage.severity,
+              r.triage.effort);
+  for (const auto& sig : r.triage.signals) s += "  " + sig;
+  s += "\n";
+  s += "decision:   " + std::string(decision_name(r.decision)) + " (" + r.reason + ")";
+  if (!r.entry_id.empty()) s += " -> " + r.entry_id;
+  s += "\n";
+  return s;
+}
+
+}  // namespace
+
+struct mdg_bot {
+  BotConfig config;
+  std::atomic<std::shared_ptr<const bot::Bot>> current;
+  std::atomic<std::uint64_t> generation{1};
+  std::mutex reload_mu;  // reloads take turns, so that generations follow the swaps
+};
+
+struct mdg_conversation {
+  bot::Conversation conv;
+  mutable std::atomic<bool> busy{false};
+};
+
+struct mdg_reply {
+  bot::Reply reply;
+  std::vector<mdg_candidate> candidates;  // point into `reply`
+  std::vector<mdg_option> options;
+};
+
+namespace {
+
+// Marks a conversation in use for the length of one call; a second thread gets MDG_EBUSY.
+class ConversationUse {
+ public:
+  explicit ConversationUse(const mdg_conversation* c) : c_(c) {
+    if (c_ != nullptr) acquired_ = !c_->busy.exchange(true, std::memory_order_acquire);
+  }
+  ~ConversationUse() {
+    if (c_ != nullptr && acquired_) c_->busy.store(false, std::memory_order_release);
+  }
+  ConversationUse(const ConversationUse&) = delete;
+  ConversationUse& operator=(const ConversationUse&) = delete;
+  int check(const char* function) const {
+    if (c_ == nullptr || acquired_) return MDG_OK;
+    return set_error(MDG_EBUSY, std::string(function) + ": the conversation is in use on another thread "
+                                                        "(a conversation is used by one thread at a time)");
+  }
+
+ private:
+  const mdg_conversation* c_;
+  bool acquired_ = false;
+};
+
+int open_bot(mdg_bot** out, madoguchi::Result<bot::KnowledgeBase> kb, BotConfig config) {
+  if (!kb) return set_error(kb.status());
+  auto built = build(std::move(*kb), config);
+  if (!built) return set_error(built.status());
+  auto handle = std::make_unique<mdg_bot>();
+  handle->config = std::move(config);
+  handle->current.store(std::move(*built));
+  *out = handle.release();
+  return MDG_OK;
+}
+
+int reload(mdg_bot* b, madoguchi::Result<bot::KnowledgeBase> kb) {
+  if (!kb) return set_error(kb.status());
+  std::lock_guard lock(b->reload_mu);
+  auto built = build(std::move(*kb), b->config);
+  if (!built) return set_error(built.status());
+  b->current.store(std::move(*built));
+  auto gen = b->generation.fetch_add(1) + 1;
+  b->config.logger.log(madoguchi::LogLevel::kInfo, "knowledge base reloaded (generation " + std::to_string(gen) + ")");
+  return MDG_OK;
+}
+
+std::string conversation_json(const bot::Conversation& c) {
+  madoguchi::detail::JsonWriter w;
+  w.begin_object();
+  w.field("turn", c.turn());
+  w.field("failed_turns", c.failed_turns());
+  w.field("handed_off", c.handed_off());
+  w.field("previous_answer", c.previous_answer());
+  w.field("locale", c.locale());
+  w.field("fallback_locale", c.fallback_locale());
+  w.key("slots").begin_object();
+  for (const auto& [k, v] : c.slots()) w.field(k, v);
+  w.end_object();
+  w.key("visitor").begin_object();
+  for (const auto& [k, v] : c.visitor()) w.field(k, v);
+  w.end_object();
+  w.key("transcript").begin_array();
+  for (const auto& t : c.transcript()) {
+    w.begin_object();
+    w.field("role", t.role);
+    w.field("text", t.text);
+    if (!t.entry_id.empty()) w.field("entry", t.entry_id);
+    w.field("decision", decision_name(t.decision));
+    w.end_object();
+  }
+  w.end_array();
+  w.end_object();
+  return w.take();
+}
+
+}  // namespace
+
+extern "C" {
+
+MDG_EXTERN(unsigned int) mdg_features(void) { return MDG_FEATURE_BOT | MDG_FEATURE_CLIENT; }
+
+MDG_EXTERN(int) mdg_bot_options_init(mdg_bot_options* opts, unsigned int version) {
+  if (opts == nullptr) return null_argument("mdg_bot_options_init", "opts");
+  if (int rc = check_options_version("mdg_bot_options_init", version, MDG_BOT_OPTIONS_VERSION); rc != MDG_OK) {
+    return rc;
+  }
+  const mdg_bot_options defaults = MDG_BOT_OPTIONS_INIT;
+  *opts = defaults;
+  opts->version = version;
+  return MDG_OK;
+}
+
+MDG_EXTERN(int) mdg_bot_open_file(mdg_bot** out, const char* path, const mdg_bot_options* opts) {
+  return guard("mdg_bot_open_file", [&]() -> int {
+    if (out == nullptr) return null_argument("mdg_bot_open_file", "out");
+    *out = nullptr;
+    if (path == nullptr) return null_argument("mdg_bot_open_file", "path");
+    BotConfig config;
+    if (int rc = read_options("mdg_bot_open_file", opts, config); rc != MDG_OK) return rc;
+    return open_bot(out, bot::load_knowledge_file(path), std::move(config));
+  });
+}
+
+MDG_EXTERN(int) mdg_bot_open_string(mdg_bot** out, const char* text, std::size_t size, int format,
+                                    const char* source_name, const mdg_bot_options* opts) {
+  return guard("mdg_bot_open_string", [&]() -> int {
+    if (out == nullptr) return null_argument("mdg_bot_open_string", "out");
+    *out = nullptr;
+    auto t = text_arg("mdg_bot_open_string", "text", text, size);
+    if (!t) return mdg_error_last_code();
+    BotConfig config;
+    if (int rc = read_options("mdg_bot_open_string", opts, config); rc != MDG_OK) return rc;
+    return open_bot(out, parse_string(*t, format, source_name), std::move(config));
+  });
+}
+
+MDG_EXTERN(int) mdg_bot_reload_file(mdg_bot* b, const char* path) {
+  return guard("mdg_bot_reload_file", [&]() -> int {
+    if (b == nullptr) return null_argument("mdg_bot_reload_file", "bot");
+    if (path == nullptr) return null_argument("mdg_bot_reload_file", "path");
+    return reload(b, bot::load_knowledge_file(path));
+  });
+}
+
+MDG_EXTERN(int) mdg_bot_reload_string(mdg_bot* b, const char* text, std::size_t size, int format,
+                                      const char* source_name) {
+  return guard("mdg_bot_reload_string", [&]() -> int {
+    if (b == nullptr) return null_argument("mdg_bot_reload_string", "bot");
+    auto t = text_arg("mdg_bot_reload_string", "text", text, size);
+    if (!t) return mdg_error_last_code();
+    return reload(b, parse_string(*t, format, source_name));
+  });
+}
+
+MDG_EXTERN(int) mdg_bot_info_json(mdg_buf* out, const mdg_bot* b) {
+  return guard("mdg_bot_info_json", [&]() -> int {
+    if (out == nullptr) return null_argument("mdg_bot_info_json", "out");
+    *out = mdg_buf MDG_BUF_INIT;
+    if (b == nullptr) return null_argument("mdg_bot_info_json", "bot");
+    std::uint64_t generation = b->generation.load();
+    std::shared_ptr<const bot::Bot> current = b->current.load();
+    const auto& kb = current->knowledge();
+    auto stats = current->stats();
+    std::size_t questions = 0;
+    for (const auto& e : kb.entries) questions += e.questions.size();
+    madoguchi::detail::JsonWriter w;
+    w.begin_object();
+    w.field("name", kb.name);
+    w.field("source", kb.source);
+    w.field("default_locale", kb.default_locale);
+    w.field("generation", static_cast<std::int64_t>(generation));
+    w.field("entries", kb.entries.size());
+    w.field("questions", questions);
+    w.field("rules", kb.rules.size());
+    w.key("entry_ids").begin_array();
+    for (const auto& e : kb.entries) w.value(e.id);
+    w.end_array();
+    w.field("memory_bytes", stats.memory_bytes);
+    w.field("build_ms", stats.build_ms);
+    w.end_object();
+    return put_buf(out, w.take());
+  });
+}
+
+MDG_EXTERN(void) mdg_bot_free(mdg_bot* b) { std::unique_ptr<mdg_bot> owned(b); }
+
+MDG_EXTERN(int) mdg_bot_ask(mdg_reply** out, mdg_bot* b, mdg_conversation* conv, const char* text,
+                            std::size_t size) {
+  return guard("mdg_bot_ask", [&]() -> int {
+    if (out == nullptr) return null_argument("mdg_bot_ask", "out");
+    *out = nullptr;
+    if (b == nullptr) return null_argument("mdg_bot_ask", "bot");
+    auto t = text_arg("mdg_bot_ask", "text", text, size);
+    if (!t) return mdg_error_last_code();
+    ConversationUse use(conv);
+    if (int rc = use.check("mdg_bot_ask"); rc != MDG_OK) return rc;
+    std::shared_ptr<const bot::Bot> current = b->current.load();
+    bot::Conversation one_off;
+    auto reply = current->respond(conv != nullptr ? conv->conv : one_off, *t);
+    if (!reply) return set_error(reply.status());
+    auto r = std::make_unique<mdg_reply>();
+    r->reply = std::move(*reply);
+    r->candidates.reserve(r->reply.candidates.size());
+    for (const auto& c : r->reply.candidates) {
+      r->candidates.push_back(mdg_candidate{c.entry_id.c_str(), c.confidence, c.score, c.bm25});
+    }
+    r->options.reserve(r->reply.options.size());
+    for (const auto& o : r->reply.options) {
+      r->options.push_back(mdg_option{o.label.c_str(), o.label.size(), o.entry_id.c_str()});
+    }
+    *out = r.release();
+    return MDG_OK;
+  });
+}
+
+// ---- conversations ------------------------------------------------------------------------
+
+MDG_EXTERN(int) mdg_conversation_new(mdg_conversation** out) {
+  return guard("mdg_conversation_new", [&]() -> int {
+    if (out == nullptr) return null_argument("mdg_conversation_new", "out");
+    *out = std::make_unique<mdg_conversation>().release();
+    return MDG_OK;
+  });
+}
+
+MDG_EXTERN(void) mdg_conversation_free(mdg_conversation* conv) { std::unique_ptr<mdg_conversation> owned(conv); }
+
+#define MDG_CONVERSATION_CALL(fn, conv, body)         \
+  return guard(fn, [&]() -> int {                              \
+    if ((conv) == nullptr) return null_argument(fn, "conv"); \
+    ConversationUse use(conv);                        \
+    if (int rc = use.check(fn); rc != MDG_OK) return rc; \
+    body                                              \
+  })
+
+MDG_EXTERN(int) mdg_conversation_set_locale(mdg_conversation* conv, const char* locale) {
+  MDG_CONVERSATION_CALL("mdg_conversation_set_locale", conv, {
+    if (int rc = check_utf8("mdg_conversation_set_locale", "locale", str_or_empty(locale)); rc != MDG_OK) return rc;
+    conv->conv.set_locale(str_or_empty(locale));
+    return MDG_OK;
+  });
+}
+
+MDG_EXTERN(int) mdg_conversation_set_fallback_locale(mdg_conversation* conv, const char* locale) {
+  MDG_CONVERSATION_CALL("mdg_conversation_set_fallback_locale", conv, {
+    if (int rc = check_utf8("mdg_conversation_set_fallback_locale", "locale", str_or_empty(locale)); rc != MDG_OK) {
+      return rc;
+    }
+    conv->conv.set_fallback_locale(str_or_empty(locale));
+    return MDG_OK;
+  });
+}
+
+MDG_EXTERN(int) mdg_conversation_set_visitor(mdg_conversation* conv, const char* key, const char* value) {
+  MDG_CONVERSATION_CALL("mdg_conversation_set_visitor", conv, {
+    if (key == nullptr) return null_argument("mdg_conversation_set_visitor", "key");
+    if (int rc = check_utf8("mdg_conversation_set_visitor", "key", key); rc != MDG_OK) return rc;
+    if (value != nullptr) {
+      if (int rc = check_utf8("mdg_conversation_set_visitor", "value", value); rc != MDG_OK) return rc;
+    }
+    if (value == nullptr) {
+      conv->conv.visitor().erase(std::string(key));
+    } else {
+      conv->conv.visitor()[key] = value;
+    }
+    return MDG_OK;
+  });
+}
+
+MDG_EXTERN(int) mdg_conversation_set_slot(mdg_conversation* conv, const char* key, const char* value) {
+  MDG_CONVERSATION_CALL("mdg_conversation_set_slot", conv, {
+    if (key == nullptr) return null_argument("mdg_conversation_set_slot", "key");
+    if (int rc = check_utf8("mdg_conversation_set_slot", "key", key); rc != MDG_OK) return rc;
+    if (value != nullptr) {
+      if (int rc = check_utf8("mdg_conversation_set_slot", "value", value); rc != MDG_OK) return rc;
+    }
+    if (value == nullptr) {
+      conv->conv.slots().erase(std::string(key));
+    } else {
+      conv->conv.slots()[key] = value;
+    }
+    return MDG_OK;
+  });
+}
+
+MDG_EXTERN(int) mdg_conversation_slot(mdg_buf* out, const mdg_conversation* conv, const char* key) {
+  if (out != nullptr) *out = mdg_buf MDG_BUF_INIT;
+  MDG_CONVERSATION_CALL("mdg_conversation_slot", conv, {
+    if (out == nullptr) return null_argument("mdg_conversation_slot", "out");
+    if (key == nullptr) return null_argument("mdg_conversation_slot", "key");
+    const auto& slots = conv->conv.slots();
+    auto it = slots.find(std::string_view(key));
+    if (it == slots.end()) {
+      return set_error(MDG_ENOTFOUND, "mdg_conversation_slot: slot '" + std::string(key) + "' is not set");
+    }
+    return put_buf(out, it->second);
+  });
+}
+
+MDG_EXTERN(int) mdg_conversation_hand_back(mdg_conversation* conv) {
+  MDG_CONVERSATION_CALL("mdg_conversation_hand_back", conv, {
+    conv->conv.hand_back();
+    return MDG_OK;
+  });
+}
+
+MDG_EXTERN(int) mdg_conversation_add_turn(mdg_conversation* conv, const char* role, const char* text,
+                                          std::size_t size) {
+  MDG_CONVERSATION_CALL("mdg_conversation_add_turn", conv, {
+    if (role == nullptr || *role == '\0') return null_argument("mdg_conversation_add_turn", "role");
+    auto t = text_arg("mdg_conversation_add_turn", "text", text, size);
+    if (!t) return mdg_error_last_code();
+    if (int rc = check_utf8("mdg_conversation_add_turn", "role", role); rc != MDG_OK) return rc;
+    if (int rc = check_utf8("mdg_conversation_add_turn", "text", *t); rc != MDG_OK) return rc;
+    bot::Turn turn;
+    turn.role = role;
+    turn.text = std::string(*t);
+    turn.decision = bot::Decision::kReply;
+    conv->conv.add_turn(std::move(turn));
+    return MDG_OK;
+  });
+}
+
+MDG_EXTERN(int) mdg_conversation_turn(const mdg_conversation* conv) {
+  MDG_CONVERSATION_CALL("mdg_conversation_turn", conv, { return conv->conv.turn(); });
+}
+
+MDG_EXTERN(int) mdg_conversation_handed_off(const mdg_conversation* conv) {
+  MDG_CONVERSATION_CALL("mdg_conversation_handed_off", conv, { return conv->conv.handed_off() ? 1 : 0; });
+}
+
+MDG_EXTERN(int) mdg_conversation_json(mdg_buf* out, const mdg_conversation* conv) {
+  if (out != nullptr) *out = mdg_buf MDG_BUF_INIT;
+  MDG_CONVERSATION_CALL("mdg_conversation_json", conv, {
+    if (out == nullptr) return null_argument("mdg_conversation_json", "out");
+    return put_buf(out, conversation_json(conv->conv));
+  });
+}
+
+#undef MDG_CONVERSATION_CALL
+
+// ---- replies ------------------------------------------------------------------------------
+
+MDG_EXTERN(int) mdg_reply_decision(const mdg_reply* r) {
+  if (r == nullptr) return null_argument("mdg_reply_decision", "reply");
+  return static_cast<int>(r->reply.decision);
+}
+
+MDG_EXTERN(const char*) mdg_decision_name(int decision) {
+  if (decision < MDG_DECISION_ANSWER || decision > MDG_DECISION_FALLBACK) return "unknown";
+  return decision_name(static_cast<bot::Decision>(decision));
+}
+
+MDG_EXTERN(const char*) mdg_reply_text(const mdg_reply* r, std::size_t* size) {
+  if (size != nullptr) *size = r != nullptr ? r->reply.text.size() : 0;
+  return r != nullptr ? r->reply.text.c_str() : nullptr;
+}
+
+MDG_EXTERN(const char*) mdg_reply_entry(const mdg_reply* r) { return r != nullptr ? r->reply.entry_id.c_str() : nullptr; }
+
+MDG_EXTERN(const char*) mdg_reply_locale(const mdg_reply* r) { return r != nullptr ? r->reply.locale.c_str() : nullptr; }
+
+MDG_EXTERN(const char*) mdg_reply_reason(const mdg_reply* r) { return r != nullptr ? r->reply.reason.c_str() : nullptr; }
+
+MDG_EXTERN(std::size_t) mdg_reply_candidate_count(const mdg_reply* r) {
+  return r != nullptr ? r->candidates.size() : 0;
+}
+
+MDG_EXTERN(const mdg_candidate*) mdg_reply_candidate(const mdg_reply* r, std::size_t index) {
+  if (r == nullptr || index >= r->candidates.size()) return nullptr;
+  return &r->candidates[index];
+}
+
+MDG_EXTERN(std::size_t) mdg_reply_option_count(const mdg_reply* r) { return r != nullptr ? r->options.size() : 0; }
+
+MDG_EXTERN(const mdg_option*) mdg_reply_option(const mdg_reply* r, std::size_t index) {
+  if (r == nullptr || index >= r->options.size()) return nullptr;
+  return &r->options[index];
+}
+
+MDG_EXTERN(int) mdg_reply_json(mdg_buf* out, const mdg_reply* r) {
+  return guard("mdg_reply_json", [&]() -> int {
+    if (out == nullptr) return null_argument("mdg_reply_json", "out");
+    *out = mdg_buf MDG_BUF_INIT;
+    if (r == nullptr) return null_argument("mdg_reply_json", "reply");
+    return put_buf(out, r->reply.to_json());
+  });
+}
+
+MDG_EXTERN(int) mdg_reply_handoff_json(mdg_buf* out, const mdg_reply* r) {
+  return guard("mdg_reply_handoff_json", [&]() -> int {
+    if (out == nullptr) return null_argument("mdg_reply_handoff_json", "out");
+    *out = mdg_buf MDG_BUF_INIT;
+    if (r == nullptr) return null_argument("mdg_reply_handoff_json", "reply");
+    if (!r->reply.handoff) {
+      return set_error(MDG_ENOTFOUND, std::string("mdg_reply_handoff_json: the reply did not hand off (decision: ") +
+                                          decision_name(r->reply.decision) + ")");
+    }
+    return put_buf(out, r->reply.handoff->to_json());
+  });
+}
+
+MDG_EXTERN(int) mdg_reply_explain(mdg_buf* out, const mdg_reply* r) {
+  return guard("mdg_reply_explain", [&]() -> int {
+    if (out == nullptr) return null_argument("mdg_reply_explain", "out");
+    *out = mdg_buf MDG_BUF_INIT;
+    if (r == nullptr) return null_argument("mdg_reply_explain", "reply");
+    return put_buf(out, explain(r->reply));
+  });
+}
+
+MDG_EXTERN(void) mdg_reply_free(mdg_reply* r) { std::unique_ptr<mdg_reply> owned(r); }
+
+}  // extern "C"

@@ -1,0 +1,136 @@
+/* c-client: madoguchi from C99 through madoguchi.h alone.
+ *
+ *   c-client --kb samples/kb/shop.json "送料はいくらですか"            ask the bot in this process
+ *   c-client --url ws://127.0.0.1:8080/v1/visitor "送料はいくらですか"  chat with a running hub
+ *
+ * Both may be given. Questions go into one conversation, in order. With --url, the events are
+ * polled on this thread (MDG_DISPATCH_POLL) until the hub has answered every question. */
+#include <madoguchi.h>
+
+#include <stdio.h>
+#include <string.h>
+
+static int fail(const char *what, int rc) {
+  fprintf(stderr, "c-client: %s: %s (%s)\n", what, mdg_error_last(), mdg_strerror(rc));
+  return 1;
+}
+
+/* Ask the bot every question, printing the answer and why. */
+static int ask_bot(const char *kb, char **questions, int count) {
+  mdg_bot *bot = NULL;
+  mdg_conversation *conv = NULL;
+  int i, rc;
+  if ((rc = mdg_bot_open_file(&bot, kb, NULL)) != MDG_OK) return fail(kb, rc);
+  if ((rc = mdg_conversation_new(&conv)) != MDG_OK) {
+    mdg_bot_free(bot);
+    return fail("conversation", rc);
+  }
+  for (i = 0; i < count && rc == MDG_OK; ++i) {
+    mdg_reply *reply = NULL;
+    mdg_buf buf = MDG_BUF_INIT;
+    size_t size = 0;
+    const char *text;
+    if ((rc = mdg_bot_ask(&reply, bot, conv, questions[i], MDG_NTS)) != MDG_OK) {
+      fail(questions[i], rc);
+      break;
+    }
+    text = mdg_reply_text(reply, &size);
+    printf("> %s\n%.*s\n", questions[i], (int)size, text);
+    if (mdg_reply_explain(&buf, reply) == MDG_OK) printf("%s", buf.ptr);
+    mdg_buf_dispose(&buf);
+    if (mdg_reply_handoff_json(&buf, reply) == MDG_OK) printf("hand-off:   %s\n", buf.ptr);
+    mdg_buf_dispose(&buf);
+    printf("\n");
+    mdg_reply_free(reply);
+  }
+  mdg_conversation_free(conv);
+  mdg_bot_free(bot);
+  return rc == MDG_OK ? 0 : 1;
+}
+
+struct chat {
+  int answers; /* messages from the bot or an agent */
+  int errors;
+};
+
+/* Runs on this thread, inside mdg_client_poll(). The event is valid only during the call. */
+static void on_event(const mdg_event *ev, void *userdata) {
+  struct chat *chat = (struct chat *)userdata;
+  switch (ev->kind) {
+    case MDG_EVENT_WELCOME: printf("[welcome] conversation %s\n", ev->conversation); break;
+    case MDG_EVENT_ACK: printf("[ack] %s stored as #%ld\n", ev->id, (long)ev->seq); break;
+    case MDG_EVENT_MESSAGE:
+      printf("[%s #%ld] %.*s\n", ev->from, (long)ev->seq, (int)ev->text_size, ev->text);
+      if (strcmp(ev->from, "visitor") != 0) ++chat->answers;
+      break;
+    case MDG_EVENT_EVENT: printf("[event] %s %s\n", ev->event, ev->data_json); break;
+    case MDG_EVENT_ERROR:
+      printf("[error] %s: %s\n", ev->error, ev->error_message);
+      ++chat->errors;
+      break;
+    default: break;
+  }
+  fflush(stdout);
+}
+
+static int chat_with_hub(const char *url, const char *state, char **questions, int count) {
+  mdg_client_options opts = MDG_CLIENT_OPTIONS_INIT;
+  mdg_client *client = NULL;
+  struct chat chat = {0, 0};
+  int i, rc, waited_ms = 0;
+  opts.url = url;
+  opts.state_path = state; /* NULL: memory only */
+  opts.locale = "ja";
+  opts.dispatch = MDG_DISPATCH_POLL;
+  opts.on_event = on_event;
+  opts.userdata = &chat;
+  if ((rc = mdg_client_new(&client, &opts)) != MDG_OK) return fail(url, rc);
+  for (i = 0; i < count; ++i) { /* queued in the outbox, sent once connected */
+    mdg_message_id id;
+    if ((rc = mdg_client_send(&id, client, questions[i], MDG_NTS)) != MDG_OK) break;
+    printf("[sent] %s: %s\n", id.str, questions[i]);
+  }
+  if (rc == MDG_OK) rc = mdg_client_connect(client);
+  if (rc != MDG_OK) {
+    fail("send", rc);
+    mdg_client_free(client);
+    return 1;
+  }
+  while (chat.answers < count && chat.errors == 0 && waited_ms < 30000) {
+    if (mdg_client_poll(client, 100, 0) < 0) break;
+    waited_ms += 100; /* at most; enough for a deadline */
+  }
+  rc = mdg_client_close(client, 5000);
+  if (rc != MDG_OK) fail("close", rc);
+  mdg_client_free(client);
+  return chat.answers >= count && chat.errors == 0 && rc == MDG_OK ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+  const char *kb = NULL, *url = NULL, *state = NULL;
+  int i, rc = 0;
+  for (i = 1; i + 1 < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
+    if (strcmp(argv[i], "--kb") == 0) {
+      kb = argv[i + 1];
+    } else if (strcmp(argv[i], "--url") == 0) {
+      url = argv[i + 1];
+    } else if (strcmp(argv[i], "--state") == 0) {
+      state = argv[i + 1];
+    } else {
+      break;
+    }
+  }
+  if (i >= argc || (kb == NULL && url == NULL)) {
+    fprintf(stderr, "usage: c-client [--kb KB] [--url ws://HOST:PORT/v1/visitor [--state FILE]] QUESTION...\n"
+                    "libmadoguchi %s\n", mdg_version());
+    return 2;
+  }
+  if (mdg_version_number() < MDG_VERSION_NUMBER) {
+    fprintf(stderr, "c-client: built with madoguchi.h %s, running with the older %s\n", MDG_VERSION_STRING,
+            mdg_version());
+    return 1;
+  }
+  if (kb != NULL) rc |= ask_bot(kb, argv + i, argc - i);
+  if (url != NULL) rc |= chat_with_hub(url, state, argv + i, argc - i);
+  return rc;
+}

@@ -1,0 +1,319 @@
+"""The visitor's live-chat client (madoguchi.h: mdg_client_*; docs/client.md).
+
+    with madoguchi.Client("ws://127.0.0.1:8080/v1/visitor", state_path="chat.json") as client:
+        client.connect()
+        mid = client.send("送料はいくらですか")
+        for ev in client.events(timeout=10):
+            if ev.kind is EventKind.MESSAGE and ev.sender == "bot":
+                print(ev.text)
+                break
+
+Events reach Python in one of three ways:
+  - on_event=callable with dispatch="callback": called on the client's network thread, one
+    event at a time (keep it short; it must be thread-safe with the rest of your program);
+  - on_event=callable with dispatch="poll": called inside client.poll(), on your thread;
+  - no on_event: events are queued and client.events() / client.wait_for() hand them out, on
+    your thread, in either dispatch mode.
+Each Event is a frozen copy made during the C callback, so it stays valid. An exception raised
+by on_event never reaches the library: it is logged (logger "madoguchi") and kept in
+client.callback_errors.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import enum
+import json
+import logging
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Union
+
+from . import _native
+from ._native import check, lib, opt_utf8, take_buf, utf8
+from .bot import LogLevel, Logger, Text, _log_trampoline
+from .errors import Busy, Closed
+
+_log = logging.getLogger("madoguchi")
+
+
+class State(enum.IntEnum):
+    """The connection state (mdg_state)."""
+
+    CONNECTING = 0
+    CONNECTED = 1
+    DISCONNECTED = 2
+    CLOSED = 3
+
+
+class EventKind(enum.IntEnum):
+    STATE = 0
+    WELCOME = 1
+    MESSAGE = 2
+    EVENT = 3
+    ACK = 4
+    TYPING = 5
+    READ = 6
+    ERROR = 7
+
+
+class Attachment(NamedTuple):
+    """An attachment's metadata (the hub stores no file)."""
+
+    name: str
+    type: str
+    size: int
+    url: str
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that happened to the client. Plain data, safe to keep and pass between threads."""
+
+    kind: EventKind
+    state: State
+    conversation: str = ""
+    conversation_state: str = ""  # welcome: bot, waiting, agent, closed
+    id: str = ""                  # message/ack: the message id; error: the id it is about
+    seq: int = 0
+    last_seq: int = 0
+    at: int = 0                   # ms since the epoch
+    sender: str = ""              # "from" in the protocol: visitor, bot or agent
+    agent: str = ""
+    text: str = ""
+    attachments: "tuple[Attachment, ...]" = ()
+    bot: Optional[Dict[str, Any]] = None   # a bot message's decision, entry, follow_ups, options
+    event: str = ""               # handoff_started, agent_joined, ...
+    data: Optional[Dict[str, Any]] = None  # the event's data
+    duplicate: bool = False       # ack of a resend
+    typing: bool = False          # typing started (True) or stopped
+    error: str = ""               # error code: unauthorized, rate_limited, internal, ...
+    error_message: str = ""
+    frame: Optional[Dict[str, Any]] = field(default=None, repr=False)  # the protocol frame
+
+    @classmethod
+    def _from_c(cls, ev: _native.mdg_event) -> "Event":
+        s = _native.cstr
+        attachments = tuple(
+            Attachment(s(a.contents.name), s(a.contents.type), a.contents.size, s(a.contents.url))
+            for a in (ev.attachments[i] for i in range(ev.attachment_count)))
+
+        def obj(raw: Optional[bytes]) -> Optional[Dict[str, Any]]:
+            return json.loads(raw.decode("utf-8")) if raw else None
+
+        return cls(
+            kind=EventKind(ev.kind), state=State(ev.state), conversation=s(ev.conversation),
+            conversation_state=s(ev.conversation_state), id=s(ev.id), seq=ev.seq, last_seq=ev.last_seq, at=ev.at,
+            sender=s(ev.from_), agent=s(ev.agent), text=_native.text_at(ev.text, ev.text_size),
+            attachments=attachments, bot=obj(ev.bot_json), event=s(ev.event), data=obj(ev.data_json),
+            duplicate=bool(ev.duplicate), typing=bool(ev.typing), error=s(ev.error),
+            error_message=s(ev.error_message), frame=obj(ev.frame_json))
+
+
+AttachmentLike = Union[Attachment, Mapping[str, Any]]
+
+
+class Client:
+    """A visitor's live-chat client: one connection to a hub's /v1/visitor, kept alive by its
+    own network thread, with an outbox that never loses a message (in state_path when set).
+
+    Every method may be called from any thread. free() (or the end of a `with` block, or the
+    garbage collector) releases it; close(timeout) first flushes the outbox."""
+
+    #: How long the end of a `with` block waits for the outbox (seconds).
+    close_timeout = 5.0
+
+    def __init__(self, url: str, *, state_path=None, locale: Optional[str] = None,
+                 visitor: Optional[Mapping[str, str]] = None, backoff_ms: Optional[Sequence[int]] = None,
+                 jitter_percent: int = 30, dispatch: str = "callback",
+                 on_event: Optional[Callable[[Event], None]] = None, logger: Optional[Logger] = None,
+                 log_level: int = LogLevel.INFO):
+        if dispatch not in ("callback", "poll"):
+            raise ValueError("dispatch must be 'callback' or 'poll', not %r" % (dispatch,))
+        self._poll_mode = dispatch == "poll"
+        self._on_event = on_event
+        self._queue: Deque[Event] = collections.deque()
+        self._cond = threading.Condition()
+        self.callback_errors: List[BaseException] = []
+        opts = _native.mdg_client_options()
+        check(lib().mdg_client_options_init(ctypes.byref(opts), _native.CLIENT_OPTIONS_VERSION))
+        opts.url = utf8(url, "url")
+        opts.state_path = opt_utf8(None if state_path is None else str(state_path), "state_path")
+        opts.locale = opt_utf8(locale, "locale")
+        if visitor:
+            flat = []
+            for k, v in visitor.items():
+                flat += [utf8(k, "visitor key"), utf8(v, "visitor value")]
+            visitor_arr = (ctypes.c_char_p * (len(flat) + 1))(*flat, None)
+            opts.visitor = visitor_arr
+        if backoff_ms:
+            backoff_arr = (ctypes.c_int * len(backoff_ms))(*[int(b) for b in backoff_ms])
+            opts.backoff_ms = backoff_arr
+            opts.backoff_count = len(backoff_ms)
+        opts.jitter_percent = int(jitter_percent)
+        opts.dispatch = 1 if self._poll_mode else 0
+        event_cb = _native.EVENT_CB(_event_trampoline(weakref.ref(self)))
+        log_cb = _log_trampoline(logger)
+        opts.on_event = event_cb
+        opts.log_cb = log_cb
+        opts.log_level = int(log_level)
+        handle = ctypes.c_void_p()
+        check(lib().mdg_client_new(ctypes.byref(handle), ctypes.byref(opts)))
+        self._handle = handle
+        # The callbacks must outlive the C client: they go with the finalizer.
+        self._finalizer = weakref.finalize(self, _native.release, "mdg_client_free", handle, event_cb, log_cb)
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def _deliver(self, ev: Event) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(ev)
+            except BaseException as e:  # noqa: BLE001 - nothing may unwind into C
+                if len(self.callback_errors) < 100:
+                    self.callback_errors.append(e)
+                _log.exception("madoguchi: on_event raised")
+            return
+        with self._cond:
+            self._queue.append(ev)
+            self._cond.notify_all()
+
+    def poll(self, timeout: float = 0.0, max_events: int = 0) -> int:
+        """dispatch="poll": waits up to `timeout` seconds (None: until an event) and delivers the
+        queued events on this thread; returns how many. With dispatch="callback": 0."""
+        ms = -1 if timeout is None else max(0, int(timeout * 1000))
+        return check(lib().mdg_client_poll(self._h(), ms, max_events))
+
+    def events(self, timeout: Optional[float] = None) -> Iterator[Event]:
+        """Yields events as they come (without on_event), until `timeout` seconds have passed
+        (None: until the client is closed and nothing is left)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._cond:
+                ev = self._queue.popleft() if self._queue else None
+            if ev is not None:
+                yield ev
+                continue
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            if not self._finalizer.alive:
+                return
+            if self._poll_mode:
+                step = 0.1 if left is None else min(0.1, left)
+                if self.poll(step) == 0 and self.state is State.CLOSED:
+                    with self._cond:
+                        if not self._queue:
+                            return
+            else:
+                with self._cond:
+                    if not self._queue:
+                        if self.state is State.CLOSED and left is None:
+                            return
+                        self._cond.wait(0.1 if left is None else min(0.1, left))
+
+    def wait_for(self, predicate: Callable[[Event], bool], timeout: float = 15.0) -> Event:
+        """The first event (without on_event) for which predicate(event) holds; the events
+        before it are dropped. Raises TimeoutError after `timeout` seconds."""
+        for ev in self.events(timeout):
+            if predicate(ev):
+                return ev
+        raise TimeoutError("no matching event within %.1f s" % timeout)
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def _h(self) -> ctypes.c_void_p:
+        if not self._finalizer.alive:
+            raise Closed(-5, "the client is freed")
+        return self._handle
+
+    def connect(self) -> None:
+        """Starts the network thread, which connects and keeps reconnecting."""
+        check(lib().mdg_client_connect(self._h()))
+
+    def send(self, text: Text, attachments: Iterable[AttachmentLike] = ()) -> str:
+        """Queues a message (in the outbox, and in state_path, when this returns) and returns its
+        id, which the ACK event names. Works before connect() and offline."""
+        data = utf8(text)
+        out = _native.mdg_message_id()
+        atts = [a if isinstance(a, Attachment) else Attachment(**a) for a in attachments]
+        if not atts:
+            check(lib().mdg_client_send(ctypes.byref(out), self._h(), data, len(data)))
+        else:
+            structs = [_native.mdg_attachment(utf8(a.name), utf8(a.type), int(a.size), utf8(a.url)) for a in atts]
+            ptrs = (ctypes.POINTER(_native.mdg_attachment) * len(structs))(*[ctypes.pointer(s) for s in structs])
+            check(lib().mdg_client_send_attachments(ctypes.byref(out), self._h(), data, len(data), ptrs, len(structs)))
+        return out.str.decode("ascii")
+
+    def typing(self, active: bool = True) -> None:
+        """Tells the other side the visitor is typing (ignored while not connected)."""
+        check(lib().mdg_client_typing(self._h(), 1 if active else 0))
+
+    def mark_read(self, seq: int) -> None:
+        """Tells the other side the visitor has read up to `seq` (ignored while not connected)."""
+        check(lib().mdg_client_mark_read(self._h(), int(seq)))
+
+    @property
+    def state(self) -> State:
+        out = ctypes.c_int()
+        check(lib().mdg_client_state(ctypes.byref(out), self._h()))
+        return State(out.value)
+
+    @property
+    def conversation(self) -> str:
+        buf = _native.mdg_buf()
+        check(lib().mdg_client_conversation(ctypes.byref(buf), self._h()))
+        return take_buf(buf)
+
+    @property
+    def last_seq(self) -> int:
+        out = ctypes.c_int64()
+        check(lib().mdg_client_last_seq(ctypes.byref(out), self._h()))
+        return out.value
+
+    @property
+    def pending(self) -> int:
+        out = ctypes.c_size_t()
+        check(lib().mdg_client_pending(ctypes.byref(out), self._h()))
+        return out.value
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flushes the outbox for up to `timeout` seconds, closes the connection and stops the
+        network thread. Raises madoguchi.DeadlineExceeded when messages are left (they stay in
+        state_path), madoguchi.Busy from inside on_event."""
+        check(lib().mdg_client_close(self._h(), max(0, int(timeout * 1000))))
+
+    def free(self) -> None:
+        """Releases the client without waiting for the outbox (idempotent)."""
+        self._finalizer()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None and self._finalizer.alive:
+                self.close(self.close_timeout)
+        finally:
+            self.free()
+
+
+def _event_trampoline(client_ref: "weakref.ReferenceType[Client]"):
+    """The C event callback: copies the event, then hands it to the client. Never raises."""
+
+    def call(ev_ptr, _userdata) -> None:
+        try:
+            client = client_ref()
+            if client is None:
+                return
+            client._deliver(Event._from_c(ev_ptr.contents))
+        except BaseException:  # noqa: BLE001 - nothing may unwind into C
+            _log.exception("madoguchi: could not deliver an event")
+
+    return call
+
+
+__all__ = ["Attachment", "Busy", "Client", "Event", "EventKind", "State"]

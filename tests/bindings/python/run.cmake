@@ -9,10 +9,10 @@
 #   VENV/bin/python -m pytest tests/bindings/python
 #
 # Inputs: PYTHON (/usr/bin/python3), SOURCE_DIR, VENV, LIBRARY (libmadoguchi.so), HUB
-# (madoguchi-hub), PRELOAD (the ASan runtime for a sanitized
+# (madoguchi-hub), C_CLIENT (samples/c-client), PRELOAD (the ASan runtime for a sanitized
 # library, or empty).
 cmake_minimum_required(VERSION 3.20)
-foreach(var PYTHON SOURCE_DIR VENV LIBRARY HUB)
+foreach(var PYTHON SOURCE_DIR VENV LIBRARY HUB C_CLIENT)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "run.cmake: -D${var}=... is missing")
   endif()
@@ -37,6 +37,7 @@ message(STATUS "installed bindings/python into ${VENV}")
 set(test_env
   MADOGUCHI_LIBRARY=${LIBRARY}
   MADOGUCHI_HUB=${HUB}
+  MADOGUCHI_C_CLIENT=${C_CLIENT}
   MADOGUCHI_SOURCE_DIR=${SOURCE_DIR}
   PYTHONDONTWRITEBYTECODE=1)
 if(PRELOAD)

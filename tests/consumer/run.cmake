@@ -8,7 +8,7 @@ if(rc)
 endif()
 execute_process(COMMAND ${CMAKE_COMMAND} -S ${MDG_CONSUMER_SOURCE} -B ${MDG_WORK_DIR}/build -G ${MDG_GENERATOR}
   -DCMAKE_PREFIX_PATH=${MDG_WORK_DIR}/prefix -DCMAKE_BUILD_TYPE=Release
-  "-DCMAKE_CXX_FLAGS=${MDG_CXX_FLAGS}" "-DCMAKE_EXE_LINKER_FLAGS=${MDG_LINK_FLAGS}"
+  "-DCMAKE_CXX_FLAGS=${MDG_CXX_FLAGS}" "-DCMAKE_C_FLAGS=${MDG_C_FLAGS}" "-DCMAKE_EXE_LINKER_FLAGS=${MDG_LINK_FLAGS}"
   RESULT_VARIABLE rc)
 if(rc)
   message(FATAL_ERROR "consumer configure failed: ${rc}")
@@ -20,4 +20,8 @@ endif()
 execute_process(COMMAND ${MDG_WORK_DIR}/build/consumer ${MDG_KB} RESULT_VARIABLE rc)
 if(rc)
   message(FATAL_ERROR "consumer run failed: ${rc}")
+endif()
+execute_process(COMMAND ${MDG_WORK_DIR}/build/consumer_c ${MDG_KB} RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "consumer_c run failed: ${rc}")
 endif()

@@ -12,6 +12,7 @@
 #include "temp_dir.hpp"
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -93,6 +94,7 @@ class InProcessHub {
   InProcessHub& operator=(const InProcessHub&) = delete;
 
   std::string url() const { return "ws://127.0.0.1:" + std::to_string(hub_->port()) + "/v1/visitor"; }
+  int port() const { return hub_->port(); }
 
   // GET /metrics over a plain socket; the value of one unlabelled metric, or -1.
   double metric(const std::string& name) const {
@@ -275,5 +277,26 @@ TEST_SUITE("sdk.hub") {
     for (auto& c : clients) CHECK(c->close(5000));
     REQUIRE(eventually([&] { return hub.metric("madoguchi_conversations_cached") <= 2; }));
     REQUIRE(eventually([&] { return hub.metric("madoguchi_conversations_cached") == 0; }));
+  }
+
+  TEST_CASE("hub: listens on its host address only") {
+    mdg_test::TempDir dir("madoguchi-hub-test");
+    auto sqlite = hub::open_sqlite_store(dir.file("hub.db"));
+    REQUIRE(sqlite.is_ok());
+    hub::HubConfig cfg;  // host 127.0.0.1
+    InProcessHub hub(cfg, std::move(*sqlite));
+    CHECK(hub.metric("madoguchi_store_commits_total") >= 0);  // it serves on 127.0.0.1
+    // Another socket may take the same port on another address (127.0.0.2 is loopback too on
+    // Linux) unless the hub holds every address ([::] or 0.0.0.0).
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(hub.port()));
+    REQUIRE(::inet_pton(AF_INET, "127.0.0.2", &addr.sin_addr) == 1);
+    const int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    const int err = errno;
+    ::close(fd);
+    CHECK_MESSAGE(rc == 0, "127.0.0.2:", hub.port(), " is taken (errno ", err, "): the hub listens on every address");
   }
 }

@@ -20,6 +20,8 @@
 #include <simdjson.h>
 #include <openssl/rand.h>
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -970,6 +972,12 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
   vh.options = info.options;
   vh.port = impl->cfg.port;
   vh.iface = impl->cfg.host.empty() ? nullptr : impl->cfg.host.c_str();
+  // libwebsockets 4.1 built with IPv6 binds an IPv4 address given as iface as [::] — every
+  // interface, v4 and v6 — (the address lands in the IPv6 socket address's flowinfo): an IPv4
+  // host gets an IPv4-only socket.
+  if (in_addr v4{}; !impl->cfg.host.empty() && inet_pton(AF_INET, impl->cfg.host.c_str(), &v4) == 1) {
+    vh.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+  }
   vh.protocols = kProtocols;
   vh.vhost_name = "madoguchi";
   if (!impl->cfg.tls_cert.empty()) {

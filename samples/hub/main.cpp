@@ -10,6 +10,9 @@
 
 #include <simdjson.h>
 
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -144,6 +147,28 @@ Result<std::string> persistent_secret(const std::string& store_path) {
   return s;
 }
 
+// Every connection holds a file descriptor, and the usual soft limit (1024) would stop the
+// hub near a thousand visitors: raise it to the hard limit. libwebsockets sizes its tables by
+// the limit when the hub is created (8 bytes a descriptor each, touched only when used), so
+// a limit beyond 2^20 is not taken. Returns what to log.
+std::string raise_open_files_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return "open files limit: unknown (getrlimit failed)";
+  constexpr rlim_t kMost = rlim_t{1} << 20;
+  const rlim_t before = rl.rlim_cur;
+  const rlim_t target = rl.rlim_max == RLIM_INFINITY ? kMost : std::min(rl.rlim_max, kMost);
+  if (target > before) {
+    rl.rlim_cur = target;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+      return "open files limit " + std::to_string(before) + ": could not raise it to " + std::to_string(target) +
+             "; the hub serves fewer than that many connections";
+    }
+    return "open files limit raised from " + std::to_string(before) + " to " + std::to_string(target) +
+           " (the hard limit; each connection takes one)";
+  }
+  return "open files limit " + std::to_string(before) + " (the hard limit; each connection takes one)";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -200,6 +225,8 @@ int main(int argc, char** argv) {
     std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
     std::fprintf(stderr, "%s %s %.*s\n", ts, std::string(to_string(level)).c_str(), static_cast<int>(msg.size()), msg.data());
   };
+
+  o.hub.logger.log(LogLevel::kInfo, raise_open_files_limit());
 
   auto kb = bot::load_knowledge_file(o.kb);
   if (!kb) return fail(kb.status().to_string());

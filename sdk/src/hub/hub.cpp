@@ -106,8 +106,16 @@ void lws_log_emit(int level, const char* line) {
 
 int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::size_t len);
 
+// rx_buffer_size: libwebsockets gives every connection a receive buffer of this size for its
+// whole life. Most chat frames are well under 1 KiB; a longer one arrives in pieces, which
+// the RECEIVE callback joins (up to max_frame_bytes). tx_packet_size: the most one send()
+// writes; without it the rx size would also cut every outgoing frame over 1 KiB into pieces
+// that lws buffers and sends on later writable events.
+constexpr std::size_t kRxBufferBytes = 1024;
+constexpr std::size_t kTxPacketBytes = 256 * 1024;
+
 const lws_protocols kProtocols[] = {
-    {"madoguchi.v1", callback, 0, 4096, 0, nullptr, 0},
+    {"madoguchi.v1", callback, 0, kRxBufferBytes, 0, nullptr, kTxPacketBytes},
     {nullptr, nullptr, 0, 0, 0, nullptr, 0},
 };
 

@@ -26,7 +26,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
-#include <deque>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -67,17 +66,44 @@ std::string random_id(std::string_view prefix, std::size_t n) {
   return id;
 }
 
+// Frames waiting for the WRITEABLE callback, oldest first: a vector and a read position.
+// std::deque allocates about 600 bytes as soon as it is constructed; an idle connection's
+// queue holds no memory at all.
+class FrameQueue {
+ public:
+  bool empty() const noexcept { return head_ == frames_.size(); }
+  std::size_t size() const noexcept { return frames_.size() - head_; }
+  std::string& front() { return frames_[head_]; }
+  void push_back(std::string frame) { frames_.push_back(std::move(frame)); }
+  void pop_front() {
+    std::string().swap(frames_[head_]);
+    if (++head_ < frames_.size()) return;
+    head_ = 0;
+    if (frames_.capacity() > 8) {
+      std::vector<std::string>().swap(frames_);  // after a burst (a replay), give the memory back
+    } else {
+      frames_.clear();
+    }
+  }
+  // Keeps the first n frames waiting and drops the rest.
+  void truncate(std::size_t n) { frames_.resize(head_ + std::min(n, size())); }
+
+ private:
+  std::vector<std::string> frames_;
+  std::size_t head_ = 0;
+};
+
 struct Session {
   lws* wsi = nullptr;
   bool agent_endpoint = false;
   bool authenticated = false;
   std::string conversation;  // visitor: its conversation
   std::string agent;         // agent: its name
-  std::deque<std::string> out;
+  FrameQueue out;
   std::string rx;
-  std::deque<std::string> inbox;  // whole frames received, not yet handled
-  bool ready = false;             // listed in Hub::Impl::ready
-  bool touched = false;           // sent to in the open batch: out[out_mark...] is its part
+  std::vector<std::string> inbox;  // whole frames received, not yet handled
+  bool ready = false;              // listed in Hub::Impl::ready
+  bool touched = false;            // sent to in the open batch: out[out_mark...] is its part
   std::size_t out_mark = 0;
   double tokens = 0;
   double last_refill = 0;
@@ -664,9 +690,10 @@ struct Hub::Impl {
     }
     for (Session* s : turn) {
       s->ready = false;
-      while (!s->inbox.empty()) {
-        std::string text = std::move(s->inbox.front());
-        s->inbox.pop_front();
+      // Frames arrive only in lws_service(), never while they are handled here.
+      std::vector<std::string> frames;
+      frames.swap(s->inbox);
+      for (const std::string& text : frames) {
         if (!s->closing) on_frame(*s, text);
       }
     }
@@ -685,7 +712,7 @@ struct Hub::Impl {
     cfg.logger.log(LogLevel::kError, "store: " + st.message() + "; the " + std::to_string(touched.size()) +
                                          " connection(s) involved are closed and will resend");
     for (Session* s : touched) {
-      s->out.erase(s->out.begin() + static_cast<std::ptrdiff_t>(std::min(s->out_mark, s->out.size())), s->out.end());
+      s->out.truncate(s->out_mark);
       send_error(*s, ErrorKind::kInternal, "the hub could not store the last messages; reconnect and send them again");
       close(*s, 1011);
     }

@@ -719,4 +719,41 @@ TEST_SUITE("hub.store") {
     other.join();
     CHECK(other_seq == 3);
   }
+
+  TEST_CASE("the WAL is copied back into the database while the store stays open") {
+    // Past 2000 WAL pages (8 MB) a thread of the store's own checkpoints, not the commit.
+    TempDir dir;
+    const std::string path = dir.file("hub.db");
+    {
+      auto store = open_ok(path, SqliteStoreOptions{false, 5000});
+      REQUIRE(store->create_conversation(conversation("a")).is_ok());
+      const std::string text(16 * 1024, 'x');
+      for (int batch = 0; batch < 60; ++batch) {  // 1200 messages of 16 KiB: about 20 MB
+        REQUIRE(store->begin_batch().is_ok());
+        for (int i = 0; i < 20; ++i) append_ok(*store, "a", message("m" + std::to_string(batch * 20 + i), text));
+        REQUIRE(store->end_batch().is_ok());
+      }
+      bool copied = false;
+      for (int i = 0; i < 500 && !copied; ++i) {
+        copied = std::filesystem::file_size(path) > 4 * 1024 * 1024;  // a pass copies >= 2000 pages
+        if (!copied) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      CHECK(copied);
+      CHECK(count_ok(*store) == 1200);
+      auto last = store->messages_after("a", 1199, 10);
+      REQUIRE(last.is_ok());
+      REQUIRE(last->size() == 1);
+      CHECK(last->front().client_id == "m1199");
+    }
+    auto reopened = open_ok(path);
+    CHECK(count_ok(*reopened) == 1200);
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+    sqlite3_stmt* stmt = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &stmt, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(stmt) == SQLITE_ROW);
+    CHECK(std::string(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0))) == "ok");
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+  }
 }

@@ -18,6 +18,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <stop_token>
 #include <thread>
 #include <optional>
 #include <string>
@@ -197,10 +198,77 @@ ConversationRecord read_conversation(const Query& q) {
   return r;
 }
 
+// WAL checkpoints away from the writer (docs/store.md, "Checkpoints"). SQLite's automatic
+// checkpoint runs inside the COMMIT that takes the WAL past 1000 pages: the committing thread
+// (the hub's event loop) copies the pages back into the database and, unless synchronous is
+// OFF, waits for two fsyncs. Here a thread of its own, with its own connection, runs PASSIVE
+// checkpoints when asked; they neither wait for nor block the writer.
+class Checkpointer {
+ public:
+  Checkpointer(std::string path, bool synchronous_full)
+      : path_(std::move(path)), synchronous_full_(synchronous_full),
+        thread_([this](std::stop_token stop) { run(stop); }) {}
+  ~Checkpointer() {
+    thread_.request_stop();
+    thread_.join();  // before the members the thread uses go away
+  }
+  Checkpointer(const Checkpointer&) = delete;
+  Checkpointer& operator=(const Checkpointer&) = delete;
+
+  // Asks for a checkpoint (returns at once).
+  void request() {
+    {
+      std::lock_guard lock(mu_);
+      requested_ = true;
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void run(std::stop_token stop) {
+    sqlite3* raw = nullptr;
+    const int rc = sqlite3_open_v2(path_.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+    DbPtr db(raw);
+    if (rc != SQLITE_OK) return;  // the writer's own checkpoints (see on_wal_commit) take over
+    // The checkpoint syncs the WAL before and the database after copying, as the writer's
+    // connection would (NORMAL and FULL both do in WAL mode).
+    sqlite3_exec(db.get(), synchronous_full_ ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+                 nullptr, nullptr, nullptr);
+    std::unique_lock lock(mu_);
+    while (cv_.wait(lock, stop, [this] { return requested_; })) {
+      requested_ = false;
+      lock.unlock();
+      // SQLITE_BUSY (another connection is checkpointing) and errors leave the WAL as it is;
+      // the next commit asks again.
+      (void)sqlite3_wal_checkpoint_v2(db.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      lock.lock();
+    }
+  }
+
+  const std::string path_;
+  const bool synchronous_full_;
+  std::mutex mu_;
+  std::condition_variable_any cv_;
+  bool requested_ = false;  // guarded by mu_
+  std::jthread thread_;     // last: started when everything it uses is ready
+};
+
+// The checkpointer is asked to run each time the WAL has grown by kCheckpointPages pages
+// (4 KiB each). Under steady writes its passes never quite catch up with the writer, and
+// SQLite starts the WAL over only when a write transaction begins with every frame copied
+// back: so once the WAL holds kWriterCheckpointPages, the writer runs a checkpoint itself,
+// which copies only what came since the last pass, and the WAL starts over. It also does when
+// the checkpointer cannot run (no thread, no connection): the WAL stays bounded either way.
+constexpr int kCheckpointPages = 2000;
+constexpr int kWriterCheckpointPages = 10 * kCheckpointPages;
+
 class SqliteStore final : public Store {
  public:
   SqliteStore(std::string path, SqliteStoreOptions options)
       : path_(std::move(path)), options_(options) {}
+  ~SqliteStore() override {
+    if (db_) sqlite3_wal_hook(db_.get(), nullptr, nullptr);  // no checkpointer is made while closing
+  }
 
   // Opens the connection, sets the pragmas, creates or checks the schema, prepares statements.
   Status open();
@@ -303,6 +371,8 @@ class SqliteStore final : public Store {
   Status migrate();
   // With mu_ held: does the conversation exist?
   Result<bool> exists(std::string_view id, std::string_view op);
+  // sqlite3_wal_hook: after every commit, with the WAL's size in pages (mu_ is held).
+  static int on_wal_commit(void* self, sqlite3* db, const char* schema, int pages);
 
   const std::string path_;
   const SqliteStoreOptions options_;
@@ -317,7 +387,34 @@ class SqliteStore final : public Store {
     StmtPtr last_seq, find_client_id, insert_message, set_last_seq;
     StmtPtr messages_after, in_state, count_messages;
   } stmt_;
+  // Checkpoints (on_wal_commit, with mu_ held): the WAL size that asks for the next pass, and
+  // the checkpointer, created by the first commit that needs it. Declared last, so it stops
+  // before the statements and the connection go away.
+  int checkpoint_at_ = kCheckpointPages;
+  std::unique_ptr<Checkpointer> checkpointer_;
 };
+
+int SqliteStore::on_wal_commit(void* self, sqlite3* db, const char* schema, int pages) {
+  auto* store = static_cast<SqliteStore*>(self);
+  if (pages < store->checkpoint_at_ - kCheckpointPages) store->checkpoint_at_ = kCheckpointPages;  // started over
+  bool writer_checkpoints = pages >= kWriterCheckpointPages;
+  if (!writer_checkpoints && pages >= store->checkpoint_at_) {
+    store->checkpoint_at_ = pages + kCheckpointPages;
+    try {
+      if (!store->checkpointer_) {
+        store->checkpointer_ = std::make_unique<Checkpointer>(store->path_, store->options_.synchronous_full);
+      }
+      store->checkpointer_->request();
+    } catch (...) {  // no memory or no thread (nothing may cross SQLite's C frames): do it here
+      writer_checkpoints = true;
+    }
+  }
+  if (writer_checkpoints) {
+    // SQLITE_BUSY while the checkpointer is at it: the next commit tries again.
+    (void)sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  }
+  return SQLITE_OK;
+}
 
 Status SqliteStore::exec(const char* sql, std::string_view op) {
   const int rc = sqlite3_exec(db_.get(), sql, nullptr, nullptr, nullptr);
@@ -437,6 +534,8 @@ Status SqliteStore::open() {
                                                      : "PRAGMA synchronous = NORMAL",
                            "set synchronous"));
   MDG_RETURN_IF_ERROR(exec("PRAGMA foreign_keys = ON", "set foreign_keys"));
+  // Replaces SQLite's automatic checkpoint (the two share the hook).
+  if (mode == "wal") sqlite3_wal_hook(db_.get(), &SqliteStore::on_wal_commit, this);
 
   MDG_RETURN_IF_ERROR(prepare(stmt_.begin, "BEGIN IMMEDIATE"));
   MDG_RETURN_IF_ERROR(prepare(stmt_.commit, "COMMIT"));

@@ -30,6 +30,7 @@
 
 #include <libwebsockets.h>
 #include <simdjson.h>
+#include <ev.h>
 
 #include <algorithm>
 #include <arpa/inet.h>
@@ -90,6 +91,9 @@ constexpr const char* kUsage =
     "  --questions FILE     JSON Lines {\"text\", \"expect\"}: the messages (in-scope ones)\n"
     "  --kb FILE            keep only the questions this knowledge base's bot answers\n"
     "  --label TEXT         a name for this run in the output\n"
+    "  --loop poll|ev       the client's event loop: poll() (lws's default; each wake-up costs\n"
+    "                       time in proportion to the connections) or libev (epoll), as the hub\n"
+    "                       uses it (default poll)\n"
     "  --require-all        exit 3 unless every connection opened and every message was\n"
     "                       acknowledged and answered, with no error frame\n";
 
@@ -122,6 +126,7 @@ struct Options {
   std::string kb;
   std::string label;
   bool require_all = false;
+  bool ev = false;  // --loop ev
 };
 
 template <typename T>
@@ -238,6 +243,10 @@ Options parse_args(int argc, char** argv) {
       o.kb = value();
     } else if (a == "--label") {
       o.label = value();
+    } else if (a == "--loop") {
+      std::string_view v = value();
+      if (v != "poll" && v != "ev") throw LoadError("--loop: poll or ev", kUsageExitCode);
+      o.ev = v == "ev";
     } else if (a == "--require-all") {
       o.require_all = true;
     } else {
@@ -528,8 +537,11 @@ class Load {
     }
   }
   ~Load() {
-    lws_sul_cancel(&tick_.sul);
-    if (ctx_) lws_context_destroy(ctx_);
+    if (ctx_) {
+      lws_sul_cancel(&tick_.sul);
+      lws_context_destroy(ctx_);
+    }
+    if (ev_loop_) ev_loop_destroy(ev_loop_);  // after the context, which stopped its watchers
   }
   Load(const Load&) = delete;
   Load& operator=(const Load&) = delete;
@@ -578,6 +590,7 @@ class Load {
   Questions questions_;
   std::vector<Conn> conns_;
   lws_context* ctx_ = nullptr;
+  struct ev_loop* ev_loop_ = nullptr;  // --loop ev: lws runs on this (foreign) loop
   Tick tick_{};
   Clock::time_point t0_ = Clock::now();
   simdjson::dom::parser parser_;
@@ -1197,9 +1210,21 @@ int Load::run() {
   // look every socket up by a linear search.
   info.fd_limit_per_thread = 0;
   info.timeout_secs = 60;
+  void* foreign_loops[1] = {nullptr};
+  if (opt_.ev) {
+    ev_loop_ = ev_loop_new(EVFLAG_AUTO);
+    if (!ev_loop_) throw LoadError("libev: ev_loop_new failed");
+    foreign_loops[0] = ev_loop_;
+    info.options |= LWS_SERVER_OPTION_LIBEV;
+    info.foreign_loops = foreign_loops;
+  }
   info.connect_timeout_secs = 60;
   ctx_ = lws_create_context(&info);
-  if (!ctx_) throw LoadError("libwebsockets could not create a client context");
+  if (!ctx_) {
+    throw LoadError(opt_.ev ? "libwebsockets could not create a client context on libev (is its plugin, "
+                              "libwebsockets-evlib-ev, installed?)"
+                            : "libwebsockets could not create a client context");
+  }
 
   const ProcSample before = sample_process(opt_.server_pid);
   if (opt_.server_pid > 0 && !before.ok) throw LoadError("cannot read /proc/" + std::to_string(opt_.server_pid));
@@ -1211,7 +1236,11 @@ int Load::run() {
   double idle_at = 0;
   Stage seen = stage_;
   while (stage_ != Stage::kFinished) {
-    if (lws_service(ctx_, 0) < 0) throw LoadError("the libwebsockets loop failed");
+    if (opt_.ev) {
+      ev_run(ev_loop_, EVRUN_ONCE);
+    } else if (lws_service(ctx_, 0) < 0) {
+      throw LoadError("the libwebsockets loop failed");
+    }
     if (stage_ != seen) {
       if (seen == Stage::kIdle) {
         // The end of the idle hold: the server with every connection open and nothing to do.

@@ -4,8 +4,14 @@
 // conversations and the store are touched only from that thread. stop() only sets a flag
 // and wakes the loop with lws_cancel_service(), which is safe from any thread.
 //
+// The event loop is libev's (epoll on Linux), run by the hub as a "foreign" loop for lws, when
+// libwebsockets' libev plugin is installed; otherwise lws's own poll() loop, whose every turn
+// costs time in proportion to the number of connections. (Not libuv: with lws 4.1's libuv
+// plugin a connection closed with lws_close_reason() loses its close frame, and clients see
+// 1006 instead of the protocol's close codes.)
+//
 // Group commit: lws callbacks only queue the frames they receive. After each turn of the
-// event loop (one lws_service() call, which handles every socket that was ready), drain()
+// event loop (one service() call, which handles every socket that was ready), drain()
 // handles all queued frames inside one store batch and ends it with one commit. Replies are
 // only queued on their sessions meanwhile; lws writes them in the next turn, so nothing
 // (acknowledgement, bot answer, forwarded message) leaves the hub before it is durable. If the
@@ -21,6 +27,7 @@
 #include <openssl/rand.h>
 
 #include <arpa/inet.h>
+#include <ev.h>
 
 #include <algorithm>
 #include <atomic>
@@ -153,6 +160,10 @@ struct Hub::Impl {
   std::unique_ptr<Store> store;
   lws_context* ctx = nullptr;
   lws_vhost* vhost = nullptr;
+  struct EvLoopDeleter {
+    void operator()(struct ev_loop* loop) const noexcept { ev_loop_destroy(loop); }
+  };
+  std::unique_ptr<struct ev_loop, EvLoopDeleter> loop;  // set: lws runs on it; else on its own poll()
   std::atomic<bool> stop_requested{false};
   std::atomic<int> bound_port{0};
   std::vector<lws_http_mount> mounts;
@@ -174,7 +185,16 @@ struct Hub::Impl {
   std::map<std::string, std::uint64_t> bot_replies;
 
   ~Impl() {
-    if (ctx) lws_context_destroy(ctx);
+    if (ctx) lws_context_destroy(ctx);  // stops lws's watchers on the loop; then `loop` goes
+  }
+
+  // One turn of the event loop: waits for sockets or a timer, then handles all that are ready.
+  bool service() {
+    if (loop) {
+      ev_run(loop.get(), EVRUN_ONCE);
+      return true;
+    }
+    return lws_service(ctx, 0) >= 0;
   }
 
   // ---- sending --------------------------------------------------------------------------
@@ -999,7 +1019,24 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
   if (!impl->cfg.tls_cert.empty()) info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
   info.user = impl.get();
   info.protocols = kProtocols;
-  impl->ctx = lws_create_context(&info);
+  // libev first; lws's poll() loop if its libev plugin (libwebsockets-evlib-ev) is missing.
+  // The loop is declared before the context is made and destroyed after it (see ~Impl).
+  if (std::unique_ptr<struct ev_loop, Impl::EvLoopDeleter> loop(ev_loop_new(EVFLAG_AUTO)); loop) {
+    void* foreign_loops[1] = {loop.get()};
+    info.options |= LWS_SERVER_OPTION_LIBEV;
+    info.foreign_loops = foreign_loops;
+    impl->ctx = lws_create_context(&info);
+    info.options &= ~static_cast<std::uint64_t>(LWS_SERVER_OPTION_LIBEV);
+    info.foreign_loops = nullptr;
+    if (impl->ctx) {
+      impl->loop = std::move(loop);
+    } else {
+      impl->cfg.logger.log(LogLevel::kWarning,
+                           "hub: libwebsockets could not use libev (is libwebsockets-evlib-ev installed?); "
+                           "serving with poll(), which is slower with many connections");
+    }
+  }
+  if (!impl->ctx) impl->ctx = lws_create_context(&info);
   if (!impl->ctx) return unavailable("hub: libwebsockets could not create a context");
 
   lws_context_creation_info vh;
@@ -1083,7 +1120,7 @@ Status Hub::run() {
   sweeper.sweep = &im;
   lws_sul_schedule(im.ctx, 0, &sweeper.sul, Ticker::tick, sweeper.period);
   while (!im.stop_requested) {
-    if (lws_service(im.ctx, 0) < 0) break;
+    if (!im.service()) break;
     im.drain();
   }
   lws_sul_cancel(&sweeper.sul);
@@ -1099,7 +1136,7 @@ Status Hub::run() {
   lws_sul_schedule(im.ctx, 0, &ticker.sul, Ticker::tick, ticker.period);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
   while (!im.sessions.empty() && std::chrono::steady_clock::now() < deadline) {
-    if (lws_service(im.ctx, 0) < 0) break;
+    if (!im.service()) break;
     im.drain();
   }
   lws_sul_cancel(&ticker.sul);

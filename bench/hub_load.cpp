@@ -361,6 +361,19 @@ double self_cpu_s() {
   return tv(ru.ru_utime) + tv(ru.ru_stime);
 }
 
+// Linux pressure stall information: microseconds during which some task waited for the CPU
+// (or for I/O), machine-wide; -1 where /proc/pressure is missing. Around a window it tells how
+// contended the machine was (by the server and this generator too, and by anything else).
+double pressure_total_us(const char* resource) {
+  std::ifstream in(std::string("/proc/pressure/") + resource);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("some ", 0) != 0) continue;
+    std::size_t at = line.find("total=");
+    if (at != std::string::npos) return std::strtod(line.c_str() + at + 6, nullptr);
+  }
+  return -1;
+}
+
 std::string load_average() {
   std::ifstream in("/proc/loadavg");
   std::string a, b, c;
@@ -466,6 +479,14 @@ struct Phase {
   Samples ack, reply, lag;     // of messages written in the window; lag: written - due (open loop)
   ProcSample server_start, server_end;
   HubCounters hub_start, hub_end;  // hub mode: /metrics around the window
+  double cpu_pressure_start = -1, cpu_pressure_end = -1, io_pressure_start = -1, io_pressure_end = -1;
+  // Share of the window during which some task waited for the CPU (or for I/O).
+  double cpu_pressure() const {
+    return cpu_pressure_start < 0 || seconds() <= 0 ? std::nan("") : (cpu_pressure_end - cpu_pressure_start) / 1e6 / seconds();
+  }
+  double io_pressure() const {
+    return io_pressure_start < 0 || seconds() <= 0 ? std::nan("") : (io_pressure_end - io_pressure_start) / 1e6 / seconds();
+  }
   std::int64_t server_rss_peak = 0;
   double client_cpu_start = 0, client_cpu_end = 0;
   double seconds() const { return end - measure; }
@@ -969,6 +990,8 @@ void Load::tick() {
         if (!opt_.echo) p.hub_start = scrape_metrics(opt_.host, opt_.port);
         p.server_start = sample_process(opt_.server_pid);
         p.client_cpu_start = self_cpu_s();
+        p.cpu_pressure_start = pressure_total_us("cpu");
+        p.io_pressure_start = pressure_total_us("io");
       }
       if (p.name == "open") {
         const double interval = 1.0 / p.target;
@@ -1006,6 +1029,8 @@ void Load::tick() {
       if (t >= p.end) {
         p.server_end = sample_process(opt_.server_pid);
         p.client_cpu_end = self_cpu_s();
+        p.cpu_pressure_end = pressure_total_us("cpu");
+        p.io_pressure_end = pressure_total_us("io");
         if (!opt_.echo) p.hub_end = scrape_metrics(opt_.host, opt_.port);
         p.end = t;
         p.server_rss_peak = std::max(p.server_rss_peak, p.server_end.rss_bytes);
@@ -1091,6 +1116,10 @@ void Load::print_report(const ProcSample& before, const ProcSample& idle, double
   std::printf("  latencies in ms: written -> ack, written -> %s; lag: written - due (open loop); "
               "CPU per answered message; per commit: messages stored per store commit\n",
               opt_.echo ? "echo (ack = reply)" : "bot reply");
+  for (const auto& p : phases_) {
+    std::printf("  %s: some task waited for a CPU %s %% and for I/O %s %% of the window (/proc/pressure)\n",
+                p.name.c_str(), fmt(p.cpu_pressure() * 100, 0).c_str(), fmt(p.io_pressure() * 100, 0).c_str());
+  }
   std::printf("totals: %llu sent, %llu acked, %llu answered, %llu unanswered, %llu lost, %llu unsent, %llu skipped, "
               "%zu hand-offs (%llu written after one)\n",
               static_cast<unsigned long long>(sent_total_), static_cast<unsigned long long>(acked_total_),
@@ -1164,6 +1193,8 @@ void Load::print_report(const ProcSample& before, const ProcSample& idle, double
     num(w, "commits", p.commits());
     num(w, "commits_per_s", p.seconds() > 0 ? p.commits() / p.seconds() : std::nan(""));
     num(w, "stored_per_commit", p.stored_per_commit());
+    num(w, "cpu_pressure", p.cpu_pressure());
+    num(w, "io_pressure", p.io_pressure());
     w.end_object();
   }
   w.end_array();

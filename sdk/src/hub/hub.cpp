@@ -55,6 +55,12 @@ double steady_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// A connection being closed is closed once its peer has sent nothing for kCloseQuietS, or
+// kCloseLingerS after the close began whatever the peer does (see Impl::close()); checked
+// every kCloseCheckUs.
+constexpr double kCloseQuietS = 0.2, kCloseLingerS = 2.0;
+constexpr lws_usec_t kCloseCheckUs = 50 * LWS_US_PER_MS;
+
 // Random identifier characters from OpenSSL's CSPRNG.
 std::string random_id(std::string_view prefix, std::size_t n) {
   static constexpr char kAlphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
@@ -116,6 +122,9 @@ struct Session {
   double last_refill = 0;
   int violations = 0;
   bool closing = false;
+  bool quiet = false;        // closing, and the peer has sent nothing for kCloseQuietS
+  double closing_since = 0;  // steady_seconds() when closing began
+  double last_heard = 0;     // steady_seconds() of the peer's last frame
   int close_code = 0;
 };
 
@@ -169,6 +178,11 @@ struct Hub::Impl {
   std::vector<lws_http_mount> mounts;
 
   std::unordered_map<lws*, std::unique_ptr<Session>> sessions;
+  std::unordered_set<lws*> closing;  // sessions waiting for their peer to go quiet
+  struct CloseCheck {
+    lws_sorted_usec_list_t sul;  // scheduled while `closing` is not empty
+    Impl* impl;
+  } close_check{{}, this};
   std::unordered_map<std::string, std::vector<Session*>> visitors_of;  // conversation -> sessions
   std::unordered_map<std::string, std::vector<Session*>> agents_by_name;
   std::unordered_map<std::string, std::unique_ptr<Conversation>> conversations;
@@ -185,6 +199,7 @@ struct Hub::Impl {
   std::map<std::string, std::uint64_t> bot_replies;
 
   ~Impl() {
+    lws_sul_cancel(&close_check.sul);
     if (ctx) lws_context_destroy(ctx);  // stops lws's watchers on the loop; then `loop` goes
   }
 
@@ -214,10 +229,38 @@ struct Hub::Impl {
     send(s, protocol::make_error(kind, std::move(message), std::move(id)));
     if (int code = protocol::close_code(kind)) close(s, code);
   }
+  // Closes after the frames already queued. The socket is closed only once the peer has been
+  // quiet for kCloseQuietUs (or after kCloseLingerS): closing it while the peer is still
+  // sending (a flood) makes the kernel answer with a reset, which destroys whatever the peer
+  // had not read yet, the error frames and the close frame included.
   void close(Session& s, int code) {
+    if (s.closing) return;
     s.closing = true;
     s.close_code = code;
+    s.closing_since = steady_seconds();
+    if (closing.empty()) lws_sul_schedule(ctx, 0, &close_check.sul, check_closing, kCloseCheckUs);
+    closing.insert(s.wsi);
     lws_callback_on_writable(s.wsi);
+  }
+  static void check_closing(lws_sorted_usec_list_t* sul) {
+    Impl& im = *lws_container_of(sul, CloseCheck, sul)->impl;
+    const double now = steady_seconds();
+    for (auto it = im.closing.begin(); it != im.closing.end();) {
+      auto found = im.sessions.find(*it);
+      if (found == im.sessions.end()) {
+        it = im.closing.erase(it);
+        continue;
+      }
+      Session& s = *found->second;
+      if (now - std::max(s.last_heard, s.closing_since) >= kCloseQuietS || now - s.closing_since >= kCloseLingerS) {
+        s.quiet = true;
+        lws_callback_on_writable(s.wsi);
+        it = im.closing.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (!im.closing.empty()) lws_sul_schedule(im.ctx, 0, &im.close_check.sul, check_closing, kCloseCheckUs);
   }
   void to_visitors(const std::string& conversation, const std::string& json, const Session* except = nullptr) {
     auto it = visitors_of.find(conversation);
@@ -931,7 +974,10 @@ int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::s
       auto it = impl->sessions.find(wsi);
       if (it == impl->sessions.end()) return -1;
       Session& s = *it->second;
-      if (s.closing) return 0;
+      if (s.closing) {  // dropped; the close waits until the peer stops sending
+        s.last_heard = steady_seconds();
+        return 0;
+      }
       if (lws_frame_is_binary(wsi)) {
         s.rx.clear();
         return impl->send_error(s, ErrorKind::kBadFrame, "binary frames are not part of the protocol; send text"), 0;
@@ -962,18 +1008,20 @@ int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::s
         if (!s.out.empty() || s.closing) lws_callback_on_writable(wsi);
         return 0;
       }
-      if (s.closing) {
+      if (s.closing && s.quiet) {
         lws_close_reason(wsi, static_cast<lws_close_status>(s.close_code), nullptr, 0);
         return -1;
       }
       return 0;
     }
+
     case LWS_CALLBACK_CLOSED: {
       auto it = impl->sessions.find(wsi);
       if (it != impl->sessions.end()) {
         impl->forget(*it->second);
         impl->sessions.erase(it);
       }
+      impl->closing.erase(wsi);
       return 0;
     }
     case LWS_CALLBACK_HTTP:
@@ -1119,11 +1167,20 @@ Status Hub::run() {
                                           50 * LWS_US_PER_MS, 10 * LWS_US_PER_SEC);
   sweeper.sweep = &im;
   lws_sul_schedule(im.ctx, 0, &sweeper.sul, Ticker::tick, sweeper.period);
+  // On libev, libwebsockets 4.1 arms its timer only when a timer fires, not when a sooner one
+  // is scheduled from a socket callback: such a timer (a close waiting for quiet, lws's own
+  // timeouts) would wait for the next one due, up to the sweeper's 10 s. A timer every 50 ms
+  // keeps that wait short.
+  Ticker heartbeat{};
+  heartbeat.ctx = im.ctx;
+  heartbeat.period = 50 * LWS_US_PER_MS;
+  if (im.loop) lws_sul_schedule(im.ctx, 0, &heartbeat.sul, Ticker::tick, heartbeat.period);
   while (!im.stop_requested) {
     if (!im.service()) break;
     im.drain();
   }
   lws_sul_cancel(&sweeper.sul);
+  lws_sul_cancel(&heartbeat.sul);
   im.drain();
   // Graceful shutdown: every connection gets shutting_down and close code 1001.
   for (auto& [wsi, s] : im.sessions) {

@@ -61,6 +61,17 @@ TEST_SUITE("bot.policy") {
     CHECK(ask(pinned, "How much is shipping?").locale == "ja");  // a pinned locale still wins
   }
 
+  TEST_CASE("the transcript keeps the last 200 turns") {
+    Conversation conv;
+    for (int i = 0; i < 150; ++i) ask(conv, "送料はいくらですか");
+    CHECK(conv.turn() == 150);
+    REQUIRE(conv.transcript().size() == Conversation::kMaxTurns);
+    CHECK(conv.transcript().back().role == "bot");
+    conv.add_turn({"agent", "こんにちは", "", Decision::kReply});
+    CHECK(conv.transcript().size() == Conversation::kMaxTurns);
+    CHECK(conv.transcript().back().role == "agent");
+  }
+
   TEST_CASE("half-width katakana and full-width letters find the same entry") {
     Conversation a, b;
     auto r1 = ask(a, "クレジットカードは使えますか");

@@ -27,6 +27,11 @@ std::string_view to_string(Decision d) noexcept {
   return "?";
 }
 
+void Conversation::add_turn(Turn turn) {
+  if (transcript_.size() >= kMaxTurns) transcript_.erase(transcript_.begin());
+  transcript_.push_back(std::move(turn));
+}
+
 namespace {
 
 using madoguchi::detail::JsonWriter;
@@ -342,7 +347,7 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
   bool menu = false;           // nor is a designer's menu (a rule's "ask")
   auto finish = [&](Reply& r) -> Reply {
     if (truncated) r.reason += " (message cut to " + std::to_string(im.options.max_message_bytes) + " bytes)";
-    conv.transcript_.push_back({"visitor", std::string(raw), "", r.decision});
+    conv.add_turn({"visitor", std::string(raw), "", r.decision});
     conv.last_locale_ = r.locale;
     ++conv.visitor_turns_;
     // A failed turn: the bot could not answer. An empty message or a designer's menu
@@ -355,7 +360,7 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
     if (r.decision == Decision::kClarify) {
       for (const auto& o : r.options) conv.pending_options_.push_back({o.entry_id, o.label});
     }
-    conv.transcript_.push_back({"bot", r.text, r.entry_id, r.decision});
+    conv.add_turn({"bot", r.text, r.entry_id, r.decision});
     if (r.decision == Decision::kHandoff) {
       conv.handed_off_ = true;
       HandoffPackage p;

@@ -120,7 +120,12 @@ class Conversation {
   // Back to the bot after a person handled it: failures are forgotten.
   void hand_back() noexcept { handed_off_ = false; failed_turns_ = 0; }
   // Records a turn said by someone else (an agent) so the transcript stays whole.
-  void add_turn(Turn turn) { transcript_.push_back(std::move(turn)); }
+  void add_turn(Turn turn);
+
+  // The transcript keeps the last kMaxTurns turns (visitor, bot and agent turns alike), so
+  // that a conversation that goes on for days holds bounded memory; a host that needs every
+  // message keeps them itself (the hub's store does).
+  static constexpr std::size_t kMaxTurns = 200;
 
  private:
   friend class Bot;

@@ -146,6 +146,7 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
         p.tf = p.tf * (k1 + 1) / (p.tf + k1 * norm_len);
       }
     }
+    f->doc_len = {};  // in the postings now
   }
   ix.max_idf_ = bm25_idf(std::max<std::size_t>(1, ix.doc_entry_.size()), 0);
 
@@ -159,8 +160,8 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
 
   if (analyses.empty()) return index;
   const bool model = ix.settings_.classifier;
-  if (model) ix.gamma_ = static_cast<float>(ix.settings_.bm25_weight);
   if (model) {
+    ix.gamma_ = static_cast<float>(ix.settings_.bm25_weight);
     // Feature vocabulary and document frequencies over the questions.
     std::vector<WeightedKey> keys;
     std::vector<std::uint32_t> df;

@@ -83,7 +83,7 @@ class Index {
  private:
   struct Field {
     std::vector<std::vector<Posting>> postings;  // by term id
-    std::vector<float> doc_len;
+    std::vector<float> doc_len;  // by document, while building (the postings keep it after)
     float avg_len = 1;
     std::vector<float> idf;  // by term id
   };

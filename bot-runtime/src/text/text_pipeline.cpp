@@ -85,9 +85,9 @@ const std::unordered_set<std::string_view>& english_stop_words() {
   return words;
 }
 
-// Japanese base forms that are too common to mean anything in a shop question.
-// Japanese stop words (base forms). Called for every content word, so most words leave after
-// one byte: all but two of the list are kana (UTF-8 lead byte 0xE3), most content words kanji.
+// Japanese base forms that are too common to mean anything in a shop question. Called for
+// every content word, so most words leave after one byte: all but two of the list are kana
+// (UTF-8 lead byte 0xE3), and most content words are kanji.
 bool is_japanese_stop_word(std::string_view w) {
   static const auto kana = [] {
     std::array<std::string_view, 28> words = {
@@ -146,7 +146,6 @@ struct WordBreaker {
 // reading and pronunciation after the base form are never looked at.
 template <std::size_t N>
 std::size_t split_feature(const char* feature, std::array<std::string_view, N>& out) {
-  // One pass over the bytes, stopping after field N: no strlen() of the whole feature string.
   std::size_t n = 0;
   const char* start = feature;
   for (const char* p = feature;; ++p) {
@@ -570,7 +569,7 @@ Result<Analysis> TextPipeline::analyze(std::string_view utf8) const {
     return Status::ok();
   };
   std::size_t gap_start = 0;
-  std::size_t i = 0;
+  std::size_t i = impl_->user_terms.empty() ? s.size() : 0;  // no dictionary: one gap
   while (i < s.size()) {
     std::size_t matched = 0;
     std::size_t at = i;

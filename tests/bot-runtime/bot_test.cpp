@@ -284,6 +284,40 @@ TEST_SUITE("bot.policy") {
     CHECK(mismatches == 0);
   }
 
+  TEST_CASE("the bot is the same whatever the number of threads that build it") {
+    auto kb = load_knowledge_file(mdg_test::source_path("samples/kb/shop.json"));
+    REQUIRE(kb.is_ok());
+    std::vector<std::string> questions = {"まったく関係のない話", "can I get a receipt emailed"};
+    for (const auto& e : kb->entries) questions.insert(questions.end(), e.questions.begin(), e.questions.end());
+    std::vector<std::shared_ptr<const Bot>> bots;
+    for (unsigned threads : {1u, 3u, 8u}) {
+      BotOptions options;
+      options.build_threads = threads;
+      auto bot = Bot::create(*kb, std::move(options));
+      REQUIRE_MESSAGE(bot.is_ok(), bot.status().to_string());
+      bots.push_back(*bot);
+    }
+    const BotStats one = bots[0]->stats();
+    for (std::size_t b = 1; b < bots.size(); ++b) {
+      const BotStats other = bots[b]->stats();
+      CHECK(other.terms == one.terms);
+      CHECK(other.features == one.features);
+      CHECK(other.weights == one.weights);
+      for (const auto& q : questions) {
+        auto x = bots[0]->rank(q, 5), y = bots[b]->rank(q, 5);
+        REQUIRE(x.is_ok());
+        REQUIRE(y.is_ok());
+        REQUIRE(x->size() == y->size());
+        for (std::size_t i = 0; i < x->size(); ++i) {
+          INFO("question: " << q << ", candidate " << i);
+          CHECK((*x)[i].entry_id == (*y)[i].entry_id);
+          CHECK((*x)[i].score == (*y)[i].score);  // bit for bit: the same model
+          CHECK((*x)[i].confidence == (*y)[i].confidence);
+        }
+      }
+    }
+  }
+
   TEST_CASE("a rule whose keywords are all blank is refused") {
     auto kb = parse_knowledge_json(R"({"entries": [{"id": "a", "questions": ["q"], "answer": "x"}],
       "rules": [{"id": "r", "when": {"any": [" ", "  "]}, "then": {"reply": "x"}}]})", "b.json");

@@ -163,7 +163,7 @@ Result<std::shared_ptr<const Bot>> Bot::create(KnowledgeBase kb, BotOptions opti
   impl->kb = std::move(kb);
   impl->options = std::move(options);
   const KnowledgeBase& k = impl->kb;
-  MDG_ASSIGN_OR_RETURN(impl->index, detail::Index::build(k, *impl->text, k.ranking));
+  MDG_ASSIGN_OR_RETURN(impl->index, detail::Index::build(k, *impl->text, k.ranking, impl->options.build_threads));
 
   auto norm_all = [&](const std::vector<std::string>& words, std::vector<std::string>& out) -> Status {
     for (const auto& w : words) {

@@ -1,6 +1,7 @@
 #include "rank/index.hpp"
 
 #include "rank/features.hpp"
+#include "rank/parallel.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -84,7 +85,7 @@ struct Index::Trainer {
 };
 
 Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextPipeline& text,
-                                            const RankingSettings& settings) {
+                                            const RankingSettings& settings, unsigned threads) {
   auto index = std::unique_ptr<Index>(new Index());
   Index& ix = *index;
   ix.settings_ = clamped(settings);
@@ -109,11 +110,31 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
     field.doc_len.push_back(static_cast<float>(doc_terms.size()));
   };
 
+  // Text analysis, the costliest part of reading an entry, runs on every thread; the
+  // postings are then filled in entry order, so term ids do not depend on the threads.
+  struct Text {
+    const std::string* text;
+    std::uint32_t entry;
+    bool question;
+  };
+  std::vector<Text> texts;
+  for (std::uint32_t e = 0; e < kb.entries.size(); ++e) {
+    for (const auto& q : kb.entries[e].questions) texts.push_back({&q, e, true});
+    for (const auto& [locale, answer] : kb.entries[e].answer.by_locale) texts.push_back({&answer, e, false});
+  }
+  std::vector<Result<Analysis>> analyzed(texts.size(), Result<Analysis>(Analysis{}));
+  parallel_for(texts.size(), threads, 64, [&](std::size_t begin, std::size_t end) {
+    for (std::size_t i = begin; i < end; ++i) analyzed[i] = text.analyze(*texts[i].text);
+  });
+
+  std::size_t next = 0;  // in texts
   for (std::uint32_t e = 0; e < kb.entries.size(); ++e) {
     const Entry& entry = kb.entries[e];
-    for (const auto& q : entry.questions) {
-      auto a = text.analyze(q);
-      if (!a) return invalid_argument(entry.source + ": question \"" + q + "\": " + a.status().message());
+    for (; next < texts.size() && texts[next].entry == e && texts[next].question; ++next) {
+      auto& a = analyzed[next];
+      if (!a) {
+        return invalid_argument(entry.source + ": question \"" + *texts[next].text + "\": " + a.status().message());
+      }
       terms.clear();
       bm25_terms(*a, terms);
       auto doc = static_cast<std::uint32_t>(ix.doc_entry_.size());
@@ -122,13 +143,15 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
       analyses.push_back(std::move(*a));
     }
     terms.clear();
-    for (const auto& [locale, answer] : entry.answer.by_locale) {
-      auto a = text.analyze(answer);
+    for (; next < texts.size() && texts[next].entry == e; ++next) {
+      auto& a = analyzed[next];
       if (!a) return invalid_argument(entry.source + ": answer: " + a.status().message());
       bm25_terms(*a, terms);
+      a = Analysis{};
     }
     add_doc(ix.answers_, e, terms);
   }
+  analyzed.clear();
 
   for (Field* f : {&ix.questions_, &ix.answers_}) {
     std::size_t n = f->doc_len.size();
@@ -237,31 +260,37 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
   if (!model && !calibrate) return index;
 
   // Examples: features and the leave-one-out BM25 shortlist (without the model, only the
-  // held-out questions are needed).
+  // held-out questions are needed), each on its own, so on every thread.
   std::vector<Example> examples(n_docs);
-  auto scratch = ix.scratch_.take();
-  Scratch& s = *scratch;
-  auto keep = static_cast<std::size_t>(ix.settings_.shortlist) * 2;
-  std::vector<std::pair<std::uint32_t, float>> shortlist;
-  for (std::uint32_t d : model ? all : held_out) {
-    Example& ex = examples[d];
-    ex.entry = ix.doc_entry_[d];
-    ex.doc = d;
-    if (model) {
-      ix.vectorize(analyses[d], s);
-      ex.features = s.features;
-    }
-    ix.score_bm25(analyses[d], s, d);
+  const std::vector<std::uint32_t>& prepare = model ? all : held_out;
+  parallel_for(prepare.size(), threads, 256, [&](std::size_t begin, std::size_t end) {
+    auto lease = ix.scratch_.take();
+    Scratch& s = *lease;
+    auto keep = static_cast<std::size_t>(ix.settings_.shortlist) * 2;
     // The shortlist is built in a reused buffer: with a large KB a common word touches
     // many entries, and each example must keep only its `keep` best, not their capacity.
+    std::vector<std::pair<std::uint32_t, float>> shortlist;
     auto higher = [](const auto& a, const auto& b) { return a.second != b.second ? a.second > b.second : a.first < b.first; };
-    shortlist.clear();
-    for (auto e : s.touched_entries) keep_best(shortlist, keep, std::pair{e, s.entry[e].bm25}, higher);
-    std::sort_heap(shortlist.begin(), shortlist.end(), higher);
-    ex.bm25.assign(shortlist.begin(), shortlist.end());
-    ix.reset(s);
-  }
+    for (std::size_t i = begin; i < end; ++i) {
+      const std::uint32_t d = prepare[i];
+      Example& ex = examples[d];
+      ex.entry = ix.doc_entry_[d];
+      ex.doc = d;
+      if (model) {
+        ix.vectorize(analyses[d], s);
+        ex.features = s.features;
+      }
+      ix.score_bm25(analyses[d], s, d);
+      shortlist.clear();
+      for (auto e : s.touched_entries) keep_best(shortlist, keep, std::pair{e, s.entry[e].bm25}, higher);
+      std::sort_heap(shortlist.begin(), shortlist.end(), higher);
+      ex.bm25.assign(shortlist.begin(), shortlist.end());
+      ix.reset(s);
+    }
+  });
   analyses.clear();
+  auto scratch = ix.scratch_.take();
+  Scratch& s = *scratch;
   // With calibration: train on the questions not held out, calibrate that model on the
   // held-out ones, then go on training from the weights reached, over every question, for
   // half as many passes (with the learning rate and the averaging started again).

@@ -66,8 +66,10 @@ struct Ranked {
 
 class Index {
  public:
+  // Text analysis and the training examples are prepared on `threads` threads (0: one per
+  // hardware thread); the index and model are the same whatever the number.
   static Result<std::unique_ptr<Index>> build(const KnowledgeBase& kb, const TextPipeline& text,
-                                              const RankingSettings& settings);
+                                              const RankingSettings& settings, unsigned threads = 1);
 
   // Candidates for an analysed text, best first, at most `k`.
   std::vector<Ranked> rank(const Analysis& a, std::size_t k) const;

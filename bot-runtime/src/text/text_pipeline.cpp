@@ -140,7 +140,6 @@ struct WordBreaker {
   std::unique_ptr<icu::BreakIterator> it;
 };
 
-// Splits a comma-separated MeCab feature string into at most N fields.
 // Splits a NUL-terminated MeCab feature string ("名詞,サ変接続,*,*,*,*,返品,ヘンピン,...")
 // into its first N fields in one pass, without measuring the rest of the string: the
 // reading and pronunciation after the base form are never looked at.

@@ -148,9 +148,14 @@ std::size_t split_feature(const char* feature, std::array<std::string_view, N>& 
   std::size_t n = 0;
   const char* start = feature;
   for (const char* p = feature;; ++p) {
-    if (*p == ',' || *p == '\0') {
+    const auto c = static_cast<unsigned char>(*p);
+    if (c >= 0xE0 && (p[1] & 0x80) && (p[2] & 0x80)) {
+      p += 2;  // a three-byte character (most of Japanese): neither ',' nor the end
+      continue;
+    }
+    if (c == ',' || c == '\0') {
       out[n++] = std::string_view(start, static_cast<std::size_t>(p - start));
-      if (*p == '\0' || n == N) break;
+      if (c == '\0' || n == N) break;
       start = p + 1;
     }
   }

@@ -35,6 +35,11 @@ TEST_SUITE("bot.text") {
       CHECK(p->normalize("  返品\u3000\u3000したい \n ").value() == "返品 したい");
     }
     SUBCASE("a dash after katakana is a long-vowel mark") { CHECK(p->normalize("ケ-キ").value() == "ケーキ"); }
+    SUBCASE("runs of kana and kanji keep the rules at their edges") {
+      CHECK(p->normalize("\u3000お問い合わせ  ケーキ-ショップ\tの注文ＡＢＣ  ").value() ==
+            "お問い合わせ ケーキーショップ の注文abc");
+      CHECK(p->normalize("返品 ケ-キ").value() == "返品 ケーキ");
+    }
     SUBCASE("wave dash variants") { CHECK(p->normalize("10〜20").value() == p->normalize("10～20").value()); }
     SUBCASE("full-width punctuation") { CHECK(p->normalize("送料は？！").value() == "送料は?!"); }
   }

@@ -140,6 +140,12 @@ struct WordBreaker {
   std::unique_ptr<icu::BreakIterator> it;
 };
 
+// `s` is the literal: a comparison the compiler unrolls, for the hot loop over MeCab's nodes.
+template <std::size_t N>
+bool is(std::string_view s, const char (&literal)[N]) noexcept {
+  return s.size() == N - 1 && std::memcmp(s.data(), literal, N - 1) == 0;
+}
+
 // Splits a NUL-terminated MeCab feature string ("名詞,サ変接続,*,*,*,*,返品,ヘンピン,...")
 // into its first N fields in one pass, without measuring the rest of the string: the
 // reading and pronunciation after the base form are never looked at.
@@ -341,11 +347,40 @@ class Emitter {
     prev_ = c;
   }
 
+  // Characters at or above U+3041 that put() would keep as they are, `last` the final one.
+  void put_kept(std::string_view bytes, char32_t last) {
+    if (pending_space_) {
+      out_ += ' ';
+      pending_space_ = false;
+    }
+    out_.append(bytes);
+    prev_ = last;
+  }
+
  private:
   std::string& out_;
   char32_t prev_ = 0;
   bool pending_space_ = false;
 };
+
+// NFKC + case folding without ICU for the text most messages are made of: ASCII, full-width
+// ASCII, and the kana, kanji and CJK punctuation that NFKC_Casefold leaves unchanged.
+// Returns false when the text has anything else (or is not valid UTF-8): ICU takes over.
+// The code point of a well-formed three-byte UTF-8 sequence at text[i], else 0.
+inline char32_t three_byte_at(std::string_view text, std::size_t i) noexcept {
+  if (i + 2 >= text.size()) return 0;
+  const auto b0 = static_cast<unsigned char>(text[i]), b1 = static_cast<unsigned char>(text[i + 1]),
+             b2 = static_cast<unsigned char>(text[i + 2]);
+  if (b0 < 0xE0 || b0 >= 0xF0 || (b1 & 0xC0) != 0x80 || (b2 & 0xC0) != 0x80) return 0;
+  return (static_cast<char32_t>(b0 & 0x0F) << 12) | (static_cast<char32_t>(b1 & 0x3F) << 6) |
+         static_cast<char32_t>(b2 & 0x3F);
+}
+
+// Kana, kanji and CJK punctuation that NFKC_Casefold leaves as they are.
+inline bool stable_cjk(char32_t c) noexcept {
+  return (c >= 0x3000 && c <= 0x3035) || (c >= 0x3041 && c <= 0x3096) || c == 0x309D || c == 0x309E ||
+         (c >= 0x30A1 && c <= 0x30FE) || (c >= 0x3400 && c <= 0x9FFF);
+}
 
 // NFKC + case folding without ICU for the text most messages are made of: ASCII, full-width
 // ASCII, and the kana, kanji and CJK punctuation that NFKC_Casefold leaves unchanged.
@@ -362,21 +397,22 @@ static bool fold_common(std::string_view text, std::string& out) {
       ++i;
       continue;
     }
-    if (b < 0xE0 || b >= 0xF0 || i + 2 >= text.size() ||
-        (static_cast<unsigned char>(text[i + 1]) & 0xC0) != 0x80 ||
-        (static_cast<unsigned char>(text[i + 2]) & 0xC0) != 0x80) {
-      return false;  // 2- and 4-byte sequences, or broken ones: let the full path decide
+    const char32_t c = three_byte_at(text, i);
+    if (c == 0) return false;  // 2- and 4-byte sequences, or broken ones: let the full path decide
+    if (c >= 0x3041 && stable_cjk(c)) {  // a run of kana and kanji goes in one piece
+      std::size_t end = i + 3;
+      char32_t last = c;
+      for (char32_t d; (d = three_byte_at(text, end)) >= 0x3041 && stable_cjk(d); end += 3) last = d;
+      em.put_kept(text.substr(i, end - i), last);
+      i = end;
+      continue;
     }
-    char32_t c = (static_cast<char32_t>(b & 0x0F) << 12) |
-                 (static_cast<char32_t>(static_cast<unsigned char>(text[i + 1]) & 0x3F) << 6) |
-                 static_cast<char32_t>(static_cast<unsigned char>(text[i + 2]) & 0x3F);
     if (c >= 0xFF01 && c <= 0xFF5E) {  // full-width ASCII
       char a = static_cast<char>(c - 0xFEE0);
       if (a >= 'A' && a <= 'Z') a = static_cast<char>(a - 'A' + 'a');
       em.put(static_cast<unsigned char>(a), std::string_view(&a, 1));
-    } else if ((c >= 0x3000 && c <= 0x3035) || (c >= 0x3041 && c <= 0x3096) || c == 0x309D || c == 0x309E ||
-               (c >= 0x30A1 && c <= 0x30FE) || (c >= 0x3400 && c <= 0x9FFF)) {
-      em.put(c, text.substr(i, 3));  // stable under NFKC_Casefold
+    } else if (stable_cjk(c)) {
+      em.put(c, text.substr(i, 3));
     } else {
       return false;
     }
@@ -533,7 +569,7 @@ Status TextPipeline::Impl::tokenize_japanese(std::string_view text, std::vector<
     if (pos == Pos::kSymbol || pos == Pos::kParticle || pos == Pos::kAuxiliary) {
       // Particles and auxiliaries are kept (flagged) for bigram features; symbols are not.
       if (pos == Pos::kSymbol) continue;
-      out.push_back(Token{std::string(nf > 6 && f[6] != "*" ? f[6] : surface), TokenKind::kWord, false});
+      out.push_back(Token{std::string(nf > 6 && !is(f[6], "*") ? f[6] : surface), TokenKind::kWord, false});
       continue;
     }
 
@@ -544,10 +580,10 @@ Status TextPipeline::Impl::tokenize_japanese(std::string_view text, std::vector<
       continue;
     }
     const bool unknown = node->stat == MECAB_UNK_NODE;
-    const std::string_view word = unknown || nf <= 6 || f[6] == "*" ? surface : f[6];
+    const std::string_view word = unknown || nf <= 6 || is(f[6], "*") ? surface : f[6];
     bool content_pos = pos == Pos::kContent || pos == Pos::kNoun;
-    if (pos1 == "非自立" || pos1 == "接尾" || pos1 == "代名詞") content_pos = false;
-    if (pos == Pos::kNoun && pos1 == "接尾" && (f[2] == "サ変接続" || f[2] == "一般")) content_pos = true;
+    if (is(pos1, "非自立") || is(pos1, "接尾") || is(pos1, "代名詞")) content_pos = false;
+    if (pos == Pos::kNoun && is(pos1, "接尾") && (is(f[2], "サ変接続") || is(f[2], "一般"))) content_pos = true;
     out.push_back(Token{std::string(word), unknown ? TokenKind::kUnknown : TokenKind::kWord,
                         content_pos && !is_japanese_stop_word(word)});
   }

@@ -140,7 +140,7 @@ struct WordBreaker {
   std::unique_ptr<icu::BreakIterator> it;
 };
 
-// `s` is the literal: a comparison the compiler unrolls, for the hot loop over MeCab's nodes.
+// Whether `s` is the literal: a comparison the compiler unrolls, for the loop over MeCab's nodes.
 template <std::size_t N>
 bool is(std::string_view s, const char (&literal)[N]) noexcept {
   return s.size() == N - 1 && std::memcmp(s.data(), literal, N - 1) == 0;

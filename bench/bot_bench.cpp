@@ -1176,7 +1176,8 @@ int run(int argc, char** argv) {
 
   std::vector<SizeResult> results;
   for (std::size_t n : opt.sizes) {
-    results.push_back(run_size(corpus, n, queries, opt.rounds, opt.dicdir, opt.build_threads, opt.xapian_glass, fixed_rss));
+    results.push_back(
+        run_size(corpus, n, queries, opt.rounds, opt.dicdir, opt.build_threads, opt.xapian_glass, fixed_rss));
     print_size(results.back());
     std::fflush(stdout);
   }
@@ -1192,7 +1193,8 @@ int run(int argc, char** argv) {
   std::printf("  ratio madoguchi/MeCab: %.2fx\n\n", ratio(tok.mdg_mb_s(), tok.mecab_mb_s()));
 
   Json j;
-  j.open().str("bench", "madoguchi-bench").str("build", MDG_BENCH_BUILD_TYPE).integer("threads", 1).integer("build_threads", build_threads);
+  j.open().str("bench", "madoguchi-bench").str("build", MDG_BENCH_BUILD_TYPE).integer("threads", 1);
+  j.integer("build_threads", build_threads);
   j.integer("queries", static_cast<std::int64_t>(queries.size()));
   j.integer("ja_queries", static_cast<std::int64_t>(ja_queries)).integer("rounds", opt.rounds);
   j.str("xapian_backend", opt.xapian_glass ? "glass" : "inmemory");

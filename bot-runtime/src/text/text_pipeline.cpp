@@ -363,9 +363,6 @@ class Emitter {
   bool pending_space_ = false;
 };
 
-// NFKC + case folding without ICU for the text most messages are made of: ASCII, full-width
-// ASCII, and the kana, kanji and CJK punctuation that NFKC_Casefold leaves unchanged.
-// Returns false when the text has anything else (or is not valid UTF-8): ICU takes over.
 // The code point of a well-formed three-byte UTF-8 sequence at text[i], else 0.
 inline char32_t three_byte_at(std::string_view text, std::size_t i) noexcept {
   if (i + 2 >= text.size()) return 0;
@@ -583,7 +580,9 @@ Status TextPipeline::Impl::tokenize_japanese(std::string_view text, std::vector<
     const std::string_view word = unknown || nf <= 6 || is(f[6], "*") ? surface : f[6];
     bool content_pos = pos == Pos::kContent || pos == Pos::kNoun;
     if (is(pos1, "非自立") || is(pos1, "接尾") || is(pos1, "代名詞")) content_pos = false;
-    if (pos == Pos::kNoun && is(pos1, "接尾") && (is(f[2], "サ変接続") || is(f[2], "一般"))) content_pos = true;
+    if (pos == Pos::kNoun && is(pos1, "接尾") && nf > 2 && (is(f[2], "サ変接続") || is(f[2], "一般"))) {
+      content_pos = true;
+    }
     out.push_back(Token{std::string(word), unknown ? TokenKind::kUnknown : TokenKind::kWord,
                         content_pos && !is_japanese_stop_word(word)});
   }

@@ -68,7 +68,7 @@ constexpr const char* kUsage =
     "  --shop FILE          sample KB whose Japanese questions join the data\n"
     "  --mecab-dicdir DIR   MeCab dictionary (default " MDG_BENCH_MECAB_DICDIR ")\n"
     "  --ja-mb X            MB of Japanese text for the tokenization benchmark (default 3)\n"
-    "  --build-threads N    threads that build madoguchi's index (default: one per core;\n"
+    "  --build-threads N    threads that build madoguchi's index (default: one per core, up to 8;\n"
     "                       answers are always timed on one thread)\n"
     "  --xapian BACKEND     inmemory (default) or glass (a temporary directory)\n";
 
@@ -1158,7 +1158,7 @@ int run(int argc, char** argv) {
       std::count_if(queries.begin(), queries.end(), [](const std::string& q) { return is_japanese_text(q); }));
 
   const unsigned build_threads =
-      opt.build_threads ? opt.build_threads : std::max(1u, std::thread::hardware_concurrency());
+      opt.build_threads ? opt.build_threads : std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
   std::printf("madoguchi-bench: build %s, answers on 1 thread (index built on %u), %zu queries (%zu Japanese), "
               "%d timed round(s), xapian %s\n",
               MDG_BENCH_BUILD_TYPE, build_threads, queries.size(), ja_queries, opt.rounds,

@@ -12,10 +12,15 @@
 
 namespace madoguchi::bot::detail {
 
-// The threads to use when `requested` were asked for (0: one per hardware thread) for `items`
+// Threads used when none were asked for: one per hardware thread, up to this many (each
+// keeps a MeCab lattice and a scoring scratch in the bot's pools afterwards).
+constexpr unsigned kMaxDefaultThreads = 8;
+
+// The threads to use when `requested` were asked for (0: the default above) for `items`
 // items handed out `grain` at a time: no more than there are blocks.
 inline unsigned worker_count(unsigned requested, std::size_t items, std::size_t grain) noexcept {
-  unsigned threads = requested ? requested : std::max(1u, std::thread::hardware_concurrency());
+  unsigned threads =
+      requested ? requested : std::clamp(std::thread::hardware_concurrency(), 1u, kMaxDefaultThreads);
   std::size_t blocks = (items + grain - 1) / std::max<std::size_t>(1, grain);
   return static_cast<unsigned>(std::clamp<std::size_t>(blocks, 1, threads));
 }

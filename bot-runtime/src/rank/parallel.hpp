@@ -58,11 +58,18 @@ void parallel_for(std::size_t n, unsigned threads, std::size_t grain, Body&& bod
     }
   };
   {
-    std::vector<std::jthread> helpers;  // joined when this block ends
-    helpers.reserve(threads - 1);
+    // Joined when this block ends. (std::thread rather than std::jthread, which the C++
+    // libraries of some mobile toolchains do not have yet.)
+    struct Helpers {
+      std::vector<std::thread> running;
+      ~Helpers() {
+        for (auto& t : running) t.join();
+      }
+    } helpers;
+    helpers.running.reserve(threads - 1);
     for (unsigned t = 1; t < threads; ++t) {
       try {
-        helpers.emplace_back(work);
+        helpers.running.emplace_back(work);
       } catch (const std::system_error&) {
         break;  // no more threads: the ones running take the remaining blocks
       }

@@ -138,6 +138,28 @@ TEST_SUITE("bot.policy") {
     CHECK(r.handoff->slots.at("has_order_number") == "yes");
   }
 
+  TEST_CASE("an option whose entry went away with a reload is not answered") {
+    Conversation conv;
+    auto r = ask(conv, "支払い");
+    REQUIRE(r.decision == Decision::kClarify);
+    REQUIRE(r.options.size() >= 2);
+    auto kb = load_knowledge_file(mdg_test::source_path("samples/kb/shop.json"));
+    REQUIRE(kb.is_ok());
+    const std::string gone = r.options[0].entry_id;
+    std::erase_if(kb->entries, [&](const Entry& e) { return e.id == gone; });
+    for (auto& e : kb->entries) std::erase(e.follow_ups, gone);
+    for (auto& rule : kb->rules) {
+      if (rule.then.answer == gone) rule.then.answer.clear();
+      std::erase_if(rule.then.options, [&](const AskOption& o) { return o.answer == gone; });
+    }
+    auto reloaded = Bot::create(std::move(*kb));
+    REQUIRE_MESSAGE(reloaded.is_ok(), reloaded.status().to_string());
+    auto pick = (*reloaded)->respond(conv, "1");
+    REQUIRE(pick.is_ok());
+    CHECK(pick->entry_id != gone);
+    if (pick->decision == Decision::kAnswer) CHECK_FALSE(pick->text.empty());
+  }
+
   TEST_CASE("a vague question gets options, and the visitor can pick one by number") {
     Conversation conv;
     auto r = ask(conv, "支払い");

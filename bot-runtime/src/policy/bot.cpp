@@ -411,7 +411,9 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
         auto l = im.text->analyze(label);  // the same normalization and synonyms as the message
         by_label = l.is_ok() && l->normalized == s;
       }
-      if (by_number || by_label) {
+      // An option whose entry is gone (the knowledge base was reloaded since) is not taken:
+      // the message goes through the rules and the ranking like any other.
+      if ((by_number || by_label) && im.entry_by_id.contains(entry_id)) {
         std::string chosen = entry_id;
         answer_with(chosen, "chosen from the clarification");
         return finish(reply);

@@ -10,9 +10,12 @@
 
 #include <simdjson.h>
 
+#include <pthread.h>
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -22,6 +25,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 
 namespace {
 
@@ -169,9 +173,71 @@ std::string raise_open_files_limit() {
   return "open files limit " + std::to_string(before) + " (the hard limit; each connection takes one)";
 }
 
+// SIGHUP reloads the knowledge base: a thread of its own waits for the signal, builds the new
+// bot while the hub goes on answering with the old one, and hands it over (Hub::set_bot). A
+// knowledge base that does not load or build is logged and the previous one stays.
+// SIGHUP must be blocked in every thread (main() blocks it first), so that only sigwait()
+// here receives it.
+class Reloader {
+ public:
+  Reloader(hub::Hub& hub, std::string kb_path, bot::BotOptions options, Logger logger)
+      : hub_(hub), kb_path_(std::move(kb_path)), options_(std::move(options)), logger_(std::move(logger)),
+        thread_([this] { run(); }) {}
+  ~Reloader() {
+    stopping_ = true;
+    pthread_kill(thread_.native_handle(), SIGHUP);
+    thread_.join();
+  }
+  Reloader(const Reloader&) = delete;
+  Reloader& operator=(const Reloader&) = delete;
+
+ private:
+  void run() {
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&hup, &sig) != 0) continue;
+      if (stopping_) return;
+      reload();
+    }
+  }
+
+  void reload() {
+    const auto start = std::chrono::steady_clock::now();
+    logger_.log(LogLevel::kInfo, "SIGHUP: reloading the knowledge base " + kb_path_);
+    auto kb = bot::load_knowledge_file(kb_path_);
+    auto bot = kb ? bot::Bot::create(std::move(*kb), options_) : Result<std::shared_ptr<const bot::Bot>>(kb.status());
+    if (!bot) {
+      logger_.log(LogLevel::kError, "knowledge base not reloaded, still answering with the previous one: " +
+                                        bot.status().to_string());
+      return;
+    }
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+    logger_.log(LogLevel::kInfo, "knowledge base " + kb_path_ + " built in " + std::to_string(ms.count()) +
+                                     " ms; the hub takes it up at its next turn");
+    hub_.set_bot(std::move(*bot));
+  }
+
+  hub::Hub& hub_;
+  const std::string kb_path_;
+  const bot::BotOptions options_;
+  const Logger logger_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;  // last: starts once the rest is set
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  {
+    // Before any thread starts, so that every thread inherits it (see Reloader).
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &hup, nullptr);
+  }
   Options o;
   // The config file first, so that flags override it.
   for (int i = 1; i + 1 < argc; ++i) {
@@ -254,6 +320,7 @@ int main(int argc, char** argv) {
   g_hub = h->get();
   std::signal(SIGTERM, on_signal);
   std::signal(SIGINT, on_signal);
+  Reloader reloader(**h, o.kb, bot_options, o.hub.logger);
   const char* scheme = o.hub.tls_cert.empty() ? "http" : "https";
   std::string host = o.hub.host == "0.0.0.0" || o.hub.host.empty() ? "127.0.0.1" : o.hub.host;
   std::printf("madoguchi-hub: listening on %s://%s:%d\n", scheme, host.c_str(), (*h)->port());

@@ -14,6 +14,7 @@ import hmac
 import json
 import os
 import re
+import signal
 import time
 import urllib.request
 
@@ -577,6 +578,52 @@ async def test_acked_message_survives_a_crash(hub):
     dup = await r.resend(ack["id"], JA_SHIPPING, timeout=T)
     assert dup["duplicate"] is True and dup["seq"] == ack["seq"], dup
     await r.disconnect()
+
+
+def signal_and_wait_for_log(hub, sig, pattern: str) -> str:
+    """Send `sig` to the hub and wait (at most T) for one more log line matching `pattern`."""
+    before = len(re.findall(pattern, hub.log_path.read_text("utf-8", "replace")))
+    os.kill(hub.pid, sig)
+    deadline = time.monotonic() + T
+    while time.monotonic() < deadline:
+        lines = re.findall(f".*{pattern}.*", hub.log_path.read_text("utf-8", "replace"))
+        if len(lines) > before:
+            return lines[-1]
+        time.sleep(0.02)
+    pytest.fail(f"no log line matching {pattern!r} within {T} s\n{hub.log_tail()}")
+
+
+@async_test
+async def test_sighup_reloads_the_knowledge_base_and_keeps_it_when_the_new_one_is_broken(hub, tmp_path):
+    kb = json.loads(hub.kb.read_text("utf-8"))
+    local = tmp_path / "shop.json"
+    local.write_text(json.dumps(kb, ensure_ascii=False), "utf-8")
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, hub.terminate)
+    hub.kb = local
+    await loop.run_in_executor(None, hub.start)
+
+    v = await new_visitor(hub, locale="ja")
+    _, before = await ask(v, JA_SHIPPING)
+    assert before["bot"]["entry"] == "shipping-fee" and "550円" in before["text"], before
+
+    # A new answer: the hub builds the new bot while it serves, then answers with it.
+    next(e for e in kb["entries"] if e["id"] == "shipping-fee")["answer"]["ja"] = "送料は全国一律600円です。"
+    local.write_text(json.dumps(kb, ensure_ascii=False), "utf-8")
+    await loop.run_in_executor(None, signal_and_wait_for_log, hub, signal.SIGHUP, "now answering with a new knowledge base")
+    _, after = await ask(v, JA_SHIPPING)
+    assert after["bot"]["entry"] == "shipping-fee" and after["text"] == "送料は全国一律600円です。", after
+
+    # A broken file: the error is logged, and the last good knowledge base goes on answering.
+    local.write_text('{"entries": [', "utf-8")
+    line = await loop.run_in_executor(None, signal_and_wait_for_log, hub, signal.SIGHUP, "knowledge base not reloaded")
+    assert "shop.json" in line, line
+    _, still = await ask(v, JA_SHIPPING)
+    assert still["text"] == "送料は全国一律600円です。", still
+    with urllib.request.urlopen(hub.http_url + "/metrics", timeout=T) as r:
+        metrics = r.read().decode("utf-8")
+    assert re.search(r"^madoguchi_bot_replacements_total 1$", metrics, re.M), metrics
+    await v.disconnect()
 
 
 @async_test

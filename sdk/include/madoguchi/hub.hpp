@@ -65,6 +65,11 @@ class Hub {
   Status run();
   // Asks run() to return; safe from any thread and from a signal handler.
   void stop() noexcept;
+  // Answers with `bot` from now on (a knowledge base reloaded while serving): the serving
+  // thread takes it up at its next turn, before it handles that turn's messages. Safe from
+  // any thread (not from a signal handler). Conversations keep their context; a null `bot`
+  // is ignored.
+  void set_bot(std::shared_ptr<const bot::Bot> bot);
   // The port the hub listens on (useful with port 0); 0 before it listens.
   int port() const noexcept;
 

@@ -175,6 +175,9 @@ struct Hub::Impl {
   std::unique_ptr<struct ev_loop, EvLoopDeleter> loop;  // set: lws runs on it; else on its own poll()
   std::atomic<bool> stop_requested{false};
   std::atomic<int> bound_port{0};
+  std::mutex next_bot_mu;
+  std::shared_ptr<const bot::Bot> next_bot;  // set_bot(): taken up by the serving thread
+  std::uint64_t bot_replacements = 0;
   std::vector<lws_http_mount> mounts;
 
   std::unordered_map<lws*, std::unique_ptr<Session>> sessions;
@@ -742,6 +745,21 @@ struct Hub::Impl {
   }
 
   // Handles every frame received in this turn inside one store batch (group commit).
+  // The bot that set_bot() left, if any, answers from this turn on.
+  void take_up_new_bot() {
+    std::shared_ptr<const bot::Bot> fresh;
+    {
+      std::lock_guard lock(next_bot_mu);
+      fresh = std::move(next_bot);
+    }
+    if (!fresh) return;
+    bot = std::move(fresh);
+    ++bot_replacements;
+    const auto stats = bot->stats();
+    cfg.logger.log(LogLevel::kInfo, "now answering with a new knowledge base: " + std::to_string(stats.entries) +
+                                        " entries, " + std::to_string(stats.questions) + " questions");
+  }
+
   void drain() {
     if (ready.empty()) return;
     std::vector<Session*> turn;
@@ -883,6 +901,8 @@ struct Hub::Impl {
     line("madoguchi_messages_stored_total", "", static_cast<double>(messages_stored));
     m += "# HELP madoguchi_duplicates_total Resent messages recognized by their client id.\n# TYPE madoguchi_duplicates_total counter\n";
     line("madoguchi_duplicates_total", "", static_cast<double>(duplicates));
+    m += "# HELP madoguchi_bot_replacements_total Knowledge bases taken up while serving (Hub::set_bot).\n# TYPE madoguchi_bot_replacements_total counter\n";
+    line("madoguchi_bot_replacements_total", "", static_cast<double>(bot_replacements));
     m += "# HELP madoguchi_store_commits_total Store batches committed (one per turn of the event loop with frames).\n# TYPE madoguchi_store_commits_total counter\n";
     line("madoguchi_store_commits_total", "", static_cast<double>(commits));
     m += "# HELP madoguchi_store_failed_commits_total Store batches that could not be committed.\n# TYPE madoguchi_store_failed_commits_total counter\n";
@@ -1142,6 +1162,15 @@ void Hub::stop() noexcept {
   if (impl_->ctx) lws_cancel_service(impl_->ctx);
 }
 
+void Hub::set_bot(std::shared_ptr<const bot::Bot> bot) {
+  if (!bot) return;
+  {
+    std::lock_guard lock(impl_->next_bot_mu);
+    impl_->next_bot = std::move(bot);
+  }
+  if (impl_->ctx) lws_cancel_service(impl_->ctx);
+}
+
 namespace {
 // Wakes the loop every `period`; with `sweep` set, also drops idle conversations from memory.
 struct Ticker {
@@ -1177,6 +1206,7 @@ Status Hub::run() {
   if (im.loop) lws_sul_schedule(im.ctx, 0, &heartbeat.sul, Ticker::tick, heartbeat.period);
   while (!im.stop_requested) {
     if (!im.service()) break;
+    im.take_up_new_bot();
     im.drain();
   }
   lws_sul_cancel(&sweeper.sul);

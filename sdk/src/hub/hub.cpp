@@ -744,7 +744,6 @@ struct Hub::Impl {
     }
   }
 
-  // Handles every frame received in this turn inside one store batch (group commit).
   // The bot that set_bot() left, if any, answers from this turn on.
   void take_up_new_bot() {
     std::shared_ptr<const bot::Bot> fresh;
@@ -760,6 +759,7 @@ struct Hub::Impl {
                                         " entries, " + std::to_string(stats.questions) + " questions");
   }
 
+  // Handles every frame received in this turn inside one store batch (group commit).
   void drain() {
     if (ready.empty()) return;
     std::vector<Session*> turn;

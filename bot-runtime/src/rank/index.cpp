@@ -101,13 +101,16 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
     }
     return it->second;
   };
-  auto add_doc = [&](Field& field, std::uint32_t doc, const std::vector<std::string>& doc_terms) {
+  // Document lengths by document, for each field: the postings take them in below.
+  std::vector<float> question_lens, answer_lens;
+  auto add_doc = [&](Field& field, std::vector<float>& lens, std::uint32_t doc,
+                     const std::vector<std::string>& doc_terms) {
     std::unordered_map<std::uint32_t, float> tf;
     for (const auto& t : doc_terms) tf[term_id(t)] += 1.0f;
     std::vector<std::pair<std::uint32_t, float>> sorted(tf.begin(), tf.end());
     std::sort(sorted.begin(), sorted.end());
     for (const auto& [tid, f] : sorted) field.postings[tid].push_back({doc, f});
-    field.doc_len.push_back(static_cast<float>(doc_terms.size()));
+    lens.push_back(static_cast<float>(doc_terms.size()));
   };
 
   // Text analysis, the costliest part of reading an entry, runs on every thread; the
@@ -138,7 +141,7 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
       terms.clear();
       bm25_terms(*a, terms);
       auto doc = static_cast<std::uint32_t>(ix.doc_entry_.size());
-      add_doc(ix.questions_, doc, terms);
+      add_doc(ix.questions_, question_lens, doc, terms);
       ix.doc_entry_.push_back(e);
       analyses.push_back(std::move(*a));
     }
@@ -149,15 +152,15 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
       bm25_terms(*a, terms);
       a = Analysis{};
     }
-    add_doc(ix.answers_, e, terms);
+    add_doc(ix.answers_, answer_lens, e, terms);
   }
   analyzed.clear();
 
-  for (Field* f : {&ix.questions_, &ix.answers_}) {
-    std::size_t n = f->doc_len.size();
+  for (auto [f, lens] : {std::pair{&ix.questions_, &question_lens}, std::pair{&ix.answers_, &answer_lens}}) {
+    const std::size_t n = lens->size();
     double total = 0;
-    for (float l : f->doc_len) total += l;
-    f->avg_len = n ? std::max(1.0f, static_cast<float>(total / static_cast<double>(n))) : 1.0f;
+    for (float l : *lens) total += l;
+    const float avg_len = n ? std::max(1.0f, static_cast<float>(total / static_cast<double>(n))) : 1.0f;
     f->idf.resize(f->postings.size());
     for (std::size_t t = 0; t < f->postings.size(); ++t) f->idf[t] = bm25_idf(n, f->postings[t].size());
     // k1, b and the lengths are fixed from here on: each posting keeps its BM25 term-frequency
@@ -165,11 +168,10 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
     const float k1 = static_cast<float>(ix.settings_.k1), b = static_cast<float>(ix.settings_.b);
     for (auto& plist : f->postings) {
       for (auto& p : plist) {
-        float norm_len = 1 - b + b * f->doc_len[p.doc] / f->avg_len;
+        float norm_len = 1 - b + b * (*lens)[p.doc] / avg_len;
         p.tf = p.tf * (k1 + 1) / (p.tf + k1 * norm_len);
       }
     }
-    f->doc_len = {};  // in the postings now
   }
   ix.max_idf_ = bm25_idf(std::max<std::size_t>(1, ix.doc_entry_.size()), 0);
 
@@ -626,7 +628,7 @@ std::size_t Index::memory_bytes() const noexcept {
   std::size_t bytes = 0;
   for (const Field* f : {&questions_, &answers_}) {
     for (const auto& p : f->postings) bytes += p.capacity() * sizeof(Posting) + sizeof(p);
-    bytes += f->doc_len.capacity() * sizeof(float) + f->idf.capacity() * sizeof(float);
+    bytes += f->idf.capacity() * sizeof(float);
   }
   for (const auto& [t, id] : term_ids_) bytes += t.capacity() + sizeof(id) + 32;
   bytes += doc_entry_.capacity() * sizeof(std::uint32_t);

@@ -84,10 +84,8 @@ class Index {
 
  private:
   struct Field {
-    std::vector<std::vector<Posting>> postings;  // by term id
-    std::vector<float> doc_len;  // by document, while building (the postings keep it after)
-    float avg_len = 1;
-    std::vector<float> idf;  // by term id
+    std::vector<std::vector<Posting>> postings;  // by term id; the lengths are in the tf parts
+    std::vector<float> idf;                      // by term id
   };
 
   // The features of an analysis as (id, tf-idf value), L2-normalized; unknown ones dropped.

@@ -8,6 +8,7 @@ Relative paths are taken from the current directory, then from the repository ro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -171,19 +172,11 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + report.when, report)
 
 
-@pytest.fixture
-def hub(request, tmp_path):
-    """A fresh hub per test (own store file in tmp_path), stopped with SIGTERM at the end."""
-    exe = os.environ.get("MADOGUCHI_HUB")
-    if not exe:
-        pytest.skip("MADOGUCHI_HUB is not set (path of the madoguchi-hub executable)")
-    kb = os.environ.get("MADOGUCHI_KB") or "samples/kb/shop.json"
-    handle = Hub(
-        exe=_resolve(exe, "MADOGUCHI_HUB"),
-        kb=_resolve(kb, "MADOGUCHI_KB"),
-        store=tmp_path / "hub.db",
-        log_path=tmp_path / "hub.stderr.log",
-    )
+@contextlib.contextmanager
+def running_hub(request, exe: Path, kb: Path, tmp_path: Path):
+    """A started hub with its own store file in tmp_path, stopped with SIGTERM at the end; the
+    tail of its log is printed when the test failed (pytest_runtest_makereport above)."""
+    handle = Hub(exe=exe, kb=kb, store=tmp_path / "hub.db", log_path=tmp_path / "hub.stderr.log")
     handle.start()
     try:
         yield handle
@@ -192,3 +185,14 @@ def hub(request, tmp_path):
         failed = getattr(request.node, "rep_call", None)
         if failed is not None and failed.failed:
             print(handle.log_tail())
+
+
+@pytest.fixture
+def hub(request, tmp_path):
+    """A fresh hub per test (own store file in tmp_path), stopped with SIGTERM at the end."""
+    exe = os.environ.get("MADOGUCHI_HUB")
+    if not exe:
+        pytest.skip("MADOGUCHI_HUB is not set (path of the madoguchi-hub executable)")
+    kb = os.environ.get("MADOGUCHI_KB") or "samples/kb/shop.json"
+    with running_hub(request, _resolve(exe, "MADOGUCHI_HUB"), _resolve(kb, "MADOGUCHI_KB"), tmp_path) as handle:
+        yield handle

@@ -599,9 +599,8 @@ async def test_sighup_reloads_the_knowledge_base_and_keeps_it_when_the_new_one_i
     local = tmp_path / "shop.json"
     local.write_text(json.dumps(kb, ensure_ascii=False), "utf-8")
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, hub.terminate)
     hub.kb = local
-    await loop.run_in_executor(None, hub.start)
+    await loop.run_in_executor(None, hub.restart, False)  # SIGTERM, then start on the copy
 
     v = await new_visitor(hub, locale="ja")
     _, before = await ask(v, JA_SHIPPING)

@@ -33,6 +33,9 @@ def _hub_module():
     return module
 
 
+_HUB = _hub_module()  # the Hub class and its fixture helpers, loaded once
+
+
 def require_env(name: str) -> str:
     value = os.environ.get(name)
     if not value:
@@ -61,24 +64,12 @@ def shop_bot():
 @pytest.fixture
 def hub(request, tmp_path):
     """A fresh madoguchi-hub per test (own store in tmp_path), stopped at the end."""
-    module = _hub_module()
-    handle = module.Hub(exe=Path(require_env("MADOGUCHI_HUB")), kb=SHOP_KB, store=tmp_path / "hub.db",
-                        log_path=tmp_path / "hub.stderr.log")
-    handle.start()
-    try:
+    with _HUB.running_hub(request, Path(require_env("MADOGUCHI_HUB")), SHOP_KB, tmp_path) as handle:
         yield handle
-    finally:
-        handle.terminate()
-        failed = getattr(request.node, "rep_call", None)
-        if failed is not None and failed.failed:
-            print(handle.log_tail())
 
 
-@pytest.hookimpl(tryfirst=True, hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    setattr(item, "rep_" + report.when, report)
+# Keeps each test's report on its item, so that `hub` prints the hub's log when a test failed.
+pytest_runtest_makereport = _HUB.pytest_runtest_makereport
 
 
 def async_test(fn):

@@ -99,15 +99,13 @@ class Bot:
         self = object.__new__(cls)
         opts = _native.mdg_bot_options()
         check(lib().mdg_bot_options_init(ctypes.byref(opts), _native.BOT_OPTIONS_VERSION))
-        keep: List[Any] = []
         if mecab_dicdir is not None:
             opts.mecab_dicdir = utf8(str(mecab_dicdir), "mecab_dicdir")
         opts.max_message_bytes = int(max_message_bytes)
         items = _settings_list(settings)
         if items:
-            arr = (ctypes.c_char_p * (len(items) + 1))(*[utf8(s, "setting") for s in items], None)
-            keep.append(arr)
-            opts.settings = arr
+            # opts keeps the array alive (ctypes' _objects); the library copies the settings.
+            opts.settings = (ctypes.c_char_p * (len(items) + 1))(*[utf8(s, "setting") for s in items], None)
         log_cb = _log_trampoline(logger)
         opts.log_cb = log_cb
         opts.log_level = int(log_level)

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdarg>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -80,17 +81,6 @@ int read_options(const char* function, const mdg_bot_options* opts, BotConfig& c
   return MDG_OK;
 }
 
-const char* decision_name(bot::Decision d) noexcept {
-  switch (d) {
-    case bot::Decision::kAnswer: return "answer";
-    case bot::Decision::kReply: return "reply";
-    case bot::Decision::kClarify: return "clarify";
-    case bot::Decision::kHandoff: return "handoff";
-    case bot::Decision::kFallback: return "fallback";
-  }
-  return "unknown";
-}
-
 std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 std::string format(const char* fmt, ...) {
   va_list ap;
@@ -134,7 +124,7 @@ std::string explain(const bot::Reply& r) {
               r.triage.effort);
   for (const auto& sig : r.triage.signals) s += "  " + sig;
   s += "\n";
-  s += "decision:   " + std::string(decision_name(r.decision)) + " (" + r.reason + ")";
+  s += "decision:   " + std::string(bot::to_string(r.decision)) + " (" + r.reason + ")";
   if (!r.entry_id.empty()) s += " -> " + r.entry_id;
   s += "\n";
   return s;
@@ -227,7 +217,7 @@ std::string conversation_json(const bot::Conversation& c) {
     w.field("role", t.role);
     w.field("text", t.text);
     if (!t.entry_id.empty()) w.field("entry", t.entry_id);
-    w.field("decision", decision_name(t.decision));
+    w.field("decision", bot::to_string(t.decision));
     w.end_object();
   }
   w.end_array();
@@ -303,8 +293,6 @@ MDG_EXTERN(int) mdg_bot_info_json(mdg_buf* out, const mdg_bot* b) {
     std::shared_ptr<const bot::Bot> current = b->current.load();
     const auto& kb = current->knowledge();
     auto stats = current->stats();
-    std::size_t questions = 0;
-    for (const auto& e : kb.entries) questions += e.questions.size();
     madoguchi::detail::JsonWriter w;
     w.begin_object();
     w.field("name", kb.name);
@@ -312,7 +300,7 @@ MDG_EXTERN(int) mdg_bot_info_json(mdg_buf* out, const mdg_bot* b) {
     w.field("default_locale", kb.default_locale);
     w.field("generation", static_cast<std::int64_t>(generation));
     w.field("entries", kb.entries.size());
-    w.field("questions", questions);
+    w.field("questions", stats.questions);
     w.field("rules", kb.rules.size());
     w.key("entry_ids").begin_array();
     for (const auto& e : kb.entries) w.value(e.id);
@@ -393,35 +381,31 @@ MDG_EXTERN(int) mdg_conversation_set_fallback_locale(mdg_conversation* conv, con
   });
 }
 
+namespace {
+// map[key] = value, or key erased when value is NULL: a visitor attribute or a slot.
+int set_or_erase(const char* function, std::map<std::string, std::string, std::less<>>& map, const char* key,
+                 const char* value) {
+  if (key == nullptr) return null_argument(function, "key");
+  if (int rc = check_utf8(function, "key", key); rc != MDG_OK) return rc;
+  if (value == nullptr) {
+    map.erase(std::string(key));
+    return MDG_OK;
+  }
+  if (int rc = check_utf8(function, "value", value); rc != MDG_OK) return rc;
+  map[key] = value;
+  return MDG_OK;
+}
+}  // namespace
+
 MDG_EXTERN(int) mdg_conversation_set_visitor(mdg_conversation* conv, const char* key, const char* value) {
   MDG_CONVERSATION_CALL("mdg_conversation_set_visitor", conv, {
-    if (key == nullptr) return null_argument("mdg_conversation_set_visitor", "key");
-    if (int rc = check_utf8("mdg_conversation_set_visitor", "key", key); rc != MDG_OK) return rc;
-    if (value != nullptr) {
-      if (int rc = check_utf8("mdg_conversation_set_visitor", "value", value); rc != MDG_OK) return rc;
-    }
-    if (value == nullptr) {
-      conv->conv.visitor().erase(std::string(key));
-    } else {
-      conv->conv.visitor()[key] = value;
-    }
-    return MDG_OK;
+    return set_or_erase("mdg_conversation_set_visitor", conv->conv.visitor(), key, value);
   });
 }
 
 MDG_EXTERN(int) mdg_conversation_set_slot(mdg_conversation* conv, const char* key, const char* value) {
   MDG_CONVERSATION_CALL("mdg_conversation_set_slot", conv, {
-    if (key == nullptr) return null_argument("mdg_conversation_set_slot", "key");
-    if (int rc = check_utf8("mdg_conversation_set_slot", "key", key); rc != MDG_OK) return rc;
-    if (value != nullptr) {
-      if (int rc = check_utf8("mdg_conversation_set_slot", "value", value); rc != MDG_OK) return rc;
-    }
-    if (value == nullptr) {
-      conv->conv.slots().erase(std::string(key));
-    } else {
-      conv->conv.slots()[key] = value;
-    }
-    return MDG_OK;
+    return set_or_erase("mdg_conversation_set_slot", conv->conv.slots(), key, value);
   });
 }
 
@@ -488,11 +472,6 @@ MDG_EXTERN(int) mdg_reply_decision(const mdg_reply* r) {
   return static_cast<int>(r->reply.decision);
 }
 
-MDG_EXTERN(const char*) mdg_decision_name(int decision) {
-  if (decision < MDG_DECISION_ANSWER || decision > MDG_DECISION_FALLBACK) return "unknown";
-  return decision_name(static_cast<bot::Decision>(decision));
-}
-
 MDG_EXTERN(const char*) mdg_reply_text(const mdg_reply* r, std::size_t* size) {
   if (size != nullptr) *size = r != nullptr ? r->reply.text.size() : 0;
   return r != nullptr ? r->reply.text.c_str() : nullptr;
@@ -536,7 +515,7 @@ MDG_EXTERN(int) mdg_reply_handoff_json(mdg_buf* out, const mdg_reply* r) {
     if (r == nullptr) return null_argument("mdg_reply_handoff_json", "reply");
     if (!r->reply.handoff) {
       return set_error(MDG_ENOTFOUND, std::string("mdg_reply_handoff_json: the reply did not hand off (decision: ") +
-                                          decision_name(r->reply.decision) + ")");
+                                          std::string(bot::to_string(r->reply.decision)) + ")");
     }
     return put_buf(out, r->reply.handoff->to_json());
   });

@@ -101,17 +101,6 @@ MDG_EXTERN(int) mdg_conversation_json(mdg_buf* out, const mdg_conversation*) {
 
 MDG_EXTERN(int) mdg_reply_decision(const mdg_reply*) { return MDG_NOT_BUILT("mdg_reply_decision"); }
 
-MDG_EXTERN(const char*) mdg_decision_name(int decision) {
-  switch (decision) {
-    case MDG_DECISION_ANSWER: return "answer";
-    case MDG_DECISION_REPLY: return "reply";
-    case MDG_DECISION_CLARIFY: return "clarify";
-    case MDG_DECISION_HANDOFF: return "handoff";
-    case MDG_DECISION_FALLBACK: return "fallback";
-    default: return "unknown";
-  }
-}
-
 MDG_EXTERN(const char*) mdg_reply_text(const mdg_reply*, std::size_t* size) {
   if (size != nullptr) *size = 0;
   return nullptr;

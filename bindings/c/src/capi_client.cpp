@@ -105,18 +105,12 @@ void deliver(const Relay& relay, const madoguchi::ClientEvent& e) {
 }
 
 madoguchi::Logger relay_logger(const std::shared_ptr<Relay>& relay, int level) {
-  madoguchi::Logger logger;
-  if (relay->log_cb == nullptr || level >= MDG_LOG_OFF) return logger;
-  logger.min_level = level <= MDG_LOG_DEBUG ? madoguchi::LogLevel::kDebug : static_cast<madoguchi::LogLevel>(level);
-  logger.sink = [relay](madoguchi::LogLevel lvl, std::string_view message) {
-    if (relay->stopped.load()) return;
-    try {
-      std::string line(message);
-      relay->log_cb(static_cast<int>(lvl), line.c_str(), relay->userdata);
-    } catch (...) {
-      // A line that cannot be copied is dropped: logging never fails the caller.
-    }
-  };
+  madoguchi::Logger logger = make_logger(relay->log_cb, level, relay->userdata);
+  if (logger.sink) {  // the same sink, silent once the client is stopped
+    logger.sink = [relay, sink = std::move(logger.sink)](madoguchi::LogLevel lvl, std::string_view message) {
+      if (!relay->stopped.load()) sink(lvl, message);
+    };
+  }
   return logger;
 }
 

@@ -211,6 +211,18 @@ MDG_EXTERN(const char*) mdg_strerror(int code) {
   }
 }
 
+// One definition for both builds (with the bot, and chat-only): the names are bot::to_string's.
+MDG_EXTERN(const char*) mdg_decision_name(int decision) {
+  switch (decision) {
+    case MDG_DECISION_ANSWER: return "answer";
+    case MDG_DECISION_REPLY: return "reply";
+    case MDG_DECISION_CLARIFY: return "clarify";
+    case MDG_DECISION_HANDOFF: return "handoff";
+    case MDG_DECISION_FALLBACK: return "fallback";
+    default: return "unknown";
+  }
+}
+
 MDG_EXTERN(void) mdg_buf_dispose(mdg_buf* buf) {
   if (buf == nullptr) return;
   std::free(buf->ptr);

@@ -44,19 +44,6 @@ int guard(const char* function, F&& body) noexcept {
   }
 }
 
-// As guard(), for functions that return a value: `on_error` when the body throws.
-template <class T, class F>
-T guard_value(const char* function, T on_error, F&& body) noexcept {
-  try {
-    return body();
-  } catch (const std::bad_alloc&) {
-    set_error(MDG_ENOMEM, function);
-  } catch (...) {
-    set_error(MDG_EINTERNAL, function);
-  }
-  return on_error;
-}
-
 // "mdg_bot_ask: `text` is NULL"
 int null_argument(const char* function, const char* name) noexcept;
 

@@ -205,15 +205,8 @@ ConversationRecord read_conversation(const Query& q) {
 // checkpoints when asked; they neither wait for nor block the writer.
 class Checkpointer {
  public:
-  Checkpointer(std::string path, bool synchronous_full)
-      : path_(std::move(path)), synchronous_full_(synchronous_full),
-        thread_([this](std::stop_token stop) { run(stop); }) {}
-  ~Checkpointer() {
-    thread_.request_stop();
-    thread_.join();  // before the members the thread uses go away
-  }
-  Checkpointer(const Checkpointer&) = delete;
-  Checkpointer& operator=(const Checkpointer&) = delete;
+  explicit Checkpointer(std::string path)
+      : path_(std::move(path)), thread_([this](std::stop_token stop) { run(stop); }) {}
 
   // Asks for a checkpoint (returns at once).
   void request() {
@@ -230,10 +223,9 @@ class Checkpointer {
     const int rc = sqlite3_open_v2(path_.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
     DbPtr db(raw);
     if (rc != SQLITE_OK) return;  // the writer's own checkpoints (see on_wal_commit) take over
-    // The checkpoint syncs the WAL before and the database after copying, as the writer's
-    // connection would (NORMAL and FULL both do in WAL mode).
-    sqlite3_exec(db.get(), synchronous_full_ ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
-                 nullptr, nullptr, nullptr);
+    // The checkpoint syncs the WAL before and the database after copying. In WAL mode NORMAL
+    // and FULL differ only in the sync at each commit, which this connection never makes.
+    sqlite3_exec(db.get(), "PRAGMA synchronous = NORMAL", nullptr, nullptr, nullptr);
     std::unique_lock lock(mu_);
     while (cv_.wait(lock, stop, [this] { return requested_; })) {
       requested_ = false;
@@ -246,11 +238,12 @@ class Checkpointer {
   }
 
   const std::string path_;
-  const bool synchronous_full_;
   std::mutex mu_;
   std::condition_variable_any cv_;
   bool requested_ = false;  // guarded by mu_
-  std::jthread thread_;     // last: started when everything it uses is ready
+  // Last: started when everything it uses is ready, and stopped and joined (std::jthread's
+  // destructor) before any of it goes away.
+  std::jthread thread_;
 };
 
 // The checkpointer is asked to run each time the WAL has grown by kCheckpointPages pages
@@ -402,7 +395,7 @@ int SqliteStore::on_wal_commit(void* self, sqlite3* db, const char* schema, int 
     store->checkpoint_at_ = pages + kCheckpointPages;
     try {
       if (!store->checkpointer_) {
-        store->checkpointer_ = std::make_unique<Checkpointer>(store->path_, store->options_.synchronous_full);
+        store->checkpointer_ = std::make_unique<Checkpointer>(store->path_);
       }
       store->checkpointer_->request();
     } catch (...) {  // no memory or no thread (nothing may cross SQLite's C frames): do it here

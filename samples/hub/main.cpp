@@ -173,6 +173,12 @@ std::string raise_open_files_limit() {
   return "open files limit " + std::to_string(before) + " (the hard limit; each connection takes one)";
 }
 
+// The bot for a knowledge-base file: at start and on every reload.
+Result<std::shared_ptr<const bot::Bot>> build_bot(const std::string& path, const bot::BotOptions& options) {
+  MDG_ASSIGN_OR_RETURN(auto kb, bot::load_knowledge_file(path));
+  return bot::Bot::create(std::move(kb), options);
+}
+
 // SIGHUP reloads the knowledge base: a thread of its own waits for the signal, builds the new
 // bot while the hub goes on answering with the old one, and hands it over (Hub::set_bot). A
 // knowledge base that does not load or build is logged and the previous one stays.
@@ -207,8 +213,7 @@ class Reloader {
   void reload() {
     const auto start = std::chrono::steady_clock::now();
     logger_.log(LogLevel::kInfo, "SIGHUP: reloading the knowledge base " + kb_path_);
-    auto kb = bot::load_knowledge_file(kb_path_);
-    auto bot = kb ? bot::Bot::create(std::move(*kb), options_) : Result<std::shared_ptr<const bot::Bot>>(kb.status());
+    auto bot = build_bot(kb_path_, options_);
     if (!bot) {
       logger_.log(LogLevel::kError, "knowledge base not reloaded, still answering with the previous one: " +
                                         bot.status().to_string());
@@ -294,12 +299,10 @@ int main(int argc, char** argv) {
 
   o.hub.logger.log(LogLevel::kInfo, raise_open_files_limit());
 
-  auto kb = bot::load_knowledge_file(o.kb);
-  if (!kb) return fail(kb.status().to_string());
   bot::BotOptions bot_options;
   bot_options.text.mecab_dicdir = o.dicdir;
   bot_options.logger = o.hub.logger;
-  auto bot = bot::Bot::create(std::move(*kb), bot_options);
+  auto bot = build_bot(o.kb, bot_options);
   if (!bot) return fail(bot.status().to_string());
   hub::SqliteStoreOptions store_options;
   store_options.synchronous_full = o.fsync_every_commit;

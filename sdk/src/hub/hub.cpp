@@ -1216,17 +1216,15 @@ Status Hub::run() {
   for (auto& [wsi, s] : im.sessions) {
     if (!s->closing) im.send_error(*s, ErrorKind::kShuttingDown, "the hub is stopping; reconnect later");
   }
-  // Wakes the loop while the hub stops, so that the deadline is noticed.
-  Ticker ticker{};
-  ticker.ctx = im.ctx;
-  ticker.period = 50 * LWS_US_PER_MS;
-  lws_sul_schedule(im.ctx, 0, &ticker.sul, Ticker::tick, ticker.period);
+  // Wakes the loop while the hub stops (the heartbeat again, on either loop), so that the
+  // deadline is noticed.
+  lws_sul_schedule(im.ctx, 0, &heartbeat.sul, Ticker::tick, heartbeat.period);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
   while (!im.sessions.empty() && std::chrono::steady_clock::now() < deadline) {
     if (!im.service()) break;
     im.drain();
   }
-  lws_sul_cancel(&ticker.sul);
+  lws_sul_cancel(&heartbeat.sul);
   im.cfg.logger.log(LogLevel::kInfo, "hub stopped");
   return Status::ok();
 }

@@ -215,9 +215,7 @@ struct AgentClient::Impl final : detail::client::EventConnection<AgentEvent> {
     switch (f.type) {
       case FrameType::kWelcome:
         resync = true;
-        accept_welcome();
-        emit(AgentEvent::Kind::kWelcome, f);
-        return want_write();
+        return welcomed(f);
       case FrameType::kQueue: return on_queue(f);
       case FrameType::kConversation: return on_conversation(f);
       case FrameType::kMessage:
@@ -287,7 +285,7 @@ struct AgentClient::Impl final : detail::client::EventConnection<AgentEvent> {
       }
       return;
     }
-    if (f.type == FrameType::kMessage && f.from == "agent" && ack_from_replay(f)) return;
+    if (f.from == "agent" && ack_from_replay(f)) return;
     if (f.type == FrameType::kEvent) follow(f);
     emit_numbered(f);
   }
@@ -359,17 +357,12 @@ Result<std::string> AgentClient::send(std::string_view conversation, std::string
 
 Status AgentClient::typing(std::string_view conversation, bool active) {
   MDG_RETURN_IF_ERROR(need_conversation("typing", conversation));
-  Frame f = frame_for(FrameType::kTyping, conversation);
-  f.state = active ? "start" : "stop";
-  return impl_->queue_frame(f, false);
+  return impl_->send_typing(conversation, active);
 }
 
 Status AgentClient::mark_read(std::string_view conversation, std::int64_t seq) {
   MDG_RETURN_IF_ERROR(need_conversation("mark_read", conversation));
-  if (seq < 0) return invalid_argument("mark_read(): seq must be >= 0");
-  Frame f = frame_for(FrameType::kRead, conversation);
-  f.seq = seq;
-  return impl_->queue_frame(f, false);
+  return impl_->send_read(conversation, seq);
 }
 
 Status AgentClient::transfer(std::string_view conversation, std::string_view to) {

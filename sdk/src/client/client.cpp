@@ -122,9 +122,7 @@ struct Client::Impl final : detail::client::EventConnection<ClientEvent> {
     }
     if (!warning.empty()) log(LogLevel::kWarning, warning);
     persist_or_report();
-    accept_welcome();
-    emit(ClientEvent::Kind::kWelcome, f);
-    want_write();
+    welcomed(f);
   }
 
   void on_acked(const Frame& ack, const detail::client::OutboxEntry* msg) override {
@@ -177,20 +175,9 @@ Result<std::string> Client::send(std::string_view text, std::vector<protocol::At
   return impl_->enqueue_message({}, text, std::move(attachments));
 }
 
-Status Client::typing(bool active) {
-  Frame f;
-  f.type = FrameType::kTyping;
-  f.state = active ? "start" : "stop";
-  return impl_->queue_frame(f, false);
-}
+Status Client::typing(bool active) { return impl_->send_typing({}, active); }
 
-Status Client::mark_read(std::int64_t seq) {
-  if (seq < 0) return invalid_argument("mark_read(): seq must be >= 0");
-  Frame f;
-  f.type = FrameType::kRead;
-  f.seq = seq;
-  return impl_->queue_frame(f, false);
-}
+Status Client::mark_read(std::int64_t seq) { return impl_->send_read({}, seq); }
 
 std::size_t Client::poll(int timeout_ms, std::size_t max) {
   std::shared_ptr<Impl> self = impl_;  // on_event may destroy this Client

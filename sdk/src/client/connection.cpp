@@ -345,6 +345,23 @@ Status Connection::queue_frame(const Frame& frame, bool need_connection) {
   return Status::ok();
 }
 
+Status Connection::send_typing(std::string_view conversation, bool active) {
+  Frame f;
+  f.type = FrameType::kTyping;
+  f.conversation.assign(conversation);
+  f.state = active ? "start" : "stop";
+  return queue_frame(f, false);
+}
+
+Status Connection::send_read(std::string_view conversation, std::int64_t seq) {
+  if (seq < 0) return invalid_argument("mark_read(): seq must be >= 0");
+  Frame f;
+  f.type = FrameType::kRead;
+  f.conversation.assign(conversation);
+  f.seq = seq;
+  return queue_frame(f, false);
+}
+
 std::size_t Connection::poll(int timeout_ms, std::size_t max) {
   if (cfg_.dispatch != Dispatch::kPoll || max == 0 || tl_polling == this) return 0;
   std::lock_guard turn(poll_mu_);

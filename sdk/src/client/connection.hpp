@@ -110,6 +110,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // welcome. While not connected: ignored (ok) when `need_connection` is false, else
   // kUnavailable. After close() or a refusal: kClosed when `need_connection`, else ok.
   Status queue_frame(const protocol::Frame& frame, bool need_connection);
+  // Typing (`active`: started, else stopped) and read receipts (seq >= 0, else
+  // kInvalidArgument), queued as queue_frame(f, false). `conversation` is empty for a visitor.
+  Status send_typing(std::string_view conversation, bool active);
+  Status send_read(std::string_view conversation, std::int64_t seq);
   std::size_t poll(int timeout_ms, std::size_t max);
   ConnectionState current_state() const;
   std::size_t pending() const;
@@ -308,6 +312,13 @@ class EventConnection : public Connection {
     emit(std::move(ev));
   }
   void emit_error(const protocol::Frame& f) override { emit(Event::Kind::kError, f); }
+  // The hub's welcome, once the client has taken in what it says: connected (accept_welcome),
+  // the kWelcome event, and the queued frames written.
+  void welcomed(const protocol::Frame& welcome) {
+    accept_welcome();
+    emit(Event::Kind::kWelcome, welcome);
+    want_write();
+  }
 
  private:
   const std::function<void(const Event&)> on_event_;

@@ -1,4 +1,4 @@
-// parallel_for(), which builds parts of the index on several threads (a private header).
+// parallel_for() and Team, which build parts of the index on several threads (a private header).
 #include "rank/parallel.hpp"
 
 #include <doctest/doctest.h>
@@ -9,6 +9,7 @@
 #include <vector>
 
 using madoguchi::bot::detail::parallel_for;
+using madoguchi::bot::detail::Team;
 using madoguchi::bot::detail::worker_count;
 
 TEST_SUITE("bot.parallel") {
@@ -53,5 +54,42 @@ TEST_SUITE("bot.parallel") {
     CHECK(worker_count(0, 1 << 20, 1) >= 1);
     CHECK(worker_count(0, 1 << 20, 1) <= 8);
     CHECK(worker_count(0, 0, 1) == 1);
+  }
+
+  TEST_CASE("a team runs each task once on every thread, one task after another") {
+    for (unsigned threads : {1u, 2u, 4u}) {
+      Team team(threads);
+      REQUIRE(team.size() >= 1);
+      REQUIRE(team.size() <= threads);
+      std::vector<int> calls(team.size(), 0);  // each thread writes its own slot
+      std::atomic<unsigned> returned{0};
+      int late = 0, early = 0;
+      for (int task = 0; task < 2000; ++task) {
+        returned.store(0);
+        team.run([&](unsigned i) {
+          calls[i] += 1;
+          returned.fetch_add(1);
+        });
+        // run() returns only when every call of the task has, and none is still to come.
+        if (returned.load() != team.size()) ++early;
+        if (returned.load() > team.size()) ++late;
+      }
+      INFO("threads " << threads);
+      for (int c : calls) CHECK(c == 2000);
+      CHECK(early == 0);
+      CHECK(late == 0);
+    }
+  }
+
+  TEST_CASE("an exception in a team's task reaches the caller, and the team goes on") {
+    Team team(3);
+    const unsigned last = team.size() - 1;
+    CHECK_THROWS_AS(team.run([&](unsigned i) {
+                      if (i == last) throw std::runtime_error("task");
+                    }),
+                    std::runtime_error);
+    std::atomic<unsigned> ran{0};
+    team.run([&](unsigned) { ran.fetch_add(1); });
+    CHECK(ran.load() == team.size());
   }
 }

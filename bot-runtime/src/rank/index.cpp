@@ -4,6 +4,7 @@
 #include "rank/parallel.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <random>
 
@@ -56,6 +57,80 @@ constexpr std::size_t kMaxEntriesPerFeature = 160;
 // base, "how" or " the" would otherwise put hundreds of entries in every ranking.
 constexpr std::size_t kNominateMaxEntries = 32;
 
+// Contiguous ranges of feature ids, one per thread, whose weights that thread alone updates
+// in training. Weights of neighbouring ids lie side by side in memory, so threads rarely
+// write to the same cache line. The ranges start with about equal work (the estimate given
+// per feature) and are moved now and then so that the threads take about equal time: which
+// thread updates a weight changes nothing in the result, only how long it takes.
+class FeatureRanges {
+ public:
+  FeatureRanges(std::vector<double> work, unsigned parts)
+      : prefix_(work.size() + 1, 0.0), bound_(parts + 1), time_(parts, 0.0) {
+    for (std::size_t f = 0; f < work.size(); ++f) prefix_[f + 1] = prefix_[f] + work[f];
+    for (unsigned j = 0; j <= parts; ++j) bound_[j] = at_work(prefix_.back() * j / parts, 0, work.size());
+    bound_[parts] = UINT32_MAX;  // with one part, every id, whatever the size
+  }
+
+  bool owns(unsigned part, std::uint32_t f) const noexcept { return f >= bound_[part] && f < bound_[part + 1]; }
+
+  // Time part `part` took; each part's own thread reports it.
+  void took(unsigned part, std::chrono::steady_clock::duration d) noexcept {
+    time_[part] += std::chrono::duration<double>(d).count();
+  }
+
+  // Every kWindow calls, moves the bounds so that each part would have taken the same time,
+  // assuming the time per unit of work measured in each part holds across it.
+  void rebalance() {
+    const auto parts = static_cast<unsigned>(time_.size());
+    if (parts < 2 || ++calls_ % kWindow != 0) return;
+    const std::size_t n = prefix_.size() - 1;
+    std::vector<std::size_t> lo(parts), hi(parts);
+    double total = 0;
+    for (unsigned j = 0; j < parts; ++j) {
+      lo[j] = std::min<std::size_t>(bound_[j], n);
+      hi[j] = std::min<std::size_t>(bound_[j + 1], n);
+      total += time_[j];
+    }
+    std::vector<std::uint32_t> next(bound_);
+    double before = 0;  // time of the parts before j
+    unsigned j = 0;
+    for (unsigned k = 1; k < parts; ++k) {
+      const double target = total * k / parts;
+      while (j + 1 < parts && before + time_[j] < target) before += time_[j++];
+      const double work = prefix_[hi[j]] - prefix_[lo[j]];
+      const double share = time_[j] > 0 ? std::clamp((target - before) / time_[j], 0.0, 1.0) : 0.5;
+      next[k] = std::max(next[k - 1], at_work(prefix_[lo[j]] + share * work, lo[j], hi[j]));
+    }
+    bound_ = std::move(next);
+    std::fill(time_.begin(), time_.end(), 0.0);
+  }
+
+ private:
+  static constexpr unsigned kWindow = 16;
+
+  // The first id in [lo, hi] at which the work before it reaches `w`.
+  std::uint32_t at_work(double w, std::size_t lo, std::size_t hi) const {
+    auto it = std::lower_bound(prefix_.begin() + static_cast<std::ptrdiff_t>(lo),
+                               prefix_.begin() + static_cast<std::ptrdiff_t>(hi), w);
+    return static_cast<std::uint32_t>(it - prefix_.begin());
+  }
+
+  std::vector<double> prefix_;        // work of the ids before each id
+  std::vector<std::uint32_t> bound_;  // part j owns [bound_[j], bound_[j + 1])
+  std::vector<double> time_;          // seconds per part since the last move
+  unsigned calls_ = 0;
+};
+
+// Examples scored together with the same weights in training (see Index::train): one below
+// kMinBatchedExamples, where training is quick anyway and stays exactly sequential SGD, and
+// otherwise one per kExamplesPerBatchItem examples, up to kMaxBatch.
+constexpr std::size_t kMinBatchedExamples = 2048, kExamplesPerBatchItem = 512, kMaxBatch = 64;
+
+std::size_t training_batch(std::size_t examples) {
+  if (examples < kMinBatchedExamples) return 1;
+  return std::min(examples / kExamplesPerBatchItem, kMaxBatch);
+}
+
 }  // namespace
 
 // A training example: one question of one entry.
@@ -74,7 +149,6 @@ struct Index::Trainer {
   float step = 1.0f;
   int passes = 0;  // passes done: the learning rate decays with them
   std::mt19937 rng{20261125u};
-  std::vector<float> grad;
 
   // A new averaging window and learning-rate schedule; the weights and the shuffling go on.
   void restart() {
@@ -298,8 +372,10 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
   // half as many passes (with the learning rate and the averaging started again).
   // Without: train on every question.
   Trainer trainer;
+  // Training runs on several threads when its examples come in batches.
+  Team team(model && training_batch(all.size()) > 1 ? worker_count(threads, all.size(), kExamplesPerBatchItem) : 1);
   if (model && calibrate) {
-    ix.train(examples, train_set, ix.settings_.epochs, trainer, s);
+    ix.train(examples, train_set, ix.settings_.epochs, trainer, team);
     std::vector<float> raw;  // the weights before averaging, to go on from
     for (const auto& ws : ix.weights_) {
       for (const auto& cw : ws) raw.push_back(cw.w);
@@ -311,11 +387,11 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
       for (auto& cw : ws) cw.w = *it++;
     }
     trainer.restart();
-    ix.train(examples, all, (ix.settings_.epochs + 1) / 2, trainer, s);
+    ix.train(examples, all, (ix.settings_.epochs + 1) / 2, trainer, team);
   } else if (calibrate) {
     ix.calibrate(examples, held_out, s);
   } else if (model) {
-    ix.train(examples, all, ix.settings_.epochs, trainer, s);
+    ix.train(examples, all, ix.settings_.epochs, trainer, team);
   }
   if (model) {
     ix.average(trainer);
@@ -355,14 +431,55 @@ void Index::forward(const Example& ex, Scratch& s) const {
 }
 
 void Index::train(const std::vector<Example>& examples, std::vector<std::uint32_t> order, int passes, Trainer& t,
-                  Scratch& s) {
+                  Team& team) {
   if (t.acc.empty()) {
     t.acc.resize(weights_.size());
     for (std::size_t f = 0; f < weights_.size(); ++f) t.acc[f].assign(weights_[f].size(), 0.0f);
-    t.grad.assign(entry_count_, 0.0f);
   }
-  std::vector<Ranked> cands;
+  const std::size_t batch = training_batch(order.size());
+  const unsigned threads = team.size();
+  // Per thread: a scoring scratch, the candidates, and the gradient by entry (zero outside
+  // the example at hand). Per example of the batch: its gradient as (entry, value) pairs.
+  std::vector<Pool<Scratch>::Lease> scratch;
+  for (unsigned i = 0; i < threads; ++i) scratch.push_back(scratch_.take());
+  std::vector<std::vector<Ranked>> cands(threads);
+  std::vector<std::vector<float>> grad(threads, std::vector<float>(entry_count_, 0.0f));
+  std::vector<std::vector<std::pair<std::uint32_t, float>>> batch_grad(batch);
   const float tau = static_cast<float>(settings_.null_logit);
+  const auto shortlist = static_cast<std::size_t>(settings_.shortlist);
+  // Each thread updates the weights of one range of feature ids (see FeatureRanges).
+  std::vector<double> work(threads > 1 ? weights_.size() : 0, 0.0);
+  if (threads > 1) {
+    for (auto idx : order) {
+      for (const auto& [f, x] : examples[idx].features) work[f] += static_cast<double>(weights_[f].size());
+    }
+  }
+  FeatureRanges ranges(std::move(work), threads);
+
+  // The gradient of example `idx`'s loss with the weights as they are, into `out`.
+  auto gradient = [&](std::uint32_t idx, unsigned thread, std::vector<std::pair<std::uint32_t, float>>& out) {
+    const Example& ex = examples[idx];
+    Scratch& s = *scratch[thread];
+    std::vector<Ranked>& cs = cands[thread];
+    forward(ex, s);
+    s.touch(ex.entry);
+    top_k(s, shortlist, cs, tau);
+    bool has_gold = false;
+    for (const auto& c : cs) has_gold = has_gold || c.entry == ex.entry;
+    if (!has_gold) {
+      const EntryScore& gold = s.entry[ex.entry];
+      cs.push_back({ex.entry, logit(gold), gold.bm25, 0});
+      float m = tau;
+      for (const auto& c : cs) m = std::max(m, c.z);
+      double denom = std::exp(static_cast<double>(tau - m));
+      for (const auto& c : cs) denom += std::exp(static_cast<double>(c.z - m));
+      for (auto& c : cs) c.p = static_cast<float>(std::exp(static_cast<double>(c.z - m)) / denom);
+    }
+    out.clear();
+    for (const auto& c : cs) out.emplace_back(c.entry, (c.entry == ex.entry ? 1.0f : 0.0f) - c.p);
+    reset(s);
+  };
+
   for (int pass = 0; pass < passes; ++pass, ++t.passes) {
     for (std::size_t i = order.size(); i > 1; --i) {  // Fisher-Yates: the same order everywhere
       std::size_t j = t.rng() % i;
@@ -370,37 +487,43 @@ void Index::train(const std::vector<Example>& examples, std::vector<std::uint32_
     }
     const float lr = static_cast<float>(settings_.learning_rate / (1.0 + 0.3 * t.passes));
     const float decay = 1.0f - lr * static_cast<float>(settings_.l2);
-    for (auto idx : order) {
-      const Example& ex = examples[idx];
-      forward(ex, s);
-      s.touch(ex.entry);
-      top_k(s, static_cast<std::size_t>(settings_.shortlist), cands, tau);
-      bool has_gold = false;
-      for (const auto& c : cands) has_gold = has_gold || c.entry == ex.entry;
-      if (!has_gold) {
-        const EntryScore& gold = s.entry[ex.entry];
-        cands.push_back({ex.entry, logit(gold), gold.bm25, 0});
-        float m = tau;
-        for (const auto& c : cands) m = std::max(m, c.z);
-        double denom = std::exp(static_cast<double>(tau - m));
-        for (const auto& c : cands) denom += std::exp(static_cast<double>(c.z - m));
-        for (auto& c : cands) c.p = static_cast<float>(std::exp(static_cast<double>(c.z - m)) / denom);
-      }
-      for (const auto& c : cands) t.grad[c.entry] = (c.entry == ex.entry ? 1.0f : 0.0f) - c.p;
-      for (const auto& [f, x] : ex.features) {
-        auto& ws = weights_[f];
-        auto& us = t.acc[f];
-        for (std::size_t k = 0; k < ws.size(); ++k) {
-          float g = t.grad[ws[k].entry];
-          if (g == 0.0f) continue;
-          float delta = ws[k].w * (decay - 1.0f) + lr * g * x;
-          ws[k].w += delta;
-          us[k] += t.step * delta;
+    for (std::size_t b0 = 0; b0 < order.size(); b0 += batch) {
+      const std::size_t n = std::min(batch, order.size() - b0);
+      // Every example of the batch is scored with the weights of the batch's start (any
+      // thread takes any example)...
+      std::atomic<std::size_t> next{0};
+      team.run([&](unsigned thread) {
+        for (std::size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;) {
+          gradient(order[b0 + i], thread, batch_grad[i]);
         }
-      }
-      t.step += 1.0f;
-      for (const auto& c : cands) t.grad[c.entry] = 0.0f;
-      reset(s);
+      });
+      // ...then their updates are made in the batch's order, each thread making those of
+      // the features it owns, so every weight sees the same updates whatever the threads.
+      team.run([&](unsigned thread) {
+        const auto started = std::chrono::steady_clock::now();
+        std::vector<float>& g = grad[thread];
+        for (std::size_t i = 0; i < n; ++i) {
+          const Example& ex = examples[order[b0 + i]];
+          const float step = t.step + static_cast<float>(i);
+          for (const auto& [e, v] : batch_grad[i]) g[e] = v;
+          for (const auto& [f, x] : ex.features) {
+            if (!ranges.owns(thread, f)) continue;
+            auto& ws = weights_[f];
+            auto& us = t.acc[f];
+            for (std::size_t k = 0; k < ws.size(); ++k) {
+              float gk = g[ws[k].entry];
+              if (gk == 0.0f) continue;
+              float delta = ws[k].w * (decay - 1.0f) + lr * gk * x;
+              ws[k].w += delta;
+              us[k] += step * delta;
+            }
+          }
+          for (const auto& [e, v] : batch_grad[i]) g[e] = 0.0f;
+        }
+        ranges.took(thread, std::chrono::steady_clock::now() - started);
+      });
+      t.step += static_cast<float>(n);
+      ranges.rebalance();
     }
   }
 }

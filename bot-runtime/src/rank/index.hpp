@@ -57,6 +57,8 @@ struct Scratch {
   }
 };
 
+class Team;
+
 struct Ranked {
   std::uint32_t entry;
   float z;     // logit
@@ -98,9 +100,10 @@ class Index {
   struct Example;
   struct Trainer;
   // `passes` passes of softmax regression over (null, top candidates) on the examples `order`
-  // lists, going on from the weights and the state in `t`.
+  // lists, going on from the weights and the state in `t`; batches of examples are shared by
+  // the team's threads, with the same result whatever their number.
   void train(const std::vector<Example>& examples, std::vector<std::uint32_t> order, int passes, Trainer& t,
-             Scratch& s);
+             Team& team);
   // Replaces the weights by their mean over the training so far (with settings.average).
   void average(const Trainer& t);
   // Logits of every entry for an example's features plus its BM25 shortlist.

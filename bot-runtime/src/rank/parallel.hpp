@@ -3,11 +3,15 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <mutex>
 #include <system_error>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace madoguchi::bot::detail {
@@ -78,5 +82,104 @@ void parallel_for(std::size_t n, unsigned threads, std::size_t grain, Body&& bod
   }
   if (error) std::rethrow_exception(error);
 }
+
+// A fixed set of threads that run one task after another, all of them on every thread:
+// training's mini-batches make thousands of parallel steps a few hundred microseconds long,
+// too short to start threads for each. Between tasks the helpers spin (yielding) for a
+// while before they sleep, so that the next task reaches them without a wake-up.
+class Team {
+ public:
+  // `threads` counts the calling thread; if a helper cannot be started, the team is smaller.
+  explicit Team(unsigned threads) {
+    helpers_.reserve(threads > 1 ? threads - 1 : 0);
+    for (unsigned i = 1; i < threads; ++i) {
+      try {
+        helpers_.emplace_back([this, i]() { serve(i); });
+      } catch (const std::system_error&) {
+        break;
+      }
+    }
+  }
+  Team(const Team&) = delete;
+  Team& operator=(const Team&) = delete;
+  ~Team() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    start_.notify_all();
+    for (auto& t : helpers_) t.join();
+  }
+
+  unsigned size() const noexcept { return static_cast<unsigned>(helpers_.size()) + 1; }
+
+  // Calls task(i) for every i in [0, size()), i = 0 on the calling thread, and returns when
+  // every call has returned; the first exception thrown is rethrown here.
+  template <typename Task>
+  void run(Task&& task) {
+    if (helpers_.empty()) {
+      task(0u);
+      return;
+    }
+    task_ = [](void* t, unsigned i) { (*static_cast<std::remove_reference_t<Task>*>(t))(i); };
+    context_ = &task;
+    pending_.store(size() - 1, std::memory_order_relaxed);
+    {
+      std::lock_guard lock(mu_);
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    start_.notify_all();
+    call(0);
+    for (int spin = 0; spin < kSpins && pending_.load(std::memory_order_acquire) != 0; ++spin) {
+      std::this_thread::yield();
+    }
+    std::unique_lock lock(mu_);
+    done_.wait(lock, [this]() { return pending_.load(std::memory_order_acquire) == 0; });
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  }
+
+ private:
+  static constexpr int kSpins = 2000;
+
+  void call(unsigned i) noexcept {
+    try {
+      task_(context_, i);
+    } catch (...) {
+      std::lock_guard lock(mu_);
+      if (!error_) error_ = std::current_exception();
+    }
+  }
+
+  void serve(unsigned i) {
+    std::uint64_t seen = 0;
+    for (;;) {
+      for (int spin = 0; spin < kSpins && generation_.load(std::memory_order_acquire) == seen; ++spin) {
+        std::this_thread::yield();
+      }
+      {
+        std::unique_lock lock(mu_);
+        start_.wait(lock, [&]() { return generation_.load(std::memory_order_acquire) != seen; });
+        if (stop_) return;
+        seen = generation_.load(std::memory_order_relaxed);
+      }
+      call(i);
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard lock(mu_);
+        done_.notify_one();
+      }
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable start_, done_;
+  std::atomic<std::uint64_t> generation_{0};
+  std::atomic<unsigned> pending_{0};
+  bool stop_ = false;  // under mu_
+  void (*task_)(void*, unsigned) = nullptr;
+  void* context_ = nullptr;
+  std::exception_ptr error_;  // under mu_
+  std::vector<std::thread> helpers_;  // last: started once the rest is ready
+};
 
 }  // namespace madoguchi::bot::detail

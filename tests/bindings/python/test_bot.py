@@ -156,6 +156,49 @@ def test_closed_objects_raise_and_replies_outlive_their_bot():
         madoguchi.Reply()
 
 
+OPTIONS = ("mecab_dicdir", "max_message_bytes", "settings", "logger", "log_level")
+
+
+def open_mini(constructor, tmp_path, **options):
+    """MINI built by Bot.open (from a file) or Bot.from_string, with the same keyword options."""
+    if constructor == "open":
+        path = tmp_path / "mini.json"
+        path.write_text(MINI, "utf-8")
+        return madoguchi.Bot.open(path, **options)
+    return madoguchi.Bot.from_string(MINI, **options)
+
+
+@pytest.mark.parametrize("constructor", ["open", "from_string"])
+def test_a_misspelt_option_is_a_type_error_that_names_it(constructor, tmp_path):
+    with pytest.raises(TypeError) as e:
+        open_mini(constructor, tmp_path, max_mesage_bytes=100)
+    message = str(e.value)
+    assert message.startswith("Bot.%s() got an unexpected keyword argument 'max_mesage_bytes';" % constructor)
+    assert all(name in message for name in OPTIONS)
+    with pytest.raises(TypeError, match="got unexpected keyword arguments 'loger', 'settngs';"):
+        open_mini(constructor, tmp_path, loger=print, settngs={}, log_level=madoguchi.LogLevel.DEBUG)
+
+
+def test_from_string_names_its_own_keywords_too():
+    with pytest.raises(TypeError, match=r"'fromat'; its keywords are format, source_name, mecab_dicdir,"):
+        madoguchi.Bot.from_string(MINI, fromat="csv")
+
+
+def test_both_constructors_have_the_same_defaults(tmp_path):
+    texts = ["返品はできますか", "送料", "担当者と話したい", "今日の天気は？", "送" * 20_000]
+    seen = {}
+    for constructor in ("open", "from_string"):
+        lines = []
+        with open_mini(constructor, tmp_path, logger=lambda level, message: lines.append(level)) as bot:
+            replies = [bot.ask(t).json() for t in texts]
+            bot.reload_string(MINI)
+        seen[constructor] = replies, lines
+        # max_message_bytes: the library's 16 KiB; log_level: INFO, so the reload's line comes through
+        assert "(message cut to 16384 bytes)" in replies[-1]["reason"]
+        assert madoguchi.LogLevel.INFO in lines
+    assert seen["open"] == seen["from_string"]
+
+
 def test_garbage_collection_frees_everything():
     for _ in range(20):
         bot = madoguchi.Bot.from_string(MINI)

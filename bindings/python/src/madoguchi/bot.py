@@ -15,9 +15,11 @@ otherwise). A Reply is immutable.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import enum
 import json
 import logging
+import os
 import weakref
 from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Union
 
@@ -85,6 +87,46 @@ def _log_trampoline(logger: Optional[Logger]):
     return _native.LOG_CB(call)
 
 
+@dataclasses.dataclass(frozen=True)
+class _BotOptions:
+    """The keyword options of both Bot.open() and Bot.from_string() and their defaults, the
+    one place that names them (mdg_bot_options). Bot.open() tells what they mean."""
+
+    mecab_dicdir: Union[str, os.PathLike, None] = None
+    max_message_bytes: int = 0
+    settings: Union[Mapping[str, Any], Sequence[str], None] = None
+    logger: Optional[Logger] = None
+    log_level: int = LogLevel.INFO
+
+    @classmethod
+    def from_keywords(cls, function: str, keywords: Mapping[str, Any], also: Sequence[str] = ()) -> "_BotOptions":
+        """The options `keywords` give; a keyword that is none of them is a TypeError worded as
+        Python's own, naming it and the keywords `function` takes (`also` and the options)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in keywords if k not in names]
+        if unknown:
+            what = "an unexpected keyword argument" if len(unknown) == 1 else "unexpected keyword arguments"
+            raise TypeError("%s() got %s %s; its keywords are %s" % (
+                function, what, ", ".join(repr(k) for k in unknown), ", ".join([*also, *names])))
+        return cls(**keywords)
+
+    def to_c(self):
+        """The C options, and the log callback, which must outlive the bot they open."""
+        opts = _native.mdg_bot_options()
+        check(lib().mdg_bot_options_init(ctypes.byref(opts), _native.BOT_OPTIONS_VERSION))
+        if self.mecab_dicdir is not None:
+            opts.mecab_dicdir = utf8(str(self.mecab_dicdir), "mecab_dicdir")
+        opts.max_message_bytes = int(self.max_message_bytes)
+        items = _settings_list(self.settings)
+        if items:
+            # opts keeps the array alive (ctypes' _objects); the library copies the settings.
+            opts.settings = (ctypes.c_char_p * (len(items) + 1))(*[utf8(s, "setting") for s in items], None)
+        log_cb = _log_trampoline(self.logger)
+        opts.log_cb = log_cb
+        opts.log_level = int(self.log_level)
+        return opts, log_cb
+
+
 class Bot:
     """A knowledge base built into a bot. Open it with Bot.open() or Bot.from_string().
 
@@ -95,20 +137,9 @@ class Bot:
         raise TypeError("use madoguchi.Bot.open(path) or madoguchi.Bot.from_string(text)")
 
     @classmethod
-    def _new(cls, opener, mecab_dicdir, max_message_bytes, settings, logger, log_level) -> "Bot":
+    def _new(cls, opener, options: "_BotOptions") -> "Bot":
         self = object.__new__(cls)
-        opts = _native.mdg_bot_options()
-        check(lib().mdg_bot_options_init(ctypes.byref(opts), _native.BOT_OPTIONS_VERSION))
-        if mecab_dicdir is not None:
-            opts.mecab_dicdir = utf8(str(mecab_dicdir), "mecab_dicdir")
-        opts.max_message_bytes = int(max_message_bytes)
-        items = _settings_list(settings)
-        if items:
-            # opts keeps the array alive (ctypes' _objects); the library copies the settings.
-            opts.settings = (ctypes.c_char_p * (len(items) + 1))(*[utf8(s, "setting") for s in items], None)
-        log_cb = _log_trampoline(logger)
-        opts.log_cb = log_cb
-        opts.log_level = int(log_level)
+        opts, log_cb = options.to_c()
         handle = ctypes.c_void_p()
         check(opener(ctypes.byref(handle), ctypes.byref(opts)))
         self._handle = handle
@@ -117,28 +148,31 @@ class Bot:
         return self
 
     @classmethod
-    def open(cls, path, *, mecab_dicdir=None, max_message_bytes: int = 0,
-             settings: Union[Mapping[str, Any], Sequence[str], None] = None,
-             logger: Optional[Logger] = None, log_level: int = LogLevel.INFO) -> "Bot":
+    def open(cls, path, **options: Any) -> "Bot":
         """Loads a knowledge base file (.json, .csv, .tsv) and builds a bot.
 
-        settings: overrides such as {"policy.answer_threshold": 0.6} or ["ranking.k1=1.1"],
-        applied again on every reload. logger(level, message) receives the library's log lines
-        (from whatever thread logs). Raises madoguchi.InvalidArgument for a malformed knowledge
-        base (the message names the file, line and entry), madoguchi.NotFound..."""
+        Keyword options (another keyword raises TypeError): mecab_dicdir, the MeCab dictionary
+        (None: the library looks for one); max_message_bytes, longer messages are cut (0: the
+        library's 16 KiB); settings, overrides such as {"policy.answer_threshold": 0.6} or
+        ["ranking.k1=1.1"], applied again on every reload; logger(level, message) receives the
+        library's log lines of log_level (LogLevel.INFO) and above, from whatever thread logs.
+        Raises madoguchi.InvalidArgument for a malformed knowledge base (the message names the
+        file, line and entry), madoguchi.NotFound..."""
+        resolved = _BotOptions.from_keywords("Bot.open", options)
         p = utf8(str(path), "path")
-        return cls._new(lambda out, o: lib().mdg_bot_open_file(out, p, o), mecab_dicdir, max_message_bytes,
-                        settings, logger, log_level)
+        return cls._new(lambda out, o: lib().mdg_bot_open_file(out, p, o), resolved)
 
     @classmethod
-    def from_string(cls, text: Text, format: str = "json", source_name: Optional[str] = None, **options) -> "Bot":
-        """Builds a bot from knowledge base text in `format` ("json", "csv" or "tsv")."""
+    def from_string(cls, text: Text, format: str = "json", source_name: Optional[str] = None,
+                    **options: Any) -> "Bot":
+        """Builds a bot from knowledge base text in `format` ("json", "csv" or "tsv").
+
+        options: the same keywords as Bot.open(), with the same defaults."""
+        resolved = _BotOptions.from_keywords("Bot.from_string", options, also=("format", "source_name"))
         data = utf8(text)
         fmt = _format(format)
         name = opt_utf8(source_name, "source_name")
-        return cls._new(lambda out, o: lib().mdg_bot_open_string(out, data, len(data), fmt, name, o),
-                        options.get("mecab_dicdir"), options.get("max_message_bytes", 0), options.get("settings"),
-                        options.get("logger"), options.get("log_level", LogLevel.INFO))
+        return cls._new(lambda out, o: lib().mdg_bot_open_string(out, data, len(data), fmt, name, o), resolved)
 
     # -- use -----------------------------------------------------------------------------------
 

@@ -162,10 +162,15 @@ struct SeqWindow {
 }  // namespace
 
 struct AgentClient::Impl final : detail::client::EventConnection<AgentEvent> {
+  // Takes the credentials from `c`; the rest of it is in `base` (Connection's).
   Impl(detail::client::ConnectionConfig base, AgentClientConfig c)
-      : EventConnection(std::move(base), c.on_event), cfg(std::move(c)) {}
+      : EventConnection(std::move(base), std::move(c.on_event)),
+        agent(std::move(c.agent)),
+        password(std::move(c.password)) {}
 
-  const AgentClientConfig cfg;  // agent, password (the rest is Connection's)
+  // ---- constant: any thread -----------------------------------------------------------
+  const std::string agent;
+  const std::string password;
 
   // ---- shared: guarded by mu_ -----------------------------------------------------------
   std::vector<QueueEntry> queue;
@@ -204,10 +209,10 @@ struct AgentClient::Impl final : detail::client::EventConnection<AgentEvent> {
   std::string hello_json() override {
     Frame h;
     h.type = FrameType::kHello;
-    h.agent = cfg.agent;
-    h.password = cfg.password;
+    h.agent = agent;
+    h.password = password;
     h.client = kClientName;
-    if (logs(LogLevel::kDebug)) log(LogLevel::kDebug, "hello as agent " + cfg.agent);
+    if (logs(LogLevel::kDebug)) log(LogLevel::kDebug, "hello as agent " + agent);
     return protocol::encode(h);
   }
 
@@ -245,7 +250,7 @@ struct AgentClient::Impl final : detail::client::EventConnection<AgentEvent> {
       resync = false;
       for (const auto& c : mine) {
         auto q = std::find_if(ev.queue.begin(), ev.queue.end(), [&](const QueueEntry& e) { return e.conversation == c; });
-        if (q != ev.queue.end() && q->state == "agent" && q->agent == cfg.agent) {
+        if (q != ev.queue.end() && q->state == "agent" && q->agent == agent) {
           send_now(protocol::encode(frame_for(FrameType::kTake, c)));
         } else {
           forget(c);
@@ -296,11 +301,11 @@ struct AgentClient::Impl final : detail::client::EventConnection<AgentEvent> {
     if (f.event != "transferred") return;
     simdjson::dom::object data;
     if (parser.parse(f.data_json).get_object().get(data) != simdjson::SUCCESS) return;
-    if (get_string(data, "to") == cfg.agent) {
+    if (get_string(data, "to") == agent) {
       hold(f.conversation);
       // Fetch what the other agent had: the package and the messages (kConversation).
       send_now(protocol::encode(frame_for(FrameType::kTake, f.conversation)));
-    } else if (get_string(data, "from") == cfg.agent) {
+    } else if (get_string(data, "from") == agent) {
       forget(f.conversation);
     }
   }
@@ -332,7 +337,7 @@ Result<std::unique_ptr<AgentClient>> AgentClient::create(AgentClientConfig confi
     bool visitor_file = !loaded->token.empty() || std::any_of(loaded->outbox.begin(), loaded->outbox.end(),
                                                               [](const auto& m) { return m.conversation.empty(); });
     if (visitor_file) {
-      return invalid_argument(impl->cfg.state_path +
+      return invalid_argument(impl->config().state_path +
                               ": a visitor client's state file (a token, or messages without a conversation); an "
                               "agent client needs a file of its own");
     }

@@ -8,6 +8,8 @@
 #include "client/connection.hpp"
 
 #include <algorithm>
+#include <map>
+#include <string>
 #include <utility>
 
 namespace madoguchi {
@@ -34,10 +36,15 @@ constexpr const char* kClientName = "madoguchi-cpp/0.1";
 }  // namespace
 
 struct Client::Impl final : detail::client::EventConnection<ClientEvent> {
+  // Takes what the hello says from `c`; the rest of it is in `base` (Connection's).
   Impl(detail::client::ConnectionConfig base, ClientConfig c)
-      : EventConnection(std::move(base), c.on_event), cfg(std::move(c)) {}
+      : EventConnection(std::move(base), std::move(c.on_event)),
+        locale(std::move(c.locale)),
+        visitor(std::move(c.visitor)) {}
 
-  const ClientConfig cfg;  // locale, visitor (the rest is Connection's)
+  // ---- constant: any thread -----------------------------------------------------------
+  const std::string locale;
+  const std::map<std::string, std::string> visitor;
 
   // ---- shared: guarded by mu_ -----------------------------------------------------------
   std::string token;
@@ -78,8 +85,8 @@ struct Client::Impl final : detail::client::EventConnection<ClientEvent> {
         h.last_seq = last_seq;
       }
     }
-    h.locale = cfg.locale;
-    for (const auto& [k, v] : cfg.visitor) h.visitor.emplace(k, v);
+    h.locale = locale;
+    for (const auto& [k, v] : visitor) h.visitor.emplace(k, v);
     h.client = kClientName;
     if (logs(LogLevel::kDebug)) {
       log(LogLevel::kDebug, h.token.empty() ? std::string("hello: a new conversation")

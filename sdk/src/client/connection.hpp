@@ -124,6 +124,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void owner_gone();
   // True on this connection's network thread (its callbacks in kCallback).
   bool on_network_thread() const;
+  // The settings it was made with (constant: any thread).
+  const ConnectionConfig& config() const { return cfg_; }
   // Runs `read` under mu_: how a client's getters read its shared members.
   template <class F>
   auto with_lock(F&& read) const {

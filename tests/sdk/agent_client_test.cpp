@@ -33,11 +33,15 @@ using namespace madoguchi;
 using namespace std::chrono_literals;
 using mdg_test::ack_of;
 using mdg_test::agent_config;
+using mdg_test::answer_to;
+using mdg_test::check_each_seq_once;
 using mdg_test::count;
 using mdg_test::find;
 using mdg_test::HubProcess;
 using mdg_test::is_bot;
+using mdg_test::is_numbered;
 using mdg_test::make_client;
+using mdg_test::seq_counts;
 using mdg_test::state_is;
 using mdg_test::visitor_config;
 using AKind = AgentEvent::Kind;
@@ -74,8 +78,7 @@ struct Visitor {
     REQUIRE_MESSAGE(id.is_ok(), id.status().to_string());
     long bot = -1;
     REQUIRE_MESSAGE(rec.wait([&](const auto& evs) {
-      long ack = find(evs, ack_of(*id));
-      bot = ack < 0 ? -1 : find(evs, is_bot, ack + 1);
+      bot = answer_to(evs, *id);
       return bot >= 0;
     }),
                     "no answer to " << text);
@@ -141,8 +144,7 @@ const QueueEntry* entry_of(const std::vector<QueueEntry>& queue, const std::stri
 std::map<std::pair<std::string, std::int64_t>, int> agent_seqs(const std::vector<AgentEvent>& evs) {
   std::map<std::pair<std::string, std::int64_t>, int> seen;
   for (const auto& e : evs) {
-    bool numbered = e.kind == AKind::kMessage || e.kind == AKind::kEvent || e.kind == AKind::kAck;
-    if (numbered && e.frame.seq) ++seen[{e.frame.conversation, *e.frame.seq}];
+    if (is_numbered(e)) ++seen[{e.frame.conversation, *e.frame.seq}];
   }
   return seen;
 }
@@ -155,25 +157,10 @@ void check_each_once(const std::map<std::pair<std::string, std::int64_t>, int>& 
   }
 }
 
-void check_visitor_seqs_once(const std::vector<ClientEvent>& evs) {
-  std::map<std::int64_t, int> seen;
-  for (const auto& e : evs) {
-    bool numbered = e.kind == VKind::kMessage || e.kind == VKind::kEvent || e.kind == VKind::kAck;
-    if (numbered && e.frame.seq) ++seen[*e.frame.seq];
-  }
-  for (const auto& [seq, n] : seen) {
-    CAPTURE(seq);
-    CHECK(n == 1);
-  }
-}
-
 // How many times the store holds agent messages with client id `id` in `conversation`.
 int stored_count(const std::string& store_path, const std::string& conversation, const std::string& id) {
-  auto store = hub::open_sqlite_store(store_path);
-  REQUIRE_MESSAGE(store.is_ok(), store.status().to_string());
-  auto msgs = (*store)->messages_after(conversation, 0, 10000);
-  REQUIRE_MESSAGE(msgs.is_ok(), msgs.status().to_string());
-  return static_cast<int>(std::count_if(msgs->begin(), msgs->end(), [&](const hub::StoredMessage& m) {
+  auto msgs = mdg_test::stored_messages(store_path, conversation);
+  return static_cast<int>(std::count_if(msgs.begin(), msgs.end(), [&](const hub::StoredMessage& m) {
     return m.kind == "message" && m.client_id == id;
   }));
 }
@@ -382,8 +369,8 @@ TEST_SUITE("sdk.agent_client") {
     // Nothing came twice, to anyone; every reply is stored once.
     check_each_once(agent_seqs(rs.events()));
     check_each_once(agent_seqs(rz.events()));
-    check_visitor_seqs_once(a.rec.events());
-    check_visitor_seqs_once(b.rec.events());
+    check_each_seq_once(seq_counts(a.rec.events()));
+    check_each_seq_once(seq_counts(b.rec.events()));
     CHECK(a.received(*reply) == 1);
     CHECK(a.received(*reply2) == 1);
     CHECK(a.received(*late) == 0);
@@ -521,7 +508,7 @@ TEST_SUITE("sdk.agent_client") {
     check_each_once(agent_seqs(evs));
     CHECK(count(evs, [&](const AgentEvent& e) { return e.kind == AKind::kMessage && e.frame.id == *v2; }) == 1);
     CHECK(count(evs, ack_of(*r2)) == 1);
-    check_visitor_seqs_once(v.rec.events());
+    check_each_seq_once(seq_counts(v.rec.events()));
     for (const auto& id : {*r1, *r2, *r3}) {
       CAPTURE(id);
       CHECK(v.received(id) == 1);

@@ -42,6 +42,7 @@ struct TempDir : mdg_test::TempDir {
 };
 
 using mdg_test::ack_of;
+using mdg_test::answer_to;
 using mdg_test::count;
 using mdg_test::find;
 using mdg_test::free_port;
@@ -53,19 +54,12 @@ using mdg_test::visitor_config;
 using Recorder = mdg_test::Recorder<ClientEvent>;
 
 // The ack of `id`, then a bot reply after it.
-bool answered(const std::vector<ClientEvent>& evs, const std::string& id) {
-  long a = find(evs, ack_of(id));
-  return a >= 0 && find(evs, is_bot, a + 1) >= 0;
-}
+bool answered(const std::vector<ClientEvent>& evs, const std::string& id) { return answer_to(evs, id) >= 0; }
 
 // Visitor messages stored by the hub, by client id (read after the hub stopped).
 std::map<std::string, int> stored_visitor_ids(const std::string& store_path, const std::string& conversation) {
-  auto store = hub::open_sqlite_store(store_path);
-  REQUIRE_MESSAGE(store.is_ok(), store.status().to_string());
-  auto msgs = (*store)->messages_after(conversation, 0, 10000);
-  REQUIRE_MESSAGE(msgs.is_ok(), msgs.status().to_string());
   std::map<std::string, int> ids;
-  for (const auto& m : *msgs) {
+  for (const auto& m : mdg_test::stored_messages(store_path, conversation)) {
     if (m.kind == "message" && m.sender == "visitor") ++ids[m.client_id];
   }
   return ids;
@@ -326,16 +320,8 @@ TEST_SUITE("sdk.client") {
     }
     auto evs = rec.events();
     REQUIRE(answered(evs, *q1));
-    std::map<std::int64_t, int> per_seq;
-    for (const auto& e : evs) {
-      if ((e.kind == Kind::kAck || e.kind == Kind::kMessage || e.kind == Kind::kEvent) && e.frame.seq) {
-        ++per_seq[*e.frame.seq];
-      }
-    }
-    for (const auto& [seq, n] : per_seq) {
-      CAPTURE(seq);
-      CHECK(n == 1);
-    }
+    auto per_seq = mdg_test::seq_counts(evs);
+    mdg_test::check_each_seq_once(per_seq);
     CHECK(count(evs, [](const ClientEvent& e) { return e.kind == Kind::kMessage && e.frame.from == "visitor"; }) == 0);
     CHECK(client->last_seq() == per_seq.rbegin()->first);
     hub.kill(SIGTERM);

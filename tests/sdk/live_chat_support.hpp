@@ -1,5 +1,6 @@
 // What the live-chat tests share: child processes (the real madoguchi-hub, the terminal
-// samples), a free port, and a recorder of client events that the test thread waits on.
+// samples), a free port, a recorder of client events that the test thread waits on, what to
+// look for in the events, and the messages the hub stored.
 //
 // Callbacks only record events; every assertion is made on the test thread after waiting (with
 // a generous timeout) for the events it needs.
@@ -7,6 +8,7 @@
 
 #include <madoguchi/agent_client.hpp>
 #include <madoguchi/client.hpp>
+#include <madoguchi/store.hpp>
 
 #include <doctest/doctest.h>
 
@@ -14,12 +16,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -294,6 +298,45 @@ inline auto state_is(madoguchi::ConnectionState s) {
 inline constexpr auto is_bot = [](const auto& e) {
   return e.kind == std::decay_t<decltype(e)>::Kind::kMessage && e.frame.from == "bot";
 };
+// A message, event or ack with a seq: a frame the hub stored.
+inline constexpr auto is_numbered = [](const auto& e) {
+  using Kind = typename std::decay_t<decltype(e)>::Kind;
+  return (e.kind == Kind::kMessage || e.kind == Kind::kEvent || e.kind == Kind::kAck) && e.frame.seq.has_value();
+};
+
+// Index of the bot's message after the ack of the message `id`, or -1 while there is none.
+template <class Event>
+long answer_to(const std::vector<Event>& evs, const std::string& id) {
+  long ack = find(evs, ack_of(id));
+  return ack < 0 ? -1 : find(evs, is_bot, ack + 1);
+}
+
+// How many times a visitor was given each seq (one conversation).
+inline std::map<std::int64_t, int> seq_counts(const std::vector<madoguchi::ClientEvent>& evs) {
+  std::map<std::int64_t, int> seen;
+  for (const auto& e : evs) {
+    if (is_numbered(e)) ++seen[*e.frame.seq];
+  }
+  return seen;
+}
+
+inline void check_each_seq_once(const std::map<std::int64_t, int>& seen) {
+  for (const auto& [seq, n] : seen) {
+    CAPTURE(seq);
+    CHECK(n == 1);
+  }
+}
+
+// The messages and events of `conversation` in the hub's store at `store_path` (opened while
+// the hub is stopped).
+inline std::vector<madoguchi::hub::StoredMessage> stored_messages(const std::string& store_path,
+                                                                  const std::string& conversation) {
+  auto store = madoguchi::hub::open_sqlite_store(store_path);
+  REQUIRE_MESSAGE(store.is_ok(), store.status().to_string());
+  auto msgs = (*store)->messages_after(conversation, 0, 10000);
+  REQUIRE_MESSAGE(msgs.is_ok(), msgs.status().to_string());
+  return std::move(msgs).value();
+}
 
 // MDG_CLIENT_TEST_LOG=1: the clients' debug log on stderr.
 inline madoguchi::Logger test_logger() {

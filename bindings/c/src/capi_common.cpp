@@ -1,6 +1,8 @@
 // capi_common.cpp: versions, errors, buffers and logging of the C API (madoguchi.h).
 #include "capi_internal.hpp"
 
+#include <madoguchi/detail/utf8.hpp>
+
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -83,42 +85,8 @@ std::optional<std::string_view> text_arg(const char* function, const char* name,
   return std::string_view(text, size);
 }
 
-std::size_t invalid_utf8_at(std::string_view text) noexcept {
-  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
-  const std::size_t n = text.size();
-  std::size_t i = 0;
-  while (i < n) {
-    unsigned char c = p[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    std::size_t len;
-    unsigned char lo = 0x80, hi = 0xBF;  // the range of the second byte
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-      if (c == 0xE0) lo = 0xA0;  // overlong
-      if (c == 0xED) hi = 0x9F;  // surrogates
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      if (c == 0xF0) lo = 0x90;  // overlong
-      if (c == 0xF4) hi = 0x8F;  // over U+10FFFF
-    } else {
-      return i;
-    }
-    if (i + len > n || p[i + 1] < lo || p[i + 1] > hi) return i;
-    for (std::size_t k = 2; k < len; ++k) {
-      if (p[i + k] < 0x80 || p[i + k] > 0xBF) return i;
-    }
-    i += len;
-  }
-  return std::string_view::npos;
-}
-
 int check_utf8(const char* function, const char* name, std::string_view text) noexcept {
-  std::size_t at = invalid_utf8_at(text);
+  std::size_t at = madoguchi::detail::find_invalid_utf8(text);
   if (at == std::string_view::npos) return MDG_OK;
   try {
     return set_error(MDG_EINVAL, std::string(function) + ": `" + name + "` is not valid UTF-8 (byte " +

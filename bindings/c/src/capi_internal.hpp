@@ -52,10 +52,8 @@ int null_argument(const char* function, const char* name) noexcept;
 std::optional<std::string_view> text_arg(const char* function, const char* name, const char* text,
                                          std::size_t size) noexcept;
 
-// The byte offset of the first invalid UTF-8 sequence in `text` (overlong forms, surrogates and
-// code points over U+10FFFF are invalid), or npos.
-std::size_t invalid_utf8_at(std::string_view text) noexcept;
-// MDG_OK, or MDG_EINVAL ("<function>: `<name>` is not valid UTF-8 (byte N)") recorded.
+// MDG_OK, or MDG_EINVAL ("<function>: `<name>` is not valid UTF-8 (byte N)") recorded; the
+// check is madoguchi::detail::find_invalid_utf8, the bot runtime's too.
 int check_utf8(const char* function, const char* name, std::string_view text) noexcept;
 
 // Copies `bytes` into a new mdg_buf (malloc'ed, NUL-terminated). MDG_ENOMEM on failure.

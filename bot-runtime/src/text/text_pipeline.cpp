@@ -1,6 +1,7 @@
 // The text pipeline: ICU normalization, MeCab for Japanese, word breaking + Snowball for
 // English, the user dictionary and synonyms.
 #include <madoguchi/bot/text.hpp>
+#include <madoguchi/detail/utf8.hpp>
 
 #include "text/pool.hpp"
 #include "text/utf8.hpp"
@@ -24,38 +25,7 @@
 namespace madoguchi::bot {
 inline namespace v1 {
 
-std::size_t find_invalid_utf8(std::string_view text) noexcept {
-  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
-  std::size_t n = text.size();
-  std::size_t i = 0;
-  while (i < n) {
-    unsigned char c = s[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    std::size_t len;
-    char32_t min;
-    char32_t cp;
-    if ((c & 0xE0) == 0xC0) {
-      len = 2, min = 0x80, cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3, min = 0x800, cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4, min = 0x10000, cp = c & 0x07;
-    } else {
-      return i;
-    }
-    if (i + len > n) return i;
-    for (std::size_t k = 1; k < len; ++k) {
-      if ((s[i + k] & 0xC0) != 0x80) return i;
-      cp = (cp << 6) | (s[i + k] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
-    i += len;
-  }
-  return std::string_view::npos;
-}
+std::size_t find_invalid_utf8(std::string_view text) noexcept { return madoguchi::detail::find_invalid_utf8(text); }
 
 namespace {
 

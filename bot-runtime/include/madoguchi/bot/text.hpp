@@ -77,7 +77,9 @@ class TextPipeline {
   std::unique_ptr<Impl> impl_;
 };
 
-// Byte offset of the first invalid UTF-8 sequence, or npos when the text is valid.
+// Byte offset of the first invalid UTF-8 sequence, or npos when the text is valid. Truncated
+// sequences, overlong forms, surrogates and code points over U+10FFFF are invalid; the C API
+// checks its arguments with the same function (madoguchi/detail/utf8.hpp).
 std::size_t find_invalid_utf8(std::string_view text) noexcept;
 
 }  // namespace v1

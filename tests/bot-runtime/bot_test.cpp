@@ -156,6 +156,31 @@ TEST_SUITE("bot.policy") {
     }
   }
 
+  TEST_CASE("a conversation's JSON holds its state, the transcript written as in the hand-off package") {
+    Conversation conv;
+    conv.set_fallback_locale("ja");
+    conv.slots()["order_id"] = "A-1";
+    conv.visitor()["name"] = "佐藤 \"S\"";
+    conv.add_turn(Turn{"agent", "担当の佐藤です。", "", Decision::kReply});
+    CHECK(conv.to_json() ==
+          R"({"turn":0,"failed_turns":0,"handed_off":false,"previous_answer":"","locale":"","fallback_locale":"ja",)"
+          R"("slots":{"order_id":"A-1"},"visitor":{"name":"佐藤 \"S\""},)"
+          R"("transcript":[{"role":"agent","text":"担当の佐藤です。","decision":"reply"}]})");
+    ask(conv, "返品はできますか");
+    auto r = ask(conv, "担当者と話したい");
+    REQUIRE(r.handoff.has_value());
+    std::string json = conv.to_json();
+    CHECK(valid_json(json));
+    CHECK(json.find(R"("turn":2,)") != std::string::npos);
+    CHECK(json.find(R"("handed_off":true,)") != std::string::npos);
+    CHECK(json.find(R"("entry":"returns-window")") != std::string::npos);
+    std::string package = r.handoff->to_json();
+    auto from = [](const std::string& s) { return s.find(R"("transcript":)"); };
+    std::string in_conversation = json.substr(from(json), json.size() - 1 - from(json));
+    std::string in_package = package.substr(from(package), package.find(R"(,"candidates":)") - from(package));
+    CHECK(in_conversation == in_package);
+  }
+
   TEST_CASE("context rules: the previous answer changes what a short question means") {
     Conversation conv;
     CHECK(ask(conv, "返品できますか").entry_id == "returns-window");

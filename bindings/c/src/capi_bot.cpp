@@ -196,35 +196,6 @@ int reload(mdg_bot* b, madoguchi::Result<bot::KnowledgeBase> kb) {
   return MDG_OK;
 }
 
-std::string conversation_json(const bot::Conversation& c) {
-  madoguchi::detail::JsonWriter w;
-  w.begin_object();
-  w.field("turn", c.turn());
-  w.field("failed_turns", c.failed_turns());
-  w.field("handed_off", c.handed_off());
-  w.field("previous_answer", c.previous_answer());
-  w.field("locale", c.locale());
-  w.field("fallback_locale", c.fallback_locale());
-  w.key("slots").begin_object();
-  for (const auto& [k, v] : c.slots()) w.field(k, v);
-  w.end_object();
-  w.key("visitor").begin_object();
-  for (const auto& [k, v] : c.visitor()) w.field(k, v);
-  w.end_object();
-  w.key("transcript").begin_array();
-  for (const auto& t : c.transcript()) {
-    w.begin_object();
-    w.field("role", t.role);
-    w.field("text", t.text);
-    if (!t.entry_id.empty()) w.field("entry", t.entry_id);
-    w.field("decision", bot::to_string(t.decision));
-    w.end_object();
-  }
-  w.end_array();
-  w.end_object();
-  return w.take();
-}
-
 }  // namespace
 
 extern "C" {
@@ -459,7 +430,7 @@ MDG_EXTERN(int) mdg_conversation_json(mdg_buf* out, const mdg_conversation* conv
   if (out != nullptr) *out = mdg_buf MDG_BUF_INIT;
   MDG_CONVERSATION_CALL("mdg_conversation_json", conv, {
     if (out == nullptr) return null_argument("mdg_conversation_json", "out");
-    return put_buf(out, conversation_json(conv->conv));
+    return put_buf(out, conv->conv.to_json());
   });
 }
 

@@ -540,15 +540,19 @@ void write_triage(JsonWriter& w, const Triage& t) {
   w.end_object();
 }
 
-void write_package(JsonWriter& w, const HandoffPackage& p) {
-  w.begin_object().field("reason", p.reason).field("locale", p.locale);
+void write_transcript(JsonWriter& w, const std::vector<Turn>& transcript) {
   w.key("transcript").begin_array();
-  for (const auto& t : p.transcript) {
+  for (const auto& t : transcript) {
     w.begin_object().field("role", t.role).field("text", t.text);
     if (!t.entry_id.empty()) w.field("entry", t.entry_id);
     w.field("decision", to_string(t.decision)).end_object();
   }
   w.end_array();
+}
+
+void write_package(JsonWriter& w, const HandoffPackage& p) {
+  w.begin_object().field("reason", p.reason).field("locale", p.locale);
+  write_transcript(w, p.transcript);
   write_candidates(w, p.candidates);
   write_strings(w, "rules_fired", p.rules_fired);
   write_triage(w, p.triage);
@@ -562,6 +566,17 @@ void write_package(JsonWriter& w, const HandoffPackage& p) {
 std::string HandoffPackage::to_json() const {
   JsonWriter w;
   write_package(w, *this);
+  return w.take();
+}
+
+std::string Conversation::to_json() const {
+  JsonWriter w;
+  w.begin_object().field("turn", visitor_turns_).field("failed_turns", failed_turns_).field("handed_off", handed_off_)
+      .field("previous_answer", previous_answer_).field("locale", locale_).field("fallback_locale", fallback_locale_);
+  write_map(w, "slots", slots_);
+  write_map(w, "visitor", visitor_);
+  write_transcript(w, transcript_);
+  w.end_object();
   return w.take();
 }
 

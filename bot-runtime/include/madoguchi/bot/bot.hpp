@@ -121,6 +121,10 @@ class Conversation {
   void hand_back() noexcept { handed_off_ = false; failed_turns_ = 0; }
   // Records a turn said by someone else (an agent) so the transcript stays whole.
   void add_turn(Turn turn);
+  // The state as one JSON object: turn, failed_turns, handed_off, previous_answer, locale,
+  // fallback_locale, slots, visitor and the transcript, written as in HandoffPackage::to_json
+  // (docs/policy.md, "Conversation JSON"; what mdg_conversation_json returns).
+  std::string to_json() const;
 
   // The transcript keeps the last kMaxTurns turns (visitor, bot and agent turns alike), so
   // that a conversation that goes on for days holds bounded memory; a host that needs every

@@ -4,7 +4,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
+#include <string_view>
 
 using namespace madoguchi::bot;
 using madoguchi::ErrorCode;
@@ -153,6 +155,27 @@ TEST_SUITE("bot.knowledge") {
     auto tsv = parse_knowledge_sheet("id\tquestion\tanswer_en\na\thow, really?\tlike this\n", "s.tsv", '\t');
     REQUIRE(tsv.is_ok());
     CHECK(tsv->entries[0].questions[0] == "how, really?");
+  }
+
+  TEST_CASE("text in memory: parse_knowledge picks the parser of the format and refuses over 256 MiB") {
+    auto json = parse_knowledge(kGood, KnowledgeFormat::kJson, "kb.json");
+    REQUIRE(json.is_ok());
+    CHECK(json->source == "kb.json");
+    CHECK(json->entries.size() == 2);
+    auto csv = parse_knowledge("id,question,answer\na,how, really?,x\n", KnowledgeFormat::kCsv, "");
+    REQUIRE_FALSE(csv.is_ok());  // the comma splits the question: 4 fields
+    CHECK(mentions(csv.status(), "<string>:2:"));
+    auto tsv = parse_knowledge("id\tquestion\tanswer\na\thow, really?\tx\n", KnowledgeFormat::kTsv, "");
+    REQUIRE(tsv.is_ok());
+    CHECK(tsv->source == "<string>");
+    CHECK(tsv->entries[0].questions[0] == "how, really?");
+    // Refused before it is read: the bytes are never touched.
+    const std::size_t huge = (std::size_t{256} << 20) + 1;
+    std::unique_ptr<char[]> bytes(new char[huge]);
+    auto big = parse_knowledge(std::string_view(bytes.get(), huge), KnowledgeFormat::kJson, "huge.json");
+    REQUIRE_FALSE(big.is_ok());
+    CHECK(big.status().code() == ErrorCode::kResourceExhausted);
+    CHECK(big.status().message() == "huge.json: the knowledge base is 268435457 bytes; at most 256 MiB are read");
   }
 
   TEST_CASE("files: missing, unknown extension") {

@@ -25,8 +25,6 @@ namespace bot = madoguchi::bot;
 
 namespace {
 
-constexpr std::size_t kMaxKnowledgeBytes = std::size_t{256} << 20;  // as load_knowledge_file()
-
 // What a bot is opened with, and every reload reuses.
 struct BotConfig {
   std::string mecab_dicdir;
@@ -35,16 +33,13 @@ struct BotConfig {
   madoguchi::Logger logger;
 };
 
+// The knowledge base in `text`: bot::parse_knowledge, with the format of madoguchi.h.
 madoguchi::Result<bot::KnowledgeBase> parse_string(std::string_view text, int format, const char* source_name) {
-  std::string source = source_name != nullptr && *source_name != '\0' ? source_name : "<string>";
-  if (text.size() > kMaxKnowledgeBytes) {
-    return madoguchi::resource_exhausted(source + ": the knowledge base is " + std::to_string(text.size()) +
-                                         " bytes; at most 256 MiB are read");
-  }
+  std::string_view source = source_name != nullptr ? source_name : "";  // "<string>" when empty
   switch (format) {
-    case MDG_KB_JSON: return bot::parse_knowledge_json(text, source);
-    case MDG_KB_CSV: return bot::parse_knowledge_sheet(text, source, ',');
-    case MDG_KB_TSV: return bot::parse_knowledge_sheet(text, source, '\t');
+    case MDG_KB_JSON: return bot::parse_knowledge(text, bot::KnowledgeFormat::kJson, source);
+    case MDG_KB_CSV: return bot::parse_knowledge(text, bot::KnowledgeFormat::kCsv, source);
+    case MDG_KB_TSV: return bot::parse_knowledge(text, bot::KnowledgeFormat::kTsv, source);
     default:
       return madoguchi::invalid_argument("unknown knowledge base format " + std::to_string(format) +
                                          " (MDG_KB_JSON, MDG_KB_CSV or MDG_KB_TSV)");

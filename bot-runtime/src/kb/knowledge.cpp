@@ -208,13 +208,30 @@ Result<KnowledgeBase> parse_knowledge_sheet(std::string_view text, std::string_v
   return kb;
 }
 
+namespace {
+constexpr std::size_t kMaxKnowledgeBytes = std::size_t{256} << 20;  // "256 MiB" in the messages
+}  // namespace
+
+Result<KnowledgeBase> parse_knowledge(std::string_view text, KnowledgeFormat format, std::string_view source_name) {
+  if (text.size() > kMaxKnowledgeBytes) {
+    std::string source(source_name.empty() ? "<string>" : source_name);
+    return resource_exhausted(source + ": the knowledge base is " + std::to_string(text.size()) +
+                              " bytes; at most 256 MiB are read");
+  }
+  switch (format) {
+    case KnowledgeFormat::kJson: return parse_knowledge_json(text, source_name);
+    case KnowledgeFormat::kCsv: return parse_knowledge_sheet(text, source_name, ',');
+    case KnowledgeFormat::kTsv: return parse_knowledge_sheet(text, source_name, '\t');
+  }
+  return invalid_argument("unknown knowledge base format " + std::to_string(static_cast<int>(format)));
+}
+
 Result<KnowledgeBase> load_knowledge_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return not_found(path + ": cannot open the knowledge base file (check the path)");
   in.seekg(0, std::ios::end);
   auto size = static_cast<std::size_t>(in.tellg());
-  constexpr std::size_t kMax = 256u << 20;
-  if (size > kMax) {
+  if (size > kMaxKnowledgeBytes) {
     return resource_exhausted(path + ": the file is " + std::to_string(size >> 20) +
                               " MiB; knowledge bases over 256 MiB are refused");
   }
@@ -227,9 +244,9 @@ Result<KnowledgeBase> load_knowledge_file(const std::string& path) {
            std::equal(suffix.rbegin(), suffix.rend(), path.rbegin(),
                       [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); });
   };
-  if (ends_with(".csv")) return parse_knowledge_sheet(text, path, ',');
-  if (ends_with(".tsv")) return parse_knowledge_sheet(text, path, '\t');
-  if (ends_with(".json")) return parse_knowledge_json(text, path);
+  if (ends_with(".csv")) return parse_knowledge(text, KnowledgeFormat::kCsv, path);
+  if (ends_with(".tsv")) return parse_knowledge(text, KnowledgeFormat::kTsv, path);
+  if (ends_with(".json")) return parse_knowledge(text, KnowledgeFormat::kJson, path);
   return invalid_argument(path + ": unknown knowledge base format; use .json, .csv or .tsv");
 }
 

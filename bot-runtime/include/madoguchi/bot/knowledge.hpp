@@ -148,7 +148,19 @@ Result<KnowledgeBase> parse_knowledge_json(std::string_view json, std::string_vi
 Result<KnowledgeBase> parse_knowledge_sheet(std::string_view text, std::string_view source_name,
                                             char delimiter);
 
-// Loads a file by extension: .json, .csv, .tsv. Sizes over 256 MiB are refused.
+// The formats of a knowledge base (docs/knowledge-format.md).
+enum class KnowledgeFormat : int {
+  kJson = 0,  // parse_knowledge_json
+  kCsv = 1,   // parse_knowledge_sheet with ','
+  kTsv = 2,   // parse_knowledge_sheet with '\t'
+};
+
+// Parses a knowledge base held in memory with the parser of `format`; `source_name` is used
+// in error messages ("<string>" when empty). Texts over 256 MiB are refused before they are
+// read (kResourceExhausted), as by load_knowledge_file.
+Result<KnowledgeBase> parse_knowledge(std::string_view text, KnowledgeFormat format, std::string_view source_name);
+
+// Loads a file by extension: .json, .csv, .tsv (any case). Sizes over 256 MiB are refused.
 Result<KnowledgeBase> load_knowledge_file(const std::string& path);
 
 // Overrides one setting by name, as `madoguchi-bot --set` and host configs do:

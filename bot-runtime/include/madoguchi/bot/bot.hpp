@@ -150,9 +150,9 @@ struct BotOptions {
   TextOptions text;  // MeCab dictionary; the KB's dictionary and synonyms are added
   Logger logger;
   std::size_t max_message_bytes = 16 * 1024;  // longer messages are cut at a character boundary
-  // Threads that create() uses to analyze the texts and prepare the model's training examples
-  // (0: one per hardware thread, at most 8; 1: the calling thread only). The bot is the same
-  // either way. Each thread's MeCab lattice and scoring scratch stay in the bot's pools.
+  // Threads that create() uses to analyze the texts, prepare the model's training examples and
+  // train it (0: one per hardware thread, at most 8; 1: the calling thread only). The bot is
+  // the same either way. Each thread's MeCab lattice and scoring scratch stay in the bot's pools.
   unsigned build_threads = 0;
 };
 

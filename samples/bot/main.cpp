@@ -62,35 +62,6 @@ Result<std::shared_ptr<const Bot>> open_bot(const Args& args) {
   return Bot::create(std::move(kb), std::move(options));
 }
 
-void print_explanation(const Reply& r) {
-  std::printf("normalized: %s  [%s]\n", r.explanation.normalized.c_str(), r.locale.c_str());
-  std::printf("tokens:    ");
-  for (const auto& t : r.explanation.tokens) {
-    const char* mark = t.kind == TokenKind::kUserTerm ? "*" : t.kind == TokenKind::kUnknown ? "?" : "";
-    std::printf(" %s%s%s", t.content ? "" : "(", (t.text + mark).c_str(), t.content ? "" : ")");
-  }
-  std::printf("\n");
-  if (!r.rules_fired.empty()) {
-    std::printf("rules:      ");
-    for (const auto& id : r.rules_fired) std::printf("%s ", id.c_str());
-    std::printf("\n");
-  }
-  if (!r.candidates.empty()) {
-    std::printf("candidates:\n");
-    for (std::size_t i = 0; i < r.candidates.size(); ++i) {
-      const auto& c = r.candidates[i];
-      std::printf("  %zu. %-32s confidence %.3f  score %7.3f  bm25 %.3f\n", i + 1, c.entry_id.c_str(), c.confidence,
-                  c.score, c.bm25);
-    }
-  }
-  std::printf("triage:     complexity %.2f  severity %.2f  effort %.2f", r.triage.complexity, r.triage.severity,
-              r.triage.effort);
-  for (const auto& s : r.triage.signals) std::printf("  %s", s.c_str());
-  std::printf("\n");
-  std::printf("decision:   %s (%s)%s%s\n", std::string(to_string(r.decision)).c_str(), r.reason.c_str(),
-              r.entry_id.empty() ? "" : " -> ", r.entry_id.c_str());
-}
-
 void print_reply(const Reply& r) {
   std::printf("%s\n", r.text.c_str());
   for (std::size_t i = 0; i < r.options.size(); ++i) {
@@ -116,7 +87,7 @@ int cmd_ask(const Args& args) {
     } else {
       print_reply(*reply);
       std::printf("\n");
-      print_explanation(*reply);
+      std::fputs(reply->explain().c_str(), stdout);
       if (reply->handoff) std::printf("hand-off:   %s\n", reply->handoff->to_json().c_str());
     }
     return true;

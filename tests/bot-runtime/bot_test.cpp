@@ -127,6 +127,22 @@ TEST_SUITE("bot.policy") {
     CHECK(en.locale == "en");
   }
 
+  TEST_CASE("the explanation has one line per part, the candidates one each") {
+    Conversation conv;
+    const Reply r = ask(conv, "担当者と話したい");
+    const std::string text = r.explain();
+    CAPTURE(text);
+    CHECK(text.rfind("normalized: 担当者と話したい  [ja]\n", 0) == 0);
+    CHECK(text.find("\ntokens:     ") != std::string::npos);
+    CHECK(text.find("\nrules:      human-request\n") != std::string::npos);  // no space at the end
+    CHECK(text.find("\ntriage:     complexity ") != std::string::npos);
+    CHECK(text.find("\ndecision:   handoff (visitor asked for a person)\n") != std::string::npos);
+    std::size_t lines = 0;
+    for (char c : text) lines += c == '\n' ? 1 : 0;
+    CHECK(lines == 5 + (r.candidates.empty() ? 0 : 1 + r.candidates.size()));
+    CHECK(text.back() == '\n');
+  }
+
   TEST_CASE("asking for a person hands off with the whole context") {
     Conversation conv;
     conv.visitor()["customer_id"] = "c-42";

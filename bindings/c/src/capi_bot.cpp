@@ -11,8 +11,6 @@
 #include <madoguchi/detail/json_writer.hpp>
 
 #include <atomic>
-#include <cstdarg>
-#include <cstdio>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -74,55 +72,6 @@ int read_options(const char* function, const mdg_bot_options* opts, BotConfig& c
   }
   config.logger = make_logger(opts->log_cb, opts->log_level, opts->userdata);
   return MDG_OK;
-}
-
-std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-std::string format(const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  va_list ap2;
-  va_copy(ap2, ap);
-  int n = std::vsnprintf(nullptr, 0, fmt, ap);
-  va_end(ap);
-  std::string s(n > 0 ? static_cast<std::size_t>(n) : 0, '\0');
-  if (n > 0) std::vsnprintf(s.data(), s.size() + 1, fmt, ap2);
-  va_end(ap2);
-  return s;
-}
-
-// The explanation `madoguchi-bot ask` prints, as text.
-std::string explain(const bot::Reply& r) {
-  std::string s = "normalized: " + r.explanation.normalized + "  [" + r.locale + "]\n";
-  s += "tokens:    ";
-  for (const auto& t : r.explanation.tokens) {
-    const char* mark = t.kind == bot::TokenKind::kUserTerm ? "*" : t.kind == bot::TokenKind::kUnknown ? "?" : "";
-    s += " ";
-    s += t.content ? "" : "(";
-    s += t.text + mark;
-    s += t.content ? "" : ")";
-  }
-  s += "\n";
-  if (!r.rules_fired.empty()) {
-    s += "rules:     ";
-    for (const auto& id : r.rules_fired) s += " " + id;
-    s += "\n";
-  }
-  if (!r.candidates.empty()) {
-    s += "candidates:\n";
-    for (std::size_t i = 0; i < r.candidates.size(); ++i) {
-      const auto& c = r.candidates[i];
-      s += format("  %zu. %-32s confidence %.3f  score %7.3f  bm25 %.3f\n", i + 1, c.entry_id.c_str(), c.confidence,
-                  c.score, c.bm25);
-    }
-  }
-  s += format("triage:     complexity %.2f  severity %.2f  effort %.2f", r.triage.complexity, r.triage.severity,
-              r.triage.effort);
-  for (const auto& sig : r.triage.signals) s += "  " + sig;
-  s += "\n";
-  s += "decision:   " + std::string(bot::to_string(r.decision)) + " (" + r.reason + ")";
-  if (!r.entry_id.empty()) s += " -> " + r.entry_id;
-  s += "\n";
-  return s;
 }
 
 }  // namespace
@@ -492,7 +441,7 @@ MDG_EXTERN(int) mdg_reply_explain(mdg_buf* out, const mdg_reply* r) {
     if (out == nullptr) return null_argument("mdg_reply_explain", "out");
     *out = mdg_buf MDG_BUF_INIT;
     if (r == nullptr) return null_argument("mdg_reply_explain", "reply");
-    return put_buf(out, explain(r->reply));
+    return put_buf(out, r->reply.explain());
   });
 }
 

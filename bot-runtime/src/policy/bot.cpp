@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <unordered_map>
 
 namespace madoguchi::bot {
@@ -578,6 +579,51 @@ std::string Conversation::to_json() const {
   write_transcript(w, transcript_);
   w.end_object();
   return w.take();
+}
+
+std::string Reply::explain() const {
+  // printf-style formatting of one line into `out`.
+  auto append = [](std::string& out, const char* fmt, auto... args) {
+    char buf[256];
+    int n = std::snprintf(buf, sizeof buf, fmt, args...);
+    if (n < 0) return;
+    if (static_cast<std::size_t>(n) < sizeof buf) {
+      out.append(buf, static_cast<std::size_t>(n));
+    } else {
+      std::string big(static_cast<std::size_t>(n), '\0');
+      std::snprintf(big.data(), big.size() + 1, fmt, args...);
+      out += big;
+    }
+  };
+  std::string s = "normalized: " + explanation.normalized + "  [" + locale + "]\n";
+  s += "tokens:    ";
+  for (const auto& t : explanation.tokens) {
+    const char* mark = t.kind == TokenKind::kUserTerm ? "*" : t.kind == TokenKind::kUnknown ? "?" : "";
+    s += t.content ? " " : " (";
+    s += t.text + mark;
+    s += t.content ? "" : ")";
+  }
+  s += "\n";
+  if (!rules_fired.empty()) {
+    s += "rules:     ";
+    for (const auto& id : rules_fired) s += " " + id;
+    s += "\n";
+  }
+  if (!candidates.empty()) {
+    s += "candidates:\n";
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+      const auto& c = candidates[i];
+      append(s, "  %zu. %-32s confidence %.3f  score %7.3f  bm25 %.3f\n", i + 1, c.entry_id.c_str(), c.confidence,
+             c.score, c.bm25);
+    }
+  }
+  append(s, "triage:     complexity %.2f  severity %.2f  effort %.2f", triage.complexity, triage.severity,
+         triage.effort);
+  for (const auto& sig : triage.signals) s += "  " + sig;
+  s += "\ndecision:   " + std::string(to_string(decision)) + " (" + reason + ")";
+  if (!entry_id.empty()) s += " -> " + entry_id;
+  s += "\n";
+  return s;
 }
 
 std::string Reply::to_json() const {

@@ -97,6 +97,10 @@ struct Reply {
   Explanation explanation;
   std::optional<HandoffPackage> handoff;    // kHandoff
   std::string to_json() const;              // the whole reply as one JSON object
+  // The explanation `madoguchi-bot ask` prints (docs/cli.md): the normalized text and its
+  // locale, the tokens, the rules fired, the candidates, triage and the decision, one line
+  // each (the candidates one line each), every line ending in '\n'.
+  std::string explain() const;
 };
 
 // One visitor's conversation with the bot: turns, slots, what was answered, failures.

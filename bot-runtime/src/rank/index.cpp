@@ -46,6 +46,15 @@ void keep_best(std::vector<T>& heap, std::size_t k, const T& v, Better better) {
   }
 }
 
+// Each candidate's p: the softmax of the logits, with a null class of logit `tau` beside them.
+void set_softmax(std::vector<Ranked>& cands, float tau) {
+  float m = tau;
+  for (const auto& c : cands) m = std::max(m, c.z);
+  double denom = std::exp(static_cast<double>(tau - m));
+  for (const auto& c : cands) denom += std::exp(static_cast<double>(c.z - m));
+  for (auto& c : cands) c.p = static_cast<float>(std::exp(static_cast<double>(c.z - m)) / denom);
+}
+
 // Calibration needs this many held-out questions, and uses at most kMaxHeldOut.
 constexpr std::size_t kMinHeldOut = 30, kMaxHeldOut = 3000;
 
@@ -469,11 +478,7 @@ void Index::train(const std::vector<Example>& examples, std::vector<std::uint32_
     if (!has_gold) {
       const EntryScore& gold = s.entry[ex.entry];
       cs.push_back({ex.entry, logit(gold), gold.bm25, 0});
-      float m = tau;
-      for (const auto& c : cs) m = std::max(m, c.z);
-      double denom = std::exp(static_cast<double>(tau - m));
-      for (const auto& c : cs) denom += std::exp(static_cast<double>(c.z - m));
-      for (auto& c : cs) c.p = static_cast<float>(std::exp(static_cast<double>(c.z - m)) / denom);
+      set_softmax(cs, tau);
     }
     out.clear();
     for (const auto& c : cs) out.emplace_back(c.entry, (c.entry == ex.entry ? 1.0f : 0.0f) - c.p);
@@ -708,12 +713,7 @@ void Index::top_k(Scratch& s, std::size_t k, std::vector<Ranked>& out, double nu
     out.resize(k);
   }
   std::sort(out.begin(), out.end(), better);
-  auto tau = static_cast<float>(null_logit);
-  float m = tau;
-  for (const auto& r : out) m = std::max(m, r.z);
-  double denom = std::exp(static_cast<double>(tau - m));
-  for (const auto& r : out) denom += std::exp(static_cast<double>(r.z - m));
-  for (auto& r : out) r.p = static_cast<float>(std::exp(static_cast<double>(r.z - m)) / denom);
+  set_softmax(out, static_cast<float>(null_logit));
 }
 
 std::vector<Ranked> Index::rank(const Analysis& a, std::size_t k) const {

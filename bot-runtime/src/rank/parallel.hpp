@@ -1,4 +1,5 @@
-// parallel_for(): the independent parts of building an index, on several threads (private).
+// parallel_for() and Team: the independent parts of building an index, on several threads
+// (private).
 #pragma once
 
 #include <algorithm>
@@ -29,64 +30,12 @@ inline unsigned worker_count(unsigned requested, std::size_t items, std::size_t 
   return static_cast<unsigned>(std::clamp<std::size_t>(blocks, 1, threads));
 }
 
-// Calls body(begin, end) for consecutive blocks of `grain` items covering [0, n), from
-// `threads` threads (the calling thread among them), and returns when every block is done.
-// Which thread runs a block is not fixed, so `body` must write only to its own items: then
-// the results do not depend on the number of threads. If `body` throws, no further block
-// starts and the first exception is rethrown here; if a thread cannot be started, the
-// others do its share.
-template <typename Body>
-void parallel_for(std::size_t n, unsigned threads, std::size_t grain, Body&& body) {
-  grain = std::max<std::size_t>(1, grain);
-  threads = worker_count(threads, n, grain);
-  if (n == 0) return;
-  if (threads == 1) {
-    body(std::size_t{0}, n);
-    return;
-  }
-  std::atomic<std::size_t> next{0};
-  std::atomic<bool> failed{false};
-  std::mutex error_mu;
-  std::exception_ptr error;
-  auto work = [&]() noexcept {
-    try {
-      while (!failed.load(std::memory_order_relaxed)) {
-        std::size_t begin = next.fetch_add(grain, std::memory_order_relaxed);
-        if (begin >= n) return;
-        body(begin, std::min(n, begin + grain));
-      }
-    } catch (...) {
-      std::lock_guard lock(error_mu);
-      if (!error) error = std::current_exception();
-      failed.store(true, std::memory_order_relaxed);
-    }
-  };
-  {
-    // Joined when this block ends. (std::thread rather than std::jthread, which the C++
-    // libraries of some mobile toolchains do not have yet.)
-    struct Helpers {
-      std::vector<std::thread> running;
-      ~Helpers() {
-        for (auto& t : running) t.join();
-      }
-    } helpers;
-    helpers.running.reserve(threads - 1);
-    for (unsigned t = 1; t < threads; ++t) {
-      try {
-        helpers.running.emplace_back(work);
-      } catch (const std::system_error&) {
-        break;  // no more threads: the ones running take the remaining blocks
-      }
-    }
-    work();
-  }
-  if (error) std::rethrow_exception(error);
-}
-
 // A fixed set of threads that run one task after another, all of them on every thread:
 // training's mini-batches make thousands of parallel steps a few hundred microseconds long,
 // too short to start threads for each. Between tasks the helpers spin (yielding) for a
 // while before they sleep, so that the next task reaches them without a wake-up.
+// (std::thread rather than std::jthread, which the C++ libraries of some mobile toolchains
+// do not have yet.)
 class Team {
  public:
   // `threads` counts the calling thread; if a helper cannot be started, the team is smaller.
@@ -181,5 +130,37 @@ class Team {
   std::exception_ptr error_;  // under mu_
   std::vector<std::thread> helpers_;  // last: started once the rest is ready
 };
+
+// Calls body(begin, end) for consecutive blocks of `grain` items covering [0, n), from
+// `threads` threads (the calling thread among them), and returns when every block is done.
+// Which thread runs a block is not fixed, so `body` must write only to its own items: then
+// the results do not depend on the number of threads. If `body` throws, no further block
+// starts and the first exception is rethrown here; if a thread cannot be started, the
+// others do its share.
+template <typename Body>
+void parallel_for(std::size_t n, unsigned threads, std::size_t grain, Body&& body) {
+  grain = std::max<std::size_t>(1, grain);
+  threads = worker_count(threads, n, grain);
+  if (n == 0) return;
+  if (threads == 1) {
+    body(std::size_t{0}, n);
+    return;
+  }
+  std::atomic<std::size_t> next{0};
+  std::atomic<bool> failed{false};
+  Team team(threads);
+  team.run([&](unsigned) {
+    try {
+      while (!failed.load(std::memory_order_relaxed)) {
+        std::size_t begin = next.fetch_add(grain, std::memory_order_relaxed);
+        if (begin >= n) return;
+        body(begin, std::min(n, begin + grain));
+      }
+    } catch (...) {
+      failed.store(true, std::memory_order_relaxed);
+      throw;  // Team::run rethrows the first
+    }
+  });
+}
 
 }  // namespace madoguchi::bot::detail

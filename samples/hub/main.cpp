@@ -179,6 +179,14 @@ Result<std::shared_ptr<const bot::Bot>> build_bot(const std::string& path, const
   return bot::Bot::create(std::move(kb), options);
 }
 
+// The set holding SIGHUP alone.
+sigset_t sighup_set() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGHUP);
+  return set;
+}
+
 // SIGHUP reloads the knowledge base: a thread of its own waits for the signal, builds the new
 // bot while the hub goes on answering with the old one, and hands it over (Hub::set_bot). A
 // knowledge base that does not load or build is logged and the previous one stays.
@@ -199,9 +207,7 @@ class Reloader {
 
  private:
   void run() {
-    sigset_t hup;
-    sigemptyset(&hup);
-    sigaddset(&hup, SIGHUP);
+    const sigset_t hup = sighup_set();
     for (;;) {
       int sig = 0;
       if (sigwait(&hup, &sig) != 0) continue;
@@ -238,9 +244,7 @@ class Reloader {
 int main(int argc, char** argv) {
   {
     // Before any thread starts, so that every thread inherits it (see Reloader).
-    sigset_t hup;
-    sigemptyset(&hup);
-    sigaddset(&hup, SIGHUP);
+    const sigset_t hup = sighup_set();
     pthread_sigmask(SIG_BLOCK, &hup, nullptr);
   }
   Options o;

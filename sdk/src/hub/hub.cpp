@@ -124,7 +124,7 @@ struct Session {
   bool closing = false;
   bool quiet = false;        // closing, and the peer has sent nothing for kCloseQuietS
   double closing_since = 0;  // steady_seconds() when closing began
-  double last_heard = 0;     // steady_seconds() of the peer's last frame
+  double last_heard = 0;     // steady_seconds() of the peer's last frame since closing began, else of the close
   int close_code = 0;
 };
 
@@ -240,7 +240,7 @@ struct Hub::Impl {
     if (s.closing) return;
     s.closing = true;
     s.close_code = code;
-    s.closing_since = steady_seconds();
+    s.closing_since = s.last_heard = steady_seconds();
     if (closing.empty()) lws_sul_schedule(ctx, 0, &close_check.sul, check_closing, kCloseCheckUs);
     closing.insert(s.wsi);
     lws_callback_on_writable(s.wsi);
@@ -255,7 +255,7 @@ struct Hub::Impl {
         continue;
       }
       Session& s = *found->second;
-      if (now - std::max(s.last_heard, s.closing_since) >= kCloseQuietS || now - s.closing_since >= kCloseLingerS) {
+      if (now - s.last_heard >= kCloseQuietS || now - s.closing_since >= kCloseLingerS) {
         s.quiet = true;
         lws_callback_on_writable(s.wsi);
         it = im.closing.erase(it);

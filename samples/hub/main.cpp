@@ -35,7 +35,7 @@ constexpr const char* kUsage =
     "usage: madoguchi-hub [--config FILE] [--kb FILE] [--store FILE] [--host ADDR] [--port N]\n"
     "                     [--agent NAME:PASSWORD]... [--secret S] [--static DIR] [--origin URL]...\n"
     "                     [--tls-cert PEM --tls-key PEM] [--mecab-dicdir DIR] [--durability full|process]\n"
-    "                     [--verbose]\n"
+    "                     [--bot-threads N] [--verbose]\n"
     "defaults: --kb samples/kb/shop.json --store madoguchi.db --host 127.0.0.1 --port 8080\n";
 
 hub::Hub* g_hub = nullptr;
@@ -89,6 +89,12 @@ Status read_config(const std::string& path, Options& o) {
       int64_t p;
       if (field.value.get_int64().get(p) != simdjson::SUCCESS) return invalid_argument(path + ": \"port\" must be a number");
       o.hub.port = static_cast<int>(p);
+    } else if (key == "bot_threads") {
+      int64_t n;
+      if (field.value.get_int64().get(n) != simdjson::SUCCESS || n < 1 || n > 64) {
+        return invalid_argument(path + ": \"bot_threads\" must be a whole number, 1 to 64");
+      }
+      o.hub.bot_threads = static_cast<unsigned>(n);
     } else if (key == "conversation_idle_ms" || key == "max_cached_conversations") {
       int64_t n;
       if (field.value.get_int64().get(n) != simdjson::SUCCESS || n < 0) {
@@ -117,7 +123,7 @@ Status read_config(const std::string& path, Options& o) {
       }
     } else {
       return invalid_argument(path + ": unknown setting \"" + key +
-                              "\" (kb, store, host, port, secret, agents, origins, static, tls_cert, tls_key, mecab_dicdir, conversation_idle_ms, max_cached_conversations)");
+                              "\" (kb, store, host, port, secret, agents, origins, static, tls_cert, tls_key, mecab_dicdir, bot_threads, conversation_idle_ms, max_cached_conversations)");
     }
   }
   return Status::ok();
@@ -279,6 +285,12 @@ int main(int argc, char** argv) {
     else if (a == "--tls-cert") o.hub.tls_cert = v;
     else if (a == "--tls-key") o.hub.tls_key = v;
     else if (a == "--mecab-dicdir") o.dicdir = v;
+    else if (a == "--bot-threads") {
+      char* end = nullptr;
+      long n = std::strtol(v, &end, 10);
+      if (*v == '\0' || *end != '\0' || n < 1 || n > 64) return fail("--bot-threads is a whole number, 1 to 64");
+      o.hub.bot_threads = static_cast<unsigned>(n);
+    }
     else if (a == "--durability") {
       std::string d = v;
       if (d != "full" && d != "process") return fail("--durability is full or process");

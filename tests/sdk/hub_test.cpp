@@ -279,6 +279,76 @@ TEST_SUITE("sdk.hub") {
     REQUIRE(eventually([&] { return hub.metric("madoguchi_conversations_cached") == 0; }));
   }
 
+  TEST_CASE("hub: a message acknowledged but left unanswered by a crash is answered when the visitor comes back") {
+    mdg_test::TempDir dir("madoguchi-hub-test");
+    const std::string path = dir.file("hub.db");
+    const std::string state = dir.file("visitor.json");
+    std::string conversation;
+    {
+      auto sqlite = hub::open_sqlite_store(path);
+      REQUIRE(sqlite.is_ok());
+      InProcessHub hub({}, std::move(*sqlite));
+      Recorder rec;
+      auto client = visitor(hub.url(), state, rec);
+      auto id = client->send("返品したい");
+      REQUIRE(id.is_ok());
+      REQUIRE(rec.wait([&](const auto& evs) { return count(evs, ack_of(*id)) == 1 && count(evs, is_bot) == 1; }));
+      REQUIRE(client->close(5000));
+      conversation = client->conversation();
+    }
+    // What a crash leaves between the commit of a visitor's message (acknowledged) and the
+    // commit of the bot's answer: the message, stored last.
+    {
+      auto store = hub::open_sqlite_store(path);
+      REQUIRE(store.is_ok());
+      protocol::Frame f;
+      f.type = protocol::FrameType::kMessage;
+      f.id = "m-before-the-crash";
+      f.from = "visitor";
+      f.text = "送料はいくらですか";
+      f.at = 1;
+      hub::NewMessage m;
+      m.client_id = f.id;
+      m.sender = "visitor";
+      m.kind = "message";
+      m.body_json = protocol::encode(f);
+      m.created_ms = 1;
+      REQUIRE((*store)->append(conversation, m).is_ok());
+    }
+    auto sqlite = hub::open_sqlite_store(path);
+    REQUIRE(sqlite.is_ok());
+    InProcessHub hub({}, std::move(*sqlite));
+    Recorder rec;
+    auto client = visitor(hub.url(), state, rec);  // the same visitor: its token in the state file
+    REQUIRE(rec.wait([&](const auto& evs) { return count(evs, is_bot) == 1; }));
+    CHECK(client->conversation() == conversation);
+    REQUIRE(client->close(5000));
+
+    auto check = hub::open_sqlite_store(path);
+    REQUIRE(check.is_ok());
+    auto msgs = (*check)->messages_after(conversation, 0, 100);
+    REQUIRE(msgs.is_ok());
+    REQUIRE(msgs->size() == 4);  // question, answer, the question left, its answer: once
+    CHECK((*msgs)[2].client_id == "m-before-the-crash");
+    CHECK((*msgs)[3].sender == "bot");
+    CHECK((*msgs)[3].body_json.find("送料") != std::string::npos);
+  }
+
+  TEST_CASE("hub: bot_threads is 1 to 64") {
+    for (unsigned n : {0u, 65u}) {
+      hub::HubConfig cfg;
+      cfg.port = 0;
+      cfg.secret = "a test secret of 32 bytes.......";
+      cfg.bot_threads = n;
+      auto store = hub::open_sqlite_store(":memory:");
+      REQUIRE(store.is_ok());
+      auto h = hub::Hub::create(cfg, mdg_test::shop_bot(), std::move(*store));
+      REQUIRE_FALSE(h.is_ok());
+      CHECK(h.status().code() == ErrorCode::kInvalidArgument);
+      CHECK(h.status().message().find("bot_threads") != std::string::npos);
+    }
+  }
+
   TEST_CASE("hub: listens on its host address only") {
     mdg_test::TempDir dir("madoguchi-hub-test");
     auto sqlite = hub::open_sqlite_store(dir.file("hub.db"));

@@ -1,8 +1,9 @@
 // The hub: libwebsockets server, conversation state machine, bot in the loop, store first.
 //
 // Everything below runs on the serving thread (lws is single-threaded): sessions,
-// conversations and the store are touched only from that thread. stop() only sets a flag
-// and wakes the loop with lws_cancel_service(), which is safe from any thread.
+// conversations and the store are touched only from that thread, except for the bot's memory
+// of a conversation, which a bot thread uses while it answers (see BotThreads). stop() only
+// sets a flag and wakes the loop with lws_cancel_service(), which is safe from any thread.
 //
 // The event loop is libev's (epoll on Linux), run by the hub as a "foreign" loop for lws, when
 // libwebsockets' libev plugin is installed; otherwise lws's own poll() loop, whose every turn
@@ -14,7 +15,9 @@
 // event loop (one service() call, which handles every socket that was ready), drain()
 // handles all queued frames inside one store batch and ends it with one commit. Replies are
 // only queued on their sessions meanwhile; lws writes them in the next turn, so nothing
-// (acknowledgement, bot answer, forwarded message) leaves the hub before it is durable. If the
+// (acknowledgement, bot answer, forwarded message) leaves the hub before it is durable. A
+// visitor's message is stored and acknowledged in its turn; the bot answers it on a bot
+// thread meanwhile, and the answer is stored in the batch of a later turn. If the
 // commit fails, the frames queued in that turn are taken back and their sessions closed with
 // an internal error: the clients reconnect and resend, as after any connection loss.
 #include <madoguchi/hub.hpp>
@@ -32,9 +35,15 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <system_error>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -60,6 +69,8 @@ double steady_seconds() {
 // every kCloseCheckUs.
 constexpr double kCloseQuietS = 0.2, kCloseLingerS = 2.0;
 constexpr lws_usec_t kCloseCheckUs = 50 * LWS_US_PER_MS;
+
+constexpr unsigned kMaxBotThreads = 64;  // HubConfig::bot_threads
 
 // Random identifier characters from OpenSSL's CSPRNG.
 std::string random_id(std::string_view prefix, std::size_t n) {
@@ -128,10 +139,118 @@ struct Session {
   int close_code = 0;
 };
 
-struct Conversation {
+struct Conversation : std::enable_shared_from_this<Conversation> {
   ConversationRecord record;
+  // The bot's memory of the conversation. A bot thread holds bot_mu while it answers; the
+  // serving thread takes it to change `bot` once the conversation may have questions out.
+  std::mutex bot_mu;
   bot::Conversation bot;
+  int bot_jobs = 0;      // questions given to the bot and not finished yet (serving thread)
   double last_used = 0;  // steady_seconds()
+};
+
+// The bot answers on threads of its own, so that the serving thread goes on reading, storing
+// and sending while it thinks (docs/hub.md, "Threads"). A conversation always goes to the
+// same thread, whose questions are answered one after another: a conversation's answers come
+// in the order of its questions. Finished answers wait in a list that the serving thread
+// takes; `wake` (lws_cancel_service) tells it there is something to take.
+class BotThreads {
+ public:
+  struct Job {
+    std::shared_ptr<Conversation> conversation;
+    std::shared_ptr<const bot::Bot> bot;
+    std::string text;
+    std::string frame_id;  // the visitor's message, for an error frame
+  };
+  struct Done {
+    std::shared_ptr<Conversation> conversation;
+    Result<bot::Reply> reply;
+    std::string frame_id;
+  };
+
+  // `threads` >= 1. Throws std::system_error when a thread cannot be started.
+  BotThreads(unsigned threads, std::function<void()> wake) : wake_(std::move(wake)) {
+    for (unsigned i = 0; i < threads; ++i) lanes_.push_back(std::make_unique<Lane>());
+    for (auto& lane : lanes_) lane->thread = std::thread([this, l = lane.get()]() { serve(*l); });
+  }
+  BotThreads(const BotThreads&) = delete;
+  BotThreads& operator=(const BotThreads&) = delete;
+  // Answers the questions already given, then stops.
+  ~BotThreads() {
+    for (auto& lane : lanes_) {
+      {
+        std::lock_guard lock(lane->mu);
+        lane->stop = true;
+      }
+      lane->wake.notify_one();
+    }
+    for (auto& lane : lanes_) {
+      if (lane->thread.joinable()) lane->thread.join();
+    }
+  }
+
+  // `lane_key`: the conversation's id (the lane is chosen by it).
+  void submit(std::string_view lane_key, Job job) {
+    Lane& lane = *lanes_[std::hash<std::string_view>{}(lane_key) % lanes_.size()];
+    {
+      std::lock_guard lock(lane.mu);
+      lane.jobs.push_back(std::move(job));
+    }
+    lane.wake.notify_one();
+  }
+
+  // The answers finished since the last call, in the order each lane finished them.
+  std::vector<Done> take_done() {
+    std::vector<Done> out;
+    if (!has_done_.load(std::memory_order_acquire)) return out;
+    std::lock_guard lock(done_mu_);
+    out.swap(done_);
+    has_done_.store(false, std::memory_order_relaxed);
+    return out;
+  }
+
+ private:
+  struct Lane {
+    std::mutex mu;
+    std::condition_variable wake;
+    std::deque<Job> jobs;  // under mu
+    bool stop = false;     // under mu
+    std::thread thread;
+  };
+
+  void serve(Lane& lane) {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock lock(lane.mu);
+        lane.wake.wait(lock, [&]() { return lane.stop || !lane.jobs.empty(); });
+        if (lane.jobs.empty()) return;  // stopping, and every question answered
+        job = std::move(lane.jobs.front());
+        lane.jobs.pop_front();
+      }
+      Result<bot::Reply> reply = internal_error("the bot did not answer");
+      try {
+        std::lock_guard lock(job.conversation->bot_mu);
+        reply = job.bot->respond(job.conversation->bot, job.text);
+      } catch (const std::exception& e) {
+        reply = internal_error(std::string("the bot failed: ") + e.what());
+      }
+      bool first = false;
+      {
+        std::lock_guard lock(done_mu_);
+        first = done_.empty();
+        done_.push_back({std::move(job.conversation), std::move(reply), std::move(job.frame_id)});
+        has_done_.store(true, std::memory_order_release);
+      }
+      if (first) wake_();
+    }
+  }
+
+  std::function<void()> wake_;
+  std::mutex done_mu_;
+  std::vector<Done> done_;  // under done_mu_
+  std::atomic<bool> has_done_{false};
+  std::vector<std::unique_ptr<Lane>> lanes_;  // last: their threads use the rest
 };
 
 // Process-wide: lws logs through one emit function.
@@ -188,7 +307,10 @@ struct Hub::Impl {
   } close_check{{}, this};
   std::unordered_map<std::string, std::vector<Session*>> visitors_of;  // conversation -> sessions
   std::unordered_map<std::string, std::vector<Session*>> agents_by_name;
-  std::unordered_map<std::string, std::unique_ptr<Conversation>> conversations;
+  // Shared with the bot threads while they answer in them.
+  std::unordered_map<std::string, std::shared_ptr<Conversation>> conversations;
+  std::unique_ptr<BotThreads> bot_threads;  // see BotThreads
+  std::size_t bot_pending = 0;              // questions given to the bot threads, not finished
 
   // Group commit (see the top of this file).
   std::vector<Session*> ready;    // sessions with frames in their inbox
@@ -202,6 +324,7 @@ struct Hub::Impl {
   std::map<std::string, std::uint64_t> bot_replies;
 
   ~Impl() {
+    bot_threads.reset();  // they wake the loop through ctx
     lws_sul_cancel(&close_check.sul);
     if (ctx) lws_context_destroy(ctx);  // stops lws's watchers on the loop; then `loop` goes
   }
@@ -293,15 +416,30 @@ struct Hub::Impl {
     }
     MDG_ASSIGN_OR_RETURN(auto rec, store->find_conversation(id));
     if (!rec) return not_found("no conversation " + id);
-    auto conv = std::make_unique<Conversation>();
+    auto conv = std::make_shared<Conversation>();
     conv->record = std::move(*rec);
     // The hello's locale is the visitor's language when a message does not tell; a message
     // with letters is answered in its own language (docs/protocol.md).
     if (!conv->record.locale.empty()) conv->bot.set_fallback_locale(conv->record.locale);
-    // The bot's memory of the conversation comes back from the store (after a restart).
+    // The bot answers a visitor's message after it is stored and acknowledged, in a later
+    // commit: if the hub stopped in between (a crash), the conversation's last entry is that
+    // message, unanswered. It is asked again below.
     MDG_ASSIGN_OR_RETURN(auto stored, store->messages_after(id, 0, 1000));
+    std::optional<StoredMessage> last;
+    if (!stored.empty() && stored.back().seq == conv->record.last_seq) {
+      last = stored.back();
+    } else if (conv->record.last_seq > 0) {
+      MDG_ASSIGN_OR_RETURN(auto tail, store->messages_after(id, conv->record.last_seq - 1, 1));
+      if (!tail.empty()) last = std::move(tail.back());
+    }
+    std::optional<Frame> unanswered;
+    if (last && conv->record.state == "bot" && last->sender == "visitor" && last->kind == "message") {
+      auto f = protocol::decode(last->body_json);
+      if (auto* frame = std::get_if<Frame>(&f)) unanswered = std::move(*frame);
+    }
+    // The bot's memory of the conversation comes back from the store (after a restart).
     for (const auto& m : stored) {
-      if (m.kind != "message") continue;
+      if (m.kind != "message" || (unanswered && m.seq == last->seq)) continue;
       auto f = protocol::decode(m.body_json);
       if (auto* frame = std::get_if<Frame>(&f)) {
         conv->bot.add_turn({m.sender.rfind("agent", 0) == 0 ? "agent" : m.sender, frame->text, "", bot::Decision::kReply});
@@ -311,6 +449,10 @@ struct Hub::Impl {
     conv->last_used = steady_seconds();
     Conversation* raw = conv.get();
     conversations.emplace(id, std::move(conv));
+    if (unanswered) {
+      cfg.logger.log(LogLevel::kInfo, "conversation " + id + ": its last message was left unanswered; the bot answers it now");
+      ask_bot(*raw, bot_text(*unanswered), unanswered->id);
+    }
     return raw;
   }
 
@@ -394,37 +536,74 @@ struct Hub::Impl {
   }
 
   // ---- the bot --------------------------------------------------------------------------
-  Status bot_turn(Conversation& c, const std::string& text) {
-    auto reply = bot->respond(c.bot, text);
-    if (!reply) return reply.status();
-    ++bot_replies[std::string(bot::to_string(reply->decision))];
+  // What the bot is asked for a visitor's message: its text, or for a picked option the
+  // option's entry, as if the visitor had typed its first question.
+  std::string bot_text(const Frame& f) const {
+    if (!f.choice.empty() && bot->knowledge().find(f.choice)) {
+      for (const auto& e : bot->knowledge().entries) {
+        if (e.id == f.choice && !e.questions.empty()) return e.questions.front();
+      }
+      return f.choice;
+    }
+    return f.text;
+  }
+
+  // Gives the question to a bot thread; answered() stores and sends the answer in a later
+  // turn of the loop.
+  void ask_bot(Conversation& c, std::string text, std::string frame_id) {
+    ++c.bot_jobs;
+    ++bot_pending;
+    bot_threads->submit(c.record.id, {c.shared_from_this(), bot, std::move(text), std::move(frame_id)});
+  }
+
+  // A bot thread's answer: stored and sent, unless the conversation changed hands meanwhile.
+  void answered(BotThreads::Done& done) {
+    --bot_pending;
+    Conversation& c = *done.conversation;
+    --c.bot_jobs;
+    // Dropped from memory after a failed commit: load() asks again if the question is left.
+    auto it = conversations.find(c.record.id);
+    if (it == conversations.end() || it->second != done.conversation) return;
+    if (c.record.state != "bot") return;  // an agent took the conversation while the bot thought
+    Status st = done.reply ? bot_turn(c, *done.reply) : done.reply.status();
+    if (st) return;
+    cfg.logger.log(LogLevel::kError, "bot: " + st.message());
+    if (auto v = visitors_of.find(c.record.id); v != visitors_of.end()) {
+      for (Session* s : std::vector<Session*>(v->second)) {  // send_error() may close one
+        send_error(*s, ErrorKind::kInternal, "the bot could not answer; a person will", done.frame_id);
+      }
+    }
+  }
+
+  Status bot_turn(Conversation& c, const bot::Reply& reply) {
+    ++bot_replies[std::string(bot::to_string(reply.decision))];
     Frame f;
     f.type = FrameType::kMessage;
     f.id = random_id("b-", 20);
     f.from = "bot";
-    f.text = reply->text;
+    f.text = reply.text;
     madoguchi::detail::JsonWriter w;
-    w.begin_object().field("decision", bot::to_string(reply->decision));
-    if (!reply->entry_id.empty()) w.field("entry", reply->entry_id);
+    w.begin_object().field("decision", bot::to_string(reply.decision));
+    if (!reply.entry_id.empty()) w.field("entry", reply.entry_id);
     w.key("follow_ups").begin_array();
-    for (const auto& id : reply->follow_ups) w.value(id);
+    for (const auto& id : reply.follow_ups) w.value(id);
     w.end_array().key("options").begin_array();
-    for (const auto& o : reply->options) w.begin_object().field("label", o.label).field("entry", o.entry_id).end_object();
+    for (const auto& o : reply.options) w.begin_object().field("label", o.label).field("entry", o.entry_id).end_object();
     w.end_array().end_object();
     f.bot_json = w.take();
     MDG_ASSIGN_OR_RETURN(auto stored, store_frame(c, std::move(f), "bot", "message"));
     to_visitors(c.record.id, stored.second);
-    if (reply->decision == bot::Decision::kHandoff && reply->handoff) {
-      const auto& t = reply->triage;
+    if (reply.decision == bot::Decision::kHandoff && reply.handoff) {
+      const auto& t = reply.triage;
       c.record.state = "waiting";
       c.record.priority = 0.6 * t.severity + 0.2 * t.complexity + 0.2 * t.effort;
-      c.record.handoff_json = reply->handoff->to_json();
+      c.record.handoff_json = reply.handoff->to_json();
       MDG_RETURN_IF_ERROR(save(c));
       madoguchi::detail::JsonWriter d;
-      d.begin_object().field("reason", reply->reason).field("queue_position", queue_position(c.record.id)).end_object();
+      d.begin_object().field("reason", reply.reason).field("queue_position", queue_position(c.record.id)).end_object();
       MDG_ASSIGN_OR_RETURN(auto ev, store_event(c, "handoff_started", d.take()));
       to_visitors(c.record.id, ev);
-      cfg.logger.log(LogLevel::kInfo, "conversation " + c.record.id + " handed off: " + reply->reason);
+      cfg.logger.log(LogLevel::kInfo, "conversation " + c.record.id + " handed off: " + reply.reason);
       broadcast_queue();
     }
     return Status::ok();
@@ -510,8 +689,8 @@ struct Hub::Impl {
     f.from = "visitor";
     f.agent.clear();
     f.bot_json.clear();
-    std::string choice = f.choice;
-    std::string text = f.text;
+    std::string text = bot_text(f);
+    std::string id = f.id;
     auto stored = store_frame(c, f, "visitor", "message");
     if (!stored) {
       cfg.logger.log(LogLevel::kError, "store: " + stored.status().message());
@@ -529,17 +708,7 @@ struct Hub::Impl {
       if (auto st = save(c); !st) cfg.logger.log(LogLevel::kError, "store: " + st.message());
     }
     if (c.record.state != "bot") return;
-    if (!choice.empty() && bot->knowledge().find(choice)) {
-      // A picked option: answer with its entry, as if the visitor typed its number.
-      text = choice;
-      for (const auto& e : bot->knowledge().entries) {
-        if (e.id == choice && !e.questions.empty()) text = e.questions.front();
-      }
-    }
-    if (auto st = bot_turn(c, text); !st) {
-      cfg.logger.log(LogLevel::kError, "bot: " + st.message());
-      send_error(s, ErrorKind::kInternal, "the bot could not answer; a person will", f.id);
-    }
+    ask_bot(c, std::move(text), std::move(id));
   }
 
   // Adds "conversation" to an encoded frame for agents.
@@ -694,7 +863,10 @@ struct Hub::Impl {
         if (!stored) return send_error(s, ErrorKind::kInternal, "the message was not stored; send it again", f.id);
         bool duplicate = acknowledge(s, f.id, stored->first);
         if (duplicate) return;
-        conv.bot.add_turn({"agent", f.text, "", bot::Decision::kReply});
+        {
+          std::lock_guard lock(conv.bot_mu);
+          conv.bot.add_turn({"agent", f.text, "", bot::Decision::kReply});
+        }
         to_visitors(conv.record.id, stored->second);
         return to_agent(s.agent, with_conversation(stored->second, conv.record.id), &s);
       }
@@ -722,6 +894,7 @@ struct Hub::Impl {
         } else if (f.type == FrameType::kHandBack) {
           announce(conv, "handed_back", agent_data("agent", s.agent));
           set_state(conv, "bot", "");
+          std::lock_guard lock(conv.bot_mu);
           conv.bot.hand_back();
         } else {
           announce(conv, "conversation_closed", agent_data("by", "agent"));
@@ -759,9 +932,11 @@ struct Hub::Impl {
                                         " entries, " + std::to_string(stats.questions) + " questions");
   }
 
-  // Handles every frame received in this turn inside one store batch (group commit).
+  // Handles every frame received in this turn and every answer the bot threads finished
+  // inside one store batch (group commit).
   void drain() {
-    if (ready.empty()) return;
+    std::vector<BotThreads::Done> answers = bot_threads->take_done();
+    if (ready.empty() && answers.empty()) return;
     std::vector<Session*> turn;
     turn.swap(ready);
     if (auto st = store->begin_batch(); !st) {
@@ -769,6 +944,7 @@ struct Hub::Impl {
     } else {
       batch_open = true;
     }
+    for (auto& done : answers) answered(done);
     for (Session* s : turn) {
       s->ready = false;
       // Frames arrive only in lws_service(), never while they are handled here.
@@ -801,13 +977,14 @@ struct Hub::Impl {
     conversations.clear();
   }
 
-  // Drops conversations no visitor is connected to: idle ones, then the least recently used
-  // while there are more than the cap. Everything they hold is in the store.
+  // Drops conversations no visitor is connected to and with no question out to the bot: idle
+  // ones, then the least recently used while there are more than the cap. Everything they
+  // hold is in the store.
   void evict(double now) {
     const double idle = static_cast<double>(cfg.conversation_idle_ms) / 1000.0;
     std::vector<std::pair<double, std::string>> unwatched;
     for (auto it = conversations.begin(); it != conversations.end();) {
-      if (visitors_of.contains(it->first)) {
+      if (visitors_of.contains(it->first) || it->second->bot_jobs > 0) {
         ++it;
       } else if (now - it->second->last_used >= idle) {
         it = conversations.erase(it);
@@ -915,6 +1092,8 @@ struct Hub::Impl {
     for (const auto& [code, n] : errors_sent) line("madoguchi_errors_total", "{code=\"" + code + "\"}", static_cast<double>(n));
     m += "# HELP madoguchi_bot_replies_total Bot replies, by decision.\n# TYPE madoguchi_bot_replies_total counter\n";
     for (const auto& [d, n] : bot_replies) line("madoguchi_bot_replies_total", "{decision=\"" + d + "\"}", static_cast<double>(n));
+    m += "# HELP madoguchi_bot_pending Visitors' questions given to the bot threads and not answered yet.\n# TYPE madoguchi_bot_pending gauge\n";
+    line("madoguchi_bot_pending", "", static_cast<double>(bot_pending));
     if (auto waiting = store->conversations_in_state("waiting", 100000)) {
       m += "# HELP madoguchi_conversations_waiting Conversations handed off and waiting for an agent.\n# TYPE madoguchi_conversations_waiting gauge\n";
       line("madoguchi_conversations_waiting", "", static_cast<double>(waiting->size()));
@@ -1067,6 +1246,9 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
   if (config.port < 0 || config.port > 65535) return invalid_argument("hub: port must be 0..65535");
   if (config.rate_per_second <= 0 || config.rate_burst < 1) return invalid_argument("hub: rate limits must be positive");
   if (config.conversation_idle_ms < 0) return invalid_argument("hub: conversation_idle_ms must be 0 or more");
+  if (config.bot_threads < 1 || config.bot_threads > kMaxBotThreads) {
+    return invalid_argument("hub: bot_threads must be 1.." + std::to_string(kMaxBotThreads));
+  }
   if (config.tls_cert.empty() != config.tls_key.empty()) {
     return invalid_argument("hub: TLS needs both a certificate and a key file");
   }
@@ -1152,6 +1334,11 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
                        " (is the port in use, or the TLS files unreadable?)");
   }
   impl->bound_port = lws_get_vhost_listen_port(impl->vhost);
+  try {
+    impl->bot_threads = std::make_unique<BotThreads>(impl->cfg.bot_threads, [ctx = impl->ctx]() { lws_cancel_service(ctx); });
+  } catch (const std::system_error& e) {
+    return unavailable(std::string("hub: cannot start the bot's threads: ") + e.what());
+  }
   return std::unique_ptr<Hub>(new Hub(std::move(impl)));
 }
 
@@ -1210,8 +1397,15 @@ Status Hub::run() {
     im.drain();
   }
   lws_sul_cancel(&sweeper.sul);
-  lws_sul_cancel(&heartbeat.sul);
+  // The answers the bot threads are still thinking of are stored and sent first (the
+  // heartbeat goes on waking the loop meanwhile).
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
   im.drain();
+  while (im.bot_pending > 0 && std::chrono::steady_clock::now() < deadline) {
+    if (!im.service()) break;
+    im.drain();
+  }
+  lws_sul_cancel(&heartbeat.sul);
   // Graceful shutdown: every connection gets shutting_down and close code 1001.
   for (auto& [wsi, s] : im.sessions) {
     if (!s->closing) im.send_error(*s, ErrorKind::kShuttingDown, "the hub is stopping; reconnect later");
@@ -1219,7 +1413,7 @@ Status Hub::run() {
   // Wakes the loop while the hub stops (the heartbeat again, on either loop), so that the
   // deadline is noticed.
   lws_sul_schedule(im.ctx, 0, &heartbeat.sul, Ticker::tick, heartbeat.period);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
   while (!im.sessions.empty() && std::chrono::steady_clock::now() < deadline) {
     if (!im.service()) break;
     im.drain();

@@ -72,6 +72,11 @@ constexpr lws_usec_t kCloseCheckUs = 50 * LWS_US_PER_MS;
 
 constexpr unsigned kMaxBotThreads = 64;  // HubConfig::bot_threads
 
+// A turn that leaves at most kLingerQuestions questions out to the bot waits up to kLinger
+// for their answers, which then share the turn's commit (see drain()).
+constexpr std::size_t kLingerQuestions = 16;
+constexpr std::chrono::microseconds kLinger{1000};
+
 // Random identifier characters from OpenSSL's CSPRNG.
 std::string random_id(std::string_view prefix, std::size_t n) {
   static constexpr char kAlphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
@@ -153,7 +158,8 @@ struct Conversation : std::enable_shared_from_this<Conversation> {
 // and sending while it thinks (docs/hub.md, "Threads"). A conversation always goes to the
 // same thread, whose questions are answered one after another: a conversation's answers come
 // in the order of its questions. Finished answers wait in a list that the serving thread
-// takes; `wake` (lws_cancel_service) tells it there is something to take.
+// takes; `wake` (lws_cancel_service) tells it there is something to take, unless it is
+// waiting for them in wait_done().
 class BotThreads {
  public:
   struct Job {
@@ -199,6 +205,14 @@ class BotThreads {
     lane.wake.notify_one();
   }
 
+  // Waits until `n` answers are finished and not taken yet, or for `timeout`.
+  void wait_done(std::size_t n, std::chrono::microseconds timeout) {
+    std::unique_lock lock(done_mu_);
+    waiting_ = true;
+    done_cv_.wait_for(lock, timeout, [&]() { return done_.size() >= n; });
+    waiting_ = false;
+  }
+
   // The answers finished since the last call, in the order each lane finished them.
   std::vector<Done> take_done() {
     std::vector<Done> out;
@@ -235,20 +249,24 @@ class BotThreads {
       } catch (const std::exception& e) {
         reply = internal_error(std::string("the bot failed: ") + e.what());
       }
-      bool first = false;
+      bool wake_loop = false, waiting = false;
       {
         std::lock_guard lock(done_mu_);
-        first = done_.empty();
+        waiting = waiting_;
+        wake_loop = done_.empty() && !waiting;
         done_.push_back({std::move(job.conversation), std::move(reply), std::move(job.frame_id)});
         has_done_.store(true, std::memory_order_release);
       }
-      if (first) wake_();
+      if (waiting) done_cv_.notify_one();
+      if (wake_loop) wake_();
     }
   }
 
   std::function<void()> wake_;
   std::mutex done_mu_;
+  std::condition_variable done_cv_;
   std::vector<Done> done_;  // under done_mu_
+  bool waiting_ = false;    // under done_mu_: the serving thread is in wait_done()
   std::atomic<bool> has_done_{false};
   std::vector<std::unique_ptr<Lane>> lanes_;  // last: their threads use the rest
 };
@@ -953,6 +971,13 @@ struct Hub::Impl {
       for (const std::string& text : frames) {
         if (!s->closing) on_frame(*s, text);
       }
+    }
+    // Under light load a turn carries a question or a few: their answers take the bot some
+    // tens of microseconds, and waiting for them lets them share this commit instead of
+    // costing one more. Under heavy load the turn goes on, and the serving thread with it.
+    if (batch_open && bot_pending > 0 && bot_pending <= kLingerQuestions) {
+      bot_threads->wait_done(bot_pending, kLinger);
+      for (auto& done : bot_threads->take_done()) answered(done);
     }
     if (batch_open) {
       batch_open = false;

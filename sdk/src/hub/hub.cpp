@@ -174,26 +174,21 @@ class BotThreads {
     std::string frame_id;
   };
 
-  // `threads` >= 1. Throws std::system_error when a thread cannot be started.
+  // `threads` >= 1. Throws std::system_error when a thread cannot be started (after
+  // stopping those that were).
   BotThreads(unsigned threads, std::function<void()> wake) : wake_(std::move(wake)) {
     for (unsigned i = 0; i < threads; ++i) lanes_.push_back(std::make_unique<Lane>());
-    for (auto& lane : lanes_) lane->thread = std::thread([this, l = lane.get()]() { serve(*l); });
+    try {
+      for (auto& lane : lanes_) lane->thread = std::thread([this, l = lane.get()]() { serve(*l); });
+    } catch (...) {
+      stop();
+      throw;
+    }
   }
   BotThreads(const BotThreads&) = delete;
   BotThreads& operator=(const BotThreads&) = delete;
   // Answers the questions already given, then stops.
-  ~BotThreads() {
-    for (auto& lane : lanes_) {
-      {
-        std::lock_guard lock(lane->mu);
-        lane->stop = true;
-      }
-      lane->wake.notify_one();
-    }
-    for (auto& lane : lanes_) {
-      if (lane->thread.joinable()) lane->thread.join();
-    }
-  }
+  ~BotThreads() { stop(); }
 
   // `lane_key`: the conversation's id (the lane is chosen by it).
   void submit(std::string_view lane_key, Job job) {
@@ -231,6 +226,19 @@ class BotThreads {
     bool stop = false;     // under mu
     std::thread thread;
   };
+
+  void stop() {
+    for (auto& lane : lanes_) {
+      {
+        std::lock_guard lock(lane->mu);
+        lane->stop = true;
+      }
+      lane->wake.notify_one();
+    }
+    for (auto& lane : lanes_) {
+      if (lane->thread.joinable()) lane->thread.join();
+    }
+  }
 
   void serve(Lane& lane) {
     for (;;) {
@@ -654,6 +662,7 @@ struct Hub::Impl {
       auto loaded = load(rec.id);
       if (!loaded) return send_error(s, ErrorKind::kInternal, "the conversation could not be loaded");
       c = *loaded;
+      std::lock_guard lock(c->bot_mu);
       for (const auto& [k, v] : f.visitor) c->bot.visitor()[k] = v;
     }
     s.authenticated = true;

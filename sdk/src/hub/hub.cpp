@@ -152,6 +152,10 @@ struct Conversation : std::enable_shared_from_this<Conversation> {
   bot::Conversation bot;
   int bot_jobs = 0;      // questions given to the bot and not finished yet (serving thread)
   double last_used = 0;  // steady_seconds()
+  // Raised by the serving thread whenever the state changes (an agent takes the conversation,
+  // the bot hands it off, it closes...): an answer to a question asked before is dropped, and
+  // a bot thread skips such a question instead of answering it into `bot`.
+  std::atomic<std::uint64_t> bot_epoch{0};
 };
 
 // The bot answers on threads of its own, so that the serving thread goes on reading, storing
@@ -164,12 +168,14 @@ class BotThreads {
  public:
   struct Job {
     std::shared_ptr<Conversation> conversation;
+    std::uint64_t epoch = 0;  // the conversation's bot_epoch when asked
     std::shared_ptr<const bot::Bot> bot;
     std::string text;
     std::string frame_id;  // the visitor's message, for an error frame
   };
   struct Done {
     std::shared_ptr<Conversation> conversation;
+    std::uint64_t epoch = 0;
     Result<bot::Reply> reply;
     std::string frame_id;
   };
@@ -250,19 +256,22 @@ class BotThreads {
         job = std::move(lane.jobs.front());
         lane.jobs.pop_front();
       }
-      Result<bot::Reply> reply = internal_error("the bot did not answer");
-      try {
-        std::lock_guard lock(job.conversation->bot_mu);
-        reply = job.bot->respond(job.conversation->bot, job.text);
-      } catch (const std::exception& e) {
-        reply = internal_error(std::string("the bot failed: ") + e.what());
+      // Skipped when the conversation changed since: answered() drops it for its epoch.
+      Result<bot::Reply> reply = internal_error("not answered: the conversation changed first");
+      if (job.conversation->bot_epoch.load(std::memory_order_acquire) == job.epoch) {
+        try {
+          std::lock_guard lock(job.conversation->bot_mu);
+          reply = job.bot->respond(job.conversation->bot, job.text);
+        } catch (const std::exception& e) {
+          reply = internal_error(std::string("the bot failed: ") + e.what());
+        }
       }
       bool wake_loop = false, waiting = false;
       {
         std::lock_guard lock(done_mu_);
         waiting = waiting_;
         wake_loop = done_.empty() && !waiting;
-        done_.push_back({std::move(job.conversation), std::move(reply), std::move(job.frame_id)});
+        done_.push_back({std::move(job.conversation), job.epoch, std::move(reply), std::move(job.frame_id)});
         has_done_.store(true, std::memory_order_release);
       }
       if (waiting) done_cv_.notify_one();
@@ -579,7 +588,8 @@ struct Hub::Impl {
   void ask_bot(Conversation& c, std::string text, std::string frame_id) {
     ++c.bot_jobs;
     ++bot_pending;
-    bot_threads->submit(c.record.id, {c.shared_from_this(), bot, std::move(text), std::move(frame_id)});
+    bot_threads->submit(c.record.id, {c.shared_from_this(), c.bot_epoch.load(std::memory_order_relaxed), bot,
+                                      std::move(text), std::move(frame_id)});
   }
 
   // A bot thread's answer: stored and sent, unless the conversation changed hands meanwhile.
@@ -590,7 +600,10 @@ struct Hub::Impl {
     // Dropped from memory after a failed commit: load() asks again if the question is left.
     auto it = conversations.find(c.record.id);
     if (it == conversations.end() || it->second != done.conversation) return;
-    if (c.record.state != "bot") return;  // an agent took the conversation while the bot thought
+    // The state changed while the bot thought (an agent took the conversation, an earlier
+    // answer handed it off...): the question is no longer the bot's. (An answer the bot
+    // finished just before the change stays in its memory of the conversation.)
+    if (done.epoch != c.bot_epoch.load(std::memory_order_relaxed)) return;
     Status st = done.reply ? bot_turn(c, *done.reply) : done.reply.status();
     if (st) return;
     cfg.logger.log(LogLevel::kError, "bot: " + st.message());
@@ -622,6 +635,7 @@ struct Hub::Impl {
     if (reply.decision == bot::Decision::kHandoff && reply.handoff) {
       const auto& t = reply.triage;
       c.record.state = "waiting";
+      c.bot_epoch.fetch_add(1, std::memory_order_release);
       c.record.priority = 0.6 * t.severity + 0.2 * t.complexity + 0.2 * t.effort;
       c.record.handoff_json = reply.handoff->to_json();
       MDG_RETURN_IF_ERROR(save(c));
@@ -791,6 +805,7 @@ struct Hub::Impl {
 
   void set_state(Conversation& c, std::string state, std::string agent) {
     c.record.state = std::move(state);
+    c.bot_epoch.fetch_add(1, std::memory_order_release);
     c.record.assigned_agent = std::move(agent);
     if (auto st = save(c); !st) cfg.logger.log(LogLevel::kError, "store: " + st.message());
   }

@@ -376,6 +376,77 @@ TEST_SUITE("hub.store") {
     CHECK(append_ok(*store, "c-2", message("", "again", "bot")) == 2);
   }
 
+  TEST_CASE("a store of schema version 1 is migrated: last_seq comes from the messages, numbering goes on") {
+    TempDir dir;
+    const std::string path = dir.file("hub.db");
+    // What a version-1 build wrote (its schema, verbatim): last_seq a column of the row.
+    raw_sql(path, R"sql(
+CREATE TABLE conversations (
+  id             TEXT    NOT NULL PRIMARY KEY,
+  state          TEXT    NOT NULL,
+  locale         TEXT    NOT NULL DEFAULT '',
+  visitor_json   TEXT    NOT NULL DEFAULT '',
+  assigned_agent TEXT    NOT NULL DEFAULT '',
+  priority       REAL    NOT NULL DEFAULT 0,
+  handoff_json   TEXT    NOT NULL DEFAULT '',
+  created_ms     INTEGER NOT NULL,
+  updated_ms     INTEGER NOT NULL,
+  last_seq       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX conversations_by_state ON conversations (state, priority DESC, updated_ms, id);
+CREATE TABLE messages (
+  conversation_id TEXT    NOT NULL REFERENCES conversations (id),
+  seq             INTEGER NOT NULL,
+  client_id       TEXT    NOT NULL DEFAULT '',
+  sender          TEXT    NOT NULL,
+  kind            TEXT    NOT NULL,
+  body_json       TEXT    NOT NULL,
+  created_ms      INTEGER NOT NULL,
+  PRIMARY KEY (conversation_id, seq)
+);
+CREATE UNIQUE INDEX messages_by_client_id ON messages (conversation_id, client_id)
+  WHERE client_id <> '';
+PRAGMA user_version = 1;
+INSERT INTO conversations VALUES ('c-1', 'waiting', 'ja', '{}', '', 2.5, '', 1, 2, 2);
+INSERT INTO conversations VALUES ('c-2', 'bot', 'en', '{}', '', 0, '', 1, 2, 0);
+INSERT INTO messages VALUES ('c-1', 1, 'm1', 'visitor', 'message', '{"text":"a"}', 1);
+INSERT INTO messages VALUES ('c-1', 2, '', 'bot', 'message', '{"text":"b"}', 2);
+)sql");
+    auto store = open_ok(path);
+    auto c = store->find_conversation("c-1");
+    REQUIRE(c.is_ok());
+    REQUIRE(c->has_value());
+    CHECK((*c)->state == "waiting");
+    CHECK((*c)->priority == doctest::Approx(2.5));
+    CHECK((*c)->last_seq == 2);
+    auto waiting = store->conversations_in_state("waiting", 10);
+    REQUIRE(waiting.is_ok());
+    REQUIRE(waiting->size() == 1);
+    CHECK(waiting->front().last_seq == 2);
+    auto resent = store->append("c-1", message("m1", "a"));
+    REQUIRE(resent.is_ok());
+    CHECK(resent->duplicate);
+    CHECK(resent->seq == 1);
+    CHECK(append_ok(*store, "c-1", message("m3", "c")) == 3);
+    CHECK(append_ok(*store, "c-2", message("", "hi", "bot")) == 1);
+    store.reset();
+
+    // The file now says version 2, without the column.
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    auto scalar = [db](const char* sql) {
+      sqlite3_stmt* st = nullptr;
+      REQUIRE(sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK);
+      REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+      const std::int64_t v = sqlite3_column_int64(st, 0);
+      sqlite3_finalize(st);
+      return v;
+    };
+    CHECK(scalar("PRAGMA user_version") == 2);
+    CHECK(scalar("SELECT count(*) FROM pragma_table_info('conversations') WHERE name = 'last_seq'") == 0);
+    sqlite3_close(db);
+  }
+
   TEST_CASE("synchronous=NORMAL and :memory: stores work the same") {
     SUBCASE("synchronous_full = false") {
       TempDir dir;

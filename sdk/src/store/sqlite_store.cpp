@@ -33,9 +33,12 @@ namespace {
 
 // PRAGMA user_version of the schema this build writes. Raise it with every schema change and
 // add the migration from the previous version to migrate().
-constexpr std::int64_t kSchemaVersion = 1;
+constexpr std::int64_t kSchemaVersion = 2;
 
-constexpr const char* kSchemaV1 = R"sql(
+// Version 2: a conversation's last_seq is the highest seq of its messages, read from the
+// messages' primary key, instead of a column of the conversation's row that every append
+// rewrote (that row's page was written again at every commit).
+constexpr const char* kSchemaV2 = R"sql(
 CREATE TABLE conversations (
   id             TEXT    NOT NULL PRIMARY KEY,
   state          TEXT    NOT NULL,
@@ -45,8 +48,7 @@ CREATE TABLE conversations (
   priority       REAL    NOT NULL DEFAULT 0,
   handoff_json   TEXT    NOT NULL DEFAULT '',
   created_ms     INTEGER NOT NULL,
-  updated_ms     INTEGER NOT NULL,
-  last_seq       INTEGER NOT NULL DEFAULT 0
+  updated_ms     INTEGER NOT NULL
 );
 CREATE INDEX conversations_by_state ON conversations (state, priority DESC, updated_ms, id);
 CREATE TABLE messages (
@@ -61,12 +63,20 @@ CREATE TABLE messages (
 );
 CREATE UNIQUE INDEX messages_by_client_id ON messages (conversation_id, client_id)
   WHERE client_id <> '';
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 )sql";
 
+constexpr const char* kMigrationV1ToV2 = R"sql(
+ALTER TABLE conversations DROP COLUMN last_seq;
+PRAGMA user_version = 2;
+)sql";
+
+// The columns of a conversation's row, then (read_conversation) its last_seq.
 constexpr const char* kConversationColumns =
     "id, state, locale, visitor_json, assigned_agent, priority, handoff_json, created_ms, "
-    "updated_ms, last_seq";
+    "updated_ms";
+constexpr const char* kLastSeq =
+    "(SELECT coalesce(max(seq), 0) FROM messages WHERE conversation_id = conversations.id)";
 
 // SQLITE_STATIC without the header's C-style cast: the bound text outlives the statement's use.
 const sqlite3_destructor_type kStaticText = nullptr;
@@ -377,7 +387,7 @@ class SqliteStore final : public Store {
   struct Statements {
     StmtPtr begin, commit, rollback, savepoint, release, rollback_to;
     StmtPtr insert_conversation, find_conversation, update_conversation, conversation_exists;
-    StmtPtr last_seq, find_client_id, insert_message, set_last_seq;
+    StmtPtr last_seq, find_client_id, insert_message;
     StmtPtr messages_after, in_state, count_messages;
   } stmt_;
   // Checkpoints (on_wal_commit, with mu_ held): the WAL size that asks for the next pass, and
@@ -476,13 +486,16 @@ Status SqliteStore::migrate() {
   const std::int64_t version = state.version;
   if (version == kSchemaVersion) return tx.commit("open (create schema)");
   if (version > kSchemaVersion) return newer_schema(version);
+  if (version == 1) {
+    MDG_RETURN_IF_ERROR(exec(kMigrationV1ToV2, "open (migrate the schema from version 1 to 2)"));
+    return tx.commit("open (migrate the schema from version 1 to 2)");
+  }
   if (version != 0) {
-    // Only version 1 exists so far; a later schema adds its migration from here.
     return internal_error("store " + path_ + ": no migration from store schema version " +
                           std::to_string(version) + " to " + std::to_string(kSchemaVersion));
   }
   MDG_RETURN_IF_ERROR(refuse_foreign_database(state));
-  MDG_RETURN_IF_ERROR(exec(kSchemaV1, "open (create schema)"));
+  MDG_RETURN_IF_ERROR(exec(kSchemaV2, "open (create schema)"));
   return tx.commit("open (create schema)");
 }
 
@@ -543,19 +556,21 @@ Status SqliteStore::open() {
   if (version < kSchemaVersion) MDG_RETURN_IF_ERROR(migrate());
 
   const std::string columns = kConversationColumns;
+  const std::string read_columns = columns + ", " + kLastSeq;
   MDG_RETURN_IF_ERROR(prepare(stmt_.insert_conversation,
                               "INSERT INTO conversations (" + columns +
-                                  ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"));
+                                  ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
   MDG_RETURN_IF_ERROR(prepare(stmt_.find_conversation,
-                              "SELECT " + columns + " FROM conversations WHERE id = ?"));
+                              "SELECT " + read_columns + " FROM conversations WHERE id = ?"));
   MDG_RETURN_IF_ERROR(prepare(stmt_.update_conversation,
                               "UPDATE conversations SET state = ?, locale = ?, visitor_json = ?, "
                               "assigned_agent = ?, priority = ?, handoff_json = ?, updated_ms = ? "
                               "WHERE id = ?"));
   MDG_RETURN_IF_ERROR(
       prepare(stmt_.conversation_exists, "SELECT 1 FROM conversations WHERE id = ?"));
-  MDG_RETURN_IF_ERROR(
-      prepare(stmt_.last_seq, "SELECT last_seq FROM conversations WHERE id = ?"));
+  // A row only when the conversation exists.
+  MDG_RETURN_IF_ERROR(prepare(stmt_.last_seq, std::string("SELECT ") + kLastSeq +
+                                                  " FROM conversations WHERE id = ?"));
   // `client_id <> ''` lets SQLite use the partial unique index.
   MDG_RETURN_IF_ERROR(prepare(stmt_.find_client_id,
                               "SELECT seq FROM messages WHERE conversation_id = ? AND "
@@ -563,14 +578,12 @@ Status SqliteStore::open() {
   MDG_RETURN_IF_ERROR(prepare(stmt_.insert_message,
                               "INSERT INTO messages (conversation_id, seq, client_id, sender, "
                               "kind, body_json, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"));
-  MDG_RETURN_IF_ERROR(
-      prepare(stmt_.set_last_seq, "UPDATE conversations SET last_seq = ? WHERE id = ?"));
   MDG_RETURN_IF_ERROR(prepare(stmt_.messages_after,
                               "SELECT conversation_id, seq, client_id, sender, kind, body_json, "
                               "created_ms FROM messages WHERE conversation_id = ? AND seq > ? "
                               "ORDER BY seq LIMIT ?"));
   MDG_RETURN_IF_ERROR(prepare(stmt_.in_state,
-                              "SELECT " + columns +
+                              "SELECT " + read_columns +
                                   " FROM conversations WHERE state = ? "
                                   "ORDER BY priority DESC, updated_ms ASC, id ASC LIMIT ?"));
   MDG_RETURN_IF_ERROR(prepare(stmt_.count_messages, "SELECT count(*) FROM messages"));
@@ -712,12 +725,6 @@ Result<AppendResult> SqliteStore::append(std::string_view conversation_id,
         .text(message.kind)
         .text(message.body_json)
         .int64(message.created_ms);
-    const int rc = q.step();
-    if (rc != SQLITE_DONE) return sqlite_error(rc, kOp);
-  }
-  {
-    Query q(stmt_.set_last_seq.get());
-    q.int64(seq).text(conversation_id);
     const int rc = q.step();
     if (rc != SQLITE_DONE) return sqlite_error(rc, kOp);
   }

@@ -91,8 +91,9 @@ Status read_config(const std::string& path, Options& o) {
       o.hub.port = static_cast<int>(p);
     } else if (key == "bot_threads") {
       int64_t n;
-      if (field.value.get_int64().get(n) != simdjson::SUCCESS || n < 1 || n > 64) {
-        return invalid_argument(path + ": \"bot_threads\" must be a whole number, 1 to 64");
+      if (field.value.get_int64().get(n) != simdjson::SUCCESS || n < 1 || n > hub::HubConfig::kMaxBotThreads) {
+        return invalid_argument(path + ": \"bot_threads\" must be a whole number, 1 to " +
+                                std::to_string(hub::HubConfig::kMaxBotThreads));
       }
       o.hub.bot_threads = static_cast<unsigned>(n);
     } else if (key == "conversation_idle_ms" || key == "max_cached_conversations") {
@@ -288,7 +289,9 @@ int main(int argc, char** argv) {
     else if (a == "--bot-threads") {
       char* end = nullptr;
       long n = std::strtol(v, &end, 10);
-      if (*v == '\0' || *end != '\0' || n < 1 || n > 64) return fail("--bot-threads is a whole number, 1 to 64");
+      if (*v == '\0' || *end != '\0' || n < 1 || n > hub::HubConfig::kMaxBotThreads) {
+        return fail("--bot-threads is a whole number, 1 to " + std::to_string(hub::HubConfig::kMaxBotThreads));
+      }
       o.hub.bot_threads = static_cast<unsigned>(n);
     }
     else if (a == "--durability") {

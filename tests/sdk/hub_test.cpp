@@ -336,7 +336,8 @@ TEST_SUITE("sdk.hub") {
   }
 
   TEST_CASE("hub: bot_threads is 1 to 64") {
-    for (unsigned n : {0u, 65u}) {
+    static_assert(hub::HubConfig::kMaxBotThreads == 64);
+    for (unsigned n : {0u, hub::HubConfig::kMaxBotThreads + 1}) {
       hub::HubConfig cfg;
       cfg.port = 0;
       cfg.secret = "a test secret of 32 bytes.......";

@@ -50,8 +50,9 @@ struct HubConfig {
   // when used again (the bot's context then comes back from the transcript, without slots).
   std::int64_t conversation_idle_ms = 30LL * 60 * 1000;
   std::size_t max_cached_conversations = 100000;
-  // Threads on which the bot answers, 1..64. The serving thread reads, stores and sends while
-  // they think; a conversation's questions all go to one of them, answered in order.
+  // Threads on which the bot answers, 1..kMaxBotThreads. The serving thread reads, stores and
+  // sends while they think; a conversation's questions all go to one of them, answered in order.
+  static constexpr unsigned kMaxBotThreads = 64;
   unsigned bot_threads = 1;
   Logger logger;
 };

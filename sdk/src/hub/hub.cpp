@@ -70,8 +70,6 @@ double steady_seconds() {
 constexpr double kCloseQuietS = 0.2, kCloseLingerS = 2.0;
 constexpr lws_usec_t kCloseCheckUs = 50 * LWS_US_PER_MS;
 
-constexpr unsigned kMaxBotThreads = 64;  // HubConfig::bot_threads
-
 // A turn that leaves at most kLingerQuestions questions out to the bot waits up to kLinger
 // for their answers, which then share the turn's commit (see drain()).
 constexpr std::size_t kLingerQuestions = 16;
@@ -730,8 +728,6 @@ struct Hub::Impl {
     f.from = "visitor";
     f.agent.clear();
     f.bot_json.clear();
-    std::string text = bot_text(f);
-    std::string id = f.id;
     auto stored = store_frame(c, f, "visitor", "message");
     if (!stored) {
       cfg.logger.log(LogLevel::kError, "store: " + stored.status().message());
@@ -749,7 +745,7 @@ struct Hub::Impl {
       if (auto st = save(c); !st) cfg.logger.log(LogLevel::kError, "store: " + st.message());
     }
     if (c.record.state != "bot") return;
-    ask_bot(c, std::move(text), std::move(id));
+    ask_bot(c, bot_text(f), f.id);
   }
 
   // Adds "conversation" to an encoded frame for agents.
@@ -1295,8 +1291,8 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
   if (config.port < 0 || config.port > 65535) return invalid_argument("hub: port must be 0..65535");
   if (config.rate_per_second <= 0 || config.rate_burst < 1) return invalid_argument("hub: rate limits must be positive");
   if (config.conversation_idle_ms < 0) return invalid_argument("hub: conversation_idle_ms must be 0 or more");
-  if (config.bot_threads < 1 || config.bot_threads > kMaxBotThreads) {
-    return invalid_argument("hub: bot_threads must be 1.." + std::to_string(kMaxBotThreads));
+  if (config.bot_threads < 1 || config.bot_threads > HubConfig::kMaxBotThreads) {
+    return invalid_argument("hub: bot_threads must be 1.." + std::to_string(HubConfig::kMaxBotThreads));
   }
   if (config.tls_cert.empty() != config.tls_key.empty()) {
     return invalid_argument("hub: TLS needs both a certificate and a key file");

@@ -98,6 +98,19 @@ void raw_sql(const std::string& path, const char* sql) {
   REQUIRE_MESSAGE(rc == SQLITE_OK, error);
 }
 
+// The first column of the first row of a query on a file opened read-only, outside any Store.
+std::string raw_value(const std::string& path, const char* sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  REQUIRE_MESSAGE(sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr) == SQLITE_OK, sqlite3_errmsg(db));
+  REQUIRE(sqlite3_step(stmt) == SQLITE_ROW);
+  const std::string value = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return value;
+}
+
 }  // namespace
 
 TEST_SUITE("hub.store") {
@@ -432,19 +445,8 @@ INSERT INTO messages VALUES ('c-1', 2, '', 'bot', 'message', '{"text":"b"}', 2);
     store.reset();
 
     // The file now says version 2, without the column.
-    sqlite3* db = nullptr;
-    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
-    auto scalar = [db](const char* sql) {
-      sqlite3_stmt* st = nullptr;
-      REQUIRE(sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK);
-      REQUIRE(sqlite3_step(st) == SQLITE_ROW);
-      const std::int64_t v = sqlite3_column_int64(st, 0);
-      sqlite3_finalize(st);
-      return v;
-    };
-    CHECK(scalar("PRAGMA user_version") == 2);
-    CHECK(scalar("SELECT count(*) FROM pragma_table_info('conversations') WHERE name = 'last_seq'") == 0);
-    sqlite3_close(db);
+    CHECK(raw_value(path, "PRAGMA user_version") == "2");
+    CHECK(raw_value(path, "SELECT count(*) FROM pragma_table_info('conversations') WHERE name = 'last_seq'") == "0");
   }
 
   TEST_CASE("synchronous=NORMAL and :memory: stores work the same") {
@@ -826,13 +828,6 @@ INSERT INTO messages VALUES ('c-1', 2, '', 'bot', 'message', '{"text":"b"}', 2);
     }
     auto reopened = open_ok(path);
     CHECK(count_ok(*reopened) == 1200);
-    sqlite3* db = nullptr;
-    REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
-    sqlite3_stmt* stmt = nullptr;
-    REQUIRE(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &stmt, nullptr) == SQLITE_OK);
-    REQUIRE(sqlite3_step(stmt) == SQLITE_ROW);
-    CHECK(std::string(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0))) == "ok");
-    sqlite3_finalize(stmt);
-    sqlite3_close(db);
+    CHECK(raw_value(path, "PRAGMA integrity_check") == "ok");
   }
 }

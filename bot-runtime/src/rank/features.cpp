@@ -2,6 +2,9 @@
 
 #include "text/utf8.hpp"
 
+#include <algorithm>
+#include <cmath>
+
 namespace madoguchi::bot::detail {
 namespace {
 
@@ -95,6 +98,18 @@ void model_features(const Analysis& a, std::vector<WeightedKey>& out) {
         out.push_back({feature_key('c', std::string_view(padded).substr(k, 4)), 0.4f});
       }
     }
+    i = j;
+  }
+}
+
+void count_features(std::vector<WeightedKey>& keys, std::vector<WeightedKey>& out) {
+  std::sort(keys.begin(), keys.end(), [](const auto& x, const auto& y) { return x.key < y.key; });
+  out.clear();
+  for (std::size_t i = 0; i < keys.size();) {
+    std::size_t j = i;
+    float tf = 0;
+    while (j < keys.size() && keys[j].key == keys[i].key) tf += 1.0f, ++j;
+    out.push_back({keys[i].key, keys[i].weight * (1.0f + std::log(tf))});
     i = j;
   }
 }

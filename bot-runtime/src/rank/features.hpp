@@ -33,4 +33,8 @@ void bm25_terms(const Analysis& a, std::vector<std::string>& out);
 // Linear-model features: content unigrams, token bigrams, character n-grams.
 void model_features(const Analysis& a, std::vector<WeightedKey>& out);
 
+// The features of a text counted: one per distinct key, in key order, with the value
+// group weight · (1 + ln tf) that the idf then multiplies.
+void count_features(std::vector<WeightedKey>& keys, std::vector<WeightedKey>& out);
+
 }  // namespace madoguchi::bot::detail

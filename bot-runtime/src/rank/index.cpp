@@ -268,24 +268,34 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
 
   if (analyses.empty()) return index;
   const bool model = ix.settings_.classifier;
+  // One training example per question; with the model, its features are filled in with the
+  // vocabulary below, and the rest once the calibration split is known.
+  std::vector<Example> examples(analyses.size());
   if (model) {
     ix.gamma_ = static_cast<float>(ix.settings_.bm25_weight);
-    // Feature vocabulary and document frequencies over the questions.
-    std::vector<WeightedKey> keys;
+    // Feature vocabulary and document frequencies over the questions. Each question's
+    // features are counted on every thread; the ids are then given in question order, and
+    // the question's example keeps (id, group weight · (1 + ln tf)).
+    std::vector<std::vector<WeightedKey>> question_features(analyses.size());
+    parallel_for(analyses.size(), threads, 64, [&](std::size_t begin, std::size_t end) {
+      std::vector<WeightedKey> keys;
+      for (std::size_t d = begin; d < end; ++d) {
+        keys.clear();
+        model_features(analyses[d], keys);
+        count_features(keys, question_features[d]);
+      }
+    });
     std::vector<std::uint32_t> df;
     std::vector<std::vector<std::uint32_t>> entry_features(kb.entries.size());
     for (std::size_t d = 0; d < analyses.size(); ++d) {
-      keys.clear();
-      model_features(analyses[d], keys);
-      std::sort(keys.begin(), keys.end(), [](const auto& a, const auto& b) { return a.key < b.key; });
-      keys.erase(std::unique(keys.begin(), keys.end(), [](const auto& a, const auto& b) { return a.key == b.key; }),
-                 keys.end());
-      for (const auto& k : keys) {
+      for (const auto& k : question_features[d]) {
         auto [it, inserted] = ix.feature_ids_.emplace(k.key, static_cast<std::uint32_t>(ix.feature_ids_.size()));
         if (inserted) df.push_back(0);
         ++df[it->second];
         entry_features[ix.doc_entry_[d]].push_back(it->second);
+        examples[d].features.emplace_back(it->second, k.weight);
       }
+      std::vector<WeightedKey>().swap(question_features[d]);
     }
     double n = static_cast<double>(analyses.size());
     ix.feature_idf_.resize(df.size());
@@ -346,7 +356,6 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
 
   // Examples: features and the leave-one-out BM25 shortlist (without the model, only the
   // held-out questions are needed), each on its own, so on every thread.
-  std::vector<Example> examples(n_docs);
   const std::vector<std::uint32_t>& prepare = model ? all : held_out;
   parallel_for(prepare.size(), threads, 256, [&](std::size_t begin, std::size_t end) {
     auto lease = ix.scratch_.take();
@@ -361,10 +370,7 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
       Example& ex = examples[d];
       ex.entry = ix.doc_entry_[d];
       ex.doc = d;
-      if (model) {
-        ix.vectorize(analyses[d], s);
-        ex.features = s.features;
-      }
+      if (model) ix.apply_idf(ex.features);
       ix.score_bm25(analyses[d], s, d);
       shortlist.clear();
       for (auto e : s.touched_entries) keep_best(shortlist, keep, std::pair{e, s.entry[e].bm25}, higher);
@@ -620,30 +626,39 @@ void Index::calibrate(const std::vector<Example>& examples, const std::vector<st
 
 void Index::vectorize(const Analysis& a, Scratch& s) const {
   s.keys.clear();
-  s.features.clear();
   model_features(a, s.keys);
-  std::sort(s.keys.begin(), s.keys.end(), [](const auto& x, const auto& y) { return x.key < y.key; });
+  count_features(s.keys, s.counted);
+  std::vector<std::pair<std::uint32_t, float>>& out = s.features;
+  out.clear();
+  // Unknown features still count in the norm: a text mostly unlike the KB scores low.
+  const auto unknown_idf = static_cast<float>(std::log(static_cast<double>(doc_entry_.size()) + 1.0) + 1.0);
   double norm = 0;
-  for (std::size_t i = 0; i < s.keys.size();) {
-    std::size_t j = i;
-    float tf = 0;
-    while (j < s.keys.size() && s.keys[j].key == s.keys[i].key) tf += 1.0f, ++j;
-    auto it = feature_ids_.find(s.keys[i].key);
+  for (const auto& [key, value] : s.counted) {
+    auto it = feature_ids_.find(key);
+    float v;
     if (it != feature_ids_.end()) {
-      float v = s.keys[i].weight * (1.0f + std::log(tf)) * feature_idf_[it->second];
-      s.features.emplace_back(it->second, v);
-      norm += static_cast<double>(v) * v;
+      v = value * feature_idf_[it->second];
+      out.emplace_back(it->second, v);
     } else {
-      // Unknown features still count in the norm: a text mostly unlike the KB scores low.
-      float v = s.keys[i].weight * (1.0f + std::log(tf)) *
-                static_cast<float>(std::log(static_cast<double>(doc_entry_.size()) + 1.0) + 1.0);
-      norm += static_cast<double>(v) * v;
+      v = value * unknown_idf;
     }
-    i = j;
+    norm += static_cast<double>(v) * v;
   }
   if (norm > 0) {
     auto inv = static_cast<float>(1.0 / std::sqrt(norm));
-    for (auto& f : s.features) f.second *= inv;
+    for (auto& f : out) f.second *= inv;
+  }
+}
+
+void Index::apply_idf(std::vector<std::pair<std::uint32_t, float>>& features) const {
+  double norm = 0;
+  for (auto& [f, v] : features) {
+    v *= feature_idf_[f];
+    norm += static_cast<double>(v) * v;
+  }
+  if (norm > 0) {
+    auto inv = static_cast<float>(1.0 / std::sqrt(norm));
+    for (auto& f : features) f.second *= inv;
   }
 }
 

@@ -44,6 +44,7 @@ struct Scratch {
   std::vector<std::uint32_t> touched_entries;
   std::vector<std::string> terms;
   std::vector<WeightedKey> keys;
+  std::vector<WeightedKey> counted;
   std::vector<std::pair<std::uint32_t, float>> features;  // feature id, value
 
   // An entry's accumulator, marked as scored in this call so that reset() clears it.
@@ -92,6 +93,9 @@ class Index {
 
   // The features of an analysis as (id, tf-idf value), L2-normalized; unknown ones dropped.
   void vectorize(const Analysis& a, Scratch& s) const;
+  // A question's counted features by id (all in the vocabulary): each times its idf, then
+  // L2-normalized, as vectorize() would give them.
+  void apply_idf(std::vector<std::pair<std::uint32_t, float>>& features) const;
   // Accumulates normalized BM25 per entry into s.entry[e].bm25 (touched list); `skip_doc`
   // leaves one question out (training). Returns nothing; entries are marked touched.
   void score_bm25(const Analysis& a, Scratch& s, std::uint32_t skip_doc) const;

@@ -55,6 +55,13 @@ void set_softmax(std::vector<Ranked>& cands, float tau) {
   for (auto& c : cands) c.p = static_cast<float>(std::exp(static_cast<double>(c.z - m)) / denom);
 }
 
+// Divides feature values by the L2 norm whose square is `norm_sq` (nothing when it is 0).
+void scale_to_unit(std::vector<std::pair<std::uint32_t, float>>& features, double norm_sq) {
+  if (norm_sq <= 0) return;
+  const auto inv = static_cast<float>(1.0 / std::sqrt(norm_sq));
+  for (auto& f : features) f.second *= inv;
+}
+
 // Calibration needs this many held-out questions, and uses at most kMaxHeldOut.
 constexpr std::size_t kMinHeldOut = 30, kMaxHeldOut = 3000;
 
@@ -644,10 +651,7 @@ void Index::vectorize(const Analysis& a, Scratch& s) const {
     }
     norm += static_cast<double>(v) * v;
   }
-  if (norm > 0) {
-    auto inv = static_cast<float>(1.0 / std::sqrt(norm));
-    for (auto& f : out) f.second *= inv;
-  }
+  scale_to_unit(out, norm);
 }
 
 void Index::apply_idf(std::vector<std::pair<std::uint32_t, float>>& features) const {
@@ -656,10 +660,7 @@ void Index::apply_idf(std::vector<std::pair<std::uint32_t, float>>& features) co
     v *= feature_idf_[f];
     norm += static_cast<double>(v) * v;
   }
-  if (norm > 0) {
-    auto inv = static_cast<float>(1.0 / std::sqrt(norm));
-    for (auto& f : features) f.second *= inv;
-  }
+  scale_to_unit(features, norm);
 }
 
 void Index::score_bm25(const Analysis& a, Scratch& s, std::uint32_t skip_doc) const {

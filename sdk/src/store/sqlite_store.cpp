@@ -521,13 +521,21 @@ Status SqliteStore::open() {
   MDG_RETURN_IF_ERROR(refuse_foreign_database(state));
 
   // Switching to WAL needs the file to itself for a moment: when another connection opening
-  // the same new file holds it, SQLite keeps the old mode and says so. WAL is stored in the
-  // file, so asking again once the other connection is done finds it set.
+  // the same new file holds it, SQLite keeps the old mode and says so, or fails with
+  // SQLITE_BUSY at once, without the busy handler, when two connections each hold a shared
+  // lock and wait for the other's (a deadlock it breaks). WAL is stored in the file, so
+  // asking again once the other connection is done finds it set.
   std::string mode;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max(0, options_.busy_timeout_ms));
   while (true) {
-    MDG_ASSIGN_OR_RETURN(mode, query_text("PRAGMA journal_mode = WAL", "set journal_mode=WAL"));
-    if (mode == "wal" || mode == "memory" || std::chrono::steady_clock::now() >= deadline) break;
+    auto set = query_text("PRAGMA journal_mode = WAL", "set journal_mode=WAL");
+    const bool expired = std::chrono::steady_clock::now() >= deadline;
+    if (set.is_ok()) {
+      mode = std::move(set).value();
+      if (mode == "wal" || mode == "memory" || expired) break;
+    } else if ((sqlite3_errcode(db_.get()) & 0xff) != SQLITE_BUSY || expired) {  // the failed step's code
+      return set.status();
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   if (mode != "wal" && mode != "memory") {

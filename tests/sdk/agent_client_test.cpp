@@ -381,6 +381,64 @@ TEST_SUITE("sdk.agent_client") {
     CHECK(rs.threads().count(std::this_thread::get_id()) == 0);
   }
 
+  TEST_CASE("agent client: a second hand-off's transcript has what was said to the person, and no answer the visitor never got") {
+    TempDir dir;
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
+    Visitor v(hub);
+
+    // Two messages at once: the first asks for a person, so the bot must not answer the
+    // second (it is the person's now), not even into its memory of the conversation.
+    auto human = v.client->send(kHumanJa);
+    auto second = v.client->send("送料はいくらですか");
+    REQUIRE(human.is_ok());
+    REQUIRE(second.is_ok());
+    v.event("handoff_started");
+    const std::string conv = v.client->conversation();
+    auto evs = v.rec.events();
+    const long first_bot = find(evs, is_bot);
+    REQUIRE(first_bot >= 0);
+    const std::string handoff_text = evs[static_cast<std::size_t>(first_bot)].frame.text;
+    CHECK(decision(evs[static_cast<std::size_t>(first_bot)].frame) == "handoff");
+
+    // With the person: the visitor writes, the agent replies, then hands back to the bot.
+    AgentRecorder rs;
+    auto sato = start_agent(hub, "sato", "pw", rs);
+    REQUIRE(sato->take(conv));
+    wait_for(rs, conversation_of(conv), "the conversation at sato");
+    auto said = v.client->send("注文の状況を知りたいです");
+    REQUIRE(said.is_ok());
+    wait_for(rs, [&](const AgentEvent& e) { return e.kind == AKind::kMessage && e.frame.id == *said; },
+             "the visitor's message at sato");
+    auto reply = sato->send(conv, "担当の佐藤です。");
+    REQUIRE(reply.is_ok());
+    wait_for(v.rec, [&](const ClientEvent& e) { return e.kind == VKind::kMessage && e.frame.id == *reply; },
+             "sato's reply at the visitor");
+    REQUIRE(sato->hand_back(conv));
+    v.event("handed_back");
+
+    // A person again: the new package has the whole conversation, in order.
+    const long mark = static_cast<long>(rs.events().size());
+    auto again = v.ask(kHumanJa);
+    CHECK(decision(again) == "handoff");
+    REQUIRE(sato->take(conv));
+    REQUIRE(rs.wait([&](const auto& es) { return find(es, conversation_of(conv), mark) >= 0; }));
+    auto agent_evs = rs.events();
+    const HandoffPackage& package = agent_evs[static_cast<std::size_t>(find(agent_evs, conversation_of(conv), mark))].handoff;
+    std::vector<std::pair<std::string, std::string>> turns;
+    for (const auto& t : package.transcript) turns.emplace_back(t.role, t.text);
+    const std::vector<std::pair<std::string, std::string>> expected{
+        {"visitor", kHumanJa},           {"bot", handoff_text},     {"visitor", "送料はいくらですか"},
+        {"visitor", "注文の状況を知りたいです"}, {"agent", "担当の佐藤です。"}, {"visitor", kHumanJa},
+        {"bot", again.text}};
+    CHECK(turns == expected);
+    // The bot answered nothing but the two requests for a person.
+    CHECK(count(v.rec.events(), is_bot) == 2);
+
+    CHECK(sato->close(5000));
+    CHECK(v.client->close(5000));
+  }
+
   TEST_CASE("agent client: a wrong password is refused once, kClosed, no reconnecting") {
     TempDir dir;
     HubProcess hub;

@@ -154,6 +154,16 @@ struct Conversation : std::enable_shared_from_this<Conversation> {
   // the bot hands it off, it closes...): an answer to a question asked before is dropped, and
   // a bot thread skips such a question instead of answering it into `bot`.
   std::atomic<std::uint64_t> bot_epoch{0};
+  // A conversation has one question with the bot threads at a time (serving thread): the
+  // ones the visitor sends meanwhile wait here, so that an answer that hands the conversation
+  // off is taken up before the bot reads the next question, which then goes to the person.
+  struct Question {
+    std::uint64_t epoch = 0;  // bot_epoch when the visitor asked
+    std::string text;
+    std::string frame_id;
+  };
+  std::deque<Question> questions;
+  bool asking = false;  // one of its questions is with the bot threads
 };
 
 // The bot answers on threads of its own, so that the serving thread goes on reading, storing
@@ -176,6 +186,8 @@ class BotThreads {
     std::uint64_t epoch = 0;
     Result<bot::Reply> reply;
     std::string frame_id;
+    bool skipped = false;  // not answered: the conversation had changed first
+    std::string text;      // the question, when skipped
   };
 
   // `threads` >= 1. Throws std::system_error when a thread cannot be started (after
@@ -256,7 +268,8 @@ class BotThreads {
       }
       // Skipped when the conversation changed since: answered() drops it for its epoch.
       Result<bot::Reply> reply = internal_error("not answered: the conversation changed first");
-      if (job.conversation->bot_epoch.load(std::memory_order_acquire) == job.epoch) {
+      const bool skipped = job.conversation->bot_epoch.load(std::memory_order_acquire) != job.epoch;
+      if (!skipped) {
         try {
           std::lock_guard lock(job.conversation->bot_mu);
           reply = job.bot->respond(job.conversation->bot, job.text);
@@ -269,7 +282,8 @@ class BotThreads {
         std::lock_guard lock(done_mu_);
         waiting = waiting_;
         wake_loop = done_.empty() && !waiting;
-        done_.push_back({std::move(job.conversation), job.epoch, std::move(reply), std::move(job.frame_id)});
+        done_.push_back({std::move(job.conversation), job.epoch, std::move(reply), std::move(job.frame_id), skipped,
+                         skipped ? std::move(job.text) : std::string()});
         has_done_.store(true, std::memory_order_release);
       }
       if (waiting) done_cv_.notify_one();
@@ -581,27 +595,62 @@ struct Hub::Impl {
     return f.text;
   }
 
-  // Gives the question to a bot thread; answered() stores and sends the answer in a later
-  // turn of the loop.
+  // Gives the question to a bot thread, or keeps it until the conversation's question before
+  // is answered; answered() stores and sends the answer in a later turn of the loop.
   void ask_bot(Conversation& c, std::string text, std::string frame_id) {
     ++c.bot_jobs;
-    ++bot_pending;
-    bot_threads->submit(c.record.id, {c.shared_from_this(), c.bot_epoch.load(std::memory_order_relaxed), bot,
-                                      std::move(text), std::move(frame_id)});
+    Conversation::Question q{c.bot_epoch.load(std::memory_order_relaxed), std::move(text), std::move(frame_id)};
+    if (c.asking) return c.questions.push_back(std::move(q));
+    give_bot(c, std::move(q));
   }
 
-  // A bot thread's answer: stored and sent, unless the conversation changed hands meanwhile.
+  void give_bot(Conversation& c, Conversation::Question q) {
+    c.asking = true;
+    ++bot_pending;
+    bot_threads->submit(c.record.id, {c.shared_from_this(), q.epoch, bot, std::move(q.text), std::move(q.frame_id)});
+  }
+
+  // The conversation's next waiting question: to the bot, or, when the conversation changed
+  // hands since the visitor asked it, into the bot's memory as said to the person.
+  void next_question(Conversation& c) {
+    while (!c.questions.empty()) {
+      Conversation::Question q = std::move(c.questions.front());
+      c.questions.pop_front();
+      if (q.epoch == c.bot_epoch.load(std::memory_order_relaxed)) return give_bot(c, std::move(q));
+      --c.bot_jobs;
+      remember_visitor(c, std::move(q.text));
+    }
+  }
+
+  // A visitor's message the bot does not answer (the conversation is with a person), kept in
+  // the bot's memory so that a later hand-off's transcript has it.
+  static void remember_visitor(Conversation& c, std::string text) {
+    std::lock_guard lock(c.bot_mu);
+    c.bot.add_turn({"visitor", std::move(text), "", bot::Decision::kReply});
+  }
+
+  // A bot thread's answer: stored and sent, unless the conversation changed hands meanwhile;
+  // then the conversation's next question goes to the bot.
   void answered(BotThreads::Done& done) {
     --bot_pending;
     Conversation& c = *done.conversation;
     --c.bot_jobs;
+    c.asking = false;
     // Dropped from memory after a failed commit: load() asks again if the question is left.
     auto it = conversations.find(c.record.id);
     if (it == conversations.end() || it->second != done.conversation) return;
-    // The state changed while the bot thought (an agent took the conversation, an earlier
-    // answer handed it off...): the question is no longer the bot's. (An answer the bot
-    // finished just before the change stays in its memory of the conversation.)
-    if (done.epoch != c.bot_epoch.load(std::memory_order_relaxed)) return;
+    take_answer(c, done);
+    next_question(c);
+  }
+
+  void take_answer(Conversation& c, BotThreads::Done& done) {
+    // The state changed while the bot thought (an agent took the conversation): the question
+    // is no longer the bot's. (An answer the bot finished in the moment before the change
+    // stays in its memory of the conversation.)
+    if (done.epoch != c.bot_epoch.load(std::memory_order_relaxed)) {
+      if (done.skipped) remember_visitor(c, std::move(done.text));
+      return;
+    }
     Status st = done.reply ? bot_turn(c, *done.reply) : done.reply.status();
     if (st) return;
     cfg.logger.log(LogLevel::kError, "bot: " + st.message());
@@ -744,7 +793,7 @@ struct Hub::Impl {
       c.record.state = "bot";
       if (auto st = save(c); !st) cfg.logger.log(LogLevel::kError, "store: " + st.message());
     }
-    if (c.record.state != "bot") return;
+    if (c.record.state != "bot") return remember_visitor(c, std::move(f.text));
     ask_bot(c, bot_text(f), f.id);
   }
 

@@ -109,6 +109,44 @@ TEST_SUITE("bot.policy") {
     CHECK(conv.transcript().back().role == "agent");
   }
 
+  TEST_CASE("rewind() takes a reply back, and turns added after it stay") {
+    Conversation conv;
+    REQUIRE(ask(conv, "返品できますか").entry_id == "returns-window");
+    const std::string before = conv.to_json();
+    // A clarification taken back: the previous answer is the one before it again.
+    auto cp = conv.checkpoint();
+    REQUIRE(ask(conv, "支払い").decision == Decision::kClarify);
+    conv.rewind(cp);
+    CHECK(conv.to_json() == before);
+    CHECK(ask(conv, "送料は？").entry_id == "return-shipping-cost");
+
+    // A hand-off taken back after an agent spoke: the agent's turn stays.
+    const std::size_t turns = conv.transcript().size();
+    cp = conv.checkpoint();
+    REQUIRE(ask(conv, "担当者と話したい").decision == Decision::kHandoff);
+    conv.add_turn({"agent", "担当の佐藤です。", "", Decision::kReply});
+    conv.rewind(cp);
+    CHECK_FALSE(conv.handed_off());
+    CHECK(conv.turn() == 2);
+    REQUIRE(conv.transcript().size() == turns + 1);
+    CHECK(conv.transcript().back().role == "agent");
+    CHECK(conv.transcript()[turns - 1].role == "bot");
+
+    // At kMaxTurns: the reply's turns go, the oldest turns it pushed out stay out.
+    Conversation full;
+    for (int i = 0; i < 100; ++i) ask(full, "送料はいくらですか");
+    REQUIRE(full.transcript().size() == Conversation::kMaxTurns);
+    cp = full.checkpoint();
+    ask(full, "返品できますか");
+    full.rewind(cp);
+    CHECK(full.transcript().size() == Conversation::kMaxTurns - 2);
+    CHECK(full.transcript().back().entry_id == "shipping-fee");
+    CHECK(full.turn() == 100);
+    // Rewinding twice, or with nothing said since, changes nothing more.
+    full.rewind(cp);
+    CHECK(full.transcript().size() == Conversation::kMaxTurns - 2);
+  }
+
   TEST_CASE("half-width katakana and full-width letters find the same entry") {
     Conversation a, b;
     auto r1 = ask(a, "クレジットカードは使えますか");

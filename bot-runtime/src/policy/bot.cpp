@@ -31,6 +31,42 @@ std::string_view to_string(Decision d) noexcept {
 void Conversation::add_turn(Turn turn) {
   if (transcript_.size() >= kMaxTurns) transcript_.erase(transcript_.begin());
   transcript_.push_back(std::move(turn));
+  ++turns_added_;
+}
+
+Conversation::Checkpoint Conversation::checkpoint() const {
+  Checkpoint cp;
+  cp.turns_added = turns_added_;
+  cp.slots = slots_;
+  cp.previous_answer = previous_answer_;
+  cp.last_locale = last_locale_;
+  cp.pending_options = pending_options_;
+  cp.visitor_turns = visitor_turns_;
+  cp.failed_turns = failed_turns_;
+  cp.handed_off = handed_off_;
+  return cp;
+}
+
+void Conversation::rewind(const Checkpoint& cp) {
+  // transcript_[i] is turn number turns_added_ - size + i; respond() added numbers
+  // cp.turns_added and cp.turns_added + 1.
+  // (A turn already dropped for kMaxTurns stays counted.)
+  const std::uint64_t first = turns_added_ - transcript_.size();
+  std::uint64_t erased = 0;
+  for (std::uint64_t n = cp.turns_added + 2; n-- > cp.turns_added;) {
+    if (n >= first && n < turns_added_) {
+      transcript_.erase(transcript_.begin() + static_cast<std::ptrdiff_t>(n - first));
+      ++erased;
+    }
+  }
+  turns_added_ -= erased;
+  slots_ = cp.slots;
+  previous_answer_ = cp.previous_answer;
+  last_locale_ = cp.last_locale;
+  pending_options_ = cp.pending_options;
+  visitor_turns_ = cp.visitor_turns;
+  failed_turns_ = cp.failed_turns;
+  handed_off_ = cp.handed_off;
 }
 
 namespace {

@@ -187,7 +187,8 @@ class BotThreads {
     Result<bot::Reply> reply;
     std::string frame_id;
     bool skipped = false;  // not answered: the conversation had changed first
-    std::string text;      // the question, when skipped
+    std::string text;      // the question
+    bot::Conversation::Checkpoint before;  // the bot's memory before it answered
   };
 
   // `threads` >= 1. Throws std::system_error when a thread cannot be started (after
@@ -269,9 +270,11 @@ class BotThreads {
       // Skipped when the conversation changed since: answered() drops it for its epoch.
       Result<bot::Reply> reply = internal_error("not answered: the conversation changed first");
       const bool skipped = job.conversation->bot_epoch.load(std::memory_order_acquire) != job.epoch;
+      bot::Conversation::Checkpoint before;
       if (!skipped) {
         try {
           std::lock_guard lock(job.conversation->bot_mu);
+          before = job.conversation->bot.checkpoint();
           reply = job.bot->respond(job.conversation->bot, job.text);
         } catch (const std::exception& e) {
           reply = internal_error(std::string("the bot failed: ") + e.what());
@@ -283,7 +286,7 @@ class BotThreads {
         waiting = waiting_;
         wake_loop = done_.empty() && !waiting;
         done_.push_back({std::move(job.conversation), job.epoch, std::move(reply), std::move(job.frame_id), skipped,
-                         skipped ? std::move(job.text) : std::string()});
+                         std::move(job.text), std::move(before)});
         has_done_.store(true, std::memory_order_release);
       }
       if (waiting) done_cv_.notify_one();
@@ -645,10 +648,13 @@ struct Hub::Impl {
 
   void take_answer(Conversation& c, BotThreads::Done& done) {
     // The state changed while the bot thought (an agent took the conversation): the question
-    // is no longer the bot's. (An answer the bot finished in the moment before the change
-    // stays in its memory of the conversation.)
+    // is the person's now, and an answer the bot gave is taken back out of its memory.
     if (done.epoch != c.bot_epoch.load(std::memory_order_relaxed)) {
-      if (done.skipped) remember_visitor(c, std::move(done.text));
+      if (done.reply.is_ok()) {
+        std::lock_guard lock(c.bot_mu);
+        c.bot.rewind(done.before);
+      }
+      remember_visitor(c, std::move(done.text));
       return;
     }
     Status st = done.reply ? bot_turn(c, *done.reply) : done.reply.status();

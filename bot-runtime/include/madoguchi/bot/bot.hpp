@@ -18,6 +18,7 @@
 #include <madoguchi/status.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
@@ -125,6 +126,29 @@ class Conversation {
   void hand_back() noexcept { handed_off_ = false; failed_turns_ = 0; }
   // Records a turn said by someone else (an agent) so the transcript stays whole.
   void add_turn(Turn turn);
+
+  // What a respond() call changes, saved just before it, so that a reply the host does not use
+  // can be taken back: a host that asked on another thread and found, once the reply came,
+  // that a person had taken the conversation over meanwhile. After a respond() that returned a
+  // reply (a failed one changes nothing), rewind() removes the two turns it added after
+  // checkpoint() (turns added after them stay) and puts back the context it changed: slots,
+  // previous answer, failed turns, turn count, pending options, hand-off flag and the language
+  // of the previous message. (With kMaxTurns turns already there, the oldest ones that
+  // respond() pushed out stay out.)
+  class Checkpoint {
+   private:
+    friend class Conversation;
+    std::uint64_t turns_added = 0;
+    std::map<std::string, std::string, std::less<>> slots;
+    std::string previous_answer;
+    std::string last_locale;
+    std::vector<std::pair<std::string, std::string>> pending_options;
+    int visitor_turns = 0;
+    int failed_turns = 0;
+    bool handed_off = false;
+  };
+  Checkpoint checkpoint() const;
+  void rewind(const Checkpoint& cp);
   // The state as one JSON object: turn, failed_turns, handed_off, previous_answer, locale,
   // fallback_locale, slots, visitor and the transcript, written as in HandoffPackage::to_json
   // (docs/policy.md, "Conversation JSON"; what mdg_conversation_json returns).
@@ -145,6 +169,7 @@ class Conversation {
   std::string fallback_locale_;  // set by the host: when the message does not tell
   std::string last_locale_;  // the language of the previous message
   std::vector<std::pair<std::string, std::string>> pending_options_;  // (entry, label) offered last
+  std::uint64_t turns_added_ = 0;  // every turn ever added, the dropped ones included
   int visitor_turns_ = 0;
   int failed_turns_ = 0;
   bool handed_off_ = false;

@@ -186,8 +186,7 @@ class BotThreads {
     std::uint64_t epoch = 0;
     Result<bot::Reply> reply;
     std::string frame_id;
-    bool skipped = false;  // not answered: the conversation had changed first
-    std::string text;      // the question
+    std::string text;                      // the question
     bot::Conversation::Checkpoint before;  // the bot's memory before it answered
   };
 
@@ -269,9 +268,8 @@ class BotThreads {
       }
       // Skipped when the conversation changed since: answered() drops it for its epoch.
       Result<bot::Reply> reply = internal_error("not answered: the conversation changed first");
-      const bool skipped = job.conversation->bot_epoch.load(std::memory_order_acquire) != job.epoch;
       bot::Conversation::Checkpoint before;
-      if (!skipped) {
+      if (job.conversation->bot_epoch.load(std::memory_order_acquire) == job.epoch) {
         try {
           std::lock_guard lock(job.conversation->bot_mu);
           before = job.conversation->bot.checkpoint();
@@ -285,7 +283,7 @@ class BotThreads {
         std::lock_guard lock(done_mu_);
         waiting = waiting_;
         wake_loop = done_.empty() && !waiting;
-        done_.push_back({std::move(job.conversation), job.epoch, std::move(reply), std::move(job.frame_id), skipped,
+        done_.push_back({std::move(job.conversation), job.epoch, std::move(reply), std::move(job.frame_id),
                          std::move(job.text), std::move(before)});
         has_done_.store(true, std::memory_order_release);
       }

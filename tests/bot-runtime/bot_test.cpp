@@ -147,6 +147,57 @@ TEST_SUITE("bot.policy") {
     CHECK(full.transcript().size() == Conversation::kMaxTurns - 2);
   }
 
+  TEST_CASE("a regex that backtracks without end gives up, is taken as not matching, and says so") {
+    auto kb = parse_knowledge_json(
+        R"({"name":"redos","default_locale":"en",)"
+        R"("entries":[{"id":"hello","questions":["hello there","hi"],"answer":"Hello!"}],)"
+        R"("rules":[{"id":"all-a","when":{"regex":"^(a+)+$"},"then":{"reply":{"en":"only a"}}}]})",
+        "redos.json");
+    REQUIRE_MESSAGE(kb.is_ok(), kb.status().to_string());
+    std::mutex mu;
+    std::vector<std::string> warnings;
+    BotOptions options;
+    options.logger.sink = [&](madoguchi::LogLevel level, std::string_view message) {
+      std::lock_guard lock(mu);
+      if (level == madoguchi::LogLevel::kWarning) warnings.emplace_back(message);
+    };
+    auto bot = Bot::create(std::move(*kb), options);
+    REQUIRE_MESSAGE(bot.is_ok(), bot.status().to_string());
+    Conversation conv;
+    auto matched = (*bot)->respond(conv, "aaaa");
+    REQUIRE(matched.is_ok());
+    CHECK(matched->text == "only a");
+    CHECK(warnings.empty());
+    // 60 a's and a "!": about 2^60 ways to fail, centuries of backtracking without the limit.
+    auto r = (*bot)->respond(conv, std::string(60, 'a') + "!");
+    REQUIRE(r.is_ok());
+    CHECK_FALSE(contains(r->rules_fired, "all-a"));
+    REQUIRE(warnings.size() == 1);
+    CHECK(warnings[0].find(R"(redos.json: rule 'all-a' (rules[0]): regex "^(a+)+$" gave up on a message of 61 bytes)") != std::string::npos);
+    CHECK(warnings[0].find("rewrite it") != std::string::npos);
+  }
+
+  TEST_CASE("the sample shop's regexes search a message of the longest size within the limit") {
+    auto kb = load_knowledge_file(mdg_test::source_path("samples/kb/shop.json"));
+    REQUIRE(kb.is_ok());
+    std::mutex mu;
+    std::vector<std::string> warnings;
+    BotOptions options;
+    options.logger.sink = [&](madoguchi::LogLevel level, std::string_view message) {
+      std::lock_guard lock(mu);
+      if (level >= madoguchi::LogLevel::kWarning) warnings.emplace_back(message);
+    };
+    auto bot = Bot::create(std::move(*kb), options);
+    REQUIRE(bot.is_ok());
+    for (const std::string unit : {"can you help in english? ", "支払いについて英語で対応できますか。", "sm-12345 "}) {
+      std::string text;
+      while (text.size() + unit.size() <= 16 * 1024) text += unit;
+      Conversation conv;
+      REQUIRE((*bot)->respond(conv, text).is_ok());
+    }
+    CHECK(warnings.empty());
+  }
+
   TEST_CASE("half-width katakana and full-width letters find the same entry") {
     Conversation a, b;
     auto r1 = ask(a, "クレジットカードは使えますか");

@@ -73,6 +73,11 @@ namespace {
 
 using madoguchi::detail::JsonWriter;
 
+// ICU's limit on one regex search, in steps of its match engine (a step is 10,000 moves):
+// kRegexSteps, plus one per kRegexCharsPerStep characters of the text, so that a pattern that
+// runs in linear time never meets it. A search still going then is taken as not matching.
+constexpr std::int32_t kRegexSteps = 20, kRegexCharsPerStep = 16;
+
 struct CompiledRule {
   const Rule* rule;
   std::vector<std::string> any, all, none;  // normalized keywords
@@ -292,7 +297,20 @@ bool Bot::Impl::rule_matches(const CompiledRule& r, const Analysis& a, const Con
     UErrorCode err = U_ZERO_ERROR;
     icu::UnicodeString input = icu::UnicodeString::fromUTF8(a.folded);  // as typed: before synonyms
     std::unique_ptr<icu::RegexMatcher> m(r.regex->matcher(input, err));
-    if (U_FAILURE(err) || !m->find(err) || U_FAILURE(err)) return false;
+    if (U_FAILURE(err)) return false;
+    // A pattern with nested repetition ("(a+)+$") takes time exponential in the length of
+    // some texts: a visitor's message must not hold the bot for minutes.
+    m->setTimeLimit(kRegexSteps + input.length() / kRegexCharsPerStep, err);
+    const bool found = U_SUCCESS(err) && m->find(err);
+    if (err == U_REGEX_TIME_OUT) {
+      options.logger.log(LogLevel::kWarning,
+                         r.rule->source + ": regex \"" + r.rule->when.regex +
+                             "\" gave up on a message of " + std::to_string(a.folded.size()) +
+                             " bytes (too much backtracking) and is taken as not matching; rewrite it "
+                             "without a repetition inside a repetition, such as (a+)+ or (a|aa)*");
+      return false;
+    }
+    if (U_FAILURE(err) || !found) return false;
   }
   return true;
 }

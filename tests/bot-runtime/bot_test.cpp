@@ -163,6 +163,10 @@ TEST_SUITE("bot.policy") {
     };
     auto bot = Bot::create(std::move(*kb), options);
     REQUIRE_MESSAGE(bot.is_ok(), bot.status().to_string());
+    // Built, with the lint's warning about the pattern.
+    REQUIRE(warnings.size() == 1);
+    CHECK(warnings[0].find("repeats a repetition") != std::string::npos);
+    warnings.clear();
     Conversation conv;
     auto matched = (*bot)->respond(conv, "aaaa");
     REQUIRE(matched.is_ok());

@@ -303,6 +303,90 @@ Status apply_setting(KnowledgeBase& kb, std::string_view key, std::string_view v
                           "policy.max_failed_turns, policy.severity_handoff, policy.handoff_out_of_scope)");
 }
 
+namespace {
+
+// Where a regular expression repeats a group that itself holds a repetition ("(a+)+",
+// "(\w+\s?)*"): the byte offset of the outer quantifier, or npos. Such a pattern can
+// backtrack for a time exponential in the length of some texts. Atomic groups "(?>...)" and
+// possessive quantifiers ("a++") do not backtrack and are not counted. A heuristic over the
+// pattern's text: it does not see overlapping alternatives such as "(a|aa)*".
+std::size_t nested_repetition(std::string_view p) {
+  std::vector<std::pair<bool, bool>> groups{{false, false}};  // (holds a repetition, atomic)
+  // The quantifier at p[i], if any: its length (0: none) and whether it repeats without
+  // bound or more than once; a trailing '+' makes it possessive.
+  auto quantifier = [&](std::size_t i, bool& repeats, bool& possessive) -> std::size_t {
+    repeats = possessive = false;
+    if (i >= p.size()) return 0;
+    std::size_t n = 0;
+    if (p[i] == '*' || p[i] == '+') {
+      repeats = true;
+      n = 1;
+    } else if (p[i] == '?') {
+      n = 1;
+    } else if (p[i] == '{') {
+      std::size_t close = p.find('}', i);
+      if (close == std::string_view::npos) return 0;
+      std::string_view body = p.substr(i + 1, close - i - 1);
+      std::size_t comma = body.find(',');
+      repeats = comma == std::string_view::npos ? false
+                                                : (comma + 1 == body.size() || body.substr(comma + 1) != "1");
+      if (comma == std::string_view::npos && body != "0" && body != "1") repeats = true;
+      n = close - i + 1;
+    }
+    if (n && i + n < p.size() && (p[i + n] == '+' || p[i + n] == '?')) {
+      possessive = p[i + n] == '+';
+      ++n;
+    }
+    return n;
+  };
+  for (std::size_t i = 0; i < p.size();) {
+    const char c = p[i];
+    if (c == '\\') {
+      if (i + 1 < p.size() && p[i + 1] == 'Q') {  // \Q...\E: literal text
+        std::size_t end = p.find("\\E", i + 2);
+        i = end == std::string_view::npos ? p.size() : end + 2;
+      } else {
+        i += 2;
+      }
+    } else if (c == '[') {  // a set, maybe with sets inside: one atom
+      int depth = 0;
+      for (; i < p.size(); ++i) {
+        if (p[i] == '\\') {
+          ++i;
+        } else if (p[i] == '[') {
+          ++depth;
+        } else if (p[i] == ']' && --depth == 0) {
+          break;
+        }
+      }
+      ++i;
+    } else if (c == '(') {
+      groups.push_back({false, p.substr(i, 3) == "(?>"});
+      ++i;
+      continue;
+    } else if (c == ')' && groups.size() > 1) {
+      auto [inner, atomic] = groups.back();
+      groups.pop_back();
+      bool repeats = false, possessive = false;
+      const std::size_t q = quantifier(i + 1, repeats, possessive);
+      if (inner && !atomic && repeats && !possessive) return i + 1;
+      groups.back().first = groups.back().first || (inner && !atomic) || (repeats && !possessive);
+      i += 1 + q;
+      continue;
+    } else {
+      ++i;
+    }
+    // After an atom (a character, an escape, a set): its quantifier, if any.
+    bool repeats = false, possessive = false;
+    const std::size_t q = quantifier(i, repeats, possessive);
+    if (repeats && !possessive) groups.back().first = true;
+    i += q;
+  }
+  return std::string_view::npos;
+}
+
+}  // namespace
+
 std::vector<Diagnostic> validate_knowledge(const KnowledgeBase& kb) {
   std::vector<Diagnostic> out;
   auto error = [&](std::string where, std::string message) {
@@ -349,6 +433,12 @@ std::vector<Diagnostic> validate_knowledge(const KnowledgeBase& kb) {
       if (U_FAILURE(err)) {
         error(r.source, "regex \"" + w.regex + "\" does not compile: " + u_errorName(err) + " at offset " +
                             std::to_string(perr.offset) + " (ICU regular expression syntax)");
+      } else if (std::size_t at = nested_repetition(w.regex); at != std::string_view::npos) {
+        out.push_back({Diagnostic::Severity::kWarning, r.source,
+                       "regex \"" + w.regex + "\" repeats a repetition (at offset " + std::to_string(at) +
+                           "): some messages make it backtrack for an exponential time, and its search "
+                           "then gives up and does not match; write it without the inner repetition "
+                           "(\"(a+)+\" is \"a+\"), or make the group atomic, \"(?>...)\""});
       }
     }
     if (!w.previous_answer.empty() && !ids.contains(w.previous_answer)) {

@@ -186,6 +186,7 @@ Result<std::shared_ptr<const Bot>> Bot::create(KnowledgeBase kb, BotOptions opti
   auto start = std::chrono::steady_clock::now();
   for (const auto& d : validate_knowledge(kb)) {
     if (d.severity == Diagnostic::Severity::kError) return invalid_argument(d.where + ": " + d.message);
+    options.logger.log(LogLevel::kWarning, d.where + ": " + d.message);
   }
   if (kb.entries.empty()) return invalid_argument(kb.source + ": the knowledge base has no entries");
 

@@ -142,15 +142,14 @@ TEST_SUITE("bot.knowledge") {
         {R"(\\Q(a+)+\\E)", false},  // quoted: literal text
         {R"((a|aa)*b)", false},   // overlapping alternatives: not seen (docs/rules.md)
     };
-    std::string rules;
+    std::string json = R"({"name":"t","default_locale":"en","entries":[{"id":"a","questions":["q"],"answer":"x"}],"rules":[)";
     for (std::size_t i = 0; i < patterns.size(); ++i) {
-      rules += (i ? "," : "") + std::string(R"({"id":"r)") + std::to_string(i) + R"(","when":{"regex":")" +
-               patterns[i].first + R"("},"then":{"reply":"x"}})";
+      if (i) json += ',';
+      json.append(R"({"id":"r)").append(std::to_string(i)).append(R"(","when":{"regex":")");
+      json.append(patterns[i].first).append(R"("},"then":{"reply":"x"}})");
     }
-    auto kb = parse_knowledge_json(
-        R"({"name":"t","default_locale":"en","entries":[{"id":"a","questions":["q"],"answer":"x"}],"rules":[)" + rules +
-            "]}",
-        "n.json");
+    json += "]}";
+    auto kb = parse_knowledge_json(json, "n.json");
     REQUIRE_MESSAGE(kb.is_ok(), kb.status().to_string());
     auto diags = validate_knowledge(*kb);
     for (std::size_t i = 0; i < patterns.size(); ++i) {

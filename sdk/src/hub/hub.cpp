@@ -162,8 +162,8 @@ struct Conversation : std::enable_shared_from_this<Conversation> {
     std::string text;
     std::string frame_id;
   };
-  std::deque<Question> questions;
-  bool asking = false;  // one of its questions is with the bot threads
+  std::vector<Question> questions;  // rarely more than one; a vector holds no memory when empty
+  bool asking = false;               // one of its questions is with the bot threads
 };
 
 // The bot answers on threads of its own, so that the serving thread goes on reading, storing
@@ -616,7 +616,7 @@ struct Hub::Impl {
   void next_question(Conversation& c) {
     while (!c.questions.empty()) {
       Conversation::Question q = std::move(c.questions.front());
-      c.questions.pop_front();
+      c.questions.erase(c.questions.begin());
       if (q.epoch == c.bot_epoch.load(std::memory_order_relaxed)) return give_bot(c, std::move(q));
       --c.bot_jobs;
       remember_visitor(c, std::move(q.text));

@@ -148,7 +148,6 @@ struct Conversation : std::enable_shared_from_this<Conversation> {
   // serving thread takes it to change `bot` once the conversation may have questions out.
   std::mutex bot_mu;
   bot::Conversation bot;
-  int bot_jobs = 0;      // questions given to the bot and not finished yet (serving thread)
   double last_used = 0;  // steady_seconds()
   // Raised by the serving thread whenever the state changes (an agent takes the conversation,
   // the bot hands it off, it closes...): an answer to a question asked before is dropped, and
@@ -164,6 +163,9 @@ struct Conversation : std::enable_shared_from_this<Conversation> {
   };
   std::vector<Question> questions;  // rarely more than one; a vector holds no memory when empty
   bool asking = false;               // one of its questions is with the bot threads
+
+  // Questions out to the bot or waiting for it: the conversation must stay in memory.
+  bool asked() const noexcept { return asking || !questions.empty(); }
 };
 
 // The bot answers on threads of its own, so that the serving thread goes on reading, storing
@@ -599,7 +601,6 @@ struct Hub::Impl {
   // Gives the question to a bot thread, or keeps it until the conversation's question before
   // is answered; answered() stores and sends the answer in a later turn of the loop.
   void ask_bot(Conversation& c, std::string text, std::string frame_id) {
-    ++c.bot_jobs;
     Conversation::Question q{c.bot_epoch.load(std::memory_order_relaxed), std::move(text), std::move(frame_id)};
     if (c.asking) return c.questions.push_back(std::move(q));
     give_bot(c, std::move(q));
@@ -618,7 +619,6 @@ struct Hub::Impl {
       Conversation::Question q = std::move(c.questions.front());
       c.questions.erase(c.questions.begin());
       if (q.epoch == c.bot_epoch.load(std::memory_order_relaxed)) return give_bot(c, std::move(q));
-      --c.bot_jobs;
       remember_visitor(c, std::move(q.text));
     }
   }
@@ -635,7 +635,6 @@ struct Hub::Impl {
   void answered(BotThreads::Done& done) {
     --bot_pending;
     Conversation& c = *done.conversation;
-    --c.bot_jobs;
     c.asking = false;
     // Dropped from memory after a failed commit: load() asks again if the question is left.
     auto it = conversations.find(c.record.id);
@@ -1082,7 +1081,7 @@ struct Hub::Impl {
     const double idle = static_cast<double>(cfg.conversation_idle_ms) / 1000.0;
     std::vector<std::pair<double, std::string>> unwatched;
     for (auto it = conversations.begin(); it != conversations.end();) {
-      if (visitors_of.contains(it->first) || it->second->bot_jobs > 0) {
+      if (visitors_of.contains(it->first) || it->second->asked()) {
         ++it;
       } else if (now - it->second->last_used >= idle) {
         it = conversations.erase(it);

@@ -326,11 +326,11 @@ std::size_t nested_repetition(std::string_view p) {
     } else if (p[i] == '{') {
       std::size_t close = p.find('}', i);
       if (close == std::string_view::npos) return 0;
-      std::string_view body = p.substr(i + 1, close - i - 1);
-      std::size_t comma = body.find(',');
-      repeats = comma == std::string_view::npos ? false
-                                                : (comma + 1 == body.size() || body.substr(comma + 1) != "1");
-      if (comma == std::string_view::npos && body != "0" && body != "1") repeats = true;
+      // {n}, {n,} or {n,m}: the most it allows ("" for no bound).
+      const std::string_view body = p.substr(i + 1, close - i - 1);
+      const std::size_t comma = body.find(',');
+      const std::string_view most = comma == std::string_view::npos ? body : body.substr(comma + 1);
+      repeats = most.empty() || (most != "0" && most != "1");
       n = close - i + 1;
     }
     if (n && i + n < p.size() && (p[i + n] == '+' || p[i + n] == '?')) {

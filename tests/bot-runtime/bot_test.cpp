@@ -265,6 +265,25 @@ TEST_SUITE("bot.policy") {
     }
   }
 
+  TEST_CASE("a rule's hand-off still ranks the message, for the person who takes it") {
+    Conversation conv;
+    auto r = ask(conv, "注文をキャンセルしたいので担当者と話したい");
+    CHECK(r.decision == Decision::kHandoff);
+    CHECK(r.rules_fired == std::vector<std::string>{"human-request"});
+    REQUIRE_FALSE(r.candidates.empty());
+    CHECK(r.candidates[0].entry_id == "cancel-order");
+    REQUIRE(r.handoff.has_value());
+    REQUIRE(r.handoff->candidates.size() == r.candidates.size());
+    for (std::size_t i = 0; i < r.candidates.size(); ++i) {
+      CHECK(r.handoff->candidates[i].entry_id == r.candidates[i].entry_id);
+      CHECK(r.handoff->candidates[i].confidence == r.candidates[i].confidence);
+    }
+    // A rule that answers or replies in the designer's words is not ranked.
+    auto hello = ask(conv, "こんにちは");
+    CHECK(hello.decision == Decision::kReply);
+    CHECK(hello.candidates.empty());
+  }
+
   TEST_CASE("a conversation's JSON holds its state, the transcript written as in the hand-off package") {
     Conversation conv;
     conv.set_fallback_locale("ja");

@@ -244,7 +244,13 @@ TEST_SUITE("sdk.agent_client") {
     CHECK(taken.handoff.reason == "visitor asked for a person");
     CHECK(taken.handoff.locale == "ja");
     CHECK(taken.handoff.rules_fired == std::vector<std::string>{"human-request"});
-    CHECK(taken.handoff.candidates.empty());  // a rule handed off: no ranking
+    // A rule handed off, and the bot still ranked the message: its guesses come along.
+    CHECK(taken.frame.handoff_json.find("\"candidates\":[") != std::string::npos);
+    for (const auto& c : taken.handoff.candidates) {
+      CHECK_FALSE(c.entry.empty());
+      CHECK(c.confidence >= 0);
+      CHECK(c.confidence <= 1);
+    }
     CHECK(taken.handoff.visitor["customer_id"] == "c-42");
     CHECK(taken.handoff.visitor["plan"] == "gold");
     CHECK(taken.frame.handoff_json.find("\"triage\"") != std::string::npos);

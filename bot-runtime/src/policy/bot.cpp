@@ -485,6 +485,9 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
     reply.rules_fired.push_back(cr.rule->id);
     for (const auto& [k, v] : act.set_slots) conv.slots_[k] = v;
     if (act.handoff) {
+      // The rule decided, but the person who takes the conversation still sees what the
+      // bot made of the message ("まだ届かない…担当者と話したい" is about a late parcel).
+      reply.candidates = im.to_candidates(im.index->rank(a, 5));
       if (!act.reply.empty()) {
         reply.decision = Decision::kHandoff;
         reply.reason = *act.handoff;

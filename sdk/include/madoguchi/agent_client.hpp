@@ -67,7 +67,7 @@ struct HandoffPackage {
   std::string reason;
   std::string locale;
   std::vector<Turn> transcript;       // as the bot saw it when it handed off
-  std::vector<Candidate> candidates;  // the bot's best guesses, best first (empty when a rule handed off)
+  std::vector<Candidate> candidates;  // the bot's best guesses, best first (empty when nothing matched)
   std::vector<std::string> rules_fired;
   double severity = 0, complexity = 0, effort = 0;  // triage scores, 0..1
   std::vector<std::string> signals;                 // what raised them ("anger:...", "urgency:...")

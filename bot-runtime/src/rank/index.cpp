@@ -559,6 +559,13 @@ float Index::confidence(float p, float z, float z_other) const noexcept {
   return 1.0f / (1.0f + std::exp(-t));
 }
 
+float Index::runner_up(const std::vector<Ranked>& cands, std::size_t touched) const noexcept {
+  // Every entry that no term or feature reached has logit 0 (no BM25 part, no weight).
+  float z = cands.size() > 1 ? cands[1].z : 0.0f;
+  if (touched < entry_count_) z = std::max(z, 0.0f);
+  return z;
+}
+
 void Index::calibrate(const std::vector<Example>& examples, const std::vector<std::uint32_t>& held_out, Scratch& s) {
   struct Point {
     float x[3];
@@ -571,60 +578,85 @@ void Index::calibrate(const std::vector<Example>& examples, const std::vector<st
     const Example& ex = examples[idx];
     forward(ex, s);
     top_k(s, static_cast<std::size_t>(settings_.shortlist), cands, tau);
+    const std::size_t touched = s.touched_entries.size();
     reset(s);
     if (cands.empty()) {
       pts.push_back({{0, 0, 0}, 0});
       continue;
     }
-    float z_other = cands.size() > 1 ? cands[1].z : tau;
+    const float z_other = runner_up(cands, touched);
     pts.push_back({{cands[0].p, cands[0].z - z_other, cands[0].z}, cands[0].entry == ex.entry ? 1.0f : 0.0f});
   }
   // Logistic regression on three features (Platt scaling), fitted by Newton's method with
-  // a small ridge so that it converges whatever the scale of the logits.
-  double w[4] = {1, 0, 0, 0};
-  for (int it = 0; it < 30; ++it) {
-    double g[4] = {0, 0, 0, 0};
-    double h[4][4] = {};
-    for (const auto& p : pts) {
-      const double x[4] = {p.x[0], p.x[1], p.x[2], 1.0};
-      double t = w[0] * x[0] + w[1] * x[1] + w[2] * x[2] + w[3];
-      double q = 1.0 / (1.0 + std::exp(-t));
-      double d = q - p.y, v = q * (1 - q);
+  // a small ridge so that it converges whatever the scale of the logits. The three features
+  // all grow with the evidence for the first candidate, so their coefficients may not be
+  // negative: correlated as they are, a free fit can give one a negative weight that the
+  // held-out points barely constrain, and a message scored beyond their range (an exact
+  // question, a single candidate) would then get less confidence the better it matches.
+  // Such a coefficient is held at 0 and the others fitted again (at most three times).
+  auto fit = [&pts](const bool (&fixed)[4], double (&w)[4]) {
+    w[0] = fixed[0] ? 0 : 1;
+    w[1] = w[2] = w[3] = 0;
+    for (int it = 0; it < 30; ++it) {
+      double g[4] = {0, 0, 0, 0};
+      double h[4][4] = {};
+      for (const auto& p : pts) {
+        const double x[4] = {p.x[0], p.x[1], p.x[2], 1.0};
+        double t = w[0] * x[0] + w[1] * x[1] + w[2] * x[2] + w[3];
+        double q = 1.0 / (1.0 + std::exp(-t));
+        double d = q - p.y, v = q * (1 - q);
+        for (int a = 0; a < 4; ++a) {
+          g[a] += d * x[a];
+          for (int b = 0; b < 4; ++b) h[a][b] += v * x[a] * x[b];
+        }
+      }
       for (int a = 0; a < 4; ++a) {
-        g[a] += d * x[a];
-        for (int b = 0; b < 4; ++b) h[a][b] += v * x[a] * x[b];
+        g[a] += 1e-2 * w[a];
+        h[a][a] += 1e-2;
+        if (fixed[a]) {  // no step: its row says step = 0
+          for (int b = 0; b < 4; ++b) h[a][b] = a == b ? 1.0 : 0.0;
+          g[a] = 0;
+        }
       }
-    }
-    for (int a = 0; a < 4; ++a) {
-      g[a] += 1e-2 * w[a];
-      h[a][a] += 1e-2;
-    }
-    // Solve h * step = g (Gaussian elimination with partial pivoting).
-    double m[4][5];
-    for (int a = 0; a < 4; ++a) {
-      for (int b = 0; b < 4; ++b) m[a][b] = h[a][b];
-      m[a][4] = g[a];
-    }
-    for (int c = 0; c < 4; ++c) {
-      int piv = c;
-      for (int r = c + 1; r < 4; ++r) {
-        if (std::fabs(m[r][c]) > std::fabs(m[piv][c])) piv = r;
+      // Solve h * step = g (Gaussian elimination with partial pivoting).
+      double m[4][5];
+      for (int a = 0; a < 4; ++a) {
+        for (int b = 0; b < 4; ++b) m[a][b] = h[a][b];
+        m[a][4] = g[a];
       }
-      for (int k = 0; k < 5; ++k) std::swap(m[c][k], m[piv][k]);
-      if (std::fabs(m[c][c]) < 1e-12) continue;
-      for (int r = 0; r < 4; ++r) {
-        if (r == c) continue;
-        double f = m[r][c] / m[c][c];
-        for (int k = c; k < 5; ++k) m[r][k] -= f * m[c][k];
+      for (int c = 0; c < 4; ++c) {
+        int piv = c;
+        for (int r = c + 1; r < 4; ++r) {
+          if (std::fabs(m[r][c]) > std::fabs(m[piv][c])) piv = r;
+        }
+        for (int k = 0; k < 5; ++k) std::swap(m[c][k], m[piv][k]);
+        if (std::fabs(m[c][c]) < 1e-12) continue;
+        for (int r = 0; r < 4; ++r) {
+          if (r == c) continue;
+          double f = m[r][c] / m[c][c];
+          for (int k = c; k < 5; ++k) m[r][k] -= f * m[c][k];
+        }
       }
+      double change = 0;
+      for (int a = 0; a < 4; ++a) {
+        double step = std::fabs(m[a][a]) < 1e-12 ? 0.0 : m[a][4] / m[a][a];
+        w[a] -= step;
+        change = std::max(change, std::fabs(step));
+      }
+      if (change < 1e-6) break;
     }
-    double change = 0;
-    for (int a = 0; a < 4; ++a) {
-      double step = std::fabs(m[a][a]) < 1e-12 ? 0.0 : m[a][4] / m[a][a];
-      w[a] -= step;
-      change = std::max(change, std::fabs(step));
+  };
+  bool fixed[4] = {false, false, false, false};
+  double w[4];
+  fit(fixed, w);
+  for (int round = 0; round < 3; ++round) {
+    int worst = -1;
+    for (int a = 0; a < 3; ++a) {
+      if (!fixed[a] && w[a] < 0 && (worst < 0 || w[a] < w[worst])) worst = a;
     }
-    if (change < 1e-6) break;
+    if (worst < 0) break;
+    fixed[worst] = true;
+    fit(fixed, w);
   }
   for (int k = 0; k < 4; ++k) cal_[k] = static_cast<float>(w[k]);
   calibrated_ = true;
@@ -742,15 +774,15 @@ std::vector<Ranked> Index::rank(const Analysis& a, std::size_t k) const {
   }
   std::vector<Ranked> out;
   top_k(s, static_cast<std::size_t>(settings_.shortlist), out, settings_.null_logit);
+  const float z_other = out.empty() ? 0.0f : runner_up(out, s.touched_entries.size());
   reset(s);
   if (out.size() > k) out.resize(k);
   if (out.empty()) return out;
   // The first candidate's confidence is calibrated; the others share what it leaves, in
   // proportion to their softmax probability (the null class takes its share too), so the
   // confidences never sum to more than 1.
-  const float tau = static_cast<float>(settings_.null_logit);
   const float p1 = out[0].p;
-  const float c1 = confidence(p1, out[0].z, out.size() > 1 ? out[1].z : tau);
+  const float c1 = confidence(p1, out[0].z, z_other);
   const float rest = 1.0f - p1 > 1e-12f ? (1.0f - c1) / (1.0f - p1) : 0.0f;
   out[0].p = c1;
   for (std::size_t i = 1; i < out.size(); ++i) out[i].p = std::min(out[i].p * rest, 1.0f - c1);

@@ -118,6 +118,10 @@ class Index {
   // Fits the confidence calibration on questions held out of training.
   void calibrate(const std::vector<Example>& examples, const std::vector<std::uint32_t>& held_out, Scratch& s);
   float confidence(float p, float z, float z_other) const noexcept;
+  // The logit the first of `cands` (best first) is compared with in its confidence: the
+  // second-highest of all entries, the second candidate's or 0, the logit of every entry
+  // that the message did not reach (`touched` entries were scored).
+  float runner_up(const std::vector<Ranked>& cands, std::size_t touched) const noexcept;
   float logit(const EntryScore& es) const noexcept { return es.linear + gamma_ * es.bm25; }
 
   RankingSettings settings_;

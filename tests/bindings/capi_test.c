@@ -618,7 +618,7 @@ static void test_reload(void) {
   CHECK_MSG(strcmp(mdg_reply_entry(r), "noshi") == 0, "entry %s", mdg_reply_entry(r));
   mdg_reply_free(r);
   CHECK_OK(mdg_bot_info_json(&info, bot));
-  CHECK(contains(info.ptr, "\"generation\":3") && contains(info.ptr, "\"entries\":55"));
+  CHECK(contains(info.ptr, "\"generation\":3") && contains(info.ptr, "\"entries\":56"));
   mdg_buf_dispose(&info);
 
   CHECK_RC(mdg_bot_reload_file(NULL, SHOP_KB), MDG_EINVAL);

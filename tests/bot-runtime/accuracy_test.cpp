@@ -106,11 +106,39 @@ TEST_SUITE("bot.accuracy") {
     CHECK(f.mrr5 >= 0.94);
   }
 
+  TEST_CASE("the sample shop answers its own questions as they are written, with the linear model and without") {
+    // An exact question of the knowledge base is the strongest match a message can be. Its
+    // confidence must not fall below the answer threshold because it scores beyond the
+    // held-out questions the calibration was fitted on.
+    for (bool classifier : {true, false}) {
+      CAPTURE(classifier);
+      auto kb = load_knowledge_file(mdg_test::source_path("samples/kb/shop.json"));
+      REQUIRE(kb.is_ok());
+      kb->ranking.classifier = classifier;
+      std::vector<std::pair<std::string, std::string>> questions;  // text, entry
+      for (const auto& e : kb->entries) {
+        for (const auto& q : e.questions) questions.emplace_back(q, e.id);
+      }
+      auto bot = Bot::create(std::move(*kb));
+      REQUIRE(bot.is_ok());
+      std::size_t answered = 0;
+      for (const auto& [text, entry] : questions) {
+        Conversation conv;
+        auto r = (*bot)->respond(conv, text);
+        REQUIRE(r.is_ok());
+        answered += r->decision == Decision::kAnswer && r->entry_id == entry;
+      }
+      const double share = static_cast<double>(answered) / static_cast<double>(questions.size());
+      MESSAGE("classifier=" << classifier << ": " << answered << " of " << questions.size());
+      CHECK(share >= 0.99);
+    }
+  }
+
   TEST_CASE("sample shop evaluation set") {
     auto f = evaluate(*mdg_test::shop_bot(), mdg_test::source_path("samples/kb/shop-eval.jsonl"));
     MESSAGE("shop top1=" << f.top1 << " mrr5=" << f.mrr5 << " oos_recall=" << f.oos_recall);
-    CHECK(f.top1 >= 0.46);
-    CHECK(f.mrr5 >= 0.80);
-    CHECK(f.oos_recall >= 0.95);
+    CHECK(f.top1 >= 0.72);
+    CHECK(f.mrr5 >= 0.90);
+    CHECK(f.oos_recall >= 0.90);
   }
 }

@@ -3,6 +3,7 @@
 #include <simdjson.h>
 
 #include <atomic>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -200,6 +201,36 @@ TEST_SUITE("bot.policy") {
       REQUIRE((*bot)->respond(conv, text).is_ok());
     }
     CHECK(warnings.empty());
+  }
+
+  TEST_CASE("candidates' confidences: none above the first's, and together at most 1") {
+    // Every question of the shop's evaluation set, in scope or not: a spread of sure and
+    // unsure first candidates, with close and distant seconds.
+    std::ifstream in(mdg_test::source_path("samples/kb/shop-eval.jsonl"));
+    REQUIRE(in.good());
+    std::string line;
+    simdjson::dom::parser parser;
+    std::size_t replies = 0, capped = 0;
+    while (std::getline(in, line)) {
+      simdjson::dom::element doc;
+      REQUIRE(parser.parse(line).get(doc) == simdjson::SUCCESS);
+      const std::string text(doc["text"].get_string().value());
+      Conversation conv;
+      const Reply r = ask(conv, text);
+      if (r.candidates.empty()) continue;
+      ++replies;
+      CAPTURE(text);
+      double sum = 0;
+      for (const auto& c : r.candidates) {
+        CHECK(c.confidence <= r.candidates[0].confidence);
+        CHECK(c.confidence >= 0);
+        sum += c.confidence;
+        capped += &c != &r.candidates[0] && c.confidence == r.candidates[0].confidence;
+      }
+      CHECK(sum <= 1.0 + 1e-6);
+    }
+    CHECK(replies > 100);
+    MESSAGE(capped << " candidates held at the first's confidence in " << replies << " replies");
   }
 
   TEST_CASE("half-width katakana and full-width letters find the same entry") {

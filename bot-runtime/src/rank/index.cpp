@@ -780,12 +780,13 @@ std::vector<Ranked> Index::rank(const Analysis& a, std::size_t k) const {
   if (out.empty()) return out;
   // The first candidate's confidence is calibrated; the others share what it leaves, in
   // proportion to their softmax probability (the null class takes its share too), so the
-  // confidences never sum to more than 1.
+  // confidences never sum to more than 1. None is more likely right than the first: when the
+  // first is unsure and the second close behind in the softmax, the share could exceed it.
   const float p1 = out[0].p;
   const float c1 = confidence(p1, out[0].z, z_other);
   const float rest = 1.0f - p1 > 1e-12f ? (1.0f - c1) / (1.0f - p1) : 0.0f;
   out[0].p = c1;
-  for (std::size_t i = 1; i < out.size(); ++i) out[i].p = std::min(out[i].p * rest, 1.0f - c1);
+  for (std::size_t i = 1; i < out.size(); ++i) out[i].p = std::min({out[i].p * rest, 1.0f - c1, c1});
   return out;
 }
 

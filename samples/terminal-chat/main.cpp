@@ -3,27 +3,53 @@
 //   terminal-chat --url ws://127.0.0.1:8080/v1/visitor [--state FILE] [--locale ja] [--verbose]
 //
 // Each line typed is sent as a message; bot and agent messages, events and errors are
-// printed as they come. With --state, the conversation and unsent messages survive a restart:
-// type while the hub is down, quit, come back later, and they are delivered once.
+// printed as they come. When the bot asks which of a few things you mean, it lists them
+// numbered: type the number to pick one (sent as the option itself, Client::choose()). With
+// --state, the conversation and unsent messages survive a restart: type while the hub is down,
+// quit, come back later, and they are delivered once.
 // Commands: /read (mark everything read), /quit (or end of input).
 #include <madoguchi/client.hpp>
 
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace {
 
 using namespace madoguchi;
 
 std::mutex g_out;  // events print from the client's network thread, prompts from main
+std::mutex g_options_mu;
+std::vector<protocol::BotOption> g_options;  // the bot's last clarification, numbered from 1
 
 void print(const std::string& line) {
   std::lock_guard lock(g_out);
   std::printf("%s\n", line.c_str());
   std::fflush(stdout);
+}
+
+// An event as a visitor would like to read it.
+std::string describe(const std::string& event, const protocol::EventData& d, const std::string& data_json) {
+  auto in_queue = [&] {
+    return d.queue_position ? "you are number " + std::to_string(*d.queue_position) + " in the queue" : std::string();
+  };
+  if (event == "handoff_started") {
+    std::string s = "passing you to a person";
+    if (!d.reason.empty()) s += " (" + d.reason + ")";
+    return d.queue_position ? s + "; " + in_queue() : s;
+  }
+  if (event == "queue_position" && d.queue_position) return in_queue();
+  if (event == "agent_joined") return d.agent + " joined the conversation";
+  if (event == "agent_left") return d.agent + " left the conversation";
+  if (event == "transferred") return d.from + " passed the conversation to " + d.to;
+  if (event == "handed_back") return d.agent + " handed the conversation back to the bot";
+  if (event == "conversation_closed") return "the conversation was closed" + (d.by.empty() ? "" : " by the " + d.by);
+  return event + (data_json.empty() ? "" : " " + data_json);
 }
 
 void on_event(const ClientEvent& e) {
@@ -39,11 +65,18 @@ void on_event(const ClientEvent& e) {
       std::string who = f.from == "agent" && !f.agent.empty() ? f.agent : f.from;
       std::string line = who + "> " + f.text;
       for (const auto& a : f.attachments) line += "\n   [" + a.name + " " + a.url + "]";
+      for (std::size_t i = 0; i < e.bot.options.size(); ++i) {
+        line += "\n   " + std::to_string(i + 1) + ") " + e.bot.options[i].label;
+      }
+      if (f.from != "visitor") {  // what the bot or a person says next replaces the choices
+        std::lock_guard lock(g_options_mu);
+        g_options = e.bot.options;
+      }
       print(line);
       break;
     }
     case ClientEvent::Kind::kEvent:
-      print("-- " + f.event + (f.data_json.empty() ? "" : " " + f.data_json));
+      print("-- " + describe(f.event, e.data, f.data_json));
       break;
     case ClientEvent::Kind::kAck:
       if (f.duplicate) print("-- (delivered earlier: " + f.id + ")");
@@ -112,7 +145,17 @@ int main(int argc, char** argv) {
       continue;
     }
     if (line.empty()) continue;
-    auto id = c.send(line);
+    std::optional<protocol::BotOption> picked;
+    {
+      std::lock_guard lock(g_options_mu);
+      char* end = nullptr;
+      const unsigned long n = std::strtoul(line.c_str(), &end, 10);
+      if (*end == '\0' && n >= 1 && n <= g_options.size()) {
+        picked = g_options[n - 1];
+        g_options.clear();
+      }
+    }
+    auto id = picked ? c.choose(*picked) : c.send(line);
     if (!id) print("!! " + id.status().to_string());
   }
   Status st = c.close(5000);

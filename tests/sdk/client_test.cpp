@@ -441,6 +441,98 @@ TEST_SUITE("sdk.client") {
     CHECK(stored_visitor_ids(dir.file("hub.db"), conversation) == std::map<std::string, int>{{id1, 1}, {id2, 1}});
   }
 
+  TEST_CASE("client: a clarification's options arrive read, and a pick made offline survives an app restart") {
+    TempDir dir;
+    const int port = free_port();
+    const std::string url = "ws://127.0.0.1:" + std::to_string(port) + "/v1/visitor";
+    const std::string state = dir.file("state.json");
+    protocol::BotOption picked;
+    {
+      HubProcess hub;
+      hub.start(dir.file("hub.db"), port, dir.file("hub.log"));
+      Recorder rec;
+      auto client = make_client(visitor_config(url, state, rec));
+      REQUIRE(client->start());
+      auto id = client->send("ポイントのこと");
+      REQUIRE(id.is_ok());
+      REQUIRE(rec.wait([&](const auto& seen) { return answered(seen, *id); }));
+      auto evs = rec.events();
+      const ClientEvent& reply = evs[static_cast<std::size_t>(answer_to(evs, *id))];
+      CAPTURE(reply.frame.bot_json);
+      CHECK(reply.bot.decision == "clarify");
+      REQUIRE(reply.bot.options.size() >= 2);
+      for (const auto& o : reply.bot.options) {
+        CHECK_FALSE(o.label.empty());
+        CHECK(o.entry.rfind("points-", 0) == 0);
+      }
+      picked = reply.bot.options[1];
+      CHECK(client->choose({"", "points-use"}).status().code() == ErrorCode::kInvalidArgument);
+      CHECK(client->choose({picked.label, ""}).status().code() == ErrorCode::kInvalidArgument);
+      CHECK(client->close(5000));
+      hub.kill(SIGTERM);
+    }
+    // Picked while the hub is down, and the app quits before it comes back.
+    std::string choice_id;
+    {
+      Recorder rec;
+      auto client = make_client(visitor_config(url, state, rec));
+      REQUIRE(client->start());
+      auto id = client->choose(picked);
+      REQUIRE_MESSAGE(id.is_ok(), id.status().to_string());
+      choice_id = *id;
+      CHECK(client->pending() == 1);
+    }
+    CHECK(outbox_ids(state) == std::vector<std::string>{choice_id});
+    CHECK(mdg_test::read_file(state).find("\"choice\":\"" + picked.entry + "\"") != std::string::npos);
+
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), port, dir.file("hub.log"));
+    Recorder rec;
+    auto client = make_client(visitor_config(url, state, rec));
+    REQUIRE(client->start());
+    REQUIRE(rec.wait([&](const auto& seen) { return answered(seen, choice_id); }));
+    auto evs = rec.events();
+    const ClientEvent& answer = evs[static_cast<std::size_t>(answer_to(evs, choice_id))];
+    CAPTURE(answer.frame.bot_json);
+    CHECK(answer.bot.decision == "answer");
+    CHECK(answer.bot.entry == picked.entry);
+    CHECK(answer.bot.options.empty());
+    CHECK(count(evs, ack_of(choice_id)) == 1);
+    const std::string conversation = client->conversation();
+    CHECK(client->close(5000));
+    hub.kill(SIGTERM);
+    // The transcript shows what the visitor picked, as it was labelled.
+    bool stored = false;
+    for (const auto& m : mdg_test::stored_messages(dir.file("hub.db"), conversation)) {
+      if (m.client_id == choice_id) stored = m.body_json.find(picked.label) != std::string::npos;
+    }
+    CHECK(stored);
+  }
+
+  TEST_CASE("client: a hand-off's events arrive with their data read") {
+    TempDir dir;
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
+    Recorder rec;
+    auto client = make_client(visitor_config(hub.url(), "", rec));
+    REQUIRE(client->start());
+    auto id = client->send("担当者と話したい");
+    REQUIRE(id.is_ok());
+    REQUIRE(rec.wait([](const auto& seen) {
+      return find(seen, [](const ClientEvent& e) { return e.kind == Kind::kEvent && e.frame.event == "handoff_started"; }) >= 0;
+    }));
+    auto evs = rec.events();
+    const ClientEvent& reply = evs[static_cast<std::size_t>(answer_to(evs, *id))];
+    CHECK(reply.bot.decision == "handoff");
+    const ClientEvent& started = evs[static_cast<std::size_t>(
+        find(evs, [](const ClientEvent& e) { return e.kind == Kind::kEvent && e.frame.event == "handoff_started"; }))];
+    CAPTURE(started.frame.data_json);
+    CHECK(started.data.reason == "visitor asked for a person");
+    CHECK(started.data.queue_position == 1);
+    CHECK(started.data.agent.empty());
+    CHECK(client->close(5000));
+  }
+
   TEST_CASE("client: the client may be destroyed from its own callback") {
     TempDir dir;
     HubProcess hub;

@@ -173,4 +173,35 @@ TEST_SUITE("sdk.protocol") {
     CHECK_FALSE(valid_client_id(""));
     CHECK_FALSE(valid_client_id("a/b"));
   }
+
+  TEST_CASE("a bot message's details and an event's data are read, leniently") {
+    BotInfo b = parse_bot_info(
+        R"({"decision":"clarify","entry":"","follow_ups":[],"options":[{"label":"ポイントの使い方","entry":"points-use"},)"
+        R"({"label":"有効期限","entry":"points-expiry","extra":1},{"label":"no entry"},7],"new_field":{"x":[1]}})");
+    CHECK(b.decision == "clarify");
+    CHECK(b.entry.empty());
+    CHECK(b.options == std::vector<BotOption>{{"ポイントの使い方", "points-use"}, {"有効期限", "points-expiry"}});
+    b = parse_bot_info(R"({"decision":"answer","entry":"returns-window","follow_ups":["refund-timing",3,"exchange-size"]})");
+    CHECK(b.entry == "returns-window");
+    CHECK(b.follow_ups == std::vector<std::string>{"refund-timing", "exchange-size"});
+    CHECK(b.options.empty());
+    for (std::string_view bad : {"", "[]", "{", "null", R"({"decision":3,"options":{}})"}) {
+      CAPTURE(bad);
+      CHECK(parse_bot_info(bad) == BotInfo{});
+    }
+
+    EventData d = parse_event_data(R"({"reason":"visitor asked for a person","queue_position":2})");
+    CHECK(d.reason == "visitor asked for a person");
+    CHECK(d.queue_position == 2);
+    EventData t = parse_event_data(R"({"from":"sato","to":"suzuki"})");
+    CHECK(t.from == "sato");
+    CHECK(t.to == "suzuki");
+    CHECK(t.agent.empty());
+    CHECK_FALSE(t.queue_position.has_value());
+    CHECK(parse_event_data(R"({"by":"visitor"})").by == "visitor");
+    CHECK(parse_event_data(R"({"agent":"sato"})").agent == "sato");
+    CHECK_FALSE(parse_event_data(R"({"queue_position":"2"})").queue_position.has_value());
+    CHECK(parse_event_data("{}") == EventData{});
+    CHECK(parse_event_data("not json") == EventData{});
+  }
 }

@@ -64,6 +64,11 @@ struct ClientEvent {
   } kind = Kind::kState;
   ConnectionState state = ConnectionState::kDisconnected;  // the state after this event
   protocol::Frame frame;
+  // kMessage from the bot: frame.bot_json read: its decision and, for a clarification, the
+  // options to show (pick one with Client::choose()).
+  protocol::BotInfo bot;
+  // kEvent: frame.data_json read: the hand-off reason, the queue position, agent names...
+  protocol::EventData data;
 };
 
 // Settings of a Client, checked once by Client::create().
@@ -122,6 +127,13 @@ class Client {
   // kUnavailable if state_path cannot be written (the message was not queued); kClosed after
   // close() or a refusal by the hub. From a callback: allowed.
   Result<std::string> send(std::string_view text, std::vector<protocol::Attachment> attachments = {});
+
+  // Queues the visitor's pick of a clarification option (one of ClientEvent::bot.options): a
+  // message whose text is the option's label, as the transcript will show it, and whose
+  // `choice` is its entry, so that the bot answers with that entry whatever the label says and
+  // whatever was said since. The same outbox and guarantees as send(), the choice included.
+  // Errors: as send(); kInvalidArgument when the option has no entry or no label.
+  Result<std::string> choose(const protocol::BotOption& option);
 
   // Tells the other side the visitor is typing (true) or stopped (false). Only while connected;
   // otherwise ignored and ok. From a callback: allowed.

@@ -125,6 +125,39 @@ struct DecodeError {
   std::string id;
 };
 
+// One option of a bot's clarification: what the visitor is shown, and the entry it stands for.
+struct BotOption {
+  std::string label;  // the text to show (and what the transcript says the visitor picked)
+  std::string entry;  // the knowledge base entry: send it back as a message's `choice`
+  bool operator==(const BotOption&) const = default;
+};
+
+// What a message from the bot carries besides its text: Frame::bot_json, read.
+struct BotInfo {
+  std::string decision;                 // "answer", "reply", "clarify", "handoff", "fallback"
+  std::string entry;                    // answer: the entry it answered with
+  std::vector<std::string> follow_ups;  // answer: ids of entries a visitor often asks next
+  std::vector<BotOption> options;       // clarify: the choices, in order (numbered from 1)
+  bool operator==(const BotInfo&) const = default;
+};
+
+// The data of an event frame: Frame::data_json, read. Which fields an event has:
+// docs/protocol.md ("Events"); the others stay empty.
+struct EventData {
+  std::string reason;                          // handoff_started: why the bot handed off
+  std::optional<std::int64_t> queue_position;  // handoff_started, queue_position: 1 = next
+  std::string agent;                           // agent_joined, agent_left, handed_back
+  std::string from, to;                        // transferred: agent names
+  std::string by;                              // conversation_closed: "agent", "visitor" or "hub"
+  bool operator==(const EventData&) const = default;
+};
+
+// Read Frame::bot_json and Frame::data_json. Lenient, like every reader of the protocol: a
+// missing field, one of another type, or text that is not a JSON object leaves the fields
+// empty; unknown fields are ignored.
+BotInfo parse_bot_info(std::string_view bot_json);
+EventData parse_event_data(std::string_view data_json);
+
 // Parses one frame. On failure the DecodeError says what to answer.
 std::variant<Frame, DecodeError> decode(std::string_view text, const DecodeLimits& limits = {});
 

@@ -149,6 +149,17 @@ struct Client::Impl final : detail::client::EventConnection<ClientEvent> {
     if (f.from == "visitor" && ack_from_replay(f)) return;
     emit(kind, f);
   }
+
+  // A message or event with its JSON parts read (ClientEvent::bot, ClientEvent::data).
+  void emit(ClientEvent::Kind kind, const Frame& f) {
+    ClientEvent ev;
+    ev.kind = kind;
+    ev.frame = f;
+    if (kind == ClientEvent::Kind::kMessage && !f.bot_json.empty()) ev.bot = protocol::parse_bot_info(f.bot_json);
+    if (kind == ClientEvent::Kind::kEvent) ev.data = protocol::parse_event_data(f.data_json);
+    EventConnection::emit(std::move(ev));
+  }
+  using EventConnection::emit;
 };
 
 // ---- Client ---------------------------------------------------------------------------
@@ -180,6 +191,13 @@ Status Client::start() { return impl_->start(); }
 
 Result<std::string> Client::send(std::string_view text, std::vector<protocol::Attachment> attachments) {
   return impl_->enqueue_message({}, text, std::move(attachments));
+}
+
+Result<std::string> Client::choose(const protocol::BotOption& option) {
+  if (option.entry.empty() || option.label.empty()) {
+    return invalid_argument("choose(): the option needs its entry and its label (one of ClientEvent::bot.options)");
+  }
+  return impl_->enqueue_message({}, option.label, {}, option.entry);
 }
 
 Status Client::typing(bool active) { return impl_->send_typing({}, active); }

@@ -286,7 +286,8 @@ Status Connection::closed_status_locked() const {
 }
 
 Result<std::string> Connection::enqueue_message(std::string conversation, std::string_view text,
-                                                std::vector<protocol::Attachment> attachments) {
+                                                std::vector<protocol::Attachment> attachments,
+                                                std::string_view choice) {
   // Refuse now what the hub would refuse later: such a message would stay in the outbox.
   if (text.empty() && attachments.empty()) {
     return invalid_argument("send(): the message is empty (text or at least one attachment is needed)");
@@ -297,6 +298,7 @@ Result<std::string> Connection::enqueue_message(std::string conversation, std::s
   m.conversation = std::move(conversation);
   m.text.assign(text);
   m.attachments = std::move(attachments);
+  m.choice.assign(choice);
   auto checked = protocol::decode(protocol::encode(m));
   if (auto* err = std::get_if<protocol::DecodeError>(&checked)) {
     return invalid_argument("send(): the hub would refuse this message: " + err->message);
@@ -313,6 +315,7 @@ Result<std::string> Connection::enqueue_message(std::string conversation, std::s
     q.msg.conversation = std::move(m.conversation);
     q.msg.text = std::move(m.text);
     q.msg.attachments = std::move(m.attachments);
+    q.msg.choice = std::move(m.choice);
     outbox_.push_back(std::move(q));
   }
   Status st = persist_held();
@@ -687,6 +690,7 @@ int Connection::on_writeable(lws* w) {
     f.conversation = std::move(m->conversation);
     f.text = std::move(m->text);
     f.attachments = std::move(m->attachments);
+    f.choice = std::move(m->choice);
     out = protocol::encode(f);
     id = m->id;
     sent_ids_.insert(id);

@@ -103,9 +103,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Status start();
   // Checks a message as the hub would, gives it a client id, appends it to the outbox and writes
   // the state file before returning (docs/client.md, "Sending: the outbox"). `conversation` is
-  // empty for a visitor.
+  // empty for a visitor; `choice` is the entry id of a picked clarification option (or empty).
   Result<std::string> enqueue_message(std::string conversation, std::string_view text,
-                                      std::vector<protocol::Attachment> attachments);
+                                      std::vector<protocol::Attachment> attachments,
+                                      std::string_view choice = {});
   // A frame for the current connection only (typing, read, agent actions), written after the
   // welcome. While not connected: ignored (ok) when `need_connection` is false, else
   // kUnavailable. After close() or a refusal: kClosed when `need_connection`, else ok.

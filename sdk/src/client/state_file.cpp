@@ -110,7 +110,9 @@ Result<std::optional<PersistedState>> read_state_file(const std::string& path) {
       }
       entry.id.assign(id);
       entry.text.assign(text_value);
-      if (!opt_string(m, "conversation", entry.conversation, what)) return corrupt(path, where + ": " + what);
+      if (!opt_string(m, "conversation", entry.conversation, what) || !opt_string(m, "choice", entry.choice, what)) {
+        return corrupt(path, where + ": " + what);
+      }
       simdjson::dom::element atts;
       if (m["attachments"].get(atts) == simdjson::SUCCESS && !atts.is_null()) {
         simdjson::dom::array list;
@@ -148,7 +150,9 @@ std::string serialize_state(const PersistedState& s) {
       w.key("size").value(a.size);
       w.field("url", a.url).end_object();
     }
-    w.end_array().end_object();
+    w.end_array();
+    if (!m.choice.empty()) w.field("choice", m.choice);
+    w.end_object();
   }
   w.end_array().end_object();
   std::string out = w.take();

@@ -1,7 +1,8 @@
 // The client's state file (docs/client.md): one small JSON object, written atomically.
 //
 //   {"token": "...", "conversation": "c_...", "last_seq": 14,
-//    "outbox": [{"id": "m-...", "text": "...", "attachments": [{"name", "type", "size", "url"}]}]}
+//    "outbox": [{"id": "m-...", "text": "...", "attachments": [{"name", "type", "size", "url"}],
+//                "choice": "entry-id"}]}          ("choice" only for a picked clarification option)
 //
 // An agent client keeps only the outbox, each message with its "conversation".
 //
@@ -25,6 +26,7 @@ struct OutboxEntry {
   std::string conversation;  // an agent's message: the conversation it goes to; empty for a visitor
   std::string text;
   std::vector<protocol::Attachment> attachments;
+  std::string choice;  // a picked clarification option: its entry id (Client::choose)
 };
 
 struct PersistedState {

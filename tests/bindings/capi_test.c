@@ -743,6 +743,15 @@ static void test_client_offline(void) {
     CHECK_RC(mdg_client_send_attachments(&id2, c, "x", 1, atts, 2), MDG_EINVAL);
     CHECK_ERROR_SAYS("UTF-8");
   }
+  /* A pick without its entry or label, or not UTF-8. */
+  CHECK_RC(mdg_client_choose(&id2, c, "", "ポイントの使い方"), MDG_EINVAL);
+  CHECK(id2.str[0] == '\0');
+  CHECK_RC(mdg_client_choose(&id2, c, "points-use", ""), MDG_EINVAL);
+  CHECK_RC(mdg_client_choose(&id2, c, NULL, "x"), MDG_EINVAL);
+  CHECK_RC(mdg_client_choose(&id2, c, "points-use", NULL), MDG_EINVAL);
+  CHECK_RC(mdg_client_choose(&id2, c, "points-use", "\xff"), MDG_EINVAL);
+  CHECK_ERROR_SAYS("UTF-8");
+  CHECK_RC(mdg_client_choose(&id2, NULL, "points-use", "x"), MDG_EINVAL);
   CHECK_OK(mdg_client_pending(&pending, c));
   CHECK(pending == 2);
 
@@ -884,6 +893,20 @@ static void test_client_live(const hub_process *hub) {
   /* The bot's answer to each of them has come once the last one has. */
   i = wait_event(&rec, wait_event(&rec, 0, is_ack_of, id_nul.str), is_bot_message, NULL);
   CHECK(i >= 0);
+
+  /* A clarification, and the visitor picks its option by entry. */
+  CHECK_OK(mdg_client_send(&id, c, "ポイントのこと", MDG_NTS));
+  i = wait_event(&rec, wait_event(&rec, 0, is_ack_of, id.str), is_bot_message, NULL);
+  REQUIRE(i >= 0);
+  e = event_at(&rec, i);
+  CHECK_MSG(contains(e.bot_json, "\"decision\":\"clarify\"") && contains(e.bot_json, "\"entry\":\"points-expiry\""),
+            "bot_json %s", e.bot_json);
+  CHECK_OK(mdg_client_choose(&id, c, "points-expiry", "ポイントの有効期限はありますか"));
+  i = wait_event(&rec, wait_event(&rec, 0, is_ack_of, id.str), is_bot_message, NULL);
+  REQUIRE(i >= 0);
+  e = event_at(&rec, i);
+  CHECK_MSG(contains(e.bot_json, "\"decision\":\"answer\"") && contains(e.bot_json, "\"entry\":\"points-expiry\""),
+            "bot_json %s", e.bot_json);
 
   CHECK_OK(mdg_client_pending(&pending, c));
   CHECK(pending == 0);

@@ -69,13 +69,13 @@ extern "C" {
 #endif
 
 #define MDG_VERSION_MAJOR 1
-#define MDG_VERSION_MINOR 0
+#define MDG_VERSION_MINOR 1
 #define MDG_VERSION_PATCH 0
-#define MDG_VERSION_STRING "1.0.0"
+#define MDG_VERSION_STRING "1.1.0"
 /* 0xMMmmpp: major, minor, patch; compare with mdg_version_number(). */
 #define MDG_VERSION_NUMBER ((MDG_VERSION_MAJOR << 16) | (MDG_VERSION_MINOR << 8) | MDG_VERSION_PATCH)
 
-/* The library's version, "1.0.0" (static storage). Any thread. */
+/* The library's version, "1.1.0" (static storage). Any thread. */
 MDG_EXTERN(const char *) mdg_version(void);
 /* The library's MDG_VERSION_NUMBER: the version running, which may be newer than the header
  * the program was built with. Any thread. */
@@ -501,6 +501,13 @@ MDG_EXTERN(int) mdg_client_send(mdg_message_id *out, mdg_client *client, const c
 MDG_EXTERN(int) mdg_client_send_attachments(mdg_message_id *out, mdg_client *client, const char *text,
                                             size_t size, const mdg_attachment *const *attachments,
                                             size_t count);
+
+/* Since 1.1. Queues the visitor's pick of a clarification option: one of the "options" of a
+ * bot message's bot_json ({"label": ..., "entry": ...}). The message's text is the label (what
+ * the transcript shows) and its "choice" the entry, so the bot answers with that entry whatever
+ * the label says and whatever was said since (docs/client.md). Both are NUL-terminated UTF-8.
+ * Outbox, `out` and errors as mdg_client_send(); MDG_EINVAL also for an empty entry or label. */
+MDG_EXTERN(int) mdg_client_choose(mdg_message_id *out, mdg_client *client, const char *entry, const char *label);
 
 /* Tells the other side the visitor is typing (active != 0) or stopped. Only while connected;
  * otherwise ignored (MDG_OK). Any thread. */

@@ -252,6 +252,21 @@ MDG_EXTERN(int) mdg_client_send_attachments(mdg_message_id* out, mdg_client* c, 
   });
 }
 
+MDG_EXTERN(int) mdg_client_choose(mdg_message_id* out, mdg_client* c, const char* entry, const char* label) {
+  return guard("mdg_client_choose", [&]() -> int {
+    constexpr const char* fn = "mdg_client_choose";
+    if (out != nullptr) out->str[0] = '\0';
+    if (c == nullptr) return null_argument(fn, "client");
+    if (entry == nullptr) return null_argument(fn, "entry");
+    if (label == nullptr) return null_argument(fn, "label");
+    if (int rc = check_utf8(fn, "entry", entry); rc != MDG_OK) return rc;
+    if (int rc = check_utf8(fn, "label", label); rc != MDG_OK) return rc;
+    auto id = c->client->choose({label, entry});
+    if (!id) return set_error(id.status());
+    return copy_id(out, *id);
+  });
+}
+
 MDG_EXTERN(int) mdg_client_typing(mdg_client* c, int active) {
   return guard("mdg_client_typing", [&]() -> int {
     if (c == nullptr) return null_argument("mdg_client_typing", "client");

@@ -133,6 +133,26 @@ def test_offline_outbox_survives_a_restart(hub, tmp_path):
         again.wait_for(is_bot, T)
 
 
+def test_clarification_options_and_choose(hub):
+    with madoguchi.Client(visitor_url(hub), backoff_ms=[50]) as client:
+        client.connect()
+        mid = client.send("ポイントのこと")
+        client.wait_for(is_ack(mid), T)
+        asked = client.wait_for(is_bot, T)
+        assert asked.bot["decision"] == "clarify"
+        options = asked.bot["options"]
+        assert len(options) >= 2 and all(o["entry"].startswith("points-") and o["label"] for o in options)
+        picked = client.choose(options[1])
+        client.wait_for(is_ack(picked), T)
+        answer = client.wait_for(lambda e: is_bot(e) and e.seq > asked.seq, T)
+        assert answer.bot["decision"] == "answer" and answer.bot["entry"] == options[1]["entry"]
+        with pytest.raises(TypeError, match="entry"):
+            client.choose({"label": "x"})
+        with pytest.raises(madoguchi.InvalidArgument):
+            client.choose({"label": "\udcff", "entry": "points-use"})
+        client.close(5.0)
+
+
 @async_test
 async def test_agent_round_trip_typing_read_attachments_nul(hub):
     client = madoguchi.Client(visitor_url(hub), locale="ja", visitor={"customer_id": "py-7"}, backoff_ms=[50])

@@ -30,14 +30,14 @@ from .errors import (
     VersionMismatch,
 )
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 
 FEATURE_BOT = 0x1
 FEATURE_CLIENT = 0x2
 
 
 def library_version() -> str:
-    """The version of the libmadoguchi loaded ("1.0.0")."""
+    """The version of the libmadoguchi loaded ("1.1.0")."""
     from ._native import lib
 
     return lib().mdg_version().decode("ascii")

@@ -30,7 +30,7 @@ from .errors import Error, raise_for
 #: The C ABI major version this package speaks (the soname: libmadoguchi.so.1).
 ABI_MAJOR = 1
 #: The oldest libmadoguchi.so.1 this package works with (MDG_VERSION_NUMBER: 0xMMmmpp).
-MIN_VERSION_NUMBER = 0x010000
+MIN_VERSION_NUMBER = 0x010100
 ENV_LIBRARY = "MADOGUCHI_LIBRARY"
 
 MDG_NTS = ctypes.c_size_t(-1).value
@@ -173,6 +173,7 @@ _SIGNATURES = {
     "mdg_client_new": (c_int, [_PP, POINTER(mdg_client_options)]),
     "mdg_client_connect": (c_int, [_P]),
     "mdg_client_send": (c_int, [POINTER(mdg_message_id), _P, c_char_p, c_size_t]),
+    "mdg_client_choose": (c_int, [POINTER(mdg_message_id), _P, c_char_p, c_char_p]),
     "mdg_client_send_attachments": (
         c_int, [POINTER(mdg_message_id), _P, c_char_p, c_size_t, POINTER(POINTER(mdg_attachment)), c_size_t]),
     "mdg_client_typing": (c_int, [_P, c_int]),

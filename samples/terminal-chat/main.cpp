@@ -3,8 +3,9 @@
 //   terminal-chat --url ws://127.0.0.1:8080/v1/visitor [--state FILE] [--locale ja] [--verbose]
 //
 // Each line typed is sent as a message; bot and agent messages, events and errors are
-// printed as they come. When the bot asks which of a few things you mean, it lists them
-// numbered: type the number to pick one (sent as the option itself, Client::choose()). With
+// printed as they come. When the bot asks which of a few things you mean, or offers related
+// questions after an answer, it lists them numbered: type the number to pick one (sent as the
+// option itself, Client::choose()). With
 // --state, the conversation and unsent messages survive a restart: type while the hub is down,
 // quit, come back later, and they are delivered once.
 // Commands: /read (mark everything read), /quit (or end of input).
@@ -25,7 +26,7 @@ using namespace madoguchi;
 
 std::mutex g_out;  // events print from the client's network thread, prompts from main
 std::mutex g_options_mu;
-std::vector<protocol::BotOption> g_options;  // the bot's last clarification, numbered from 1
+std::vector<protocol::BotOption> g_options;  // the last bot message's options or suggestions, from 1
 
 void print(const std::string& line) {
   std::lock_guard lock(g_out);
@@ -65,12 +66,15 @@ void on_event(const ClientEvent& e) {
       std::string who = f.from == "agent" && !f.agent.empty() ? f.agent : f.from;
       std::string line = who + "> " + f.text;
       for (const auto& a : f.attachments) line += "\n   [" + a.name + " " + a.url + "]";
-      for (std::size_t i = 0; i < e.bot.options.size(); ++i) {
-        line += "\n   " + std::to_string(i + 1) + ") " + e.bot.options[i].label;
+      // A clarification's options, or an answer's related questions: numbered, to pick.
+      const auto& choices = e.bot.options.empty() ? e.bot.suggestions : e.bot.options;
+      if (!e.bot.suggestions.empty() && e.bot.options.empty()) line += "\n   related:";
+      for (std::size_t i = 0; i < choices.size(); ++i) {
+        line += "\n   " + std::to_string(i + 1) + ") " + choices[i].label;
       }
       if (f.from != "visitor") {  // what the bot or a person says next replaces the choices
         std::lock_guard lock(g_options_mu);
-        g_options = e.bot.options;
+        g_options = choices;
       }
       print(line);
       break;

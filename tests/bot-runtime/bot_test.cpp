@@ -233,6 +233,35 @@ TEST_SUITE("bot.policy") {
     MESSAGE(capped << " candidates held at the first's confidence in " << replies << " replies");
   }
 
+  TEST_CASE("an answer offers its entry's follow-ups, titled in the reply's language") {
+    auto has_japanese = [](const std::string& text) {  // a lead byte of kana or kanji
+      return std::any_of(text.begin(), text.end(), [](char c) {
+        const auto b = static_cast<unsigned char>(c);
+        return b >= 0xE3 && b <= 0xE9;
+      });
+    };
+    Conversation ja, en;
+    const Reply r = ask(ja, "返品はできますか");
+    REQUIRE(r.entry_id == "returns-window");
+    REQUIRE_FALSE(r.follow_ups.empty());
+    REQUIRE(r.suggestions.size() == r.follow_ups.size());
+    const Reply e = ask(en, "Can I return an item?");
+    REQUIRE(e.entry_id == "returns-window");
+    REQUIRE(e.suggestions.size() == r.suggestions.size());
+    for (std::size_t i = 0; i < r.suggestions.size(); ++i) {
+      CHECK(r.suggestions[i].entry_id == r.follow_ups[i]);
+      CHECK(e.suggestions[i].entry_id == r.follow_ups[i]);
+      CHECK(has_japanese(r.suggestions[i].label));
+      CHECK_FALSE(has_japanese(e.suggestions[i].label));
+    }
+    CHECK(r.suggestions[0].label == "返品の送料は誰が払うの？");  // return-shipping-cost's first question
+    CHECK(r.to_json().find(R"("suggestions":[{"label":"返品の送料は誰が払うの？","entry":"return-shipping-cost"})") != std::string::npos);
+    // A clarification or a hand-off suggests nothing.
+    Conversation c;
+    CHECK(ask(c, "ポイントのこと").suggestions.empty());
+    CHECK(ask(c, "担当者と話したい").suggestions.empty());
+  }
+
   TEST_CASE("half-width katakana and full-width letters find the same entry") {
     Conversation a, b;
     auto r1 = ask(a, "クレジットカードは使えますか");

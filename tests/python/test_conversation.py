@@ -282,6 +282,12 @@ async def test_clarify_then_choice_field(hub):
     picked = options[1]
     _, answer = await ask(v, picked["label"], choice=picked["entry"])
     assert answer["bot"]["decision"] == "answer" and answer["bot"]["entry"] == picked["entry"], answer
+    # The answer offers its follow-ups as suggestions, picked the same way.
+    suggestions = answer["bot"]["suggestions"]
+    assert [s["entry"] for s in suggestions] == answer["bot"]["follow_ups"] and suggestions, answer
+    related = suggestions[0]
+    _, again = await ask(v, related["label"], choice=related["entry"])
+    assert again["bot"]["decision"] == "answer" and again["bot"]["entry"] == related["entry"], again
     await v.disconnect()
 
 

@@ -498,6 +498,19 @@ TEST_SUITE("sdk.client") {
     CHECK(answer.bot.entry == picked.entry);
     CHECK(answer.bot.options.empty());
     CHECK(count(evs, ack_of(choice_id)) == 1);
+    // The answer offers its entry's follow-ups, and one is picked the same way.
+    REQUIRE_FALSE(answer.bot.suggestions.empty());
+    REQUIRE(answer.bot.suggestions.size() == answer.bot.follow_ups.size());
+    for (std::size_t i = 0; i < answer.bot.suggestions.size(); ++i) {
+      CHECK(answer.bot.suggestions[i].entry == answer.bot.follow_ups[i]);
+      CHECK_FALSE(answer.bot.suggestions[i].label.empty());
+    }
+    const protocol::BotOption related = answer.bot.suggestions.back();
+    auto related_id = client->choose(related);
+    REQUIRE(related_id.is_ok());
+    REQUIRE(rec.wait([&](const auto& seen) { return answered(seen, *related_id); }));
+    evs = rec.events();
+    CHECK(evs[static_cast<std::size_t>(answer_to(evs, *related_id))].bot.entry == related.entry);
     const std::string conversation = client->conversation();
     CHECK(client->close(5000));
     hub.kill(SIGTERM);

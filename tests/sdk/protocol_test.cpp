@@ -185,6 +185,9 @@ TEST_SUITE("sdk.protocol") {
     CHECK(b.entry == "returns-window");
     CHECK(b.follow_ups == std::vector<std::string>{"refund-timing", "exchange-size"});
     CHECK(b.options.empty());
+    CHECK(b.suggestions.empty());
+    b = parse_bot_info(R"({"decision":"answer","suggestions":[{"label":"返金はいつ？","entry":"refund-timing"},{"entry":""}]})");
+    CHECK(b.suggestions == std::vector<BotOption>{{"返金はいつ？", "refund-timing"}});
     for (std::string_view bad : {"", "[]", "{", "null", R"({"decision":3,"options":{}})"}) {
       CAPTURE(bad);
       CHECK(parse_bot_info(bad) == BotInfo{});

@@ -422,7 +422,7 @@ typedef struct mdg_event {
   size_t text_size;
   const mdg_attachment *const *attachments; /* message: attachment_count pointers */
   size_t attachment_count;
-  const char *bot_json;      /* message from the bot: {"decision", "entry", "follow_ups", "options"} */
+  const char *bot_json;      /* message from the bot: {"decision", "entry", "follow_ups", "options", "suggestions"} */
   const char *event;         /* event: its name */
   const char *data_json;     /* event: its data as a JSON object ("{}" when none) */
   int duplicate;             /* ack: 1 when the hub had stored this id before (a resend) */

@@ -439,7 +439,15 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
     reply.entry_id = entry_id;
     const std::string* t = e ? e->answer.get(loc, fallback_locale) : nullptr;
     reply.text = t ? *t : std::string();
-    if (e) reply.follow_ups = e->follow_ups;
+    if (e) {
+      reply.follow_ups = e->follow_ups;
+      for (const auto& id : e->follow_ups) {
+        auto next = im.entry_by_id.find(id);
+        if (next == im.entry_by_id.end()) continue;
+        const auto index = static_cast<std::uint32_t>(next->second - kb.entries.data());
+        reply.suggestions.push_back({im.title(index, loc), id});
+      }
+    }
     reply.reason = std::move(reason);
   };
   auto hand_off = [&](std::string reason) {
@@ -695,6 +703,9 @@ std::string Reply::to_json() const {
   write_candidates(w, candidates);
   write_strings(w, "rules_fired", rules_fired);
   write_strings(w, "follow_ups", follow_ups);
+  w.key("suggestions").begin_array();
+  for (const auto& o : suggestions) w.begin_object().field("label", o.label).field("entry", o.entry_id).end_object();
+  w.end_array();
   write_triage(w, triage);
   w.key("tokens").begin_array();
   for (const auto& t : explanation.tokens) {

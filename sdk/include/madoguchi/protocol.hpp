@@ -138,6 +138,7 @@ struct BotInfo {
   std::string entry;                    // answer: the entry it answered with
   std::vector<std::string> follow_ups;  // answer: ids of entries a visitor often asks next
   std::vector<BotOption> options;       // clarify: the choices, in order (numbered from 1)
+  std::vector<BotOption> suggestions;   // answer: related questions to offer next, picked the same way
   bool operator==(const BotInfo&) const = default;
 };
 

@@ -678,6 +678,8 @@ struct Hub::Impl {
     for (const auto& id : reply.follow_ups) w.value(id);
     w.end_array().key("options").begin_array();
     for (const auto& o : reply.options) w.begin_object().field("label", o.label).field("entry", o.entry_id).end_object();
+    w.end_array().key("suggestions").begin_array();
+    for (const auto& o : reply.suggestions) w.begin_object().field("label", o.label).field("entry", o.entry_id).end_object();
     w.end_array().end_object();
     f.bot_json = w.take();
     MDG_ASSIGN_OR_RETURN(auto stored, store_frame(c, std::move(f), "bot", "message"));

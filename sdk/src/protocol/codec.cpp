@@ -263,12 +263,13 @@ BotInfo parse_bot_info(std::string_view bot_json) {
       if (e.get_string().get(id) == simdjson::SUCCESS) b.follow_ups.emplace_back(id);
     }
   }
-  if (o["options"].get_array().get(list) == simdjson::SUCCESS) {
+  for (auto [key, out] : {std::pair{"options", &b.options}, std::pair{"suggestions", &b.suggestions}}) {
+    if (o[key].get_array().get(list) != simdjson::SUCCESS) continue;
     for (element e : list) {
       object opt;
       if (e.get_object().get(opt) != simdjson::SUCCESS) continue;
       BotOption option{string_field(opt, "label"), string_field(opt, "entry")};
-      if (!option.entry.empty()) b.options.push_back(std::move(option));
+      if (!option.entry.empty()) out->push_back(std::move(option));
     }
   }
   return b;

@@ -93,6 +93,9 @@ struct Reply {
   std::vector<Candidate> candidates;        // best first
   std::vector<std::string> rules_fired;
   std::vector<std::string> follow_ups;      // entry ids related to the answer
+  // kAnswer: the follow-ups that are in the knowledge base, each titled in the reply locale as
+  // a clarification option is: questions to offer next ("related: ..."), picked like options.
+  std::vector<Option> suggestions;
   std::string reason;                       // why: "confident", "out of scope", "visitor asked for a person"
   Triage triage;
   Explanation explanation;

@@ -5,16 +5,15 @@
 // Each line typed is sent as a message; bot and agent messages, events and errors are
 // printed as they come. When the bot asks which of a few things you mean, or offers related
 // questions after an answer, it lists them numbered: type the number to pick one (sent as the
-// option itself, Client::choose()). With
-// --state, the conversation and unsent messages survive a restart: type while the hub is down,
-// quit, come back later, and they are delivered once.
+// option itself, Client::choose()). With --state, the conversation and unsent messages survive
+// a restart: type while the hub is down, quit, come back later, and they are delivered once.
 // Commands: /read (mark everything read), /quit (or end of input).
 #include <madoguchi/client.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
-#include <cstdlib>
 #include <mutex>
 #include <optional>
 #include <string>

@@ -249,13 +249,15 @@ class Client:
         return out.str.decode("ascii")
 
     def choose(self, option: Mapping[str, str]) -> str:
-        """Queues the visitor's pick of a clarification option, one of a bot message's
-        `event.bot["options"]` ({"label": ..., "entry": ...}): sent with the label as its text
-        and the entry as its choice, so that the bot answers with that entry. The same outbox as
-        send(); returns the message id."""
+        """Queues the visitor's pick of one of a bot message's `event.bot["options"]` (a
+        clarification) or `event.bot["suggestions"]` (an answer's related questions), each
+        {"label": ..., "entry": ...}: sent with the label as its text and the entry as its
+        choice, so that the bot answers with that entry. The same outbox as send(); returns the
+        message id."""
         entry, label = option.get("entry"), option.get("label")
         if not entry or not label:
-            raise TypeError("choose() takes one of event.bot['options']: a mapping with 'entry' and 'label'")
+            raise TypeError("choose() takes one of event.bot['options'] or ['suggestions']: a mapping with "
+                            "'entry' and 'label'")
         out = _native.mdg_message_id()
         check(lib().mdg_client_choose(ctypes.byref(out), self._h(), utf8(entry), utf8(label)))
         return out.str.decode("ascii")

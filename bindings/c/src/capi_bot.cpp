@@ -1,6 +1,6 @@
 // capi_bot.cpp: the bot of madoguchi.h over madoguchi::bot (bot.hpp, knowledge.hpp).
 //
-// An mdg_bot owns an atomically swapped std::shared_ptr<const Bot>: an ask loads it once and
+// An mdg_bot owns a swapped std::shared_ptr<const Bot> (CurrentBot): an ask takes it once and
 // answers with that snapshot, a reload builds a new Bot and stores it. Conversations are plain
 // madoguchi::bot::Conversation values, with a flag that turns use from two threads at once
 // into MDG_EBUSY.
@@ -74,11 +74,35 @@ int read_options(const char* function, const mdg_bot_options* opts, BotConfig& c
   return MDG_OK;
 }
 
+// The bot that asks use, replaced by reloads. A mutex, not std::atomic<std::shared_ptr>: the
+// C++ libraries of Android and iOS (libc++) do not have that one, and libstdc++ 12's releases
+// its internal lock with a relaxed store after a load, which does not order the load before a
+// later store on weak-memory CPUs (ThreadSanitizer reports it as a race). Held for a pointer
+// copy; the bot a store replaces is destroyed after the lock is released.
+class CurrentBot {
+ public:
+  std::shared_ptr<const bot::Bot> load() const {
+    std::lock_guard lock(mu_);
+    return bot_;
+  }
+  void store(std::shared_ptr<const bot::Bot> next) {
+    std::shared_ptr<const bot::Bot> previous;
+    {
+      std::lock_guard lock(mu_);
+      previous = std::exchange(bot_, std::move(next));
+    }
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::shared_ptr<const bot::Bot> bot_;
+};
+
 }  // namespace
 
 struct mdg_bot {
   BotConfig config;
-  std::atomic<std::shared_ptr<const bot::Bot>> current;
+  CurrentBot current;
   std::atomic<std::uint64_t> generation{1};
   std::mutex reload_mu;  // reloads take turns, so that generations follow the swaps
 };

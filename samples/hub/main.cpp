@@ -309,10 +309,14 @@ int main(int argc, char** argv) {
     }
   }
   o.hub.logger.min_level = o.verbose ? LogLevel::kDebug : LogLevel::kInfo;
+  // Lines come from the serving thread, the bot threads and the reload thread at once:
+  // gmtime_r, not gmtime's shared buffer.
   o.hub.logger.sink = [](LogLevel level, std::string_view msg) {
     std::time_t t = std::time(nullptr);
+    std::tm utc{};
+    gmtime_r(&t, &utc);
     char ts[32];
-    std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+    std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &utc);
     std::fprintf(stderr, "%s %s %.*s\n", ts, std::string(to_string(level)).c_str(), static_cast<int>(msg.size()), msg.data());
   };
 

@@ -326,7 +326,9 @@ TEST_SUITE("sdk.agent_client") {
     auto moved = a.event("transferred");
     CHECK(moved.data_json.find("\"from\":\"sato\"") != std::string::npos);
     CHECK(moved.data_json.find("\"to\":\"suzuki\"") != std::string::npos);
-    wait_for(rz, event_in(conv_a, "transferred"), "transferred at suzuki");
+    auto transferred = wait_for(rz, event_in(conv_a, "transferred"), "transferred at suzuki");
+    CHECK(transferred.data.from == "sato");
+    CHECK(transferred.data.to == "suzuki");
     auto at_suzuki = wait_for(rz, conversation_of(conv_a), "conversation A at suzuki");
     CHECK(at_suzuki.handoff.reason == "visitor asked for a person");
     CHECK(std::any_of(at_suzuki.transcript.begin(), at_suzuki.transcript.end(),

@@ -94,6 +94,7 @@ struct AgentEvent {
   std::vector<QueueEntry> queue;            // kQueue
   HandoffPackage handoff;                   // kConversation (empty when the bot never handed off)
   std::vector<protocol::Frame> transcript;  // kConversation: every stored message and event, by seq
+  protocol::EventData data;                 // kEvent: frame.data_json read (agent names, reason...)
   // kConversation: the agent holds the conversation and this client had delivered it before (a
   // take() again, or the automatic one after a reconnect). `transcript` is still complete; the
   // frames in it that were not delivered yet follow as kMessage/kEvent events. A conversation

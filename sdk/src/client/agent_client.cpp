@@ -202,7 +202,12 @@ struct AgentClient::Impl final : detail::client::EventConnection<AgentEvent> {
 
   // ---- events -------------------------------------------------------------------------
   void emit_numbered(const Frame& f) {
-    emit(f.type == FrameType::kMessage ? AgentEvent::Kind::kMessage : AgentEvent::Kind::kEvent, f);
+    if (f.type == FrameType::kMessage) return emit(AgentEvent::Kind::kMessage, f);
+    AgentEvent ev;
+    ev.kind = AgentEvent::Kind::kEvent;
+    ev.frame = f;
+    ev.data = protocol::parse_event_data(f.data_json);
+    emit(std::move(ev));
   }
 
   // ---- frames from the hub ------------------------------------------------------------

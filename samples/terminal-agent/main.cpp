@@ -95,7 +95,7 @@ std::string package_text(const AgentEvent& e) {
       << fixed(p.effort) << (p.signals.empty() ? "" : " (" + joined(p.signals) + ")") << "\n";
   out << "   rules:      " << (p.rules_fired.empty() ? "-" : joined(p.rules_fired)) << "\n";
   out << "   candidates:";
-  if (p.candidates.empty()) out << " none (the bot did not rank entries)\n";
+  if (p.candidates.empty()) out << " none (nothing in the knowledge base matched)\n";
   for (std::size_t i = 0; i < p.candidates.size(); ++i) {
     const auto& c = p.candidates[i];
     out << (i == 0 ? " " : "               ") << i + 1 << ". " << c.entry << " (confidence " << fixed(c.confidence)

@@ -502,8 +502,9 @@ MDG_EXTERN(int) mdg_client_send_attachments(mdg_message_id *out, mdg_client *cli
                                             size_t size, const mdg_attachment *const *attachments,
                                             size_t count);
 
-/* Since 1.1. Queues the visitor's pick of a clarification option: one of the "options" of a
- * bot message's bot_json ({"label": ..., "entry": ...}). The message's text is the label (what
+/* Since 1.1. Queues the visitor's pick of one of the "options" (a clarification) or
+ * "suggestions" (an answer's related questions) of a bot message's bot_json ({"label": ...,
+ * "entry": ...}). The message's text is the label (what
  * the transcript shows) and its "choice" the entry, so the bot answers with that entry whatever
  * the label says and whatever was said since (docs/client.md). Both are NUL-terminated UTF-8.
  * Outbox, `out` and errors as mdg_client_send(); MDG_EINVAL also for an empty entry or label. */

@@ -67,6 +67,11 @@ void print_reply(const Reply& r) {
   for (std::size_t i = 0; i < r.options.size(); ++i) {
     std::printf("  %zu) %s\n", i + 1, r.options[i].label.c_str());
   }
+  // An answer's follow-ups, as a visitor's app offers them (not numbered: typing a number
+  // here picks a clarification option only).
+  std::string related;
+  for (const auto& s : r.suggestions) related += (related.empty() ? "" : " / ") + s.label;
+  if (!related.empty()) std::printf("  related: %s\n", related.c_str());
 }
 
 int cmd_ask(const Args& args) {

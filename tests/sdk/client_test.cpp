@@ -531,8 +531,9 @@ TEST_SUITE("sdk.client") {
     REQUIRE(client->start());
     auto id = client->send("担当者と話したい");
     REQUIRE(id.is_ok());
-    REQUIRE(rec.wait([](const auto& seen) {
-      return find(seen, [](const ClientEvent& e) { return e.kind == Kind::kEvent && e.frame.event == "handoff_started"; }) >= 0;
+    REQUIRE(rec.wait([&](const auto& seen) {
+      return answered(seen, *id) &&
+             find(seen, [](const ClientEvent& e) { return e.kind == Kind::kEvent && e.frame.event == "handoff_started"; }) >= 0;
     }));
     auto evs = rec.events();
     const ClientEvent& reply = evs[static_cast<std::size_t>(answer_to(evs, *id))];

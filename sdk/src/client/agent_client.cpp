@@ -202,12 +202,7 @@ struct AgentClient::Impl final : detail::client::EventConnection<AgentEvent> {
 
   // ---- events -------------------------------------------------------------------------
   void emit_numbered(const Frame& f) {
-    if (f.type == FrameType::kMessage) return emit(AgentEvent::Kind::kMessage, f);
-    AgentEvent ev;
-    ev.kind = AgentEvent::Kind::kEvent;
-    ev.frame = f;
-    ev.data = protocol::parse_event_data(f.data_json);
-    emit(std::move(ev));
+    emit(f.type == FrameType::kMessage ? AgentEvent::Kind::kMessage : AgentEvent::Kind::kEvent, f);
   }
 
   // ---- frames from the hub ------------------------------------------------------------

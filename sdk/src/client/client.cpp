@@ -149,17 +149,6 @@ struct Client::Impl final : detail::client::EventConnection<ClientEvent> {
     if (f.from == "visitor" && ack_from_replay(f)) return;
     emit(kind, f);
   }
-
-  // A message or event with its JSON parts read (ClientEvent::bot, ClientEvent::data).
-  void emit(ClientEvent::Kind kind, const Frame& f) {
-    ClientEvent ev;
-    ev.kind = kind;
-    ev.frame = f;
-    if (kind == ClientEvent::Kind::kMessage && !f.bot_json.empty()) ev.bot = protocol::parse_bot_info(f.bot_json);
-    if (kind == ClientEvent::Kind::kEvent) ev.data = protocol::parse_event_data(f.data_json);
-    EventConnection::emit(std::move(ev));
-  }
-  using EventConnection::emit;
 };
 
 // ---- Client ---------------------------------------------------------------------------

@@ -300,10 +300,18 @@ class EventConnection : public Connection {
     ev.state = current_state();
     dispatch([this, ev = std::move(ev)] { deliver(ev); });
   }
+  // A frame as an event of `kind`, its JSON parts read into the fields the event type has:
+  // a bot message's `bot` (ClientEvent), an event's `data` (ClientEvent, AgentEvent).
   void emit(typename Event::Kind kind, const protocol::Frame& f) {
     Event ev;
     ev.kind = kind;
     ev.frame = f;
+    if constexpr (requires { ev.bot; }) {
+      if (kind == Event::Kind::kMessage && !f.bot_json.empty()) ev.bot = protocol::parse_bot_info(f.bot_json);
+    }
+    if constexpr (requires { ev.data; }) {
+      if (kind == Event::Kind::kEvent) ev.data = protocol::parse_event_data(f.data_json);
+    }
     emit(std::move(ev));
   }
   // Runs on_event (on the network thread or in poll()).

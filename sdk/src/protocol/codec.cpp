@@ -242,52 +242,52 @@ std::string string_field(object o, std::string_view key) {
   return o[key].get_string().get(v) == simdjson::SUCCESS ? std::string(v) : std::string();
 }
 
-// The object `json` holds, or false (empty text, not JSON, not an object).
-bool read_object(simdjson::dom::parser& parser, std::string_view json, object& out) {
-  return !json.empty() && parser.parse(json).get_object().get(out) == simdjson::SUCCESS;
+// A T read from the JSON object in `json` by `read(object, T&)`; a default T when the text
+// is empty, not JSON or not an object.
+template <class T, class Read>
+T read_object(std::string_view json, Read&& read) {
+  T out;
+  simdjson::dom::parser parser;
+  object o;
+  if (!json.empty() && parser.parse(json).get_object().get(o) == simdjson::SUCCESS) read(o, out);
+  return out;
 }
 
 }  // namespace
 
 BotInfo parse_bot_info(std::string_view bot_json) {
-  BotInfo b;
-  simdjson::dom::parser parser;
-  object o;
-  if (!read_object(parser, bot_json, o)) return b;
-  b.decision = string_field(o, "decision");
-  b.entry = string_field(o, "entry");
-  array list;
-  if (o["follow_ups"].get_array().get(list) == simdjson::SUCCESS) {
-    for (element e : list) {
-      std::string_view id;
-      if (e.get_string().get(id) == simdjson::SUCCESS) b.follow_ups.emplace_back(id);
+  return read_object<BotInfo>(bot_json, [](object o, BotInfo& b) {
+    b.decision = string_field(o, "decision");
+    b.entry = string_field(o, "entry");
+    array list;
+    if (o["follow_ups"].get_array().get(list) == simdjson::SUCCESS) {
+      for (element e : list) {
+        std::string_view id;
+        if (e.get_string().get(id) == simdjson::SUCCESS) b.follow_ups.emplace_back(id);
+      }
     }
-  }
-  for (auto [key, out] : {std::pair{"options", &b.options}, std::pair{"suggestions", &b.suggestions}}) {
-    if (o[key].get_array().get(list) != simdjson::SUCCESS) continue;
-    for (element e : list) {
-      object opt;
-      if (e.get_object().get(opt) != simdjson::SUCCESS) continue;
-      BotOption option{string_field(opt, "label"), string_field(opt, "entry")};
-      if (!option.entry.empty()) out->push_back(std::move(option));
+    for (auto [key, out] : {std::pair{"options", &b.options}, std::pair{"suggestions", &b.suggestions}}) {
+      if (o[key].get_array().get(list) != simdjson::SUCCESS) continue;
+      for (element e : list) {
+        object opt;
+        if (e.get_object().get(opt) != simdjson::SUCCESS) continue;
+        BotOption option{string_field(opt, "label"), string_field(opt, "entry")};
+        if (!option.entry.empty()) out->push_back(std::move(option));
+      }
     }
-  }
-  return b;
+  });
 }
 
 EventData parse_event_data(std::string_view data_json) {
-  EventData d;
-  simdjson::dom::parser parser;
-  object o;
-  if (!read_object(parser, data_json, o)) return d;
-  d.reason = string_field(o, "reason");
-  d.agent = string_field(o, "agent");
-  d.from = string_field(o, "from");
-  d.to = string_field(o, "to");
-  d.by = string_field(o, "by");
-  std::int64_t position = 0;
-  if (o["queue_position"].get_int64().get(position) == simdjson::SUCCESS) d.queue_position = position;
-  return d;
+  return read_object<EventData>(data_json, [](object o, EventData& d) {
+    d.reason = string_field(o, "reason");
+    d.agent = string_field(o, "agent");
+    d.from = string_field(o, "from");
+    d.to = string_field(o, "to");
+    d.by = string_field(o, "by");
+    std::int64_t position = 0;
+    if (o["queue_position"].get_int64().get(position) == simdjson::SUCCESS) d.queue_position = position;
+  });
 }
 
 Frame make_error(ErrorKind kind, std::string message, std::string id) {

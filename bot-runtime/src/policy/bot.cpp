@@ -73,6 +73,9 @@ namespace {
 
 using madoguchi::detail::JsonWriter;
 
+// The candidates a reply carries (docs/policy.md, step 9), a rule's hand-off included.
+constexpr std::size_t kReplyCandidates = 5;
+
 // ICU's limit on one regex search, in steps of its match engine (a step is 10,000 moves):
 // kRegexSteps, plus one per kRegexCharsPerStep characters of the text, so that a pattern that
 // runs in linear time never meets it. A search still going then is taken as not matching.
@@ -495,7 +498,7 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
     if (act.handoff) {
       // The rule decided, but the person who takes the conversation still sees what the
       // bot made of the message ("まだ届かない…担当者と話したい" is about a late parcel).
-      reply.candidates = im.to_candidates(im.index->rank(a, 5));
+      reply.candidates = im.to_candidates(im.index->rank(a, kReplyCandidates));
       if (!act.reply.empty()) {
         reply.decision = Decision::kHandoff;
         reply.reason = *act.handoff;
@@ -526,7 +529,7 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
   }
 
   // Retrieval.
-  auto ranked = im.index->rank(a, 5);
+  auto ranked = im.index->rank(a, kReplyCandidates);
   reply.candidates = im.to_candidates(ranked);
 
   // Built-in hand-off triggers: an explicit request for a person, high severity.
@@ -585,6 +588,12 @@ void write_candidates(JsonWriter& w, const std::vector<Candidate>& cands) {
     w.begin_object().field("entry", c.entry_id).field("confidence", c.confidence).field("score", c.score)
         .field("bm25", c.bm25).end_object();
   }
+  w.end_array();
+}
+
+void write_options(JsonWriter& w, std::string_view key, const std::vector<Option>& options) {
+  w.key(key).begin_array();
+  for (const auto& o : options) w.begin_object().field("label", o.label).field("entry", o.entry_id).end_object();
   w.end_array();
 }
 
@@ -697,15 +706,11 @@ std::string Reply::to_json() const {
   w.begin_object().field("decision", to_string(decision)).field("text", text);
   if (!entry_id.empty()) w.field("entry", entry_id);
   w.field("locale", locale).field("reason", reason);
-  w.key("options").begin_array();
-  for (const auto& o : options) w.begin_object().field("label", o.label).field("entry", o.entry_id).end_object();
-  w.end_array();
+  write_options(w, "options", options);
   write_candidates(w, candidates);
   write_strings(w, "rules_fired", rules_fired);
   write_strings(w, "follow_ups", follow_ups);
-  w.key("suggestions").begin_array();
-  for (const auto& o : suggestions) w.begin_object().field("label", o.label).field("entry", o.entry_id).end_object();
-  w.end_array();
+  write_options(w, "suggestions", suggestions);
   write_triage(w, triage);
   w.key("tokens").begin_array();
   for (const auto& t : explanation.tokens) {

@@ -676,11 +676,13 @@ struct Hub::Impl {
     if (!reply.entry_id.empty()) w.field("entry", reply.entry_id);
     w.key("follow_ups").begin_array();
     for (const auto& id : reply.follow_ups) w.value(id);
-    w.end_array().key("options").begin_array();
-    for (const auto& o : reply.options) w.begin_object().field("label", o.label).field("entry", o.entry_id).end_object();
-    w.end_array().key("suggestions").begin_array();
-    for (const auto& o : reply.suggestions) w.begin_object().field("label", o.label).field("entry", o.entry_id).end_object();
-    w.end_array().end_object();
+    w.end_array();
+    for (const auto& [key, list] : {std::pair{"options", &reply.options}, std::pair{"suggestions", &reply.suggestions}}) {
+      w.key(key).begin_array();
+      for (const auto& o : *list) w.begin_object().field("label", o.label).field("entry", o.entry_id).end_object();
+      w.end_array();
+    }
+    w.end_object();
     f.bot_json = w.take();
     MDG_ASSIGN_OR_RETURN(auto stored, store_frame(c, std::move(f), "bot", "message"));
     to_visitors(c.record.id, stored.second);

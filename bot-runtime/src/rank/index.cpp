@@ -4,6 +4,7 @@
 #include "rank/parallel.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <random>
@@ -147,6 +148,17 @@ std::size_t training_batch(std::size_t examples) {
   return std::min(examples / kExamplesPerBatchItem, kMaxBatch);
 }
 
+// Words of a bit set of `n` bits.
+constexpr std::size_t bit_words(std::size_t n) { return (n + 63) / 64; }
+
+// Calls f(i) for every bit i set in the `n` bits at `words`, in increasing order.
+template <typename F>
+void for_each_bit(const std::uint64_t* words, std::size_t n, F&& f) {
+  for (std::size_t w = 0; w < bit_words(n); ++w) {
+    for (std::uint64_t m = words[w]; m != 0; m &= m - 1) f(w * 64 + static_cast<std::size_t>(std::countr_zero(m)));
+  }
+}
+
 }  // namespace
 
 // A training example: one question of one entry.
@@ -155,6 +167,14 @@ struct Index::Example {
   std::uint32_t doc;
   std::vector<std::pair<std::uint32_t, float>> features;
   std::vector<std::pair<std::uint32_t, float>> bm25;  // leave-one-out shortlist
+  // The weights of its common features (those with weights for more than
+  // kNominateMaxEntries entries) that its ranking adds up or its update may change: for each
+  // such feature, in the order of `features`, one bit per weight (bit_words() words), set
+  // when the weight's entry is the example's own or one that its BM25 shortlist or its rarer
+  // features reach (every entry, when those reach fewer than a shortlist). In training
+  // these entries never change, so each step skips the common features' other weights,
+  // which are most of the weights an example meets, without looking at them.
+  std::vector<std::uint64_t> reach;
 };
 
 // Averaged SGD state kept across calls, so that training can go on after the calibration.
@@ -184,7 +204,7 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
   std::vector<Analysis> analyses;  // question docs, kept for training
   std::vector<std::string> terms;
   auto term_id = [&ix](const std::string& t) {
-    auto [it, inserted] = ix.term_ids_.emplace(t, static_cast<std::uint32_t>(ix.term_ids_.size()));
+    auto [it, inserted] = ix.term_ids_.try_emplace(t, static_cast<std::uint32_t>(ix.term_ids_.size()));
     if (inserted) {
       ix.questions_.postings.emplace_back();
       ix.answers_.postings.emplace_back();
@@ -296,7 +316,7 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
     std::vector<std::vector<std::uint32_t>> entry_features(kb.entries.size());
     for (std::size_t d = 0; d < analyses.size(); ++d) {
       for (const auto& k : question_features[d]) {
-        auto [it, inserted] = ix.feature_ids_.emplace(k.key, static_cast<std::uint32_t>(ix.feature_ids_.size()));
+        auto [it, inserted] = ix.feature_ids_.try_emplace(k.key, static_cast<std::uint32_t>(ix.feature_ids_.size()));
         if (inserted) df.push_back(0);
         ++df[it->second];
         entry_features[ix.doc_entry_[d]].push_back(it->second);
@@ -384,6 +404,7 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
       std::sort_heap(shortlist.begin(), shortlist.end(), higher);
       ex.bm25.assign(shortlist.begin(), shortlist.end());
       ix.reset(s);
+      if (model) ix.find_reach(ex, s);
     }
   });
   analyses.clear();
@@ -426,7 +447,8 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
   return index;
 }
 
-void Index::add_linear(const std::vector<std::pair<std::uint32_t, float>>& features, Scratch& s) const {
+void Index::add_linear(const std::vector<std::pair<std::uint32_t, float>>& features, Scratch& s,
+                       const std::uint64_t* reach) const {
   // Features in few entries (and BM25, before this) bring the candidates; the common ones
   // then add to those, unless there are fewer than a shortlist of them.
   for (const auto& [f, x] : features) {
@@ -435,21 +457,49 @@ void Index::add_linear(const std::vector<std::pair<std::uint32_t, float>>& featu
   }
   const bool few = s.touched_entries.size() < static_cast<std::size_t>(settings_.shortlist);
   for (const auto& [f, x] : features) {
-    if (weights_[f].size() <= kNominateMaxEntries) continue;
-    if (few) {
-      for (const auto& cw : weights_[f]) s.touch(cw.entry).linear += x * cw.w;
-    } else {
-      for (const auto& cw : weights_[f]) {
-        EntryScore& es = s.entry[cw.entry];
-        if (es.touched) es.linear += x * cw.w;
+    const auto& ws = weights_[f];
+    if (ws.size() <= kNominateMaxEntries) continue;
+    auto add = [&, x = x](std::size_t k) {
+      if (few) {
+        s.touch(ws[k].entry).linear += x * ws[k].w;
+      } else if (EntryScore& es = s.entry[ws[k].entry]; es.touched) {
+        es.linear += x * ws[k].w;
       }
+    };
+    if (reach) {
+      for_each_bit(reach, ws.size(), add);
+      reach += bit_words(ws.size());
+    } else {
+      for (std::size_t k = 0; k < ws.size(); ++k) add(k);
     }
   }
 }
 
+void Index::find_reach(Example& ex, Scratch& s) const {
+  ex.reach.clear();
+  for (const auto& [e, b] : ex.bm25) s.touch(e);
+  for (const auto& [f, x] : ex.features) {
+    if (weights_[f].size() > kNominateMaxEntries) continue;
+    for (const auto& cw : weights_[f]) s.touch(cw.entry);
+  }
+  const bool few = s.touched_entries.size() < static_cast<std::size_t>(settings_.shortlist);
+  for (const auto& [f, x] : ex.features) {
+    const auto& ws = weights_[f];
+    if (ws.size() <= kNominateMaxEntries) continue;
+    const std::size_t base = ex.reach.size();
+    ex.reach.resize(base + bit_words(ws.size()), 0);
+    for (std::size_t k = 0; k < ws.size(); ++k) {
+      if (few || ws[k].entry == ex.entry || s.entry[ws[k].entry].touched) {
+        ex.reach[base + k / 64] |= std::uint64_t{1} << (k % 64);
+      }
+    }
+  }
+  reset(s);
+}
+
 void Index::forward(const Example& ex, Scratch& s) const {
   for (const auto& [e, b] : ex.bm25) s.touch(e).bm25 = b;
-  add_linear(ex.features, s);
+  add_linear(ex.features, s, ex.reach.data());
 }
 
 void Index::train(const std::vector<Example>& examples, std::vector<std::uint32_t> order, int passes, Trainer& t,
@@ -524,16 +574,27 @@ void Index::train(const std::vector<Example>& examples, std::vector<std::uint32_
           const Example& ex = examples[order[b0 + i]];
           const float step = t.step + static_cast<float>(i);
           for (const auto& [e, v] : batch_grad[i]) g[e] = v;
+          // Only candidates have a gradient, and of a common feature's weights only those
+          // in the example's reach can belong to one.
+          const std::uint64_t* bits = ex.reach.data();
           for (const auto& [f, x] : ex.features) {
-            if (!ranges.owns(thread, f)) continue;
             auto& ws = weights_[f];
+            const bool common = ws.size() > kNominateMaxEntries;
+            const std::uint64_t* reach = bits;
+            if (common) bits += bit_words(ws.size());
+            if (!ranges.owns(thread, f)) continue;
             auto& us = t.acc[f];
-            for (std::size_t k = 0; k < ws.size(); ++k) {
+            auto update = [&, x = x](std::size_t k) {
               float gk = g[ws[k].entry];
-              if (gk == 0.0f) continue;
+              if (gk == 0.0f) return;
               float delta = ws[k].w * (decay - 1.0f) + lr * gk * x;
               ws[k].w += delta;
               us[k] += step * delta;
+            };
+            if (common) {
+              for_each_bit(reach, ws.size(), update);
+            } else {
+              for (std::size_t k = 0; k < ws.size(); ++k) update(k);
             }
           }
           for (const auto& [e, v] : batch_grad[i]) g[e] = 0.0f;

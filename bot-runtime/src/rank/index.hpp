@@ -110,11 +110,16 @@ class Index {
              Team& team);
   // Replaces the weights by their mean over the training so far (with settings.average).
   void average(const Trainer& t);
+  // Fills ex.reach (its BM25 shortlist and features must be set, the weights allotted).
+  void find_reach(Example& ex, Scratch& s) const;
   // Logits of every entry for an example's features plus its BM25 shortlist.
   void forward(const Example& ex, Scratch& s) const;
   // Adds the linear model's score of (feature id, value) pairs to the entries' `linear`.
-  // Entries with a BM25 part must be touched before (see kNominateMaxEntries).
-  void add_linear(const std::vector<std::pair<std::uint32_t, float>>& features, Scratch& s) const;
+  // Entries with a BM25 part must be touched before (see kNominateMaxEntries). With
+  // `reach` (an example's, see Example::reach), the common features add only the weights
+  // it names: the same sums, since the others are of entries left untouched.
+  void add_linear(const std::vector<std::pair<std::uint32_t, float>>& features, Scratch& s,
+                  const std::uint64_t* reach = nullptr) const;
   // Fits the confidence calibration on questions held out of training.
   void calibrate(const std::vector<Example>& examples, const std::vector<std::uint32_t>& held_out, Scratch& s);
   float confidence(float p, float z, float z_other) const noexcept;

@@ -53,6 +53,30 @@ struct chat {
   int errors;
 };
 
+/* What a bot message offers: a clarification's options, numbered as a visitor would pick
+ * them (mdg_client_choose() sends a pick), and an answer's related questions. */
+static void print_bot(const mdg_bot_info *bot) {
+  size_t i;
+  for (i = 0; i < bot->option_count; ++i) {
+    printf("  %d) %s  (%s)\n", (int)i + 1, bot->options[i]->label, bot->options[i]->entry);
+  }
+  for (i = 0; i < bot->suggestion_count; ++i) {
+    printf("  %s %s  (%s)\n", i == 0 ? "related:" : "        ", bot->suggestions[i]->label,
+           bot->suggestions[i]->entry);
+  }
+}
+
+/* An event's data, in words. */
+static void print_event(const char *name, const mdg_event_data *d) {
+  printf("[event] %s", name);
+  if (d->reason[0] != '\0') printf(": %s", d->reason);
+  if (d->queue_position > 0) printf(", number %ld in the queue", (long)d->queue_position);
+  if (d->agent[0] != '\0') printf(": %s", d->agent);
+  if (d->from[0] != '\0' || d->to[0] != '\0') printf(": from %s to %s", d->from, d->to);
+  if (d->by[0] != '\0') printf(" by %s", d->by);
+  printf("\n");
+}
+
 /* Runs on this thread, inside mdg_client_poll(). The event is valid only during the call. */
 static void on_event(const mdg_event *ev, void *userdata) {
   struct chat *chat = (struct chat *)userdata;
@@ -61,9 +85,10 @@ static void on_event(const mdg_event *ev, void *userdata) {
     case MDG_EVENT_ACK: printf("[ack] %s stored as #%ld\n", ev->id, (long)ev->seq); break;
     case MDG_EVENT_MESSAGE:
       printf("[%s #%ld] %.*s\n", ev->from, (long)ev->seq, (int)ev->text_size, ev->text);
+      if (ev->bot != NULL) print_bot(ev->bot);
       if (strcmp(ev->from, "visitor") != 0) ++chat->answers;
       break;
-    case MDG_EVENT_EVENT: printf("[event] %s %s\n", ev->event, ev->data_json); break;
+    case MDG_EVENT_EVENT: print_event(ev->event, ev->data); break;
     case MDG_EVENT_ERROR:
       printf("[error] %s: %s\n", ev->error, ev->error_message);
       ++chat->errors;

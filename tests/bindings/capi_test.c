@@ -865,6 +865,17 @@ static void test_client_live(const hub_process *hub) {
   e = event_at(&rec, i_bot);
   CHECK(e.seq > event_at(&rec, i_ack).seq);
   CHECK_MSG(contains(e.bot_json, "\"entry\":\"shipping-fee\""), "bot_json %s", e.bot_json);
+  /* ev->bot: the same, read; the entry's follow-ups come as suggestions with a title each */
+  CHECK(e.has_bot && !e.has_data);
+  CHECK_MSG(strcmp(e.decision, "answer") == 0 && strcmp(e.entry, "shipping-fee") == 0, "bot %s %s", e.decision,
+            e.entry);
+  CHECK(e.option_count == 0);
+  CHECK_MSG(e.suggestion_count == 2 && e.follow_up_count == 2, "%zu suggestions, %zu follow-ups", e.suggestion_count,
+            e.follow_up_count);
+  CHECK_MSG(strcmp(e.suggestions[0][0], "free-shipping-threshold") == 0 && strcmp(e.suggestions[1][0], "anshin-express") == 0,
+            "suggestions %s, %s", e.suggestions[0][0], e.suggestions[1][0]);
+  CHECK(e.suggestions[0][1][0] != '\0' && contains(e.bot_json, e.suggestions[0][1]));
+  CHECK(!event_at(&rec, i_ack).has_bot && !event_at(&rec, i_ack).has_data);
   CHECK(contains(e.text, "送料"));
   CHECK(e.text_size == strlen(e.text));
   CHECK(contains(e.frame_json, "\"type\":\"message\""));
@@ -901,7 +912,14 @@ static void test_client_live(const hub_process *hub) {
   e = event_at(&rec, i);
   CHECK_MSG(contains(e.bot_json, "\"decision\":\"clarify\"") && contains(e.bot_json, "\"entry\":\"points-expiry\""),
             "bot_json %s", e.bot_json);
-  CHECK_OK(mdg_client_choose(&id, c, "points-expiry", "ポイントの有効期限はありますか"));
+  /* The pick is made from ev->bot's options, as an app without a JSON parser would. */
+  CHECK_MSG(e.has_bot && strcmp(e.decision, "clarify") == 0 && e.option_count >= 2 && e.option_count <= 3,
+            "bot %s, %zu options", e.decision, e.option_count);
+  for (i = 0; i < (int)e.option_count && strcmp(e.options[i][0], "points-expiry") != 0; ++i) {
+  }
+  REQUIRE(i < (int)e.option_count);
+  CHECK(e.options[i][1][0] != '\0' && contains(e.bot_json, e.options[i][1]));
+  CHECK_OK(mdg_client_choose(&id, c, e.options[i][0], e.options[i][1]));
   i = wait_event(&rec, wait_event(&rec, 0, is_ack_of, id.str), is_bot_message, NULL);
   REQUIRE(i >= 0);
   e = event_at(&rec, i);
@@ -950,9 +968,15 @@ static void test_client_live(const hub_process *hub) {
   CHECK_OK(mdg_client_send(&id_human, c, "担当者と話したい", MDG_NTS));
   i_ack = poll_until(c, &rec, 0, is_ack_of, id_human.str);
   CHECK(i_ack >= 0);
-  CHECK(poll_until(c, &rec, i_ack, is_event_named, "handoff_started") >= 0);
+  i = poll_until(c, &rec, i_ack, is_event_named, "handoff_started");
+  REQUIRE(i >= 0);
+  e = event_at(&rec, i);
+  CHECK(e.has_data && !e.has_bot);
+  CHECK_MSG(contains(e.reason, "person") && e.queue_position >= 1, "reason \"%s\", queue position %lld", e.reason,
+            (long long)e.queue_position);
   i = poll_until(c, &rec, i_ack, is_bot_message, NULL);
   CHECK(i >= 0 && contains(event_at(&rec, i).bot_json, "\"decision\":\"handoff\""));
+  CHECK(i >= 0 && strcmp(event_at(&rec, i).decision, "handoff") == 0);
   /* Nothing that was delivered before the restart comes again. */
   for (i = 0; i < event_count(&rec); ++i) {
     e = event_at(&rec, i);

@@ -278,6 +278,19 @@ typedef struct recorded_event {
   size_t text_size;
   char bot_json[512];
   char frame_json[512];
+  /* ev->bot and ev->data (1.2): has_bot / has_data say whether they were set. */
+  int has_bot;
+  char decision[16];
+  char entry[48];
+  size_t option_count;
+  char options[3][2][128]; /* the first three: entry, label */
+  size_t suggestion_count;
+  char suggestions[3][2][128];
+  size_t follow_up_count;
+  int has_data;
+  char reason[64];
+  int64_t queue_position;
+  char data_agent[48];
   pthread_t thread;
 } recorded_event;
 
@@ -331,6 +344,35 @@ static void record_event(const mdg_event *ev, void *userdata) {
   memcpy(e.text, ev->text, ev->text_size < sizeof e.text - 1 ? ev->text_size : sizeof e.text - 1);
   copy_str(e.bot_json, sizeof e.bot_json, ev->bot_json);
   copy_str(e.frame_json, sizeof e.frame_json, ev->frame_json);
+  if (ev->bot != NULL) {
+    const mdg_bot_info *b = ev->bot;
+    size_t i;
+    e.has_bot = 1;
+    copy_str(e.decision, sizeof e.decision, b->decision);
+    copy_str(e.entry, sizeof e.entry, b->entry);
+    e.option_count = b->option_count;
+    for (i = 0; i < b->option_count && i < 3; ++i) {
+      copy_str(e.options[i][0], sizeof e.options[i][0], b->options[i]->entry);
+      copy_str(e.options[i][1], sizeof e.options[i][1], b->options[i]->label);
+      if (strlen(b->options[i]->label) != b->options[i]->label_size) e.options[i][1][0] = '\0';
+    }
+    e.suggestion_count = b->suggestion_count;
+    for (i = 0; i < b->suggestion_count && i < 3; ++i) {
+      copy_str(e.suggestions[i][0], sizeof e.suggestions[i][0], b->suggestions[i]->entry);
+      copy_str(e.suggestions[i][1], sizeof e.suggestions[i][1], b->suggestions[i]->label);
+    }
+    e.follow_up_count = b->follow_up_count;
+    if ((b->option_count == 0) != (b->options == NULL) || (b->suggestion_count == 0) != (b->suggestions == NULL) ||
+        (b->follow_up_count == 0) != (b->follow_ups == NULL)) {
+      e.decision[0] = '\0'; /* an array that disagrees with its count: the checks on decision fail */
+    }
+  }
+  if (ev->data != NULL) {
+    e.has_data = 1;
+    copy_str(e.reason, sizeof e.reason, ev->data->reason);
+    e.queue_position = ev->data->queue_position;
+    copy_str(e.data_agent, sizeof e.data_agent, ev->data->agent);
+  }
   e.thread = pthread_self();
   if (ev->kind == MDG_EVENT_WELCOME && r->client != NULL && r->close_rc_in_callback == 1) {
     r->close_rc_in_callback = mdg_client_close(r->client, 1000);

@@ -159,7 +159,7 @@ endfunction()
 
 file(READ ${BASELINE} baseline_dump)
 set(struct_breaks "")
-foreach(name mdg_bot_options mdg_client_options mdg_event mdg_candidate mdg_option)
+foreach(name mdg_bot_options mdg_client_options mdg_event mdg_candidate mdg_option mdg_bot_info mdg_event_data)
   struct_fields("${baseline_dump}" ${name} old_fields)
   struct_fields("${dump}" ${name} new_fields)
   list(LENGTH old_fields n_old)

@@ -32,7 +32,8 @@
  * Structs.   Option structs are versioned: start from MDG_<X>_OPTIONS_INIT, or call
  *            mdg_<x>_options_init() (for languages without C macros), then set fields. New
  *            fields are only ever appended, with a new version number. Structs the library
- *            hands out (mdg_candidate, mdg_option, mdg_event) are read through pointers only
+ *            hands out (mdg_candidate, mdg_option, mdg_event, mdg_bot_info, mdg_event_data)
+ *            are read through pointers only
  *            (never in arrays, never by sizeof); new fields are appended there too. mdg_buf,
  *            mdg_message_id and mdg_attachment, which callers allocate, never change.
  * Threads.   Each function states its thread-safety. In short: an mdg_bot and an mdg_client
@@ -69,13 +70,13 @@ extern "C" {
 #endif
 
 #define MDG_VERSION_MAJOR 1
-#define MDG_VERSION_MINOR 1
+#define MDG_VERSION_MINOR 2
 #define MDG_VERSION_PATCH 0
-#define MDG_VERSION_STRING "1.1.0"
+#define MDG_VERSION_STRING "1.2.0"
 /* 0xMMmmpp: major, minor, patch; compare with mdg_version_number(). */
 #define MDG_VERSION_NUMBER ((MDG_VERSION_MAJOR << 16) | (MDG_VERSION_MINOR << 8) | MDG_VERSION_PATCH)
 
-/* The library's version, "1.1.0" (static storage). Any thread. */
+/* The library's version, "1.2.0" (static storage). Any thread. */
 MDG_EXTERN(const char *) mdg_version(void);
 /* The library's MDG_VERSION_NUMBER: the version running, which may be newer than the header
  * the program was built with. Any thread. */
@@ -404,6 +405,34 @@ typedef struct mdg_attachment {
   const char *url;
 } mdg_attachment;
 
+/* Since 1.2. What a message from the bot carries besides its text: its bot_json, read, so that
+ * an app can show a clarification's choices or an answer's related questions, and send the
+ * pick with mdg_client_choose(), without a JSON parser. Strings are never NULL ("" when the
+ * message does not carry them); arrays are NULL when their count is 0. */
+typedef struct mdg_bot_info {
+  const char *decision;                 /* "answer", "reply", "clarify", "handoff", "fallback" */
+  const char *entry;                    /* answer: the entry it answered with */
+  const mdg_option *const *options;     /* clarify: option_count choices, in order (show them
+                                           numbered from 1) */
+  size_t option_count;
+  const mdg_option *const *suggestions; /* answer: suggestion_count related questions, picked
+                                           the same way */
+  size_t suggestion_count;
+  const char *const *follow_ups;        /* answer: ids of the entries visitors often ask next */
+  size_t follow_up_count;
+} mdg_bot_info;
+
+/* Since 1.2. An event's data_json, read (docs/protocol.md, "Events"): each event fills the
+ * fields it has; the others are "" (0 for queue_position). */
+typedef struct mdg_event_data {
+  const char *reason;     /* handoff_started: why the bot handed off */
+  int64_t queue_position; /* handoff_started, queue_position: 1 = next; 0 when not given */
+  const char *agent;      /* agent_joined, agent_left, handed_back: the agent's name */
+  const char *from;       /* transferred: the agent who passed the conversation on */
+  const char *to;         /* transferred: the agent who took it */
+  const char *by;         /* conversation_closed: "agent", "visitor" or "hub" */
+} mdg_event_data;
+
 /* One thing that happened, given to mdg_event_cb. Every pointer in it, and the struct itself,
  * are valid only during the callback: copy what you keep. Every string is NUL-terminated and
  * never NULL ("" when the event does not carry it). */
@@ -430,6 +459,9 @@ typedef struct mdg_event {
   const char *error;         /* error: the code ("unauthorized", "rate_limited", "internal", ...) */
   const char *error_message; /* error: what is wrong */
   const char *frame_json;    /* the protocol frame as JSON (docs/protocol.md); "" for state changes */
+  /* Since 1.2 (a program that reads them needs mdg_version_number() >= 0x010200): */
+  const mdg_bot_info *bot;     /* message from the bot: bot_json, read; NULL otherwise */
+  const mdg_event_data *data;  /* event: data_json, read; NULL otherwise */
 } mdg_event;
 
 /* Receives every event of a client, one at a time, never two at once, in the order of the
@@ -502,10 +534,10 @@ MDG_EXTERN(int) mdg_client_send_attachments(mdg_message_id *out, mdg_client *cli
                                             size_t size, const mdg_attachment *const *attachments,
                                             size_t count);
 
-/* Since 1.1. Queues the visitor's pick of one of the "options" (a clarification) or
- * "suggestions" (an answer's related questions) of a bot message's bot_json ({"label": ...,
- * "entry": ...}). The message's text is the label (what
- * the transcript shows) and its "choice" the entry, so the bot answers with that entry whatever
+/* Since 1.1. Queues the visitor's pick of one of the options (a clarification) or suggestions
+ * (an answer's related questions) of a bot message: an mdg_option of its `bot` (since 1.2),
+ * or an {"label": ..., "entry": ...} of the "options" or "suggestions" of its bot_json. The
+ * message's text is the label (what the transcript shows) and its "choice" the entry, so the bot answers with that entry whatever
  * the label says and whatever was said since (docs/client.md). Both are NUL-terminated UTF-8.
  * Outbox, `out` and errors as mdg_client_send(); MDG_EINVAL also for an empty entry or label. */
 MDG_EXTERN(int) mdg_client_choose(mdg_message_id *out, mdg_client *client, const char *entry, const char *label);

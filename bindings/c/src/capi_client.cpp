@@ -74,6 +74,33 @@ void deliver(const Relay& relay, const madoguchi::ClientEvent& e) {
   attachment_ptrs.reserve(attachments.size());
   for (const auto& a : attachments) attachment_ptrs.push_back(&a);
 
+  // The bot's options and suggestions as mdg_options, one array of each and one of pointers
+  // to them (the form mdg_bot_info hands out).
+  const madoguchi::protocol::BotInfo& b = e.bot;
+  std::vector<mdg_option> choices;
+  choices.reserve(b.options.size() + b.suggestions.size());
+  for (const auto* list : {&b.options, &b.suggestions}) {
+    for (const auto& o : *list) choices.push_back(mdg_option{o.label.c_str(), o.label.size(), o.entry.c_str()});
+  }
+  std::vector<const mdg_option*> choice_ptrs;
+  choice_ptrs.reserve(choices.size());
+  for (const auto& c : choices) choice_ptrs.push_back(&c);
+  std::vector<const char*> follow_ups;
+  follow_ups.reserve(b.follow_ups.size());
+  for (const auto& id : b.follow_ups) follow_ups.push_back(id.c_str());
+  auto array_or_null = [](auto& v, std::size_t at, std::size_t count) { return count ? v.data() + at : nullptr; };
+  const mdg_bot_info bot{b.decision.c_str(),
+                         b.entry.c_str(),
+                         array_or_null(choice_ptrs, 0, b.options.size()),
+                         b.options.size(),
+                         array_or_null(choice_ptrs, b.options.size(), b.suggestions.size()),
+                         b.suggestions.size(),
+                         array_or_null(follow_ups, 0, follow_ups.size()),
+                         follow_ups.size()};
+  const madoguchi::protocol::EventData& d = e.data;
+  const mdg_event_data data{d.reason.c_str(), d.queue_position.value_or(0), d.agent.c_str(),
+                            d.from.c_str(),   d.to.c_str(),                  d.by.c_str()};
+
   mdg_event ev{};
   ev.kind = to_kind(e.kind);
   ev.state = to_state(e.state);
@@ -97,6 +124,8 @@ void deliver(const Relay& relay, const madoguchi::ClientEvent& e) {
   ev.error = error_code.c_str();
   ev.error_message = e.kind == K::kError ? f.message.c_str() : "";
   ev.frame_json = frame_json.c_str();
+  ev.bot = e.kind == K::kMessage && !f.bot_json.empty() ? &bot : nullptr;
+  ev.data = e.kind == K::kEvent ? &data : nullptr;
 
   const Relay* outer = tl_in_callback;
   tl_in_callback = &relay;

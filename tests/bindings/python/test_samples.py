@@ -53,4 +53,6 @@ def test_c_client_chats_with_a_running_hub(hub, tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     assert "[welcome] conversation c_" in p.stdout
     assert p.stdout.count("[ack] ") == 2 and p.stdout.count("[bot #") >= 2
+    # The answer's related questions, read from ev->bot (shipping-fee's follow-ups).
+    assert "  related: " in p.stdout and "(free-shipping-threshold)" in p.stdout
     assert os.path.exists(tmp_path / "c.json")

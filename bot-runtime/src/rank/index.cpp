@@ -175,20 +175,25 @@ struct Index::Example {
   // these entries never change, so each step skips the common features' other weights,
   // which are most of the weights an example meets, without looking at them.
   std::vector<std::uint64_t> reach;
+  // For each of `features`: where its bits start in `reach`, or kNoReach for a rarer feature
+  // (so that a training thread finds the bits of the features it updates without looking
+  // at the others).
+  std::vector<std::uint32_t> reach_at;
+  static constexpr std::uint32_t kNoReach = UINT32_MAX;
 };
 
 // Averaged SGD state kept across calls, so that training can go on after the calibration.
 struct Index::Trainer {
   // Lazy averaging: acc sums step * update, so the mean of the weights over all steps so far
   // is w - acc / step (which generalizes better than the last weights).
-  std::vector<std::vector<float>> acc;
+  std::vector<float> acc;  // by weight slot (WeightTable::slots())
   float step = 1.0f;
   int passes = 0;  // passes done: the learning rate decays with them
   std::mt19937 rng{20261125u};
 
   // A new averaging window and learning-rate schedule; the weights and the shuffling go on.
   void restart() {
-    for (auto& a : acc) std::fill(a.begin(), a.end(), 0.0f);
+    std::fill(acc.begin(), acc.end(), 0.0f);
     step = 1.0f;
     passes = 0;
   }
@@ -332,7 +337,6 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
     // A weight exists for every (feature, entry) pair seen in the entry's questions, except
     // for features found in very many entries: in a large knowledge base ("what", "the")
     // they tell little apart and would make every question touch every entry.
-    ix.weights_.resize(df.size());
     std::vector<std::uint32_t> entry_df(df.size(), 0);
     for (auto& fs : entry_features) {
       std::sort(fs.begin(), fs.end());
@@ -341,9 +345,13 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
     }
     const auto max_entries = static_cast<std::uint32_t>(
         std::max<std::size_t>(kMaxEntriesPerFeature, kb.entries.size() / 200));
+    for (auto& count : entry_df) count = count <= max_entries ? count : 0;
+    ix.weights_.allot(entry_df);
+    std::vector<std::uint32_t> next_slot(df.size());  // entries in increasing order in each feature
+    for (std::uint32_t f = 0; f < df.size(); ++f) next_slot[f] = ix.weights_.start(f);
     for (std::uint32_t e = 0; e < entry_features.size(); ++e) {
       for (auto f : entry_features[e]) {
-        if (entry_df[f] <= max_entries) ix.weights_[f].push_back({e, 0.0f});
+        if (entry_df[f] != 0) ix.weights_.slots()[next_slot[f]++].entry = e;
       }
     }
   }
@@ -419,16 +427,10 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
   Team team(model && training_batch(all.size()) > 1 ? worker_count(threads, all.size(), kExamplesPerBatchItem) : 1);
   if (model && calibrate) {
     ix.train(examples, train_set, ix.settings_.epochs, trainer, team);
-    std::vector<float> raw;  // the weights before averaging, to go on from
-    for (const auto& ws : ix.weights_) {
-      for (const auto& cw : ws) raw.push_back(cw.w);
-    }
+    const std::vector<ClassWeight> raw = ix.weights_.slots();  // before averaging, to go on from
     ix.average(trainer);
     ix.calibrate(examples, held_out, s);
-    auto it = raw.begin();
-    for (auto& ws : ix.weights_) {
-      for (auto& cw : ws) cw.w = *it++;
-    }
+    ix.weights_.slots() = raw;
     trainer.restart();
     ix.train(examples, all, (ix.settings_.epochs + 1) / 2, trainer, team);
   } else if (calibrate) {
@@ -439,10 +441,7 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
   if (model) {
     ix.average(trainer);
     // Pairs the training never moved add nothing: drop them to keep postings short.
-    for (auto& ws : ix.weights_) {
-      std::erase_if(ws, [](const ClassWeight& cw) { return std::fabs(cw.w) < 1e-6f; });
-      ws.shrink_to_fit();
-    }
+    ix.weights_.erase_if([](const ClassWeight& cw) { return std::fabs(cw.w) < 1e-6f; });
   }
   return index;
 }
@@ -457,7 +456,7 @@ void Index::add_linear(const std::vector<std::pair<std::uint32_t, float>>& featu
   }
   const bool few = s.touched_entries.size() < static_cast<std::size_t>(settings_.shortlist);
   for (const auto& [f, x] : features) {
-    const auto& ws = weights_[f];
+    const auto ws = weights_[f];
     if (ws.size() <= kNominateMaxEntries) continue;
     auto add = [&, x = x](std::size_t k) {
       if (few) {
@@ -477,16 +476,18 @@ void Index::add_linear(const std::vector<std::pair<std::uint32_t, float>>& featu
 
 void Index::find_reach(Example& ex, Scratch& s) const {
   ex.reach.clear();
+  ex.reach_at.assign(ex.features.size(), Example::kNoReach);
   for (const auto& [e, b] : ex.bm25) s.touch(e);
   for (const auto& [f, x] : ex.features) {
     if (weights_[f].size() > kNominateMaxEntries) continue;
     for (const auto& cw : weights_[f]) s.touch(cw.entry);
   }
   const bool few = s.touched_entries.size() < static_cast<std::size_t>(settings_.shortlist);
-  for (const auto& [f, x] : ex.features) {
-    const auto& ws = weights_[f];
+  for (std::size_t i = 0; i < ex.features.size(); ++i) {
+    const auto ws = weights_[ex.features[i].first];
     if (ws.size() <= kNominateMaxEntries) continue;
     const std::size_t base = ex.reach.size();
+    ex.reach_at[i] = static_cast<std::uint32_t>(base);
     ex.reach.resize(base + bit_words(ws.size()), 0);
     for (std::size_t k = 0; k < ws.size(); ++k) {
       if (few || ws[k].entry == ex.entry || s.entry[ws[k].entry].touched) {
@@ -504,10 +505,7 @@ void Index::forward(const Example& ex, Scratch& s) const {
 
 void Index::train(const std::vector<Example>& examples, std::vector<std::uint32_t> order, int passes, Trainer& t,
                   Team& team) {
-  if (t.acc.empty()) {
-    t.acc.resize(weights_.size());
-    for (std::size_t f = 0; f < weights_.size(); ++f) t.acc[f].assign(weights_[f].size(), 0.0f);
-  }
+  if (t.acc.empty()) t.acc.assign(weights_.weights(), 0.0f);
   const std::size_t batch = training_batch(order.size());
   const unsigned threads = team.size();
   // Per thread: a scoring scratch, the candidates, and the gradient by entry (zero outside
@@ -520,7 +518,7 @@ void Index::train(const std::vector<Example>& examples, std::vector<std::uint32_
   const float tau = static_cast<float>(settings_.null_logit);
   const auto shortlist = static_cast<std::size_t>(settings_.shortlist);
   // Each thread updates the weights of one range of feature ids (see FeatureRanges).
-  std::vector<double> work(threads > 1 ? weights_.size() : 0, 0.0);
+  std::vector<double> work(threads > 1 ? weights_.features() : 0, 0.0);
   if (threads > 1) {
     for (auto idx : order) {
       for (const auto& [f, x] : examples[idx].features) work[f] += static_cast<double>(weights_[f].size());
@@ -576,14 +574,11 @@ void Index::train(const std::vector<Example>& examples, std::vector<std::uint32_
           for (const auto& [e, v] : batch_grad[i]) g[e] = v;
           // Only candidates have a gradient, and of a common feature's weights only those
           // in the example's reach can belong to one.
-          const std::uint64_t* bits = ex.reach.data();
-          for (const auto& [f, x] : ex.features) {
-            auto& ws = weights_[f];
-            const bool common = ws.size() > kNominateMaxEntries;
-            const std::uint64_t* reach = bits;
-            if (common) bits += bit_words(ws.size());
+          for (std::size_t j = 0; j < ex.features.size(); ++j) {
+            const auto [f, x] = ex.features[j];
             if (!ranges.owns(thread, f)) continue;
-            auto& us = t.acc[f];
+            const auto ws = weights_[f];
+            float* us = t.acc.data() + weights_.start(f);
             auto update = [&, x = x](std::size_t k) {
               float gk = g[ws[k].entry];
               if (gk == 0.0f) return;
@@ -591,8 +586,8 @@ void Index::train(const std::vector<Example>& examples, std::vector<std::uint32_
               ws[k].w += delta;
               us[k] += step * delta;
             };
-            if (common) {
-              for_each_bit(reach, ws.size(), update);
+            if (ex.reach_at[j] != Example::kNoReach) {
+              for_each_bit(ex.reach.data() + ex.reach_at[j], ws.size(), update);
             } else {
               for (std::size_t k = 0; k < ws.size(); ++k) update(k);
             }
@@ -609,9 +604,8 @@ void Index::train(const std::vector<Example>& examples, std::vector<std::uint32_
 
 void Index::average(const Trainer& t) {
   if (!settings_.average || t.acc.empty()) return;
-  for (std::size_t f = 0; f < weights_.size(); ++f) {
-    for (std::size_t k = 0; k < weights_[f].size(); ++k) weights_[f][k].w -= t.acc[f][k] / t.step;
-  }
+  auto& slots = weights_.slots();
+  for (std::size_t k = 0; k < slots.size(); ++k) slots[k].w -= t.acc[k] / t.step;
 }
 
 float Index::confidence(float p, float z, float z_other) const noexcept {
@@ -852,9 +846,7 @@ std::vector<Ranked> Index::rank(const Analysis& a, std::size_t k) const {
 }
 
 std::size_t Index::weights() const noexcept {
-  std::size_t n = 0;
-  for (const auto& w : weights_) n += w.size();
-  return n;
+  return weights_.weights();
 }
 
 std::size_t Index::memory_bytes() const noexcept {
@@ -867,7 +859,7 @@ std::size_t Index::memory_bytes() const noexcept {
   bytes += doc_entry_.capacity() * sizeof(std::uint32_t);
   bytes += feature_ids_.size() * (sizeof(std::uint64_t) + sizeof(std::uint32_t) + 16);
   bytes += feature_idf_.capacity() * sizeof(float);
-  for (const auto& w : weights_) bytes += w.capacity() * sizeof(ClassWeight) + sizeof(w);
+  bytes += weights_.memory_bytes();
   return bytes;
 }
 

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -27,6 +28,52 @@ struct Posting {
 struct ClassWeight {
   std::uint32_t entry;
   float w;
+};
+
+// The linear model's weights by feature, all in one array: feature f's are the slots
+// [start(f), start(f + 1)), sorted by entry. One block instead of a vector per feature keeps
+// a feature's weights next to its neighbours' (training's threads each update a range of
+// features, and do not share cache lines inside it) and costs no allocation per feature.
+class WeightTable {
+ public:
+  // Features 0..counts.size()-1, with counts[f] weights each (entries and values to be set).
+  void allot(const std::vector<std::uint32_t>& counts) {
+    start_.assign(counts.size() + 1, 0);
+    for (std::size_t f = 0; f < counts.size(); ++f) start_[f + 1] = start_[f] + counts[f];
+    slots_.assign(start_.back(), ClassWeight{0, 0.0f});
+  }
+  bool empty() const noexcept { return start_.empty(); }  // no model
+  std::size_t features() const noexcept { return start_.empty() ? 0 : start_.size() - 1; }
+  std::size_t weights() const noexcept { return slots_.size(); }
+  std::size_t size(std::uint32_t f) const noexcept { return start_[f + 1] - start_[f]; }
+  std::uint32_t start(std::uint32_t f) const noexcept { return start_[f]; }
+  std::span<ClassWeight> operator[](std::uint32_t f) noexcept { return {slots_.data() + start_[f], size(f)}; }
+  std::span<const ClassWeight> operator[](std::uint32_t f) const noexcept {
+    return {slots_.data() + start_[f], size(f)};
+  }
+  std::vector<ClassWeight>& slots() noexcept { return slots_; }  // every weight, feature by feature
+  // Drops the weights for which `drop` is true, keeping the order.
+  template <typename Drop>
+  void erase_if(Drop drop) {
+    std::size_t out = 0;
+    for (std::size_t f = 0; f + 1 < start_.size(); ++f) {
+      const std::uint32_t begin = start_[f], end = start_[f + 1];
+      start_[f] = static_cast<std::uint32_t>(out);
+      for (std::uint32_t k = begin; k < end; ++k) {
+        if (!drop(slots_[k])) slots_[out++] = slots_[k];
+      }
+    }
+    if (!start_.empty()) start_.back() = static_cast<std::uint32_t>(out);
+    slots_.resize(out);
+    slots_.shrink_to_fit();
+  }
+  std::size_t memory_bytes() const noexcept {
+    return start_.capacity() * sizeof(std::uint32_t) + slots_.capacity() * sizeof(ClassWeight);
+  }
+
+ private:
+  std::vector<std::uint32_t> start_;  // features + 1 offsets into slots_; empty without a model
+  std::vector<ClassWeight> slots_;
 };
 
 // What one call has gathered for an entry; the logit is linear + gamma * bm25.
@@ -139,7 +186,7 @@ class Index {
 
   std::unordered_map<std::uint64_t, std::uint32_t> feature_ids_;
   std::vector<float> feature_idf_;
-  std::vector<std::vector<ClassWeight>> weights_;  // by feature id, sorted by entry
+  WeightTable weights_;  // by feature id
   float gamma_ = 1.0f;  // weight of normalized BM25 in the logit: bm25_weight with the model, else 1
 
   // Confidence = sigmoid(cal_[0]*p + cal_[1]*(z - z_other) + cal_[2]*z + cal_[3]), fitted on

@@ -527,6 +527,20 @@ struct Conn {
   std::string rx;           // a frame arriving in pieces
 };
 
+// The id of message `n` of connection `conn`: "m-<time>-<conn>-<n>", where <time> is the
+// time in ms as 9 base-36 digits, so that ids sort by time like madoguchi::Client's
+// (docs/protocol.md) and land at the end of the hub's client id index as theirs do.
+std::string message_id(std::uint32_t conn, std::uint64_t n) {
+  static constexpr char kDigits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+  std::string id = "m-000000000-";
+  auto t = static_cast<std::uint64_t>(std::max<std::int64_t>(0, ms));
+  for (std::size_t i = 11; i > 2; t /= 36) id[--i] = kDigits[t % 36];
+  return id + std::to_string(conn) + "-" + std::to_string(n);
+}
+
 // A string member of a frame; empty when it is missing or not a string.
 std::string_view string_field(simdjson::dom::element frame, std::string_view key) {
   std::string_view v;
@@ -757,12 +771,13 @@ int Load::on_frame(Conn& c, const char* data, std::size_t len) {
   const std::string_view id = string_field(f, "id");
 
   auto own_number = [&c](std::string_view frame_id) -> std::optional<std::uint64_t> {
-    // "m-<conn>-<n>"
-    std::size_t dash = frame_id.rfind('-');
-    if (frame_id.substr(0, 2) != "m-" || dash == std::string_view::npos || dash < 2) return std::nullopt;
+    // "m-<time>-<conn>-<n>" (message_id())
+    const std::size_t first = frame_id.find('-', 2), dash = frame_id.rfind('-');
+    if (frame_id.substr(0, 2) != "m-" || first == std::string_view::npos || dash <= first) return std::nullopt;
     std::uint32_t conn = 0;
     std::uint64_t n = 0;
-    if (std::from_chars(frame_id.data() + 2, frame_id.data() + dash, conn).ec != std::errc() || conn != c.index) {
+    if (std::from_chars(frame_id.data() + first + 1, frame_id.data() + dash, conn).ec != std::errc() ||
+        conn != c.index) {
       return std::nullopt;
     }
     if (std::from_chars(frame_id.data() + dash + 1, frame_id.data() + frame_id.size(), n).ec != std::errc()) {
@@ -869,7 +884,7 @@ int Load::on_writeable(Conn& c) {
     c.next_question = (c.next_question + 1) % questions_.texts.size();
     JsonWriter w;
     w.begin_object().field("v", 1).field("type", "message");
-    w.field("id", "m-" + std::to_string(c.index) + "-" + std::to_string(n)).field("text", q).end_object();
+    w.field("id", message_id(c.index, n)).field("text", q).end_object();
     text = w.take();
     message = true;
   } else {

@@ -48,6 +48,15 @@ double cpu_seconds() {
   return s(u.ru_utime) + s(u.ru_stime);
 }
 
+// The client id of the `message`-th message stored, to conversation `conversation`: ids sort
+// by the time they were made, as madoguchi::Client makes them (docs/protocol.md); here the
+// count of messages stands for the time.
+std::string client_id(std::size_t message, std::size_t conversation) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "m-%012zu-%zu", message, conversation);
+  return buf;
+}
+
 // A message body as the hub stores it: a protocol frame without its seq.
 std::string body(std::size_t conversation, std::size_t n, bool visitor) {
   char buf[320];
@@ -108,7 +117,7 @@ Figures run_store(const fs::path& file, std::size_t conversations, const Options
       const std::size_t c = next++ % conversations;
       const std::size_t n = count[c]++;
       NewMessage v;
-      v.client_id = "m-" + std::to_string(c) + "-" + std::to_string(n);
+      v.client_id = client_id(messages, c);
       v.sender = "visitor";
       v.kind = "message";
       v.body_json = body(c, n, true);

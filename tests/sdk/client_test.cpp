@@ -635,6 +635,42 @@ TEST_SUITE("sdk.client") {
     CHECK(again->close(0).code() == ErrorCode::kDeadlineExceeded);  // never started
   }
 
+  TEST_CASE("client: message ids sort by the time they were made") {
+    Recorder rec;
+    auto client = make_client(visitor_config("ws://127.0.0.1:" + std::to_string(free_port()) + "/v1/visitor", "", rec));
+    // The time part: ms since 1970 as 9 base-36 digits.
+    auto millis = [](std::string_view id) {
+      std::uint64_t t = 0;
+      for (char ch : id.substr(2, 9)) t = t * 36 + static_cast<std::uint64_t>(ch <= '9' ? ch - '0' : ch - 'a' + 10);
+      return static_cast<std::int64_t>(t);
+    };
+    auto now_ms = []() {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+    };
+    const std::int64_t before = now_ms();
+    std::vector<std::string> ids;
+    for (int i = 0; i < 3; ++i) {
+      if (i > 0) std::this_thread::sleep_for(3ms);
+      auto id = client->send("id " + std::to_string(i));
+      REQUIRE(id.is_ok());
+      ids.push_back(*id);
+    }
+    const std::int64_t after = now_ms();
+    std::set<std::string> distinct(ids.begin(), ids.end());
+    CHECK(distinct.size() == ids.size());
+    for (const auto& id : ids) {
+      CAPTURE(id);
+      REQUIRE(id.size() == 24);
+      CHECK(id.substr(0, 2) == "m-");
+      CHECK(id.find_first_not_of("0123456789abcdefghijklmnopqrstuvwxyz", 2) == std::string::npos);
+      CHECK(millis(id) >= before);
+      CHECK(millis(id) <= after);
+    }
+    CHECK(std::is_sorted(ids.begin(), ids.end()));  // 3 ms apart: the time digits differ
+    CHECK(client->close(0).code() == ErrorCode::kDeadlineExceeded);
+  }
+
   TEST_CASE("client: configuration and messages the hub would refuse are refused up front") {
     Recorder rec;
     for (const char* url : {"http://127.0.0.1:8080/v1/visitor", "ws://", "ws://host:99999/", "ws://host:x/"}) {

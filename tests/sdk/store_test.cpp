@@ -444,9 +444,70 @@ INSERT INTO messages VALUES ('c-1', 2, '', 'bot', 'message', '{"text":"b"}', 2);
     CHECK(append_ok(*store, "c-2", message("", "hi", "bot")) == 1);
     store.reset();
 
-    // The file now says version 2, without the column.
-    CHECK(raw_value(path, "PRAGMA user_version") == "2");
+    // The file now says version 3 (both steps ran), without the column.
+    CHECK(raw_value(path, "PRAGMA user_version") == "3");
     CHECK(raw_value(path, "SELECT count(*) FROM pragma_table_info('conversations') WHERE name = 'last_seq'") == "0");
+    CHECK(raw_value(path, "SELECT group_concat(name) FROM pragma_index_info('messages_by_client_id')") ==
+          "client_id,conversation_id");
+  }
+
+  TEST_CASE("a store of schema version 2 is migrated: the client id index is ordered by client id, ids stay unique") {
+    TempDir dir;
+    const std::string path = dir.file("hub.db");
+    // What a version-2 build wrote (its schema, verbatim).
+    raw_sql(path, R"sql(
+CREATE TABLE conversations (
+  id             TEXT    NOT NULL PRIMARY KEY,
+  state          TEXT    NOT NULL,
+  locale         TEXT    NOT NULL DEFAULT '',
+  visitor_json   TEXT    NOT NULL DEFAULT '',
+  assigned_agent TEXT    NOT NULL DEFAULT '',
+  priority       REAL    NOT NULL DEFAULT 0,
+  handoff_json   TEXT    NOT NULL DEFAULT '',
+  created_ms     INTEGER NOT NULL,
+  updated_ms     INTEGER NOT NULL
+);
+CREATE INDEX conversations_by_state ON conversations (state, priority DESC, updated_ms, id);
+CREATE TABLE messages (
+  conversation_id TEXT    NOT NULL REFERENCES conversations (id),
+  seq             INTEGER NOT NULL,
+  client_id       TEXT    NOT NULL DEFAULT '',
+  sender          TEXT    NOT NULL,
+  kind            TEXT    NOT NULL,
+  body_json       TEXT    NOT NULL,
+  created_ms      INTEGER NOT NULL,
+  PRIMARY KEY (conversation_id, seq)
+);
+CREATE UNIQUE INDEX messages_by_client_id ON messages (conversation_id, client_id)
+  WHERE client_id <> '';
+PRAGMA user_version = 2;
+INSERT INTO conversations VALUES ('c-1', 'bot', 'ja', '{}', '', 0, '', 1, 2);
+INSERT INTO conversations VALUES ('c-2', 'bot', 'en', '{}', '', 0, '', 1, 2);
+INSERT INTO messages VALUES ('c-1', 1, 'm1', 'visitor', 'message', '{"text":"a"}', 1);
+INSERT INTO messages VALUES ('c-1', 2, '', 'bot', 'message', '{"text":"b"}', 2);
+INSERT INTO messages VALUES ('c-2', 1, 'm1', 'visitor', 'message', '{"text":"c"}', 3);
+)sql");
+    auto store = open_ok(path);
+    // The same client id in two conversations is two messages; in one, a resend.
+    auto resent = store->append("c-2", message("m1", "c"));
+    REQUIRE(resent.is_ok());
+    CHECK(resent->duplicate);
+    CHECK(resent->seq == 1);
+    CHECK(append_ok(*store, "c-1", message("m2", "d")) == 3);
+    CHECK(append_ok(*store, "c-2", message("m2", "e")) == 2);
+    auto again = store->append("c-1", message("m2", "d"));
+    REQUIRE(again.is_ok());
+    CHECK(again->duplicate);
+    CHECK(again->seq == 3);
+    auto messages = store->messages_after("c-1", 0, 10);
+    REQUIRE(messages.is_ok());
+    CHECK(messages->size() == 3);
+    store.reset();
+
+    CHECK(raw_value(path, "PRAGMA user_version") == "3");
+    CHECK(raw_value(path, "SELECT group_concat(name) FROM pragma_index_info('messages_by_client_id')") ==
+          "client_id,conversation_id");
+    CHECK(raw_value(path, "SELECT count(*) FROM messages") == "5");
   }
 
   TEST_CASE("synchronous=NORMAL and :memory: stores work the same") {

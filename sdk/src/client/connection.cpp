@@ -273,10 +273,20 @@ Status Connection::start() {
 }
 
 std::string Connection::new_id_locked() {
+  // "m-", the time in ms since 1970 as 9 base-36 digits, then 13 random ones: ids sort by
+  // the time they were made, so that the hub's index of client ids grows at its end
+  // (docs/protocol.md); 13 random digits (67 bits) keep ids made in the same ms apart.
   static constexpr char kAlphabet[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+  constexpr std::size_t kTimeDigits = 9, kRandomDigits = 13;
   std::string id = "m-";
+  id.resize(2 + kTimeDigits + kRandomDigits);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+  auto t = static_cast<std::uint64_t>(std::max<std::int64_t>(0, ms));
+  for (std::size_t i = 2 + kTimeDigits; i > 2; t /= 36) id[--i] = kAlphabet[t % 36];
   std::uniform_int_distribution<int> pick(0, 35);
-  for (int i = 0; i < 22; ++i) id += kAlphabet[pick(id_rng_)];
+  for (std::size_t i = 2 + kTimeDigits; i < id.size(); ++i) id[i] = kAlphabet[pick(id_rng_)];
   return id;
 }
 

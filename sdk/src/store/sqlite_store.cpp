@@ -33,12 +33,15 @@ namespace {
 
 // PRAGMA user_version of the schema this build writes. Raise it with every schema change and
 // add the migration from the previous version to migrate().
-constexpr std::int64_t kSchemaVersion = 2;
+constexpr std::int64_t kSchemaVersion = 3;
 
 // Version 2: a conversation's last_seq is the highest seq of its messages, read from the
 // messages' primary key, instead of a column of the conversation's row that every append
 // rewrote (that row's page was written again at every commit).
-constexpr const char* kSchemaV2 = R"sql(
+// Version 3: the client id index is ordered by client id first. Clients make ids that sort by
+// time (docs/protocol.md), so a commit's new entries land together at the end of the index
+// instead of in one page per conversation.
+constexpr const char* kSchemaV3 = R"sql(
 CREATE TABLE conversations (
   id             TEXT    NOT NULL PRIMARY KEY,
   state          TEXT    NOT NULL,
@@ -61,14 +64,21 @@ CREATE TABLE messages (
   created_ms      INTEGER NOT NULL,
   PRIMARY KEY (conversation_id, seq)
 );
-CREATE UNIQUE INDEX messages_by_client_id ON messages (conversation_id, client_id)
+CREATE UNIQUE INDEX messages_by_client_id ON messages (client_id, conversation_id)
   WHERE client_id <> '';
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;
 )sql";
 
 constexpr const char* kMigrationV1ToV2 = R"sql(
 ALTER TABLE conversations DROP COLUMN last_seq;
 PRAGMA user_version = 2;
+)sql";
+
+constexpr const char* kMigrationV2ToV3 = R"sql(
+DROP INDEX messages_by_client_id;
+CREATE UNIQUE INDEX messages_by_client_id ON messages (client_id, conversation_id)
+  WHERE client_id <> '';
+PRAGMA user_version = 3;
 )sql";
 
 // The columns of a conversation's row, then (read_conversation) its last_seq.
@@ -486,16 +496,18 @@ Status SqliteStore::migrate() {
   const std::int64_t version = state.version;
   if (version == kSchemaVersion) return tx.commit("open (create schema)");
   if (version > kSchemaVersion) return newer_schema(version);
-  if (version == 1) {
-    MDG_RETURN_IF_ERROR(exec(kMigrationV1ToV2, "open (migrate the schema from version 1 to 2)"));
-    return tx.commit("open (migrate the schema from version 1 to 2)");
+  if (version == 1 || version == 2) {
+    // Each step from the file's version on, in the same transaction.
+    if (version == 1) MDG_RETURN_IF_ERROR(exec(kMigrationV1ToV2, "open (migrate the schema from version 1 to 2)"));
+    MDG_RETURN_IF_ERROR(exec(kMigrationV2ToV3, "open (migrate the schema from version 2 to 3)"));
+    return tx.commit("open (migrate the schema to version 3)");
   }
   if (version != 0) {
     return internal_error("store " + path_ + ": no migration from store schema version " +
                           std::to_string(version) + " to " + std::to_string(kSchemaVersion));
   }
   MDG_RETURN_IF_ERROR(refuse_foreign_database(state));
-  MDG_RETURN_IF_ERROR(exec(kSchemaV2, "open (create schema)"));
+  MDG_RETURN_IF_ERROR(exec(kSchemaV3, "open (create schema)"));
   return tx.commit("open (create schema)");
 }
 

@@ -171,6 +171,10 @@ Bot::Bot(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Bot::~Bot() = default;
 
 const KnowledgeBase& Bot::knowledge() const noexcept { return impl_->kb; }
+const Entry* Bot::entry(std::string_view id) const noexcept {
+  auto it = impl_->entry_by_id.find(id);
+  return it == impl_->entry_by_id.end() ? nullptr : it->second;
+}
 const TextPipeline& Bot::text() const noexcept { return *impl_->text; }
 
 BotStats Bot::stats() const noexcept {

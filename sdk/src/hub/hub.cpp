@@ -589,13 +589,10 @@ struct Hub::Impl {
   // What the bot is asked for a visitor's message: its text, or for a picked option the
   // option's entry, as if the visitor had typed its first question.
   std::string bot_text(const Frame& f) const {
-    if (!f.choice.empty() && bot->knowledge().find(f.choice)) {
-      for (const auto& e : bot->knowledge().entries) {
-        if (e.id == f.choice && !e.questions.empty()) return e.questions.front();
-      }
-      return f.choice;
-    }
-    return f.text;
+    if (f.choice.empty()) return f.text;
+    const bot::Entry* e = bot->entry(f.choice);
+    if (e == nullptr) return f.text;
+    return e->questions.empty() ? f.choice : e->questions.front();
   }
 
   // Gives the question to a bot thread, or keeps it until the conversation's question before

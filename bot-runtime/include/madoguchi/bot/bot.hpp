@@ -214,6 +214,9 @@ class Bot {
   Result<std::vector<Candidate>> rank(std::string_view text, std::size_t k = 5) const;
 
   const KnowledgeBase& knowledge() const noexcept;
+  // The knowledge base's entry with this id, or nullptr; a hash lookup (KnowledgeBase::find
+  // goes through the entries one by one).
+  const Entry* entry(std::string_view id) const noexcept;
   const TextPipeline& text() const noexcept;
   BotStats stats() const noexcept;
 

@@ -247,7 +247,9 @@ std::string string_field(object o, std::string_view key) {
 template <class T, class Read>
 T read_object(std::string_view json, Read&& read) {
   T out;
-  simdjson::dom::parser parser;
+  // One parser per thread, as in decode(), kept with its buffers: a client reads the bot
+  // part of every bot message and the data of every event. (`read` copies what it keeps.)
+  thread_local simdjson::dom::parser parser;
   object o;
   if (!json.empty() && parser.parse(json).get_object().get(o) == simdjson::SUCCESS) read(o, out);
   return out;

@@ -462,6 +462,9 @@ TEST_SUITE("bot.policy") {
     Conversation conv;
     auto r = ask(conv, "明日の東京の天気を教えて");
     CHECK(r.decision != Decision::kAnswer);
+    // Only 何 is shared with the delivery questions (何日): not enough to answer.
+    Conversation age;
+    CHECK(ask(age, "あなたは何歳ですか").decision != Decision::kAnswer);
     Conversation angry;
     auto s = ask(angry, "二重に請求されています！至急なんとかしてください");
     CHECK(s.decision == Decision::kHandoff);

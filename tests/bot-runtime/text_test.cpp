@@ -79,6 +79,17 @@ TEST_SUITE("bot.text") {
     CHECK(has(content_terms(*b), "届く"));  // base form of 届か
   }
 
+  TEST_CASE("何 is a function word before a counter as on its own") {
+    auto p = pipeline();
+    for (const char* text : {"何日で届きますか", "あなたは何歳ですか", "何がありますか"}) {
+      CAPTURE(text);
+      auto a = p->analyze(text);
+      REQUIRE(a.is_ok());
+      CHECK_FALSE(has(content_terms(*a), "何"));
+      CHECK(std::any_of(a->tokens.begin(), a->tokens.end(), [](const Token& t) { return t.text == "何"; }));
+    }
+  }
+
   TEST_CASE("English is split, stop words flagged and stemmed") {
     auto p = pipeline();
     auto a = p->analyze("How do I return the shoes I ordered?");

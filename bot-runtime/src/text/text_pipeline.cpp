@@ -68,7 +68,9 @@ bool is_japanese_stop_word(std::string_view w) {
     return words;
   }();
   if (w.empty()) return false;
-  if (static_cast<unsigned char>(w[0]) != 0xE3) return w == "下さる" || w == "頂く";
+  // 何 is a pronoun, and so a function word, on its own ("何ですか"); before a counter
+  // ("何日", "何歳") ipadic tags it as a number, which would make it a content word.
+  if (static_cast<unsigned char>(w[0]) != 0xE3) return w == "下さる" || w == "頂く" || w == "何";
   return std::binary_search(kana.begin(), kana.end(), w);
 }
 

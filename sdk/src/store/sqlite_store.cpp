@@ -301,36 +301,36 @@ class SqliteStore final : public Store {
   Status end_batch() override;
 
  private:
-  // One call's writes, all or nothing: a transaction of its own, or a savepoint inside the
-  // open batch. Rolls back on scope exit unless commit() succeeded. Call with mu_ held.
+  // One call's reads and writes as one atomic step: a transaction of its own (rolled back
+  // on scope exit unless commit() succeeded), or, inside the open batch, the batch's. A call
+  // inside a batch writes with one statement at most (append: its INSERT), and SQLite undoes
+  // a statement that fails by itself while the transaction goes on, so no savepoint is
+  // needed around it. Call with mu_ held.
   class Transaction {
    public:
-    explicit Transaction(SqliteStore& store) : store_(store), nested_(store.in_batch_) {}
+    // Nested only while the batch's transaction is really open: an I/O error may have made
+    // SQLite roll it back, and the call then takes a transaction of its own.
+    explicit Transaction(SqliteStore& store)
+        : store_(store), nested_(store.in_batch_ && sqlite3_get_autocommit(store.db_.get()) == 0) {}
     ~Transaction() {
       if (!active_ || sqlite3_get_autocommit(store_.db_.get()) != 0) return;
-      // Nothing more to do if even this fails.
-      if (nested_) {
-        Query undo(store_.stmt_.rollback_to.get());
-        (void)undo.step();
-        Query release(store_.stmt_.release.get());
-        (void)release.step();
-      } else {
-        Query rollback(store_.stmt_.rollback.get());
-        (void)rollback.step();
-      }
+      Query rollback(store_.stmt_.rollback.get());
+      (void)rollback.step();  // nothing more to do if even this fails
     }
     Transaction(const Transaction&) = delete;
     Transaction& operator=(const Transaction&) = delete;
 
     Status begin(std::string_view op) {
-      Query q(nested_ ? store_.stmt_.savepoint.get() : store_.stmt_.begin.get());
+      if (nested_) return Status::ok();
+      Query q(store_.stmt_.begin.get());
       const int rc = q.step();
       if (rc != SQLITE_DONE) return store_.sqlite_error(rc, op);
       active_ = true;
       return Status::ok();
     }
     Status commit(std::string_view op) {
-      Query q(nested_ ? store_.stmt_.release.get() : store_.stmt_.commit.get());
+      if (nested_) return Status::ok();
+      Query q(store_.stmt_.commit.get());
       const int rc = q.step();
       if (rc != SQLITE_DONE) return store_.sqlite_error(rc, op);
       active_ = false;
@@ -395,7 +395,7 @@ class SqliteStore final : public Store {
   std::thread::id batch_owner_;    // guarded by mu_
   DbPtr db_;  // declared before the statements, so it is closed after they are finalized
   struct Statements {
-    StmtPtr begin, commit, rollback, savepoint, release, rollback_to;
+    StmtPtr begin, commit, rollback;
     StmtPtr insert_conversation, find_conversation, update_conversation, conversation_exists;
     StmtPtr last_seq, find_client_id, insert_message;
     StmtPtr messages_after, in_state, count_messages;
@@ -570,9 +570,6 @@ Status SqliteStore::open() {
   MDG_RETURN_IF_ERROR(prepare(stmt_.begin, "BEGIN IMMEDIATE"));
   MDG_RETURN_IF_ERROR(prepare(stmt_.commit, "COMMIT"));
   MDG_RETURN_IF_ERROR(prepare(stmt_.rollback, "ROLLBACK"));
-  MDG_RETURN_IF_ERROR(prepare(stmt_.savepoint, "SAVEPOINT mdg_call"));
-  MDG_RETURN_IF_ERROR(prepare(stmt_.release, "RELEASE mdg_call"));
-  MDG_RETURN_IF_ERROR(prepare(stmt_.rollback_to, "ROLLBACK TO mdg_call"));
   if (version < kSchemaVersion) MDG_RETURN_IF_ERROR(migrate());
 
   const std::string columns = kConversationColumns;

@@ -33,6 +33,7 @@
 #include <ev.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -42,6 +43,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
@@ -92,6 +94,34 @@ std::string random_id(std::string_view prefix, std::size_t n) {
   for (unsigned char b : bytes) id += kAlphabet[b & 31];
   return id;
 }
+
+// The ids of the bot's messages ("b-" + 20 characters of random_id's alphabet) come from a
+// generator seeded once from the CSPRNG: they must be unique, not secret (a visitor's token
+// grants access, not an id), and a CSPRNG call per message cost a system call each (OpenSSL
+// checks the process id to notice a fork).
+class MessageIds {
+ public:
+  MessageIds() {
+    std::array<std::uint32_t, 8> seed{};
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(seed.data()), static_cast<int>(sizeof seed)) != 1) {
+      std::random_device rd;
+      for (auto& v : seed) v = rd();
+    }
+    std::seed_seq seq(seed.begin(), seed.end());
+    rng_.seed(seq);
+  }
+  std::string next() {
+    static constexpr char kAlphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
+    std::string id = "b-";
+    for (std::uint64_t bits : {rng_(), rng_()}) {
+      for (int i = 0; i < 10; ++i, bits >>= 5) id += kAlphabet[bits & 31];
+    }
+    return id;
+  }
+
+ private:
+  std::mt19937_64 rng_;
+};
 
 // Frames waiting for the WRITEABLE callback, oldest first: a vector and a read position.
 // std::deque allocates about 600 bytes as soon as it is constructed; an idle connection's
@@ -372,6 +402,8 @@ struct Hub::Impl {
   std::uint64_t commits = 0, failed_commits = 0, conversations_evicted = 0;
   std::map<std::string, std::uint64_t> errors_sent;
   std::map<std::string, std::uint64_t> bot_replies;
+
+  MessageIds message_ids;  // the serving thread's
 
   ~Impl() {
     bot_threads.reset();  // they wake the loop through ctx
@@ -665,7 +697,7 @@ struct Hub::Impl {
     ++bot_replies[std::string(bot::to_string(reply.decision))];
     Frame f;
     f.type = FrameType::kMessage;
-    f.id = random_id("b-", 20);
+    f.id = message_ids.next();
     f.from = "bot";
     f.text = reply.text;
     madoguchi::detail::JsonWriter w;

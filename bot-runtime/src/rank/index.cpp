@@ -475,14 +475,13 @@ void Index::add_linear(const std::vector<std::pair<std::uint32_t, float>>& featu
 }
 
 void Index::find_reach(Example& ex, Scratch& s) const {
+  // The entries the example's ranking reaches are the ones forward() touches without a
+  // reach: its BM25 shortlist and what add_linear() brings (every common feature's entries
+  // too when the rest bring fewer than a shortlist).
+  for (const auto& [e, b] : ex.bm25) s.touch(e);
+  add_linear(ex.features, s);
   ex.reach.clear();
   ex.reach_at.assign(ex.features.size(), Example::kNoReach);
-  for (const auto& [e, b] : ex.bm25) s.touch(e);
-  for (const auto& [f, x] : ex.features) {
-    if (weights_[f].size() > kNominateMaxEntries) continue;
-    for (const auto& cw : weights_[f]) s.touch(cw.entry);
-  }
-  const bool few = s.touched_entries.size() < static_cast<std::size_t>(settings_.shortlist);
   for (std::size_t i = 0; i < ex.features.size(); ++i) {
     const auto ws = weights_[ex.features[i].first];
     if (ws.size() <= kNominateMaxEntries) continue;
@@ -490,7 +489,7 @@ void Index::find_reach(Example& ex, Scratch& s) const {
     ex.reach_at[i] = static_cast<std::uint32_t>(base);
     ex.reach.resize(base + bit_words(ws.size()), 0);
     for (std::size_t k = 0; k < ws.size(); ++k) {
-      if (few || ws[k].entry == ex.entry || s.entry[ws[k].entry].touched) {
+      if (ws[k].entry == ex.entry || s.entry[ws[k].entry].touched) {
         ex.reach[base + k / 64] |= std::uint64_t{1} << (k % 64);
       }
     }

@@ -77,9 +77,11 @@ constexpr lws_usec_t kCloseCheckUs = 50 * LWS_US_PER_MS;
 constexpr std::size_t kLingerQuestions = 16;
 constexpr std::chrono::microseconds kLinger{1000};
 
+// The 32 characters of the hub's ids: digits and lower-case letters without i, l, o and u.
+constexpr char kIdAlphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
+
 // Random identifier characters from OpenSSL's CSPRNG.
 std::string random_id(std::string_view prefix, std::size_t n) {
-  static constexpr char kAlphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
   std::vector<unsigned char> bytes(n);
   if (RAND_bytes(bytes.data(), static_cast<int>(n)) != 1) {
     // The CSPRNG failed: fall back to the clock, still unique within this process.
@@ -91,11 +93,11 @@ std::string random_id(std::string_view prefix, std::size_t n) {
     }
   }
   std::string id(prefix);
-  for (unsigned char b : bytes) id += kAlphabet[b & 31];
+  for (unsigned char b : bytes) id += kIdAlphabet[b & 31];
   return id;
 }
 
-// The ids of the bot's messages ("b-" + 20 characters of random_id's alphabet) come from a
+// The ids of the bot's messages ("b-" + 20 characters of kIdAlphabet) come from a
 // generator seeded once from the CSPRNG: they must be unique, not secret (a visitor's token
 // grants access, not an id), and a CSPRNG call per message cost a system call each (OpenSSL
 // checks the process id to notice a fork).
@@ -111,10 +113,9 @@ class MessageIds {
     rng_.seed(seq);
   }
   std::string next() {
-    static constexpr char kAlphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
     std::string id = "b-";
     for (std::uint64_t bits : {rng_(), rng_()}) {
-      for (int i = 0; i < 10; ++i, bits >>= 5) id += kAlphabet[bits & 31];
+      for (int i = 0; i < 10; ++i, bits >>= 5) id += kIdAlphabet[bits & 31];
     }
     return id;
   }

@@ -774,6 +774,17 @@ async def test_agent_with_a_wrong_password_is_unauthorized(hub):
 
 
 @async_test
+async def test_a_second_agent_hello_is_a_conflict(hub):
+    # A connection is one agent's: a hello as another agent is refused, the first one stays.
+    a = await new_agent(hub, "sato")
+    await a.send({"type": "hello", "agent": "suzuki", "password": hub.agents["suzuki"]})
+    assert (await a.next_error(T))["code"] == "conflict"
+    await a.queue(timeout=T)
+    assert not a.closed
+    await a.disconnect()
+
+
+@async_test
 async def test_frames_before_hello_are_unauthorized(hub):
     v = VisitorClient(hub.url)
     await v.connect(T)

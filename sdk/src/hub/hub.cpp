@@ -918,6 +918,8 @@ struct Hub::Impl {
     }
     switch (f.type) {
       case FrameType::kHello: {
+        // One agent a connection: the session is listed under its agent's name (agents_by_name).
+        if (s.authenticated) return send_error(s, ErrorKind::kConflict, "hello: already said");
         bool ok = false;
         for (const auto& a : cfg.agents) {
           ok = ok || (a.name == f.agent && !a.password.empty() && a.password == f.password);

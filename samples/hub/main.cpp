@@ -2,6 +2,7 @@
 //
 //   madoguchi-hub --kb samples/kb/shop.json
 //   madoguchi-hub --config hub.json [--port 0] [--agent name:password]...
+//   madoguchi-hub --hash-password < password.txt
 //
 // Command-line flags override the config file; the config file overrides the defaults.
 #include <madoguchi/bot/bot.hpp>
@@ -12,6 +13,8 @@
 
 #include <pthread.h>
 #include <sys/resource.h>
+#include <termios.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -22,6 +25,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <random>
 #include <sstream>
 #include <string>
@@ -33,9 +37,10 @@ using namespace madoguchi;
 
 constexpr const char* kUsage =
     "usage: madoguchi-hub [--config FILE] [--kb FILE] [--store FILE] [--host ADDR] [--port N]\n"
-    "                     [--agent NAME:PASSWORD]... [--secret S] [--static DIR] [--origin URL]...\n"
+    "                     [--agent NAME:HASH|NAME:PASSWORD]... [--secret S] [--static DIR] [--origin URL]...\n"
     "                     [--tls-cert PEM --tls-key PEM] [--mecab-dicdir DIR] [--durability full|process]\n"
     "                     [--bot-threads N] [--verbose]\n"
+    "       madoguchi-hub --hash-password     (reads a password, prints its hash for the config)\n"
     "defaults: --kb samples/kb/shop.json --store madoguchi.db --host 127.0.0.1 --port 8080\n";
 
 hub::Hub* g_hub = nullptr;
@@ -55,6 +60,31 @@ struct Options {
 int fail(const std::string& message) {
   std::fprintf(stderr, "madoguchi-hub: %s\n", message.c_str());
   return 1;
+}
+
+// --hash-password: reads a password from standard input (its first line; without echo, after
+// a prompt, from a terminal) and prints its hash for the config's "password_hash".
+int hash_password() {
+  const bool tty = isatty(STDIN_FILENO) == 1;
+  termios saved{};
+  if (tty && tcgetattr(STDIN_FILENO, &saved) == 0) {
+    termios quiet = saved;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    std::fprintf(stderr, "password: ");
+  }
+  std::string password;
+  const bool read = static_cast<bool>(std::getline(std::cin, password));
+  if (tty) {
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+    std::fprintf(stderr, "\n");
+  }
+  if (!password.empty() && password.back() == '\r') password.pop_back();
+  if (!read || password.empty()) return fail("--hash-password: no password on standard input");
+  auto hash = hub::hash_agent_password(password);
+  if (!hash) return fail(hash.status().to_string());
+  std::printf("%s\n", hash->c_str());
+  return 0;
 }
 
 // Reads the config file (docs/hub.md): the same names as the flags.
@@ -107,12 +137,27 @@ Status read_config(const std::string& path, Options& o) {
       simdjson::dom::array arr;
       if (field.value.get_array().get(arr) != simdjson::SUCCESS) return invalid_argument(path + ": \"agents\" must be a list");
       for (auto a : arr) {
-        std::string_view name, password;
-        if (a["name"].get_string().get(name) != simdjson::SUCCESS ||
-            a["password"].get_string().get(password) != simdjson::SUCCESS) {
-          return invalid_argument(path + ": each agent needs \"name\" and \"password\"");
+        simdjson::dom::object agent;
+        if (a.get_object().get(agent) != simdjson::SUCCESS) {
+          return invalid_argument(path + ": each agent is an object {\"name\", \"password_hash\"}");
         }
-        o.hub.agents.push_back({std::string(name), std::string(password)});
+        hub::AgentAccount account;
+        for (auto f : agent) {
+          const std::string k(f.key);
+          std::string_view field_text;
+          if (k != "name" && k != "password" && k != "password_hash") {
+            return invalid_argument(path + ": unknown agent key \"" + k + "\" (known: name, password_hash, password)");
+          }
+          if (f.value.get_string().get(field_text) != simdjson::SUCCESS) {
+            return invalid_argument(path + ": agent key \"" + k + "\" must be a string");
+          }
+          (k == "name" ? account.name : k == "password" ? account.password : account.password_hash) = field_text;
+        }
+        if (account.name.empty() || account.password.empty() == account.password_hash.empty()) {
+          return invalid_argument(path + ": each agent needs \"name\" and either \"password_hash\" "
+                                  "(from madoguchi-hub --hash-password) or \"password\"");
+        }
+        o.hub.agents.push_back(std::move(account));
       }
     } else if (key == "origins") {
       simdjson::dom::array arr;
@@ -273,6 +318,7 @@ int main(int argc, char** argv) {
       o.verbose = true;
       continue;
     }
+    if (a == "--hash-password") return hash_password();
     const char* v = value();
     if (!v) return fail(a + " needs a value\n" + kUsage);
     if (a == "--config") continue;
@@ -302,8 +348,11 @@ int main(int argc, char** argv) {
     else if (a == "--agent") {
       std::string s = v;
       auto colon = s.find(':');
-      if (colon == std::string::npos || colon == 0) return fail("--agent needs NAME:PASSWORD");
-      o.hub.agents.push_back({s.substr(0, colon), s.substr(colon + 1)});
+      if (colon == std::string::npos || colon == 0) return fail("--agent needs NAME:PASSWORD or NAME:HASH");
+      hub::AgentAccount account;
+      account.name = s.substr(0, colon);
+      (s.compare(colon + 1, 8, "$scrypt$") == 0 ? account.password_hash : account.password) = s.substr(colon + 1);
+      o.hub.agents.push_back(std::move(account));
     } else {
       return fail("unknown option " + a + "\n" + kUsage);
     }
@@ -336,10 +385,12 @@ int main(int argc, char** argv) {
     if (!secret) return fail(secret.status().to_string());
     o.hub.secret = *secret;
   }
-  bool generated_agent = false;
+  std::string generated_password;  // of the account made when none is configured
   if (o.hub.agents.empty()) {
-    o.hub.agents.push_back({"agent", random_hex(6)});
-    generated_agent = true;
+    generated_password = random_hex(6);
+    auto hash = hub::hash_agent_password(generated_password);
+    if (!hash) return fail(hash.status().to_string());
+    o.hub.agents.push_back({"agent", "", std::move(*hash)});
   }
   auto h = hub::Hub::create(o.hub, *bot, std::move(*store));
   if (!h) return fail(h.status().to_string());
@@ -350,9 +401,9 @@ int main(int argc, char** argv) {
   const char* scheme = o.hub.tls_cert.empty() ? "http" : "https";
   std::string host = o.hub.host == "0.0.0.0" || o.hub.host.empty() ? "127.0.0.1" : o.hub.host;
   std::printf("madoguchi-hub: listening on %s://%s:%d\n", scheme, host.c_str(), (*h)->port());
-  if (generated_agent) {
+  if (!generated_password.empty()) {
     std::fprintf(stderr, "madoguchi-hub: agent login: %s / %s (set agents in the config for real use)\n",
-                 o.hub.agents[0].name.c_str(), o.hub.agents[0].password.c_str());
+                 o.hub.agents[0].name.c_str(), generated_password.c_str());
   }
   std::fflush(stdout);
   auto st = (*h)->run();

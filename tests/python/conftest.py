@@ -8,7 +8,9 @@ Relative paths are taken from the current directory, then from the repository ro
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import os
 import queue
 import re
@@ -25,6 +27,18 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 SECRET = "madoguchi-test-secret-not-for-production"  # deliberately not hex (see test_token_*)
 AGENTS = {"sato": "secret1", "suzuki": "secret2"}
+# Agents configured with a password hash, which these tests make with Python's own scrypt
+# (docs/hub.md, "Agent accounts"): the hub must check such a hash as RFC 7914 defines it.
+HASHED_AGENTS = {"tanaka": "secret3"}
+HASH_COST = 15  # log2 N: as `madoguchi-hub --hash-password` makes them
+
+
+def scrypt_hash(password: str, cost: int = HASH_COST) -> str:
+    """$scrypt$ln=<cost>,r=8,p=1$<salt>$<key>, base64 without padding."""
+    salt = os.urandom(16)
+    key = hashlib.scrypt(password.encode(), salt=salt, n=2 ** cost, r=8, p=1, maxmem=2 ** 27, dklen=32)
+    b64 = lambda b: base64.b64encode(b).decode().rstrip("=")
+    return f"$scrypt$ln={cost},r=8,p=1${b64(salt)}${b64(key)}"
 READY_TIMEOUT = 30.0  # for the "listening on" line
 STOP_TIMEOUT = 10.0  # SIGTERM, then SIGKILL
 READY_LINE = re.compile(r"^madoguchi-hub: listening on http://127\.0\.0\.1:(\d+)$")
@@ -51,6 +65,8 @@ class Hub:
         self.log_path = log_path
         self.secret = SECRET
         self.agents = dict(AGENTS)
+        self.agents.update(HASHED_AGENTS)
+        self.agent_hashes = {name: scrypt_hash(password) for name, password in HASHED_AGENTS.items()}
         self.proc: Optional[subprocess.Popen] = None
         self.port: Optional[int] = None
         self.starts = 0
@@ -79,7 +95,7 @@ class Hub:
             "--port", "0",
         ]
         for name, password in self.agents.items():
-            cmd += ["--agent", f"{name}:{password}"]
+            cmd += ["--agent", f"{name}:{self.agent_hashes.get(name, password)}"]
         cmd += ["--secret", self.secret]
         return cmd
 

@@ -774,6 +774,19 @@ async def test_agent_with_a_wrong_password_is_unauthorized(hub):
 
 
 @async_test
+async def test_agent_with_a_password_hash(hub):
+    # tanaka's hash comes from Python's hashlib.scrypt (conftest.py): the hub checks it on a
+    # thread of its own and answers the hello when it is done.
+    a = await new_agent(hub, "tanaka")
+    assert a.agent == "tanaka"
+    await a.disconnect()
+    for name, password in (("tanaka", "secret1"), ("tanaka", "secret3 "), ("nobody", "secret3")):
+        a = AgentClient(hub.url)
+        await a.connect(T)
+        await expect_closed_with_error(a, "unauthorized", 1008, lambda: a.hello(name, password, timeout=T))
+
+
+@async_test
 async def test_a_second_agent_hello_is_a_conflict(hub):
     # A connection is one agent's: a hello as another agent is refused, the first one stays.
     a = await new_agent(hub, "sato")
@@ -782,6 +795,34 @@ async def test_a_second_agent_hello_is_a_conflict(hub):
     await a.queue(timeout=T)
     assert not a.closed
     await a.disconnect()
+
+
+@async_test
+async def test_agent_logins_beyond_those_being_checked_are_rate_limited(hub):
+    # Each hashed password takes the hub's login thread tens of milliseconds; at most 8 hellos
+    # wait for it. Twelve wrong passwords at once: the first ones are refused (unauthorized,
+    # closed) after their check, the rest at once with rate_limited, their connections kept.
+    clients = [AgentClient(hub.url) for _ in range(12)]
+    await asyncio.gather(*(c.connect(T) for c in clients))
+
+    async def attempt(c):
+        try:
+            await c.hello("tanaka", "wrong", timeout=T)
+        except ProtocolError as e:
+            return e.code
+        return "welcome"
+
+    codes = await asyncio.gather(*(attempt(c) for c in clients))
+    assert codes.count("unauthorized") >= 1, codes
+    assert codes.count("rate_limited") >= 4, codes  # 12 - 8: the hash is slower than 12 sends
+    assert set(codes) == {"unauthorized", "rate_limited"}, codes
+    for c, code in zip(clients, codes):
+        if code == "unauthorized":
+            assert await c.wait_closed(T) == 1008
+        else:  # still open: the right password now gets in
+            await c.hello("tanaka", hub.agents["tanaka"], timeout=T)
+            assert c.agent == "tanaka"
+            await c.disconnect()
 
 
 @async_test

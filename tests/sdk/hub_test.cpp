@@ -371,4 +371,93 @@ TEST_SUITE("sdk.hub") {
     ::close(fd);
     CHECK_MESSAGE(rc == 0, "127.0.0.2:", hub.port(), " is taken (errno ", err, "): the hub listens on every address");
   }
+
+  TEST_CASE("hub: agents log in with scrypt password hashes, checked off the serving thread") {
+    auto hash = hub::hash_agent_password("s3cret pw", hub::kMinPasswordCost);
+    REQUIRE_MESSAGE(hash.is_ok(), hash.status().to_string());
+    CHECK(hash->rfind("$scrypt$ln=10,r=8,p=1$", 0) == 0);
+    auto again = hub::hash_agent_password("s3cret pw", hub::kMinPasswordCost);
+    REQUIRE(again.is_ok());
+    CHECK(*again != *hash);  // a salt of its own
+    hub::HubConfig cfg;
+    cfg.agents = {{"sato", "", *hash},
+                  // RFC 7914, section 12: scrypt("pleaseletmein", "SodiumChloride", N = 16384, r = 8,
+                  // p = 1), 64 bytes
+                  {"rfc", "",
+                   "$scrypt$ln=14,r=8,p=1$U29kaXVtQ2hsb3JpZGU$cCO9yzr9c0hGHAbNgf046/2o+7qQT44+qbVD9lRdofLVQylVYT8Pz2LUl"
+                   "wUkKpr55h6F3A1lHkDfzwF7RVdYhw"},
+                  {"suzuki", "pw2", ""}};
+    auto store = hub::open_sqlite_store(":memory:");
+    REQUIRE(store.is_ok());
+    InProcessHub hub(cfg, std::move(*store));
+    const std::string url = "ws://127.0.0.1:" + std::to_string(hub.port()) + "/v1/agent";
+    auto welcomed = [&url](const std::string& name, const std::string& password) {
+      using AKind = AgentEvent::Kind;
+      mdg_test::Recorder<AgentEvent> rec;
+      auto agent = mdg_test::make_client(mdg_test::agent_config(url, name, password, rec));
+      REQUIRE(agent->start());
+      auto welcome = [](const AgentEvent& e) { return e.kind == AKind::kWelcome; };
+      REQUIRE(rec.wait([&](const auto& evs) {
+        return mdg_test::find(evs, welcome) >= 0 || mdg_test::find(evs, mdg_test::state_is(ConnectionState::kClosed)) >= 0;
+      }));
+      const auto evs = rec.events();
+      const bool ok = mdg_test::find(evs, welcome) >= 0;
+      if (!ok) {
+        CHECK(mdg_test::find(evs, [](const AgentEvent& e) {
+                return e.kind == AKind::kError && e.frame.error == protocol::ErrorKind::kUnauthorized;
+              }) >= 0);
+      }
+      CHECK(agent->close(2000));
+      return ok;
+    };
+    CHECK(welcomed("sato", "s3cret pw"));
+    CHECK_FALSE(welcomed("sato", "s3cret pw "));
+    CHECK_FALSE(welcomed("nobody", "s3cret pw"));  // checked against a decoy, refused the same way
+    CHECK(welcomed("rfc", "pleaseletmein"));
+    CHECK_FALSE(welcomed("rfc", "PleaseLetMeIn"));
+    CHECK(welcomed("suzuki", "pw2"));  // a plain password, compared at once
+    CHECK_FALSE(welcomed("suzuki", "pw"));
+    CHECK(hub.metric("madoguchi_agent_logins_total{result=\"ok\"}") == 3);
+    CHECK(hub.metric("madoguchi_agent_logins_total{result=\"refused\"}") == 4);
+    CHECK(hub.metric("madoguchi_agent_logins_total{result=\"busy\"}") == 0);
+  }
+
+  TEST_CASE("hub: agent accounts are checked when the hub is made") {
+    auto refused = [](std::vector<hub::AgentAccount> agents) {
+      hub::HubConfig cfg;
+      cfg.port = 0;
+      cfg.secret = "a test secret of 32 bytes.......";
+      cfg.agents = std::move(agents);
+      auto store = hub::open_sqlite_store(":memory:");
+      REQUIRE(store.is_ok());
+      auto h = hub::Hub::create(cfg, mdg_test::shop_bot(), std::move(*store));
+      REQUIRE_FALSE(h.is_ok());
+      CHECK(h.status().code() == ErrorCode::kInvalidArgument);
+      return h.status().message();
+    };
+    const std::string salt = "c2FsdHNhbHQ", key = "O1vB+2h1/2Fvx2tFQ7ELtadFd4FFHyFHDpHVFBrGTeM";
+    CHECK(refused({{"", "pw", ""}}).find("no name") != std::string::npos);
+    CHECK(refused({{"sato", "", ""}}).find("either password_hash") != std::string::npos);
+    CHECK(refused({{"sato", "pw", "$scrypt$ln=10,r=8,p=1$" + salt + "$" + key}}).find("either") != std::string::npos);
+    CHECK(refused({{"sato", "pw", ""}, {"sato", "pw2", ""}}).find("two accounts") != std::string::npos);
+    const std::string bad[][2] = {
+        {"$2b$12$abcdefghijklmnopqrstuv", "must start with \"$scrypt$\""},
+        {"$scrypt$ln=10,r=8,p=1$" + salt, "three parts"},
+        {"$scrypt$ln=10,r=8$" + salt + "$" + key, "ln=<log2 N>,r=<r>,p=<p>"},
+        {"$scrypt$ln=9,r=8,p=1$" + salt + "$" + key, "out of range"},
+        {"$scrypt$ln=20,r=8,p=1$" + salt + "$" + key, "MiB for each login"},
+        {"$scrypt$ln=10,r=8,p=1$c2FsdA$" + key, "the salt"},            // 4 bytes
+        {"$scrypt$ln=10,r=8,p=1$" + salt + "$" + key + "=", "the key"},  // padding
+        {"$scrypt$ln=10,r=8,p=1$" + salt + "$" + key.substr(0, 20), "the key"},
+    };
+    for (const auto& [hash, reason] : bad) {
+      CAPTURE(hash);
+      const std::string message = refused({{"sato", "", hash}});
+      CHECK(message.find("agent \"sato\": password_hash: ") != std::string::npos);
+      CHECK(message.find(reason) != std::string::npos);
+    }
+    CHECK_FALSE(hub::hash_agent_password("").is_ok());
+    CHECK_FALSE(hub::hash_agent_password("pw", hub::kMinPasswordCost - 1).is_ok());
+    CHECK_FALSE(hub::hash_agent_password("pw", hub::kMaxPasswordCost + 1).is_ok());
+  }
 }

@@ -21,14 +21,19 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace madoguchi::hub {
 inline namespace v1 {
 
+// An agent's login. Set one of password and password_hash: the hash (from
+// hash_agent_password()) is the form to keep in a config file; a plain password is for
+// development, and Hub::create() logs a warning for it.
 struct AgentAccount {
   std::string name;
   std::string password;
+  std::string password_hash;  // "$scrypt$ln=15,r=8,p=1$<salt>$<key>"
 };
 
 struct HubConfig {
@@ -83,6 +88,15 @@ class Hub {
   explicit Hub(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// Agent password hashes: scrypt with a random salt, in the PHC string format
+// "$scrypt$ln=<cost>,r=8,p=1$<salt>$<key>" (base64 without padding). The cost is log2 of
+// scrypt's N: 15 takes 32 MiB and some tens of milliseconds for each login, which the hub
+// checks on a thread of its own (docs/hub.md, "Agent accounts").
+constexpr int kMinPasswordCost = 10, kMaxPasswordCost = 20, kDefaultPasswordCost = 15;
+// Errors: kInvalidArgument (empty password, cost out of range), kInternal (no memory or
+// randomness).
+Result<std::string> hash_agent_password(std::string_view password, int cost = kDefaultPasswordCost);
 
 // Visitor tokens (docs/protocol.md, Authentication).
 std::string make_visitor_token(std::string_view secret, std::string_view conversation, std::int64_t expires_ms);

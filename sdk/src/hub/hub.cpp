@@ -25,8 +25,12 @@
 
 #include <madoguchi/detail/json_writer.hpp>
 
+#include "hub/password.hpp"
+
 #include <libwebsockets.h>
 #include <simdjson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include <arpa/inet.h>
@@ -157,6 +161,8 @@ struct Session {
   bool authenticated = false;
   std::string conversation;  // visitor: its conversation
   std::string agent;         // agent: its name
+  std::uint64_t login = 0;   // agent: its hello's credentials are being checked (LoginChecks)
+  std::string login_name;    // ... for this name
   FrameQueue out;
   std::string rx;
   std::vector<std::string> inbox;  // whole frames received, not yet handled
@@ -361,6 +367,121 @@ const lws_protocols kProtocols[] = {
     {nullptr, nullptr, 0, 0, 0, nullptr, 0},
 };
 
+// retry_after_ms of a hello turned away because LoginChecks has kMaxWaiting checks waiting.
+constexpr std::int64_t kLoginRetryMs = 1000;
+
+// Agents' passwords kept as scrypt hashes take a tenth of a second or so each to check, which the
+// serving thread must not spend: a thread of its own checks them, one after another, and the
+// serving thread takes the answers up like the bot's (`wake`, then take_done()). Only so many
+// checks wait at once; a hello beyond them is answered rate_limited, so that a stream of
+// wrong passwords costs the other agents no more than a wait.
+class LoginChecks {
+ public:
+  static constexpr std::size_t kMaxWaiting = 8;
+
+  struct Done {
+    std::uint64_t login;
+    bool ok;
+  };
+
+  explicit LoginChecks(std::function<void()> wake) : wake_(std::move(wake)) {
+    thread_ = std::thread([this]() { serve(); });
+  }
+  LoginChecks(const LoginChecks&) = delete;
+  LoginChecks& operator=(const LoginChecks&) = delete;
+  ~LoginChecks() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+    for (auto& job : jobs_) OPENSSL_cleanse(job.password.data(), job.password.size());
+  }
+
+  // False when kMaxWaiting checks are waiting already. `hash` must outlive the check.
+  bool submit(std::uint64_t login, std::string password, const detail::PasswordHash* hash) {
+    {
+      std::lock_guard lock(mu_);
+      if (jobs_.size() + busy_ >= kMaxWaiting) {
+        OPENSSL_cleanse(password.data(), password.size());
+        return false;
+      }
+      jobs_.push_back({login, std::move(password), hash});
+    }
+    cv_.notify_one();
+    return true;
+  }
+
+  std::vector<Done> take_done() {
+    std::vector<Done> out;
+    if (!has_done_.load(std::memory_order_acquire)) return out;
+    std::lock_guard lock(mu_);
+    out.swap(done_);
+    has_done_.store(false, std::memory_order_relaxed);
+    return out;
+  }
+
+ private:
+  struct Job {
+    std::uint64_t login;
+    std::string password;
+    const detail::PasswordHash* hash;
+  };
+
+  void serve() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&]() { return stop_ || !jobs_.empty(); });
+        if (stop_) return;
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+        busy_ = 1;
+      }
+      const bool ok = detail::password_matches(job.password, *job.hash);
+      OPENSSL_cleanse(job.password.data(), job.password.size());
+      {
+        std::lock_guard lock(mu_);
+        busy_ = 0;
+        done_.push_back({job.login, ok});
+        has_done_.store(true, std::memory_order_release);
+      }
+      wake_();
+    }
+  }
+
+  std::function<void()> wake_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> jobs_;      // under mu_
+  std::size_t busy_ = 0;      // under mu_: a check under way
+  std::vector<Done> done_;    // under mu_
+  std::atomic<bool> has_done_{false};
+  bool stop_ = false;         // under mu_
+  std::thread thread_;        // last: started once the rest is ready
+};
+
+// A name from the network, fit for a log line: printable ASCII, at most 64 characters.
+std::string loggable(std::string_view name) {
+  std::string out;
+  for (char c : name.substr(0, 64)) out += c >= 0x20 && c < 0x7f ? c : '?';
+  if (name.size() > 64) out += "...";
+  return out;
+}
+
+// Equal strings, in a time that does not depend on where they differ.
+bool same_secret(std::string_view a, std::string_view b) {
+  unsigned char da[EVP_MAX_MD_SIZE], db[EVP_MAX_MD_SIZE];
+  unsigned int la = 0, lb = 0;
+  if (EVP_Digest(a.data(), a.size(), da, &la, EVP_sha256(), nullptr) != 1 ||
+      EVP_Digest(b.data(), b.size(), db, &lb, EVP_sha256(), nullptr) != 1) {
+    return false;
+  }
+  return la == lb && CRYPTO_memcmp(da, db, la) == 0;
+}
+
 }  // namespace
 
 struct Hub::Impl {
@@ -391,6 +512,14 @@ struct Hub::Impl {
   // Shared with the bot threads while they answer in them.
   std::unordered_map<std::string, std::shared_ptr<Conversation>> conversations;
   std::unique_ptr<BotThreads> bot_threads;  // see BotThreads
+  // Agent logins: the parsed hash of each account of cfg.agents (none for a plain password),
+  // a decoy that unknown names are checked against, and the checks under way.
+  std::vector<std::optional<detail::PasswordHash>> agent_hashes;
+  std::optional<detail::PasswordHash> decoy_hash;
+  std::unique_ptr<LoginChecks> login_checks;  // when an account has a hash
+  std::unordered_map<std::uint64_t, Session*> logging_in;
+  std::uint64_t next_login = 0;
+  std::uint64_t logins_ok = 0, logins_refused = 0, logins_busy = 0;
   std::size_t bot_pending = 0;              // questions given to the bot threads, not finished
 
   // Group commit (see the top of this file).
@@ -408,6 +537,7 @@ struct Hub::Impl {
 
   ~Impl() {
     bot_threads.reset();  // they wake the loop through ctx
+    login_checks.reset();
     lws_sul_cancel(&close_check.sul);
     if (ctx) lws_context_destroy(ctx);  // stops lws's watchers on the loop; then `loop` goes
   }
@@ -912,31 +1042,78 @@ struct Hub::Impl {
     return w.take();
   }
 
+  // An agent's hello: a plain password is compared at once; a hash is checked on the
+  // LoginChecks thread (finish_login() answers), and so is a name no account has when any
+  // account has a hash, so that a refusal takes as long whether the name exists or not.
+  void agent_hello(Session& s, Frame f) {
+    // One agent a connection: the session is listed under its agent's name (agents_by_name).
+    if (s.authenticated) return send_error(s, ErrorKind::kConflict, "hello: already said");
+    if (s.login != 0) {
+      return send_error(s, ErrorKind::kUnauthorized, "hello: send one hello and wait for welcome");
+    }
+    const detail::PasswordHash* hash = nullptr;
+    bool known = false, ok = false;
+    for (std::size_t i = 0; i < cfg.agents.size(); ++i) {
+      if (cfg.agents[i].name != f.agent) continue;
+      known = true;
+      if (agent_hashes[i]) {
+        hash = &*agent_hashes[i];
+      } else {
+        ok = same_secret(cfg.agents[i].password, f.password);
+      }
+    }
+    if (!known && decoy_hash) hash = &*decoy_hash;
+    if (!hash) return finish_hello(s, f.agent, ok);
+    const std::uint64_t login = ++next_login;
+    if (!login_checks->submit(login, std::move(f.password), hash)) {
+      ++logins_busy;
+      Frame e = protocol::make_error(ErrorKind::kRateLimited, "hello: too many logins are being checked; try again shortly");
+      e.retry_after_ms = kLoginRetryMs;
+      ++errors_sent["rate_limited"];
+      return send(s, e);
+    }
+    s.login = login;
+    s.login_name = f.agent;
+    logging_in.emplace(login, &s);
+  }
+
+  // A check of LoginChecks is done: answers the hello, if its connection is still open.
+  void finish_login(const LoginChecks::Done& done) {
+    auto it = logging_in.find(done.login);
+    if (it == logging_in.end()) return;  // the agent went away meanwhile
+    Session& s = *it->second;
+    logging_in.erase(it);
+    s.login = 0;
+    if (!s.closing) finish_hello(s, std::exchange(s.login_name, {}), done.ok);
+  }
+
+  void finish_hello(Session& s, const std::string& name, bool ok) {
+    if (!ok) {
+      ++logins_refused;
+      cfg.logger.log(LogLevel::kWarning, "agent login refused for \"" + loggable(name) + "\"");
+      return send_error(s, ErrorKind::kUnauthorized, "hello: unknown agent or wrong password");
+    }
+    ++logins_ok;
+    s.authenticated = true;
+    s.agent = name;
+    agents_by_name[s.agent].push_back(&s);
+    Frame w;
+    w.type = FrameType::kWelcome;
+    w.agent = s.agent;
+    send(s, w);
+    Frame q;
+    q.type = FrameType::kQueue;
+    q.conversations_json = queue_json();
+    send(s, q);
+  }
+
   void on_agent_frame(Session& s, Frame f) {
     if (!s.authenticated && f.type != FrameType::kHello) {
       return send_error(s, ErrorKind::kUnauthorized, "send hello with your credentials first");
     }
     switch (f.type) {
-      case FrameType::kHello: {
-        // One agent a connection: the session is listed under its agent's name (agents_by_name).
-        if (s.authenticated) return send_error(s, ErrorKind::kConflict, "hello: already said");
-        bool ok = false;
-        for (const auto& a : cfg.agents) {
-          ok = ok || (a.name == f.agent && !a.password.empty() && a.password == f.password);
-        }
-        if (!ok) return send_error(s, ErrorKind::kUnauthorized, "hello: unknown agent or wrong password");
-        s.authenticated = true;
-        s.agent = f.agent;
-        agents_by_name[s.agent].push_back(&s);
-        Frame w;
-        w.type = FrameType::kWelcome;
-        w.agent = s.agent;
-        send(s, w);
-        Frame q;
-        q.type = FrameType::kQueue;
-        q.conversations_json = queue_json();
-        return send(s, q);
-      }
+      case FrameType::kHello:
+        return agent_hello(s, std::move(f));
       case FrameType::kQueue: {
         Frame q;
         q.type = FrameType::kQueue;
@@ -1061,6 +1238,9 @@ struct Hub::Impl {
   // Handles every frame received in this turn and every answer the bot threads finished
   // inside one store batch (group commit).
   void drain() {
+    if (login_checks) {
+      for (const auto& done : login_checks->take_done()) finish_login(done);
+    }
     std::vector<BotThreads::Done> answers = bot_threads->take_done();
     if (ready.empty() && answers.empty()) return;
     std::vector<Session*> turn;
@@ -1177,6 +1357,7 @@ struct Hub::Impl {
   }
 
   void forget(Session& s) {
+    if (s.login != 0) logging_in.erase(s.login);
     if (s.ready) std::erase(ready, &s);
     if (s.touched) std::erase(touched, &s);
     auto drop = [&s](std::unordered_map<std::string, std::vector<Session*>>& index, const std::string& key) {
@@ -1213,6 +1394,10 @@ struct Hub::Impl {
     line("madoguchi_duplicates_total", "", static_cast<double>(duplicates));
     m += "# HELP madoguchi_bot_replacements_total Knowledge bases taken up while serving (Hub::set_bot).\n# TYPE madoguchi_bot_replacements_total counter\n";
     line("madoguchi_bot_replacements_total", "", static_cast<double>(bot_replacements));
+    m += "# HELP madoguchi_agent_logins_total Agents' hellos, by result (busy: too many being checked).\n# TYPE madoguchi_agent_logins_total counter\n";
+    line("madoguchi_agent_logins_total", "{result=\"ok\"}", static_cast<double>(logins_ok));
+    line("madoguchi_agent_logins_total", "{result=\"refused\"}", static_cast<double>(logins_refused));
+    line("madoguchi_agent_logins_total", "{result=\"busy\"}", static_cast<double>(logins_busy));
     m += "# HELP madoguchi_store_commits_total Store batches committed (one per turn of the event loop with frames).\n# TYPE madoguchi_store_commits_total counter\n";
     line("madoguchi_store_commits_total", "", static_cast<double>(commits));
     m += "# HELP madoguchi_store_failed_commits_total Store batches that could not be committed.\n# TYPE madoguchi_store_failed_commits_total counter\n";
@@ -1385,8 +1570,38 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
   if (config.tls_cert.empty() != config.tls_key.empty()) {
     return invalid_argument("hub: TLS needs both a certificate and a key file");
   }
+  std::vector<std::optional<detail::PasswordHash>> agent_hashes;
+  std::vector<std::string> plain;
+  for (const AgentAccount& a : config.agents) {
+    const std::string who = "hub: agent \"" + a.name + "\": ";
+    if (a.name.empty()) return invalid_argument("hub: an agent account has no name");
+    if (std::count_if(config.agents.begin(), config.agents.end(), [&](const AgentAccount& b) { return b.name == a.name; }) > 1) {
+      return invalid_argument(who + "two accounts have this name");
+    }
+    if (a.password.empty() == a.password_hash.empty()) {
+      return invalid_argument(who + "set either password_hash (madoguchi-hub --hash-password makes it) or password");
+    }
+    if (a.password_hash.empty()) {
+      plain.push_back(a.name);
+      agent_hashes.emplace_back();
+      continue;
+    }
+    auto hash = detail::parse_password_hash(a.password_hash);
+    if (!hash) return invalid_argument(who + "password_hash: " + hash.status().message());
+    agent_hashes.emplace_back(std::move(*hash));
+  }
   auto impl = std::make_unique<Impl>();
   impl->cfg = std::move(config);
+  impl->agent_hashes = std::move(agent_hashes);
+  for (const auto& h : impl->agent_hashes) {
+    if (h && !impl->decoy_hash) impl->decoy_hash = detail::decoy_hash(*h);
+  }
+  if (!plain.empty()) {
+    std::string names;
+    for (const auto& n : plain) names += (names.empty() ? "" : ", ") + n;
+    impl->cfg.logger.log(LogLevel::kWarning, "agent accounts with a plain password: " + names +
+                                                 "; keep a password_hash in the config instead (madoguchi-hub --hash-password)");
+  }
   impl->bot = std::move(bot);
   impl->store = std::move(store);
   {
@@ -1471,6 +1686,13 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
     impl->bot_threads = std::make_unique<BotThreads>(impl->cfg.bot_threads, [ctx = impl->ctx]() { lws_cancel_service(ctx); });
   } catch (const std::system_error& e) {
     return unavailable(std::string("hub: cannot start the bot's threads: ") + e.what());
+  }
+  if (impl->decoy_hash) {
+    try {
+      impl->login_checks = std::make_unique<LoginChecks>([ctx = impl->ctx]() { lws_cancel_service(ctx); });
+    } catch (const std::system_error& e) {
+      return unavailable(std::string("hub: cannot start the thread that checks agents' passwords: ") + e.what());
+    }
   }
   return std::unique_ptr<Hub>(new Hub(std::move(impl)));
 }

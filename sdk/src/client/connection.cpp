@@ -864,6 +864,13 @@ void Connection::on_error(const Frame& f) {
     }
     case ErrorKind::kRateLimited:
     case ErrorKind::kInternal:
+      if (!welcomed_ && f.id.empty()) {
+        // The hello itself was turned away (a hub busy checking agents' passwords): connect
+        // again after the back-off, which says hello again.
+        closing_ws_ = true;
+        want_write();
+        return;
+      }
       if (!f.id.empty() && in_outbox(f.id)) {
         // Not stored: send it again after a pause.
         sent_ids_.erase(f.id);

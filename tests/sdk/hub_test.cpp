@@ -493,4 +493,35 @@ TEST_SUITE("sdk.hub") {
     MESSAGE("hellos turned away while 8 were checked: ", hub.metric("madoguchi_agent_logins_total{result=\"busy\"}"));
     for (auto& a : agents) CHECK(a->close(2000));
   }
+
+  TEST_CASE("hub: warns about plain passwords, and about agents logging in over ws:// beyond loopback") {
+    auto warnings = [](const std::string& host, std::vector<hub::AgentAccount> agents) {
+      auto lines = std::make_shared<std::vector<std::string>>();
+      hub::HubConfig cfg;
+      cfg.host = host;
+      cfg.port = 0;
+      cfg.secret = "a test secret of 32 bytes.......";
+      cfg.agents = std::move(agents);
+      cfg.logger.sink = [lines](LogLevel level, std::string_view line) {
+        if (level == LogLevel::kWarning) lines->emplace_back(line);
+      };
+      auto store = hub::open_sqlite_store(":memory:");
+      REQUIRE(store.is_ok());
+      auto h = hub::Hub::create(cfg, mdg_test::shop_bot(), std::move(*store));
+      REQUIRE_MESSAGE(h.is_ok(), h.status().to_string());
+      std::string all;
+      for (const auto& l : *lines) all += l + "\n";
+      return all;
+    };
+    auto hash = hub::hash_agent_password("pw", hub::kMinPasswordCost);
+    REQUIRE(hash.is_ok());
+    const std::string local_plain = warnings("127.0.0.1", {{"sato", "pw", ""}, {"suzuki", "", *hash}});
+    CHECK(local_plain.find("agent accounts with a plain password: sato;") != std::string::npos);
+    CHECK(local_plain.find("in clear") == std::string::npos);
+    CHECK(warnings("127.0.0.1", {{"suzuki", "", *hash}}).empty());
+    const std::string everywhere = warnings("0.0.0.0", {{"suzuki", "", *hash}});
+    CHECK(everywhere.find("agents log in over ws:// on 0.0.0.0: their passwords cross the network in clear") !=
+          std::string::npos);
+    CHECK(warnings("0.0.0.0", {}).empty());  // no agent, nothing to say
+  }
 }

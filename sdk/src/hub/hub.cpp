@@ -1596,6 +1596,13 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
   for (const auto& h : impl->agent_hashes) {
     if (h && !impl->decoy_hash) impl->decoy_hash = detail::decoy_hash(*h);
   }
+  const std::string& host = impl->cfg.host;
+  const bool loopback = host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+  if (!impl->cfg.agents.empty() && impl->cfg.tls_cert.empty() && !loopback) {
+    impl->cfg.logger.log(LogLevel::kWarning, "agents log in over ws:// on " + (host.empty() ? "every interface" : host) +
+                                                 ": their passwords cross the network in clear; serve wss:// "
+                                                 "(tls_cert, tls_key) or listen on 127.0.0.1 behind a TLS proxy");
+  }
   if (!plain.empty()) {
     std::string names;
     for (const auto& n : plain) names += (names.empty() ? "" : ", ") + n;

@@ -335,6 +335,72 @@ TEST_SUITE("sdk.hub") {
     CHECK((*msgs)[3].body_json.find("送料") != std::string::npos);
   }
 
+  TEST_CASE("hub: a long conversation comes back into memory with its last turns, not its first") {
+    mdg_test::TempDir dir("madoguchi-hub-test");
+    const std::string path = dir.file("hub.db");
+    const std::string state = dir.file("visitor.json");
+    std::string conversation;
+    {
+      auto sqlite = hub::open_sqlite_store(path);
+      REQUIRE(sqlite.is_ok());
+      InProcessHub hub({}, std::move(*sqlite));
+      Recorder rec;
+      auto client = visitor(hub.url(), state, rec);
+      auto id = client->send("返品したい");
+      REQUIRE(id.is_ok());
+      REQUIRE(rec.wait([&](const auto& evs) { return count(evs, is_bot) == 1; }));
+      REQUIRE(client->close(5000));
+      conversation = client->conversation();
+    }
+    // 1,500 more turns, as months of visits would leave them: more than the hub reads back.
+    {
+      auto store = hub::open_sqlite_store(path);
+      REQUIRE(store.is_ok());
+      REQUIRE((*store)->begin_batch().is_ok());
+      for (int i = 0; i < 1500; ++i) {
+        for (const char* sender : {"visitor", "bot"}) {
+          protocol::Frame f;
+          f.type = protocol::FrameType::kMessage;
+          f.id = std::string(sender) + "-" + std::to_string(i);
+          f.from = sender;
+          f.text = std::string(sender == std::string("bot") ? "answer " : "question ") + std::to_string(i);
+          f.at = 1;
+          hub::NewMessage m;
+          m.client_id = sender == std::string("bot") ? "" : f.id;
+          m.sender = sender;
+          m.kind = "message";
+          m.body_json = protocol::encode(f);
+          m.created_ms = 1;
+          REQUIRE((*store)->append(conversation, m).is_ok());
+        }
+      }
+      REQUIRE((*store)->end_batch().is_ok());
+    }
+    {
+      auto sqlite = hub::open_sqlite_store(path);
+      REQUIRE(sqlite.is_ok());
+      InProcessHub hub({}, std::move(*sqlite));
+      Recorder rec;
+      auto client = visitor(hub.url(), state, rec);  // the same visitor: its token in the state file
+      auto id = client->send("担当者と話したい");
+      REQUIRE(id.is_ok());
+      REQUIRE(rec.wait([&](const auto& evs) { return mdg_test::answer_to(evs, *id) >= 0; }));
+      CHECK(client->conversation() == conversation);
+      REQUIRE(client->close(5000));
+    }
+    // The hand-off package shows what the bot remembered: the last turns before the request.
+    auto check = hub::open_sqlite_store(path);
+    REQUIRE(check.is_ok());
+    auto rec = (*check)->find_conversation(conversation);
+    REQUIRE(rec.is_ok());
+    REQUIRE(rec->has_value());
+    const std::string& handoff = (*rec)->handoff_json;
+    CHECK(handoff.find("\"question 1499\"") != std::string::npos);
+    CHECK(handoff.find("\"answer 1499\"") != std::string::npos);
+    CHECK(handoff.find("\"question 0\"") == std::string::npos);
+    CHECK(handoff.find("担当者と話したい") != std::string::npos);
+  }
+
   TEST_CASE("hub: bot_threads is 1 to 64") {
     static_assert(hub::HubConfig::kMaxBotThreads == 64);
     for (unsigned n : {0u, hub::HubConfig::kMaxBotThreads + 1}) {

@@ -637,7 +637,11 @@ struct Hub::Impl {
     // The bot answers a visitor's message after it is stored and acknowledged, in a later
     // commit: if the hub stopped in between (a crash), the conversation's last entry is that
     // message, unanswered. It is asked again below.
-    MDG_ASSIGN_OR_RETURN(auto stored, store->messages_after(id, 0, 1000));
+    // The bot's memory comes back from the conversation's last messages (seqs are 1, 2, ...):
+    // events and the bot's own messages included, several times the turns it keeps.
+    constexpr std::int64_t kRecalled = 5 * static_cast<std::int64_t>(bot::Conversation::kMaxTurns);
+    MDG_ASSIGN_OR_RETURN(auto stored, store->messages_after(id, std::max<std::int64_t>(0, conv->record.last_seq - kRecalled),
+                                                            static_cast<std::size_t>(kRecalled)));
     std::optional<StoredMessage> last;
     if (!stored.empty() && stored.back().seq == conv->record.last_seq) {
       last = stored.back();
@@ -650,7 +654,8 @@ struct Hub::Impl {
       auto f = protocol::decode(last->body_json);
       if (auto* frame = std::get_if<Frame>(&f)) unanswered = std::move(*frame);
     }
-    // The bot's memory of the conversation comes back from the store (after a restart).
+    // The bot's memory of the conversation comes back from the store (after a restart, or
+    // when the conversation left memory).
     for (const auto& m : stored) {
       if (m.kind != "message" || (unanswered && m.seq == last->seq)) continue;
       auto f = protocol::decode(m.body_json);

@@ -391,6 +391,26 @@ async def test_english_request_for_a_person_hands_off(hub):
 
 
 @async_test
+async def test_waiting_visitors_are_told_their_place_as_the_queue_moves(hub):
+    # An angry visitor's hand-off has the higher priority: first in the queue, whatever the time.
+    v1, _, _, s1 = await start_handoff(hub, "This is ridiculous, refund me immediately!!!")
+    v2, _, _, s2 = await start_handoff(hub)
+    assert s1["data"]["queue_position"] == 1 and s2["data"]["queue_position"] == 2, (s1, s2)
+    sato = await new_agent(hub, "sato")
+    await sato.take(v1.conversation, timeout=T)
+    moved = await v2.next_event("queue_position", timeout=T)
+    assert moved["data"] == {"queue_position": 1}, moved
+    assert "seq" not in moved, moved  # not stored
+    assert not [f for f in v1.received if f.get("event") == "queue_position"], v1.received
+    # A visitor who comes back while waiting hears the place now, after the replay.
+    back = await resume(hub, v2.token, last_seq=0)
+    again = await back.next_event("queue_position", timeout=T)
+    assert again["data"] == {"queue_position": 1}, again
+    for c in (v1, v2, back, sato):
+        await c.disconnect()
+
+
+@async_test
 async def test_typing_and_read_between_visitor_and_agent(hub):
     v, ack, _, _ = await start_handoff(hub)
     conv = v.conversation

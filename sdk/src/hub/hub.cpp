@@ -200,6 +200,7 @@ struct Conversation : std::enable_shared_from_this<Conversation> {
   };
   std::vector<Question> questions;  // rarely more than one; a vector holds no memory when empty
   bool asking = false;               // one of its questions is with the bot threads
+  int told_position = 0;             // waiting: the queue_position its visitors were told last
 
   // Questions out to the bot or waiting for it: the conversation must stay in memory.
   bool asked() const noexcept { return asking || !questions.empty(); }
@@ -366,6 +367,9 @@ const lws_protocols kProtocols[] = {
     {"madoguchi.v1", callback, 0, kRxBufferBytes, 0, nullptr, kTxPacketBytes},
     {nullptr, nullptr, 0, 0, 0, nullptr, 0},
 };
+
+// Places in the queue are counted up to here (queue_position; further back, none is told).
+constexpr std::size_t kQueuePositions = 10000;
 
 // retry_after_ms of a hello turned away because LoginChecks has kMaxWaiting checks waiting.
 constexpr std::int64_t kLoginRetryMs = 1000;
@@ -736,7 +740,10 @@ struct Hub::Impl {
     return w.take();
   }
 
+  // The queue changed: the agents get it again, and the visitors waiting in it their new
+  // places (queue_position events, not stored).
   void broadcast_queue() {
+    tell_queue_positions();
     if (agents_by_name.empty()) return;
     Frame q;
     q.type = FrameType::kQueue;
@@ -745,12 +752,42 @@ struct Hub::Impl {
   }
 
   int queue_position(const std::string& id) {
-    auto list = store->conversations_in_state("waiting", 10000);
+    auto list = store->conversations_in_state("waiting", kQueuePositions);
     if (!list) return 0;
     for (std::size_t i = 0; i < list->size(); ++i) {
       if ((*list)[i].id == id) return static_cast<int>(i + 1);
     }
     return 0;
+  }
+
+  static std::string position_event(int position) {
+    Frame e;
+    e.type = FrameType::kEvent;
+    e.event = "queue_position";
+    madoguchi::detail::JsonWriter w;
+    w.begin_object().field("queue_position", position).end_object();
+    e.data_json = w.take();
+    return protocol::encode(e);
+  }
+
+  // Sends a queue_position event to the visitors of `c` unless they were told `position` last.
+  void tell_position(Conversation& c, int position) {
+    if (position <= 0 || position == c.told_position) return;
+    c.told_position = position;
+    auto v = visitors_of.find(c.record.id);
+    if (v == visitors_of.end()) return;
+    const std::string json = position_event(position);
+    for (Session* s : v->second) send(*s, json);
+  }
+
+  void tell_queue_positions() {
+    auto list = store->conversations_in_state("waiting", kQueuePositions);
+    if (!list) return;
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      if (!visitors_of.contains((*list)[i].id)) continue;
+      auto c = conversations.find((*list)[i].id);
+      if (c != conversations.end()) tell_position(*c->second, static_cast<int>(i + 1));
+    }
   }
 
   // ---- the bot --------------------------------------------------------------------------
@@ -859,7 +896,8 @@ struct Hub::Impl {
       c.record.handoff_json = reply.handoff->to_json();
       MDG_RETURN_IF_ERROR(save(c));
       madoguchi::detail::JsonWriter d;
-      d.begin_object().field("reason", reply.reason).field("queue_position", queue_position(c.record.id)).end_object();
+      c.told_position = queue_position(c.record.id);
+      d.begin_object().field("reason", reply.reason).field("queue_position", c.told_position).end_object();
       MDG_ASSIGN_OR_RETURN(auto ev, store_event(c, "handoff_started", d.take()));
       to_visitors(c.record.id, ev);
       cfg.logger.log(LogLevel::kInfo, "conversation " + c.record.id + " handed off: " + reply.reason);
@@ -909,6 +947,10 @@ struct Hub::Impl {
     w.last_seq = c->record.last_seq;
     send(s, w);
     replay(s, *c, f.last_seq.value_or(0));
+    // The place in the queue now, which the replayed handoff_started may no longer tell.
+    if (c->record.state == "waiting") {
+      if (int position = queue_position(c->record.id); position > 0) send(s, position_event(position));
+    }
   }
 
   void replay(Session& s, Conversation& c, std::int64_t after) {
@@ -1021,6 +1063,7 @@ struct Hub::Impl {
   }
 
   void set_state(Conversation& c, std::string state, std::string agent) {
+    if (state != "waiting") c.told_position = 0;
     c.record.state = std::move(state);
     c.bot_epoch.fetch_add(1, std::memory_order_release);
     c.record.assigned_agent = std::move(agent);

@@ -126,12 +126,13 @@ Status read_config(const std::string& path, Options& o) {
                                 std::to_string(hub::HubConfig::kMaxBotThreads));
       }
       o.hub.bot_threads = static_cast<unsigned>(n);
-    } else if (key == "conversation_idle_ms" || key == "max_cached_conversations") {
+    } else if (key == "conversation_idle_ms" || key == "max_cached_conversations" || key == "agent_grace_ms") {
       int64_t n;
       if (field.value.get_int64().get(n) != simdjson::SUCCESS || n < 0) {
         return invalid_argument(path + ": \"" + key + "\" must be a whole number, 0 or more");
       }
       if (key == "conversation_idle_ms") o.hub.conversation_idle_ms = n;
+      else if (key == "agent_grace_ms") o.hub.agent_grace_ms = n;
       else o.hub.max_cached_conversations = static_cast<std::size_t>(n);
     } else if (key == "agents") {
       simdjson::dom::array arr;
@@ -169,7 +170,7 @@ Status read_config(const std::string& path, Options& o) {
       }
     } else {
       return invalid_argument(path + ": unknown setting \"" + key +
-                              "\" (kb, store, host, port, secret, agents, origins, static, tls_cert, tls_key, mecab_dicdir, bot_threads, conversation_idle_ms, max_cached_conversations)");
+                              "\" (kb, store, host, port, secret, agents, origins, static, tls_cert, tls_key, mecab_dicdir, bot_threads, conversation_idle_ms, max_cached_conversations, agent_grace_ms)");
     }
   }
   return Status::ok();

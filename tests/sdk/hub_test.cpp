@@ -590,4 +590,104 @@ TEST_SUITE("sdk.hub") {
           std::string::npos);
     CHECK(warnings("0.0.0.0", {}).empty());  // no agent, nothing to say
   }
+
+  TEST_CASE("hub: an agent gone for agent_grace_ms leaves its conversations to the queue") {
+    using AKind = AgentEvent::Kind;
+    hub::HubConfig cfg;
+    cfg.agents = {{"sato", "pw", ""}, {"suzuki", "pw2", ""}};
+    cfg.agent_grace_ms = 300;
+    auto store = hub::open_sqlite_store(":memory:");
+    REQUIRE(store.is_ok());
+    InProcessHub hub(cfg, std::move(*store));
+    const std::string agent_url = "ws://127.0.0.1:" + std::to_string(hub.port()) + "/v1/agent";
+    mdg_test::TempDir dir("madoguchi-hub-test");
+    Recorder vrec;
+    auto v = visitor(hub.url(), dir.file("visitor.json"), vrec);
+    auto asked = v->send("担当者と話したい");
+    REQUIRE(asked.is_ok());
+    auto is_event = [](const std::string& name) {
+      return [name](const ClientEvent& e) { return e.kind == Kind::kEvent && e.frame.event == name; };
+    };
+    REQUIRE(vrec.wait([&](const auto& evs) { return count(evs, is_event("handoff_started")) == 1; }));
+    const std::string conversation = v->conversation();
+
+    mdg_test::Recorder<AgentEvent> srec;
+    auto sato = mdg_test::make_client(mdg_test::agent_config(agent_url, "sato", "pw", srec));
+    REQUIRE(sato->start());
+    REQUIRE(srec.wait([](const auto& evs) {
+      return mdg_test::find(evs, [](const AgentEvent& e) { return e.kind == AKind::kWelcome; }) >= 0;
+    }));
+    REQUIRE(sato->take(conversation));
+    REQUIRE(vrec.wait([&](const auto& evs) { return count(evs, is_event("agent_joined")) == 1; }));
+    REQUIRE(sato->close(2000));  // sato goes away and does not come back
+
+    REQUIRE(vrec.wait([&](const auto& evs) { return count(evs, is_event("agent_left")) == 1; }));
+    const auto evs = vrec.events();
+    const long left = mdg_test::find(evs, is_event("agent_left"));
+    CHECK(evs[static_cast<std::size_t>(left)].data.agent == "sato");
+    CHECK(evs[static_cast<std::size_t>(left)].frame.seq.has_value());  // stored, like every event
+    REQUIRE(vrec.wait([&](const auto& e) { return mdg_test::find(e, is_event("queue_position"), left) >= 0; }));
+    const auto after = vrec.events();
+    CHECK(after[static_cast<std::size_t>(mdg_test::find(after, is_event("queue_position"), left))].data.queue_position == 1);
+
+    // Another agent finds it waiting, and takes it.
+    mdg_test::Recorder<AgentEvent> zrec;
+    auto suzuki = mdg_test::make_client(mdg_test::agent_config(agent_url, "suzuki", "pw2", zrec));
+    REQUIRE(suzuki->start());
+    REQUIRE(zrec.wait([&](const auto& zevs) {
+      return mdg_test::find(zevs, [&](const AgentEvent& e) {
+               return e.kind == AKind::kQueue && std::any_of(e.queue.begin(), e.queue.end(), [&](const QueueEntry& q) {
+                        return q.conversation == conversation && q.state == "waiting" && q.agent.empty();
+                      });
+             }) >= 0;
+    }));
+    REQUIRE(suzuki->take(conversation));
+    REQUIRE(vrec.wait([&](const auto& e) { return count(e, is_event("agent_joined")) == 2; }));
+    CHECK(suzuki->close(2000));
+    CHECK(v->close(2000));
+  }
+
+  TEST_CASE("hub: after a restart, the grace of the agents holding conversations runs from the start") {
+    using AKind = AgentEvent::Kind;
+    mdg_test::TempDir dir("madoguchi-hub-test");
+    const std::string path = dir.file("hub.db");
+    hub::HubConfig cfg;
+    cfg.agents = {{"sato", "pw", ""}};
+    cfg.agent_grace_ms = 300;
+    std::string conversation;
+    auto is_event = [](const std::string& name) {
+      return [name](const ClientEvent& e) { return e.kind == Kind::kEvent && e.frame.event == name; };
+    };
+    {
+      auto sqlite = hub::open_sqlite_store(path);
+      REQUIRE(sqlite.is_ok());
+      InProcessHub hub(cfg, std::move(*sqlite));
+      Recorder vrec;
+      auto v = visitor(hub.url(), dir.file("visitor.json"), vrec);
+      REQUIRE(v->send("担当者と話したい").is_ok());
+      REQUIRE(vrec.wait([&](const auto& evs) { return count(evs, is_event("handoff_started")) == 1; }));
+      conversation = v->conversation();
+      mdg_test::Recorder<AgentEvent> srec;
+      auto sato = mdg_test::make_client(
+          mdg_test::agent_config("ws://127.0.0.1:" + std::to_string(hub.port()) + "/v1/agent", "sato", "pw", srec));
+      REQUIRE(sato->start());
+      REQUIRE(srec.wait([](const auto& evs) {
+        return mdg_test::find(evs, [](const AgentEvent& e) { return e.kind == AKind::kWelcome; }) >= 0;
+      }));
+      REQUIRE(sato->take(conversation));
+      REQUIRE(vrec.wait([&](const auto& evs) { return count(evs, is_event("agent_joined")) == 1; }));
+      // The hub stops with sato still holding the conversation (the clients go with it).
+      (void)sato->close(0);
+      (void)v->close(0);
+    }
+    auto sqlite = hub::open_sqlite_store(path);
+    REQUIRE(sqlite.is_ok());
+    InProcessHub hub(cfg, std::move(*sqlite));
+    Recorder vrec;
+    auto v = visitor(hub.url(), dir.file("visitor.json"), vrec);  // the same visitor comes back
+    REQUIRE(vrec.wait([&](const auto& evs) { return count(evs, is_event("agent_left")) == 1; }));
+    CHECK(v->conversation() == conversation);
+    CHECK(v->close(2000));
+    CHECK(eventually([&] { return hub.metric("madoguchi_conversations_waiting") == 1; }));
+  }
 }

@@ -430,7 +430,7 @@ typedef struct mdg_event_data {
   const char *agent;      /* agent_joined, agent_left, handed_back: the agent's name */
   const char *from;       /* transferred: the agent who passed the conversation on */
   const char *to;         /* transferred: the agent who took it */
-  const char *by;         /* conversation_closed: "agent", "visitor" or "hub" */
+  const char *by;         /* conversation_closed: who closed it ("agent") */
 } mdg_event_data;
 
 /* One thing that happened, given to mdg_event_cb. Every pointer in it, and the struct itself,

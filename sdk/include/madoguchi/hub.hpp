@@ -55,6 +55,10 @@ struct HubConfig {
   // when used again (the bot's context then comes back from the transcript, without slots).
   std::int64_t conversation_idle_ms = 30LL * 60 * 1000;
   std::size_t max_cached_conversations = 100000;
+  // An agent with no connection for this long (after the last one closed, or since the hub
+  // started) leaves the conversations it holds: they go back to the queue, and their visitors
+  // get agent_left and their place. 0: they wait for the agent whatever the time.
+  std::int64_t agent_grace_ms = 2LL * 60 * 1000;
   // Threads on which the bot answers, 1..kMaxBotThreads. The serving thread reads, stores and
   // sends while they think; a conversation's questions all go to one of them, answered in order.
   static constexpr unsigned kMaxBotThreads = 64;

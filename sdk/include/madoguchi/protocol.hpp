@@ -149,7 +149,7 @@ struct EventData {
   std::optional<std::int64_t> queue_position;  // handoff_started, queue_position: 1 = next
   std::string agent;                           // agent_joined, agent_left, handed_back
   std::string from, to;                        // transferred: agent names
-  std::string by;                              // conversation_closed: "agent", "visitor" or "hub"
+  std::string by;                              // conversation_closed: who closed it ("agent")
   bool operator==(const EventData&) const = default;
 };
 

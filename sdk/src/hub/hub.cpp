@@ -522,6 +522,8 @@ struct Hub::Impl {
   std::optional<detail::PasswordHash> decoy_hash;
   std::unique_ptr<LoginChecks> login_checks;  // when an account has a hash
   std::unordered_map<std::uint64_t, Session*> logging_in;
+  // Agents who may hold conversations and have no connection: since when (steady_seconds()).
+  std::unordered_map<std::string, double> agents_gone;
   std::uint64_t next_login = 0;
   std::uint64_t logins_ok = 0, logins_refused = 0, logins_busy = 0;
   std::size_t bot_pending = 0;              // questions given to the bot threads, not finished
@@ -1145,6 +1147,7 @@ struct Hub::Impl {
     s.authenticated = true;
     s.agent = name;
     agents_by_name[s.agent].push_back(&s);
+    agents_gone.erase(s.agent);
     Frame w;
     w.type = FrameType::kWelcome;
     w.agent = s.agent;
@@ -1242,6 +1245,8 @@ struct Hub::Impl {
           w.begin_object().field("from", s.agent).field("to", f.to).end_object();
           set_state(conv, "agent", f.to);
           announce(conv, "transferred", w.take(), s.agent);
+          // Given to an agent with no connection: the grace runs from now.
+          if (!agents_by_name.contains(f.to)) agents_gone.try_emplace(f.to, steady_seconds());
         } else if (f.type == FrameType::kHandBack) {
           announce(conv, "handed_back", agent_data("agent", s.agent));
           set_state(conv, "bot", "");
@@ -1415,7 +1420,56 @@ struct Hub::Impl {
       if (it->second.empty()) index.erase(it);
     };
     if (!s.conversation.empty()) drop(visitors_of, s.conversation);
-    if (!s.agent.empty()) drop(agents_by_name, s.agent);
+    if (!s.agent.empty()) {
+      drop(agents_by_name, s.agent);
+      if (!agents_by_name.contains(s.agent)) agents_gone.emplace(s.agent, steady_seconds());
+    }
+  }
+
+  // The conversations of agents who have had no connection for agent_grace_ms go back to
+  // the queue: `agent_left` to their visitors, then their places and the queue.
+  void requeue_abandoned(double now) {
+    if (cfg.agent_grace_ms <= 0 || agents_gone.empty()) return;
+    const double grace = static_cast<double>(cfg.agent_grace_ms) / 1000.0;
+    std::vector<std::string> gone;
+    for (auto it = agents_gone.begin(); it != agents_gone.end();) {
+      if (now - it->second >= grace) {
+        gone.push_back(it->first);
+        it = agents_gone.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (gone.empty()) return;
+    auto held = store->conversations_in_state("agent", kQueuePositions);
+    if (!held) {
+      cfg.logger.log(LogLevel::kError, "store: " + held.status().message());
+      return;
+    }
+    bool moved = false;
+    for (const auto& r : *held) {
+      if (std::find(gone.begin(), gone.end(), r.assigned_agent) == gone.end()) continue;
+      auto c = load(r.id);
+      if (!c) {
+        cfg.logger.log(LogLevel::kError, "store: " + c.status().message());
+        continue;
+      }
+      cfg.logger.log(LogLevel::kInfo, "conversation " + r.id + " back in the queue: " + r.assigned_agent +
+                                          " has had no connection for " + std::to_string(cfg.agent_grace_ms) + " ms");
+      set_state(**c, "waiting", "");
+      announce(**c, "agent_left", agent_data("agent", r.assigned_agent));
+      moved = true;
+    }
+    if (moved) broadcast_queue();
+  }
+
+  // The agents of conversations held when the hub starts have no connection yet.
+  void count_agents_gone() {
+    auto held = store->conversations_in_state("agent", kQueuePositions);
+    if (!held) return;
+    for (const auto& r : *held) {
+      if (!agents_by_name.contains(r.assigned_agent)) agents_gone.try_emplace(r.assigned_agent, steady_seconds());
+    }
   }
 
   std::string metrics() {
@@ -1612,6 +1666,7 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
   if (config.port < 0 || config.port > 65535) return invalid_argument("hub: port must be 0..65535");
   if (config.rate_per_second <= 0 || config.rate_burst < 1) return invalid_argument("hub: rate limits must be positive");
   if (config.conversation_idle_ms < 0) return invalid_argument("hub: conversation_idle_ms must be 0 or more");
+  if (config.agent_grace_ms < 0) return invalid_argument("hub: agent_grace_ms must be 0 or more");
   if (config.bot_threads < 1 || config.bot_threads > HubConfig::kMaxBotThreads) {
     return invalid_argument("hub: bot_threads must be 1.." + std::to_string(HubConfig::kMaxBotThreads));
   }
@@ -1777,7 +1832,11 @@ struct Ticker {
   Hub::Impl* sweep;
   static void tick(lws_sorted_usec_list_t* sul) {
     auto* t = lws_container_of(sul, Ticker, sul);
-    if (t->sweep) t->sweep->evict(steady_seconds());
+    if (t->sweep) {
+      const double now = steady_seconds();
+      t->sweep->evict(now);
+      t->sweep->requeue_abandoned(now);
+    }
     lws_sul_schedule(t->ctx, 0, &t->sul, tick, t->period);
   }
 };
@@ -1788,9 +1847,12 @@ Status Hub::run() {
   im.cfg.logger.log(LogLevel::kInfo, "hub listening on port " + std::to_string(port()));
   Ticker sweeper{};
   sweeper.ctx = im.ctx;
-  // A quarter of the idle time, within 50 ms .. 10 s.
-  sweeper.period = std::clamp<lws_usec_t>(static_cast<lws_usec_t>(im.cfg.conversation_idle_ms) * LWS_US_PER_MS / 4,
+  // A quarter of the idle time or of the agents' grace, within 50 ms .. 10 s.
+  const std::int64_t shortest = im.cfg.agent_grace_ms > 0 ? std::min(im.cfg.conversation_idle_ms, im.cfg.agent_grace_ms)
+                                                          : im.cfg.conversation_idle_ms;
+  sweeper.period = std::clamp<lws_usec_t>(static_cast<lws_usec_t>(shortest) * LWS_US_PER_MS / 4,
                                           50 * LWS_US_PER_MS, 10 * LWS_US_PER_SEC);
+  im.count_agents_gone();
   sweeper.sweep = &im;
   lws_sul_schedule(im.ctx, 0, &sweeper.sul, Ticker::tick, sweeper.period);
   // On libev, libwebsockets 4.1 arms its timer only when a timer fires, not when a sooner one

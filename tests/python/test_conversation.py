@@ -323,6 +323,8 @@ async def test_handoff_take_reply_hand_back(hub):
     entry = waiting[0]
     for key in ("conversation", "state", "priority", "locale", "reason", "since"):
         assert key in entry, (key, entry)
+    # The queue says who waits and why; the hand-off package comes with `take`.
+    assert set(entry) <= {"conversation", "state", "priority", "locale", "reason", "since", "agent"}, entry
     assert entry["state"] == "waiting", entry
     queue = await sato.queue(timeout=T)  # asked for explicitly
     assert [c for c in queue if c.get("conversation") == conv], queue

@@ -734,7 +734,6 @@ struct Hub::Impl {
         w.field("reason", handoff_reason(r.handoff_json));
         w.field("locale", r.locale).field("since", static_cast<std::int64_t>(r.updated_ms));
         if (!r.assigned_agent.empty()) w.field("agent", r.assigned_agent);
-        if (!r.handoff_json.empty()) w.key("handoff").raw(r.handoff_json);
         w.end_object();
       }
     }

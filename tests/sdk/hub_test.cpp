@@ -140,6 +140,21 @@ std::unique_ptr<Client> visitor(const std::string& url, const std::string& state
   return std::move(*c);
 }
 
+// A visitor's conversation from a first run of the hub on the store at `path` (the visitor's
+// token stays in `state`): "返品したい", acknowledged and answered.
+std::string first_conversation(const std::string& path, const std::string& state) {
+  auto sqlite = hub::open_sqlite_store(path);
+  REQUIRE(sqlite.is_ok());
+  InProcessHub hub({}, std::move(*sqlite));
+  Recorder rec;
+  auto client = visitor(hub.url(), state, rec);
+  auto id = client->send("返品したい");
+  REQUIRE(id.is_ok());
+  REQUIRE(rec.wait([&](const auto& evs) { return count(evs, ack_of(*id)) == 1 && count(evs, is_bot) == 1; }));
+  REQUIRE(client->close(5000));
+  return client->conversation();
+}
+
 }  // namespace
 
 TEST_SUITE("sdk.hub") {
@@ -284,19 +299,7 @@ TEST_SUITE("sdk.hub") {
     mdg_test::TempDir dir("madoguchi-hub-test");
     const std::string path = dir.file("hub.db");
     const std::string state = dir.file("visitor.json");
-    std::string conversation;
-    {
-      auto sqlite = hub::open_sqlite_store(path);
-      REQUIRE(sqlite.is_ok());
-      InProcessHub hub({}, std::move(*sqlite));
-      Recorder rec;
-      auto client = visitor(hub.url(), state, rec);
-      auto id = client->send("返品したい");
-      REQUIRE(id.is_ok());
-      REQUIRE(rec.wait([&](const auto& evs) { return count(evs, ack_of(*id)) == 1 && count(evs, is_bot) == 1; }));
-      REQUIRE(client->close(5000));
-      conversation = client->conversation();
-    }
+    const std::string conversation = first_conversation(path, state);
     // What a crash leaves between the commit of a visitor's message (acknowledged) and the
     // commit of the bot's answer: the message, stored last.
     {
@@ -339,19 +342,7 @@ TEST_SUITE("sdk.hub") {
     mdg_test::TempDir dir("madoguchi-hub-test");
     const std::string path = dir.file("hub.db");
     const std::string state = dir.file("visitor.json");
-    std::string conversation;
-    {
-      auto sqlite = hub::open_sqlite_store(path);
-      REQUIRE(sqlite.is_ok());
-      InProcessHub hub({}, std::move(*sqlite));
-      Recorder rec;
-      auto client = visitor(hub.url(), state, rec);
-      auto id = client->send("返品したい");
-      REQUIRE(id.is_ok());
-      REQUIRE(rec.wait([&](const auto& evs) { return count(evs, is_bot) == 1; }));
-      REQUIRE(client->close(5000));
-      conversation = client->conversation();
-    }
+    const std::string conversation = first_conversation(path, state);
     // 1,500 more turns, as months of visits would leave them: more than the hub reads back.
     {
       auto store = hub::open_sqlite_store(path);

@@ -392,6 +392,58 @@ TEST_SUITE("sdk.hub") {
     CHECK(handoff.find("担当者と話したい") != std::string::npos);
   }
 
+  TEST_CASE("hub: an agent taking a long conversation gets its last messages, within a frame clients take") {
+    using AKind = AgentEvent::Kind;
+    mdg_test::TempDir dir("madoguchi-hub-test");
+    const std::string path = dir.file("hub.db");
+    const std::string conversation = first_conversation(path, dir.file("visitor.json"));
+    {  // 3,000 messages of about 1 KB: more than a conversation frame carries
+      auto store = hub::open_sqlite_store(path);
+      REQUIRE(store.is_ok());
+      REQUIRE((*store)->begin_batch().is_ok());
+      for (int i = 0; i < 3000; ++i) {
+        protocol::Frame f;
+        f.type = protocol::FrameType::kMessage;
+        f.id = "visitor-" + std::to_string(i);
+        f.from = "visitor";
+        f.text = "question " + std::to_string(i) + " " + std::string(1000, 'x');
+        f.at = 1;
+        hub::NewMessage m;
+        m.client_id = f.id;
+        m.sender = "visitor";
+        m.kind = "message";
+        m.body_json = protocol::encode(f);
+        m.created_ms = 1;
+        REQUIRE((*store)->append(conversation, m).is_ok());
+      }
+      REQUIRE((*store)->end_batch().is_ok());
+    }
+    auto sqlite = hub::open_sqlite_store(path);
+    REQUIRE(sqlite.is_ok());
+    hub::HubConfig cfg;
+    cfg.agents = {{"sato", "pw", ""}};
+    InProcessHub hub(cfg, std::move(*sqlite));
+    mdg_test::Recorder<AgentEvent> rec;
+    auto sato = mdg_test::make_client(
+        mdg_test::agent_config("ws://127.0.0.1:" + std::to_string(hub.port()) + "/v1/agent", "sato", "pw", rec));
+    REQUIRE(sato->start());
+    REQUIRE(rec.wait([](const auto& evs) {
+      return mdg_test::find(evs, [](const AgentEvent& e) { return e.kind == AKind::kWelcome; }) >= 0;
+    }));
+    REQUIRE(sato->take(conversation));
+    auto is_conversation = [](const AgentEvent& e) { return e.kind == AKind::kConversation; };
+    REQUIRE(rec.wait([&](const auto& evs) { return mdg_test::find(evs, is_conversation) >= 0; }));
+    const auto evs = rec.events();
+    const AgentEvent& taken = evs[static_cast<std::size_t>(mdg_test::find(evs, is_conversation))];
+    CHECK(taken.frame.messages_json.size() <= 2u << 20);
+    REQUIRE(taken.transcript.size() > 100);
+    CHECK(taken.transcript.size() < 3000);
+    CHECK(*taken.transcript.front().seq > 1);  // the oldest stay in the store
+    CHECK(taken.transcript.back().event == "agent_joined");  // the newest come
+    CHECK(taken.transcript[taken.transcript.size() - 2].text.rfind("question 2999 ", 0) == 0);
+    CHECK(sato->close(2000));
+  }
+
   TEST_CASE("hub: bot_threads is 1 to 64") {
     static_assert(hub::HubConfig::kMaxBotThreads == 64);
     for (unsigned n : {0u, hub::HubConfig::kMaxBotThreads + 1}) {

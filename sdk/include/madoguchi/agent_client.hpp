@@ -6,7 +6,7 @@
 //   - the queue of handed-off conversations comes as an event whenever it changes;
 //   - take() assigns a conversation to the agent; the hub answers with the conversation: the
 //     hand-off package (reason, triage scores, the bot's candidates, visitor attributes) and
-//     every stored message;
+//     the stored messages (the last 10,000 at most, within 2 MiB);
 //   - send() puts a reply in an outbox (in state_path too when set); it leaves the outbox only
 //     on the hub's ack and is resent with the same client id after a reconnect, so it reaches
 //     the visitor exactly once;
@@ -93,10 +93,10 @@ struct AgentEvent {
   protocol::Frame frame;
   std::vector<QueueEntry> queue;            // kQueue
   HandoffPackage handoff;                   // kConversation (empty when the bot never handed off)
-  std::vector<protocol::Frame> transcript;  // kConversation: every stored message and event, by seq
+  std::vector<protocol::Frame> transcript;  // kConversation: the stored messages and events, by seq (the last 10,000 at most, within 2 MiB)
   protocol::EventData data;                 // kEvent: frame.data_json read (agent names, reason...)
   // kConversation: the agent holds the conversation and this client had delivered it before (a
-  // take() again, or the automatic one after a reconnect). `transcript` is still complete; the
+  // take() again, or the automatic one after a reconnect). `transcript` is still whole; the
   // frames in it that were not delivered yet follow as kMessage/kEvent events. A conversation
   // taken again after the agent let it go (handed back, transferred, closed) is not resumed.
   bool resumed = false;

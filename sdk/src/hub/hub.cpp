@@ -368,6 +368,10 @@ const lws_protocols kProtocols[] = {
     {nullptr, nullptr, 0, 0, 0, nullptr, 0},
 };
 
+// The messages and events a `conversation` frame carries to an agent at most: the last ones,
+// within a size the clients take (madoguchi::AgentClient: frames up to 4 MiB).
+constexpr std::size_t kTranscriptMessages = 10000, kTranscriptBytes = 2u << 20;
+
 // Places in the queue are counted up to here (queue_position; further back, none is told).
 constexpr std::size_t kQueuePositions = 10000;
 
@@ -1186,18 +1190,30 @@ struct Hub::Impl {
         out.conversation = conv.record.id;
         out.state = conv.record.state;
         out.handoff_json = conv.record.handoff_json;
-        madoguchi::detail::JsonWriter w;
-        w.begin_array();
-        auto msgs = store->messages_after(conv.record.id, 0, 10000);
-        if (msgs) {
-          for (const auto& m : *msgs) {
-            auto d = protocol::decode(m.body_json);
-            if (auto* fr = std::get_if<Frame>(&d)) {
-              fr->seq = m.seq;
-              w.raw(protocol::encode(*fr));
-            }
+        // The conversation's last messages and events, at most kTranscriptMessages and
+        // kTranscriptBytes of them (a longer conversation's older ones stay in the store), so
+        // that the frame stays within what clients take.
+        auto msgs = store->messages_after(
+            conv.record.id, std::max<std::int64_t>(0, conv.record.last_seq - static_cast<std::int64_t>(kTranscriptMessages)),
+            kTranscriptMessages);
+        if (!msgs) {
+          cfg.logger.log(LogLevel::kError, "store: " + msgs.status().message());
+          send_error(s, ErrorKind::kInternal, "take: the conversation's messages could not be read; take it again");
+          return broadcast_queue();
+        }
+        std::vector<std::string> frames;
+        for (const auto& m : *msgs) {
+          auto d = protocol::decode(m.body_json);
+          if (auto* fr = std::get_if<Frame>(&d)) {
+            fr->seq = m.seq;
+            frames.push_back(protocol::encode(*fr));
           }
         }
+        std::size_t first = frames.size(), bytes = 0;
+        while (first > 0 && bytes + frames[first - 1].size() + 1 <= kTranscriptBytes) bytes += frames[--first].size() + 1;
+        madoguchi::detail::JsonWriter w;
+        w.begin_array();
+        for (std::size_t i = first; i < frames.size(); ++i) w.raw(frames[i]);
         w.end_array();
         out.messages_json = w.take();
         send(s, out);

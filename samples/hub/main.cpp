@@ -62,21 +62,33 @@ int fail(const std::string& message) {
   return 1;
 }
 
+// The terminal's settings while --hash-password reads without echo, for a Ctrl-C to restore.
+termios g_saved_tty{};
+
+void restore_tty_and_die(int sig) {
+  tcsetattr(STDIN_FILENO, TCSAFLUSH, &g_saved_tty);  // async-signal-safe, like the rest
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
 // --hash-password: reads a password from standard input (its first line; without echo, after
 // a prompt, from a terminal) and prints its hash for the config's "password_hash".
 int hash_password() {
-  const bool tty = isatty(STDIN_FILENO) == 1;
-  termios saved{};
-  if (tty && tcgetattr(STDIN_FILENO, &saved) == 0) {
-    termios quiet = saved;
-    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
-    tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+  const bool quiet = isatty(STDIN_FILENO) == 1 && tcgetattr(STDIN_FILENO, &g_saved_tty) == 0;
+  if (quiet) {
+    std::signal(SIGINT, restore_tty_and_die);
+    std::signal(SIGTERM, restore_tty_and_die);
+    termios no_echo = g_saved_tty;
+    no_echo.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &no_echo);
     std::fprintf(stderr, "password: ");
   }
   std::string password;
   const bool read = static_cast<bool>(std::getline(std::cin, password));
-  if (tty) {
-    tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+  if (quiet) {
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &g_saved_tty);
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
     std::fprintf(stderr, "\n");
   }
   if (!password.empty() && password.back() == '\r') password.pop_back();

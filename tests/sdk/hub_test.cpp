@@ -140,6 +140,35 @@ std::unique_ptr<Client> visitor(const std::string& url, const std::string& state
   return std::move(*c);
 }
 
+// A message as the hub stores it: a visitor's (its client id kept) or the bot's.
+hub::NewMessage stored_message(const std::string& sender, const std::string& id, const std::string& text) {
+  protocol::Frame f;
+  f.type = protocol::FrameType::kMessage;
+  f.id = id;
+  f.from = sender;
+  f.text = text;
+  f.at = 1;
+  hub::NewMessage m;
+  m.client_id = sender == "visitor" ? id : "";
+  m.sender = sender;
+  m.kind = "message";
+  m.body_json = protocol::encode(f);
+  m.created_ms = 1;
+  return m;
+}
+
+// An agent logged in to the hub on `port` (its welcome received), its events in `rec`.
+std::unique_ptr<AgentClient> logged_in_agent(int port, const std::string& name, const std::string& password,
+                                             mdg_test::Recorder<AgentEvent>& rec) {
+  auto agent = mdg_test::make_client(
+      mdg_test::agent_config("ws://127.0.0.1:" + std::to_string(port) + "/v1/agent", name, password, rec));
+  REQUIRE(agent->start());
+  REQUIRE(rec.wait([](const auto& evs) {
+    return mdg_test::find(evs, [](const AgentEvent& e) { return e.kind == AgentEvent::Kind::kWelcome; }) >= 0;
+  }));
+  return agent;
+}
+
 // A visitor's conversation from a first run of the hub on the store at `path` (the visitor's
 // token stays in `state`): "返品したい", acknowledged and answered.
 std::string first_conversation(const std::string& path, const std::string& state) {
@@ -305,19 +334,7 @@ TEST_SUITE("sdk.hub") {
     {
       auto store = hub::open_sqlite_store(path);
       REQUIRE(store.is_ok());
-      protocol::Frame f;
-      f.type = protocol::FrameType::kMessage;
-      f.id = "m-before-the-crash";
-      f.from = "visitor";
-      f.text = "送料はいくらですか";
-      f.at = 1;
-      hub::NewMessage m;
-      m.client_id = f.id;
-      m.sender = "visitor";
-      m.kind = "message";
-      m.body_json = protocol::encode(f);
-      m.created_ms = 1;
-      REQUIRE((*store)->append(conversation, m).is_ok());
+      REQUIRE((*store)->append(conversation, stored_message("visitor", "m-before-the-crash", "送料はいくらですか")).is_ok());
     }
     auto sqlite = hub::open_sqlite_store(path);
     REQUIRE(sqlite.is_ok());
@@ -349,21 +366,9 @@ TEST_SUITE("sdk.hub") {
       REQUIRE(store.is_ok());
       REQUIRE((*store)->begin_batch().is_ok());
       for (int i = 0; i < 1500; ++i) {
-        for (const char* sender : {"visitor", "bot"}) {
-          protocol::Frame f;
-          f.type = protocol::FrameType::kMessage;
-          f.id = std::string(sender) + "-" + std::to_string(i);
-          f.from = sender;
-          f.text = std::string(sender == std::string("bot") ? "answer " : "question ") + std::to_string(i);
-          f.at = 1;
-          hub::NewMessage m;
-          m.client_id = sender == std::string("bot") ? "" : f.id;
-          m.sender = sender;
-          m.kind = "message";
-          m.body_json = protocol::encode(f);
-          m.created_ms = 1;
-          REQUIRE((*store)->append(conversation, m).is_ok());
-        }
+        const std::string n = std::to_string(i);
+        REQUIRE((*store)->append(conversation, stored_message("visitor", "visitor-" + n, "question " + n)).is_ok());
+        REQUIRE((*store)->append(conversation, stored_message("bot", "bot-" + n, "answer " + n)).is_ok());
       }
       REQUIRE((*store)->end_batch().is_ok());
     }
@@ -402,19 +407,9 @@ TEST_SUITE("sdk.hub") {
       REQUIRE(store.is_ok());
       REQUIRE((*store)->begin_batch().is_ok());
       for (int i = 0; i < 3000; ++i) {
-        protocol::Frame f;
-        f.type = protocol::FrameType::kMessage;
-        f.id = "visitor-" + std::to_string(i);
-        f.from = "visitor";
-        f.text = "question " + std::to_string(i) + " " + std::string(1000, 'x');
-        f.at = 1;
-        hub::NewMessage m;
-        m.client_id = f.id;
-        m.sender = "visitor";
-        m.kind = "message";
-        m.body_json = protocol::encode(f);
-        m.created_ms = 1;
-        REQUIRE((*store)->append(conversation, m).is_ok());
+        const std::string n = std::to_string(i);
+        const std::string text = "question " + n + " " + std::string(1000, 'x');
+        REQUIRE((*store)->append(conversation, stored_message("visitor", "visitor-" + n, text)).is_ok());
       }
       REQUIRE((*store)->end_batch().is_ok());
     }
@@ -424,12 +419,7 @@ TEST_SUITE("sdk.hub") {
     cfg.agents = {{"sato", "pw", ""}};
     InProcessHub hub(cfg, std::move(*sqlite));
     mdg_test::Recorder<AgentEvent> rec;
-    auto sato = mdg_test::make_client(
-        mdg_test::agent_config("ws://127.0.0.1:" + std::to_string(hub.port()) + "/v1/agent", "sato", "pw", rec));
-    REQUIRE(sato->start());
-    REQUIRE(rec.wait([](const auto& evs) {
-      return mdg_test::find(evs, [](const AgentEvent& e) { return e.kind == AKind::kWelcome; }) >= 0;
-    }));
+    auto sato = logged_in_agent(hub.port(), "sato", "pw", rec);
     REQUIRE(sato->take(conversation));
     auto is_conversation = [](const AgentEvent& e) { return e.kind == AKind::kConversation; };
     REQUIRE(rec.wait([&](const auto& evs) { return mdg_test::find(evs, is_conversation) >= 0; }));
@@ -655,11 +645,7 @@ TEST_SUITE("sdk.hub") {
     const std::string conversation = v->conversation();
 
     mdg_test::Recorder<AgentEvent> srec;
-    auto sato = mdg_test::make_client(mdg_test::agent_config(agent_url, "sato", "pw", srec));
-    REQUIRE(sato->start());
-    REQUIRE(srec.wait([](const auto& evs) {
-      return mdg_test::find(evs, [](const AgentEvent& e) { return e.kind == AKind::kWelcome; }) >= 0;
-    }));
+    auto sato = logged_in_agent(hub.port(), "sato", "pw", srec);
     REQUIRE(sato->take(conversation));
     REQUIRE(vrec.wait([&](const auto& evs) { return count(evs, is_event("agent_joined")) == 1; }));
     REQUIRE(sato->close(2000));  // sato goes away and does not come back
@@ -691,7 +677,6 @@ TEST_SUITE("sdk.hub") {
   }
 
   TEST_CASE("hub: after a restart, the grace of the agents holding conversations runs from the start") {
-    using AKind = AgentEvent::Kind;
     mdg_test::TempDir dir("madoguchi-hub-test");
     const std::string path = dir.file("hub.db");
     hub::HubConfig cfg;
@@ -711,12 +696,7 @@ TEST_SUITE("sdk.hub") {
       REQUIRE(vrec.wait([&](const auto& evs) { return count(evs, is_event("handoff_started")) == 1; }));
       conversation = v->conversation();
       mdg_test::Recorder<AgentEvent> srec;
-      auto sato = mdg_test::make_client(
-          mdg_test::agent_config("ws://127.0.0.1:" + std::to_string(hub.port()) + "/v1/agent", "sato", "pw", srec));
-      REQUIRE(sato->start());
-      REQUIRE(srec.wait([](const auto& evs) {
-        return mdg_test::find(evs, [](const AgentEvent& e) { return e.kind == AKind::kWelcome; }) >= 0;
-      }));
+      auto sato = logged_in_agent(hub.port(), "sato", "pw", srec);
       REQUIRE(sato->take(conversation));
       REQUIRE(vrec.wait([&](const auto& evs) { return count(evs, is_event("agent_joined")) == 1; }));
       // The hub stops with sato still holding the conversation (the clients go with it).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import queue
 import re
@@ -67,6 +68,7 @@ class Hub:
         self.agents = dict(AGENTS)
         self.agents.update(HASHED_AGENTS)
         self.agent_hashes = {name: scrypt_hash(password) for name, password in HASHED_AGENTS.items()}
+        self.config: dict = {}  # settings for a --config file (docs/hub.md), on the next start
         self.proc: Optional[subprocess.Popen] = None
         self.port: Optional[int] = None
         self.starts = 0
@@ -97,6 +99,10 @@ class Hub:
         for name, password in self.agents.items():
             cmd += ["--agent", f"{name}:{self.agent_hashes.get(name, password)}"]
         cmd += ["--secret", self.secret]
+        if self.config:
+            path = self.log_path.with_name("hub.config.json")
+            path.write_text(json.dumps(self.config), encoding="utf-8")
+            cmd += ["--config", str(path)]
         return cmd
 
     # -- life cycle ---------------------------------------------------------------------

@@ -413,6 +413,27 @@ async def test_waiting_visitors_are_told_their_place_as_the_queue_moves(hub):
 
 
 @async_test
+async def test_an_agent_who_goes_away_leaves_the_conversation_to_the_queue(hub):
+    hub.config = {"agent_grace_ms": 300}
+    hub.terminate()
+    hub.start()
+    v, _, _, _ = await start_handoff(hub)
+    sato = await new_agent(hub, "sato")
+    await sato.take(v.conversation, timeout=T)
+    await v.next_event("agent_joined", timeout=T)
+    await sato.disconnect()  # and does not come back
+    left = await v.next_event("agent_left", timeout=T)
+    assert left["data"] == {"agent": "sato"} and isinstance(left.get("seq"), int), left
+    place = await v.next_event("queue_position", timeout=T)
+    assert place["data"] == {"queue_position": 1}, place
+    suzuki = await new_agent(hub, "suzuki")
+    waiting = [c for c in suzuki.last_queue if c["conversation"] == v.conversation]
+    assert waiting and waiting[0]["state"] == "waiting" and "agent" not in waiting[0], suzuki.last_queue
+    for c in (v, suzuki):
+        await c.disconnect()
+
+
+@async_test
 async def test_typing_and_read_between_visitor_and_agent(hub):
     v, ack, _, _ = await start_handoff(hub)
     conv = v.conversation

@@ -96,8 +96,8 @@ class InProcessHub {
   std::string url() const { return "ws://127.0.0.1:" + std::to_string(hub_->port()) + "/v1/visitor"; }
   int port() const { return hub_->port(); }
 
-  // GET /metrics over a plain socket; the value of one unlabelled metric, or -1.
-  double metric(const std::string& name) const {
+  // GET `path` over a plain socket: the whole response, status line first.
+  std::string get(const std::string& path) const {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     REQUIRE(fd >= 0);
     sockaddr_in addr{};
@@ -105,12 +105,18 @@ class InProcessHub {
     addr.sin_port = htons(static_cast<std::uint16_t>(hub_->port()));
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    const std::string req = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    const std::string req = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
     REQUIRE(::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size()));
-    std::string body;
+    std::string response;
     char buf[4096];
-    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) body.append(buf, static_cast<std::size_t>(n));
+    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) response.append(buf, static_cast<std::size_t>(n));
     ::close(fd);
+    return response;
+  }
+
+  // GET /metrics; the value of one metric (with its labels, if any), or -1.
+  double metric(const std::string& name) const {
+    const std::string body = get("/metrics");
     auto at = body.find("\n" + name + " ");
     if (at == std::string::npos) return -1;
     return std::stod(body.substr(at + name.size() + 2));
@@ -222,6 +228,29 @@ TEST_SUITE("sdk.hub") {
     int visitor_copies = 0;
     for (const auto& m : *msgs) visitor_copies += m.client_id == *id ? 1 : 0;
     CHECK(visitor_copies == 1);
+  }
+
+  TEST_CASE("hub: /healthz says 503 while the store's commits fail, and ok again after one succeeds") {
+    mdg_test::TempDir dir("madoguchi-hub-test");
+    auto sqlite = hub::open_sqlite_store(dir.file("hub.db"));
+    REQUIRE(sqlite.is_ok());
+    auto store = std::make_unique<CommitFailingStore>(std::move(*sqlite));
+    CommitFailingStore& faulty = *store;
+    InProcessHub hub({}, std::move(store));
+    CHECK(hub.get("/healthz").rfind("HTTP/1.1 200", 0) == 0);
+
+    faulty.fail_commits = 1000000;  // every commit "fails" from now on
+    Recorder rec;
+    auto client = visitor(hub.url(), dir.file("visitor.json"), rec);
+    REQUIRE(client->send("送料はいくらですか").is_ok());
+    REQUIRE(eventually([&] { return hub.get("/healthz").rfind("HTTP/1.1 503", 0) == 0; }));
+    const std::string failing = hub.get("/healthz");
+    CHECK(failing.find("store failing: store test: end_batch: disk I/O error (injected)") != std::string::npos);
+
+    faulty.fail_commits = 0;  // the disk is back: the client's resend commits
+    REQUIRE(rec.wait([&](const auto& evs) { return count(evs, is_bot) >= 1; }));
+    CHECK(eventually([&] { return hub.get("/healthz").rfind("HTTP/1.1 200", 0) == 0; }));
+    CHECK(client->close(5000));
   }
 
   TEST_CASE("hub: many visitors at once share commits") {

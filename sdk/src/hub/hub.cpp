@@ -540,6 +540,7 @@ struct Hub::Impl {
   // Metrics.
   std::uint64_t frames_received = 0, messages_stored = 0, duplicates = 0;
   std::uint64_t commits = 0, failed_commits = 0, conversations_evicted = 0;
+  std::string store_failing;  // the last commit's error, until a commit succeeds (/healthz)
   std::map<std::string, std::uint64_t> errors_sent;
   std::map<std::string, std::uint64_t> bot_replies;
 
@@ -1338,7 +1339,11 @@ struct Hub::Impl {
     if (batch_open) {
       batch_open = false;
       ++commits;
-      if (auto st = store->end_batch(); !st) lose_turn(st);
+      if (auto st = store->end_batch(); !st) {
+        lose_turn(st);
+      } else {
+        store_failing.clear();
+      }
     }
     for (Session* s : touched) s->touched = false;
     touched.clear();
@@ -1347,6 +1352,7 @@ struct Hub::Impl {
   // The commit failed: nothing of this turn is stored, so nothing of it may be sent.
   void lose_turn(const Status& st) {
     ++failed_commits;
+    store_failing = st.message();
     cfg.logger.log(LogLevel::kError, "store: " + st.message() + "; the " + std::to_string(touched.size()) +
                                          " connection(s) involved are closed and will resend");
     for (Session* s : touched) {
@@ -1545,7 +1551,17 @@ struct Hub::Impl {
     unsigned int status = HTTP_STATUS_OK;
     const char* type = "text/plain; charset=utf-8";
     if (uri == "/healthz") {
-      body = "ok\n";
+      // 503 while the hub stops (a load balancer sends new visitors elsewhere) and while the
+      // store's commits fail (nothing new can be acknowledged).
+      if (stop_requested) {
+        status = HTTP_STATUS_SERVICE_UNAVAILABLE;
+        body = "stopping\n";
+      } else if (!store_failing.empty()) {
+        status = HTTP_STATUS_SERVICE_UNAVAILABLE;
+        body = "store failing: " + store_failing + "\n";
+      } else {
+        body = "ok\n";
+      }
     } else if (uri == "/metrics") {
       body = metrics();
       type = "text/plain; version=0.0.4; charset=utf-8";

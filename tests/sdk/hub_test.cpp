@@ -163,6 +163,16 @@ hub::NewMessage stored_message(const std::string& sender, const std::string& id,
   return m;
 }
 
+// Appends `messages` to `conversation` in the store at `path` (no hub running), in one commit.
+void store_messages(const std::string& path, const std::string& conversation,
+                    const std::vector<hub::NewMessage>& messages) {
+  auto store = hub::open_sqlite_store(path);
+  REQUIRE(store.is_ok());
+  REQUIRE((*store)->begin_batch().is_ok());
+  for (const auto& m : messages) REQUIRE((*store)->append(conversation, m).is_ok());
+  REQUIRE((*store)->end_batch().is_ok());
+}
+
 // An agent logged in to the hub on `port` (its welcome received), its events in `rec`.
 std::unique_ptr<AgentClient> logged_in_agent(int port, const std::string& name, const std::string& password,
                                              mdg_test::Recorder<AgentEvent>& rec) {
@@ -360,11 +370,7 @@ TEST_SUITE("sdk.hub") {
     const std::string conversation = first_conversation(path, state);
     // What a crash leaves between the commit of a visitor's message (acknowledged) and the
     // commit of the bot's answer: the message, stored last.
-    {
-      auto store = hub::open_sqlite_store(path);
-      REQUIRE(store.is_ok());
-      REQUIRE((*store)->append(conversation, stored_message("visitor", "m-before-the-crash", "送料はいくらですか")).is_ok());
-    }
+    store_messages(path, conversation, {stored_message("visitor", "m-before-the-crash", "送料はいくらですか")});
     auto sqlite = hub::open_sqlite_store(path);
     REQUIRE(sqlite.is_ok());
     InProcessHub hub({}, std::move(*sqlite));
@@ -390,17 +396,13 @@ TEST_SUITE("sdk.hub") {
     const std::string state = dir.file("visitor.json");
     const std::string conversation = first_conversation(path, state);
     // 1,500 more turns, as months of visits would leave them: more than the hub reads back.
-    {
-      auto store = hub::open_sqlite_store(path);
-      REQUIRE(store.is_ok());
-      REQUIRE((*store)->begin_batch().is_ok());
-      for (int i = 0; i < 1500; ++i) {
-        const std::string n = std::to_string(i);
-        REQUIRE((*store)->append(conversation, stored_message("visitor", "visitor-" + n, "question " + n)).is_ok());
-        REQUIRE((*store)->append(conversation, stored_message("bot", "bot-" + n, "answer " + n)).is_ok());
-      }
-      REQUIRE((*store)->end_batch().is_ok());
+    std::vector<hub::NewMessage> turns;
+    for (int i = 0; i < 1500; ++i) {
+      const std::string n = std::to_string(i);
+      turns.push_back(stored_message("visitor", "visitor-" + n, "question " + n));
+      turns.push_back(stored_message("bot", "bot-" + n, "answer " + n));
     }
+    store_messages(path, conversation, turns);
     {
       auto sqlite = hub::open_sqlite_store(path);
       REQUIRE(sqlite.is_ok());
@@ -431,17 +433,12 @@ TEST_SUITE("sdk.hub") {
     mdg_test::TempDir dir("madoguchi-hub-test");
     const std::string path = dir.file("hub.db");
     const std::string conversation = first_conversation(path, dir.file("visitor.json"));
-    {  // 3,000 messages of about 1 KB: more than a conversation frame carries
-      auto store = hub::open_sqlite_store(path);
-      REQUIRE(store.is_ok());
-      REQUIRE((*store)->begin_batch().is_ok());
-      for (int i = 0; i < 3000; ++i) {
-        const std::string n = std::to_string(i);
-        const std::string text = "question " + n + " " + std::string(1000, 'x');
-        REQUIRE((*store)->append(conversation, stored_message("visitor", "visitor-" + n, text)).is_ok());
-      }
-      REQUIRE((*store)->end_batch().is_ok());
+    std::vector<hub::NewMessage> long_ones;  // 3,000 of about 1 KB: more than a conversation frame carries
+    for (int i = 0; i < 3000; ++i) {
+      const std::string n = std::to_string(i);
+      long_ones.push_back(stored_message("visitor", "visitor-" + n, "question " + n + " " + std::string(1000, 'x')));
     }
+    store_messages(path, conversation, long_ones);
     auto sqlite = hub::open_sqlite_store(path);
     REQUIRE(sqlite.is_ok());
     hub::HubConfig cfg;

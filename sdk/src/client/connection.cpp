@@ -865,8 +865,9 @@ void Connection::on_error(const Frame& f) {
     case ErrorKind::kRateLimited:
     case ErrorKind::kInternal:
       if (!welcomed_ && f.id.empty()) {
-        // The hello itself was turned away (a hub busy checking agents' passwords): connect
-        // again after the back-off, which says hello again.
+        // The hello itself was turned away (a hub busy checking agents' passwords, or one that
+        // could not store a new conversation): connect again after the back-off, which says
+        // hello again.
         closing_ws_ = true;
         want_write();
         return;

@@ -584,6 +584,7 @@ TEST_SUITE("sdk.hub") {
     CHECK_FALSE(hub::hash_agent_password("").is_ok());
     CHECK_FALSE(hub::hash_agent_password("pw", hub::kMinPasswordCost - 1).is_ok());
     CHECK_FALSE(hub::hash_agent_password("pw", hub::kMaxPasswordCost + 1).is_ok());
+    static_assert(128 * 8 * (1 << hub::kMaxPasswordCost) == 256 << 20);  // what the hub accepts: r = 8
   }
 
   TEST_CASE("hub: agents turned away while passwords are being checked come back and get in") {

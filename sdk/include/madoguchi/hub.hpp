@@ -96,8 +96,9 @@ class Hub {
 // Agent password hashes: scrypt with a random salt, in the PHC string format
 // "$scrypt$ln=<cost>,r=8,p=1$<salt>$<key>" (base64 without padding). The cost is log2 of
 // scrypt's N: 15 takes 32 MiB and 0.1-0.2 s of one core for each login, which the hub
-// checks on a thread of its own (docs/hub.md, "Agent accounts").
-constexpr int kMinPasswordCost = 10, kMaxPasswordCost = 20, kDefaultPasswordCost = 15;
+// checks on a thread of its own (docs/hub.md, "Agent accounts"); 18 takes 256 MiB, the most
+// the hub lets a check take.
+constexpr int kMinPasswordCost = 10, kMaxPasswordCost = 18, kDefaultPasswordCost = 15;
 // Errors: kInvalidArgument (empty password, cost out of range), kInternal (no memory or
 // randomness).
 Result<std::string> hash_agent_password(std::string_view password, int cost = kDefaultPasswordCost);

@@ -15,6 +15,7 @@ namespace madoguchi::hub {
 namespace {
 
 constexpr int kR = 8, kP = 1;                        // what hash_agent_password() writes
+constexpr int kMaxLog2N = 20;                        // in a hash the hub reads (with a smaller r)
 constexpr std::size_t kSaltBytes = 16, kKeyBytes = 32;
 constexpr std::uint64_t kMaxMemory = 256ull << 20;   // 128 · r · N · p, the memory scrypt takes
 constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -103,9 +104,9 @@ Result<PasswordHash> parse_password_hash(std::string_view text) {
       !params.empty()) {
     return invalid_argument("the parameters must read \"ln=<log2 N>,r=<r>,p=<p>\"" + how);
   }
-  if (h.log2_n < kMinPasswordCost || h.log2_n > kMaxPasswordCost || h.r < 1 || h.r > 64 || h.p < 1 || h.p > 16) {
+  if (h.log2_n < kMinPasswordCost || h.log2_n > kMaxLog2N || h.r < 1 || h.r > 64 || h.p < 1 || h.p > 16) {
     return invalid_argument("parameters out of range: ln must be " + std::to_string(kMinPasswordCost) + ".." +
-                            std::to_string(kMaxPasswordCost) + ", r 1..64, p 1..16");
+                            std::to_string(kMaxLog2N) + ", r 1..64, p 1..16");
   }
   const std::uint64_t memory = 128ull * static_cast<std::uint64_t>(h.r) * (std::uint64_t{1} << h.log2_n) *
                                static_cast<std::uint64_t>(h.p);

@@ -375,6 +375,9 @@ constexpr std::size_t kTranscriptMessages = 10000, kTranscriptBytes = 2u << 20;
 // Places in the queue are counted up to here (queue_position; further back, none is told).
 constexpr std::size_t kQueuePositions = 10000;
 
+// A queue frame lists this many waiting conversations at most, and as many with an agent.
+constexpr std::size_t kQueueEntries = 500;
+
 // retry_after_ms of a hello turned away because LoginChecks has kMaxWaiting checks waiting.
 constexpr std::int64_t kLoginRetryMs = 1000;
 
@@ -728,40 +731,47 @@ struct Hub::Impl {
     return std::string(reason);
   }
 
-  std::string queue_json() {
+  // The conversations in `state`, best first (none when the store fails).
+  std::vector<ConversationRecord> in_state(const char* state, std::size_t limit) {
+    auto list = store->conversations_in_state(state, limit);
+    return list ? std::move(*list) : std::vector<ConversationRecord>{};
+  }
+
+  // The queue frame's conversations: the first kQueueEntries of `waiting` (best first), then
+  // those with an agent.
+  std::string queue_json(const std::vector<ConversationRecord>& waiting) {
     madoguchi::detail::JsonWriter w;
+    auto entry = [&w](const ConversationRecord& r) {
+      w.begin_object().field("conversation", r.id).field("state", r.state).field("priority", r.priority);
+      w.field("reason", handoff_reason(r.handoff_json));
+      w.field("locale", r.locale).field("since", static_cast<std::int64_t>(r.updated_ms));
+      if (!r.assigned_agent.empty()) w.field("agent", r.assigned_agent);
+      w.end_object();
+    };
     w.begin_array();
-    for (const char* state : {"waiting", "agent"}) {
-      auto list = store->conversations_in_state(state, 500);
-      if (!list) continue;
-      for (const auto& r : *list) {
-        w.begin_object().field("conversation", r.id).field("state", r.state).field("priority", r.priority);
-        w.field("reason", handoff_reason(r.handoff_json));
-        w.field("locale", r.locale).field("since", static_cast<std::int64_t>(r.updated_ms));
-        if (!r.assigned_agent.empty()) w.field("agent", r.assigned_agent);
-        w.end_object();
-      }
-    }
+    for (std::size_t i = 0; i < std::min(waiting.size(), kQueueEntries); ++i) entry(waiting[i]);
+    for (const auto& r : in_state("agent", kQueueEntries)) entry(r);
     w.end_array();
     return w.take();
   }
+  std::string queue_json() { return queue_json(in_state("waiting", kQueueEntries)); }
 
   // The queue changed: the agents get it again, and the visitors waiting in it their new
   // places (queue_position events, not stored).
   void broadcast_queue() {
-    tell_queue_positions();
+    const std::vector<ConversationRecord> waiting = in_state("waiting", kQueuePositions);
+    tell_queue_positions(waiting);
     if (agents_by_name.empty()) return;
     Frame q;
     q.type = FrameType::kQueue;
-    q.conversations_json = queue_json();
+    q.conversations_json = queue_json(waiting);
     to_all_agents(protocol::encode(q));
   }
 
   int queue_position(const std::string& id) {
-    auto list = store->conversations_in_state("waiting", kQueuePositions);
-    if (!list) return 0;
-    for (std::size_t i = 0; i < list->size(); ++i) {
-      if ((*list)[i].id == id) return static_cast<int>(i + 1);
+    const std::vector<ConversationRecord> waiting = in_state("waiting", kQueuePositions);
+    for (std::size_t i = 0; i < waiting.size(); ++i) {
+      if (waiting[i].id == id) return static_cast<int>(i + 1);
     }
     return 0;
   }
@@ -786,12 +796,10 @@ struct Hub::Impl {
     for (Session* s : v->second) send(*s, json);
   }
 
-  void tell_queue_positions() {
-    auto list = store->conversations_in_state("waiting", kQueuePositions);
-    if (!list) return;
-    for (std::size_t i = 0; i < list->size(); ++i) {
-      if (!visitors_of.contains((*list)[i].id)) continue;
-      auto c = conversations.find((*list)[i].id);
+  void tell_queue_positions(const std::vector<ConversationRecord>& waiting) {
+    for (std::size_t i = 0; i < waiting.size(); ++i) {
+      if (!visitors_of.contains(waiting[i].id)) continue;
+      auto c = conversations.find(waiting[i].id);
       if (c != conversations.end()) tell_position(*c->second, static_cast<int>(i + 1));
     }
   }
@@ -1486,9 +1494,7 @@ struct Hub::Impl {
 
   // The agents of conversations held when the hub starts have no connection yet.
   void count_agents_gone() {
-    auto held = store->conversations_in_state("agent", kQueuePositions);
-    if (!held) return;
-    for (const auto& r : *held) {
+    for (const auto& r : in_state("agent", kQueuePositions)) {
       if (!agents_by_name.contains(r.assigned_agent)) agents_gone.try_emplace(r.assigned_agent, steady_seconds());
     }
   }

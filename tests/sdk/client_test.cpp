@@ -197,9 +197,10 @@ TEST_SUITE("sdk.client") {
     REQUIRE(rec.wait([&](const auto& seen) { return answered(seen, *id); }));
     CHECK(count(rec.events(), ack_of(*id)) == 1);
     CHECK(client->pending() == 0);
-    CHECK(outbox_ids(dir.file("state.json")).empty());
     const std::string conversation = client->conversation();
     CHECK(client->close(5000));
+    // The message left the state file with the write after its ack was delivered.
+    CHECK(outbox_ids(dir.file("state.json")).empty());
     hub.kill(SIGTERM);
     auto stored = stored_visitor_ids(dir.file("hub.db"), conversation);
     CHECK(stored == std::map<std::string, int>{{*id, 1}});
@@ -395,6 +396,79 @@ TEST_SUITE("sdk.client") {
     CHECK(client->close(0).code() == ErrorCode::kDeadlineExceeded);
     CHECK(count(rec.events(), state_is(ConnectionState::kConnecting)) == 1);  // no retry
     CHECK(outbox_ids(state) == std::vector<std::string>{"m-1"});
+  }
+
+  TEST_CASE("client: an ack the app never had keeps its message in the state file, and comes again") {
+    // Dispatch::kPoll, and the app stops before it polls the ack: the next client must give it
+    // the ack, not its own message back as a new one in the replay.
+    TempDir dir;
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
+    const std::string state = dir.file("state.json");
+    std::string id;
+    {
+      Recorder rec;
+      auto cfg = visitor_config(hub.url(), state, rec);
+      cfg.dispatch = Dispatch::kPoll;
+      auto first = make_client(std::move(cfg));
+      REQUIRE(first->start());
+      auto sent = first->send("送料はいくらですか");
+      REQUIRE(sent.is_ok());
+      id = *sent;
+      // The ack has come when the message leaves the outbox; nothing is polled.
+      const auto deadline = std::chrono::steady_clock::now() + kWait;
+      while (first->pending() != 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+      REQUIRE(first->pending() == 0);
+      CHECK(first->close(5000));
+      CHECK(rec.events().empty());
+    }
+    CHECK(outbox_ids(state) == std::vector<std::string>{id});
+
+    Recorder rec;
+    auto client = make_client(visitor_config(hub.url(), state, rec));
+    REQUIRE(client->start());
+    REQUIRE(rec.wait([&](const auto& seen) { return answered(seen, id); }));
+    CHECK(client->close(5000));
+    auto evs = rec.events();
+    CHECK(count(evs, ack_of(id)) == 1);
+    CHECK(evs[static_cast<std::size_t>(find(evs, ack_of(id)))].frame.duplicate);
+    CHECK(count(evs, [&](const ClientEvent& e) { return e.kind == Kind::kMessage && e.frame.id == id; }) == 0);
+    CHECK(outbox_ids(state).empty());
+    hub.kill(SIGTERM);
+    CHECK(stored_visitor_ids(dir.file("hub.db"), client->conversation()) == std::map<std::string, int>{{id, 1}});
+  }
+
+  TEST_CASE("client: a send() racing close() is either in the state file or refused") {
+    // Whatever the interleaving: every id send() returned is in the state file after close(),
+    // close() counts exactly those, and a send() after it is refused with kClosed.
+    TempDir dir;
+    const int port = free_port();  // nobody listens: nothing is acknowledged
+    const std::string url = "ws://127.0.0.1:" + std::to_string(port) + "/v1/visitor";
+    for (int round = 0; round < 20; ++round) {
+      const std::string state = dir.file("state-" + std::to_string(round) + ".json");
+      Recorder rec;
+      auto client = make_client(visitor_config(url, state, rec));
+      std::vector<std::string> ids;
+      std::atomic<bool> go{false};
+      std::thread sender([&] {
+        while (!go.load()) std::this_thread::yield();
+        for (;;) {
+          auto r = client->send("round " + std::to_string(round));
+          if (!r) {
+            CHECK(r.status().code() == ErrorCode::kClosed);
+            return;
+          }
+          ids.push_back(*r);
+        }
+      });
+      go = true;
+      while (client->pending() == 0) std::this_thread::yield();  // the sender is under way
+      Status closed = client->close(0);
+      sender.join();
+      CHECK(closed.code() == ErrorCode::kDeadlineExceeded);
+      CHECK(closed.message().find(std::to_string(ids.size()) + " message(s)") == 0);
+      CHECK(outbox_ids(state) == ids);
+    }
   }
 
   TEST_CASE("client: after an app restart the persisted outbox is sent, each message once") {

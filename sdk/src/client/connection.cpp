@@ -175,7 +175,8 @@ Status Connection::persist_held() {
     if (closed_) return Status::ok();  // the state file belongs to the next client now
     PersistedState s;
     save_locked(s);
-    s.outbox.reserve(outbox_.size());
+    s.outbox.reserve(acked_.size() + outbox_.size());
+    s.outbox.insert(s.outbox.end(), acked_.begin(), acked_.end());  // sent before the rest
     for (const auto& q : outbox_) s.outbox.push_back(q.msg);
     json = serialize_state(s);
     dirty_ = false;
@@ -226,7 +227,11 @@ void Connection::dispatch(std::function<void()> deliver) {
     std::lock_guard lock(mu_);
     dirty = dirty_;
   }
-  if (dirty && nctx_ && !destroying_) schedule(flush_timer_, kDirtyFlushMs, &Connection::on_flush_timer);
+  // Scheduled once: a stream of events less than kDirtyFlushMs apart (a long replay) must not
+  // push the write back until it stops.
+  if (dirty && nctx_ && !destroying_ && lws_dll2_is_detached(&flush_timer_.sul.list)) {
+    schedule(flush_timer_, kDirtyFlushMs, &Connection::on_flush_timer);
+  }
 }
 
 void Connection::set_state(ConnectionState s) {
@@ -428,24 +433,31 @@ Status Connection::close(int timeout_ms) {
     }
     thread_.join();
   }
-  bool dirty;
-  {
-    std::lock_guard lock(mu_);
-    stop_requested_ = true;
-    state_ = ConnectionState::kClosed;
-    dirty = dirty_ && !closed_;
-  }
-  if (dirty) {
-    if (Status st = persist(); !st) log(LogLevel::kError, st.message());
-  }
   std::size_t left;
   {
-    std::lock_guard lock(mu_);
-    closed_ = true;
-    left = committed_pending_locked();
-    events_cv_.notify_all();
+    // A send() writing the state file right now finishes first and is counted; one that
+    // comes after finds the client closed. Without this, a message could be written after
+    // the lock is released (into the next client's file) or not at all, and send() would
+    // still return its id.
+    std::lock_guard persist_lock(persist_mu_);
+    bool dirty;
+    {
+      std::lock_guard lock(mu_);
+      stop_requested_ = true;
+      state_ = ConnectionState::kClosed;
+      dirty = dirty_ && !closed_;
+    }
+    if (dirty) {
+      if (Status st = persist_held(); !st) log(LogLevel::kError, st.message());
+    }
+    {
+      std::lock_guard lock(mu_);
+      closed_ = true;
+      left = committed_pending_locked();
+      events_cv_.notify_all();
+    }
+    state_lock_.release();
   }
-  state_lock_.release();
   if (left == 0) return Status::ok();
   std::string where = cfg_.state_path.empty()
                           ? "they are lost: the " + cfg_.name + " has no state_path"
@@ -820,9 +832,20 @@ void Connection::on_ack(const Frame& f) {
     on_acked(f, nullptr);
     return;
   }
-  persist_or_report();
+  {
+    std::lock_guard lock(mu_);
+    acked_.push_back(*msg);  // still in the state file, which needs no write now
+  }
   on_acked(f, &*msg);
   check_shutdown_done();
+}
+
+void Connection::ack_delivered(const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto it = std::find_if(acked_.begin(), acked_.end(), [&](const OutboxEntry& m) { return m.id == id; });
+  if (it == acked_.end()) return;
+  acked_.erase(it);
+  mark_dirty_locked();
 }
 
 bool Connection::ack_from_replay(const Frame& message) {
@@ -830,7 +853,10 @@ bool Connection::ack_from_replay(const Frame& message) {
   auto msg = remove_from_outbox(message.id);
   if (!msg) return false;
   sent_ids_.erase(message.id);
-  persist_or_report();
+  {
+    std::lock_guard lock(mu_);
+    acked_.push_back(*msg);  // in the state file until the app has the ack, as in on_ack()
+  }
   Frame ack;
   ack.type = FrameType::kAck;
   ack.id = message.id;

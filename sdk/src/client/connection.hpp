@@ -142,8 +142,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   virtual std::string hello_json() = 0;
   // Every decoded frame from the hub except ack, error and pong, which Connection handles.
   virtual void on_frame(protocol::Frame& frame) = 0;
-  // The hub acknowledged `ack.id`. `msg` is the outbox message that left the outbox now (the
-  // state file is written already), or null when it had left before (a resend's second ack).
+  // The hub acknowledged `ack.id`. `msg` is the outbox message that left the outbox now (it
+  // stays in the state file until the app has the ack: see ack_delivered), or null when it
+  // had left before (a resend's second ack).
   virtual void on_acked(const protocol::Frame& ack, const OutboxEntry* msg) = 0;
   // Events for the app: an error frame (from the hub, or made here: kind internal for a state
   // file that cannot be written), and a change of current_state().
@@ -161,6 +162,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool ack_from_replay(const protocol::Frame& message);
   // Writes the state file now; a failure is logged and surfaced through emit_error.
   void persist_or_report();
+  // The app has had the kAck of `id` (on the thread that delivered it): the message leaves
+  // the state file with the next write.
+  void ack_delivered(const std::string& id);
   // Under mu_: something worth writing to the state file soon, but not at once.
   void mark_dirty_locked() { dirty_ = true; }
   // Writes a frame on this connection (after the welcome), before outbox messages.
@@ -202,6 +206,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // ---- shared: guarded by mu_ -----------------------------------------------------------
   std::condition_variable events_cv_;
   std::deque<Queued> outbox_;
+  // Messages the hub has acknowledged whose kAck the app has not had yet. They stay in the
+  // state file until it has: if the app stops first (a crash, or kPoll events never polled),
+  // the next client sends them again and gets their ack (duplicate), where it would otherwise
+  // get its own message back in the replay as a new one.
+  std::deque<OutboxEntry> acked_;
   ConnectionState state_ = ConnectionState::kDisconnected;
   bool dirty_ = false;              // the state file is behind (written soon)
   std::deque<std::string> control_;  // frames for the network thread
@@ -315,7 +324,10 @@ class EventConnection : public Connection {
     emit(std::move(ev));
   }
   // Runs on_event (on the network thread or in poll()).
-  virtual void deliver(const Event& ev) { call(on_event_, ev); }
+  virtual void deliver(const Event& ev) {
+    call(on_event_, ev);
+    if (ev.kind == Event::Kind::kAck) ack_delivered(ev.frame.id);
+  }
 
   void emit_state() override {
     Event ev;

@@ -240,6 +240,39 @@ TEST_SUITE("sdk.hub") {
     CHECK(visitor_copies == 1);
   }
 
+  TEST_CASE("hub: a failed commit leaves the other conversations in memory, with their questions") {
+    // Only the conversations the failed turn wrote to ran ahead of the store. Dropping the
+    // others too dropped the answers the bot was working on for them, and their visitors,
+    // whose connections stay open, waited for ever.
+    mdg_test::TempDir dir("madoguchi-hub-test");
+    auto sqlite = hub::open_sqlite_store(dir.file("hub.db"));
+    REQUIRE(sqlite.is_ok());
+    auto store = std::make_unique<CommitFailingStore>(std::move(*sqlite));
+    CommitFailingStore& faulty = *store;
+    InProcessHub hub({}, std::move(store));
+    Recorder rec_a, rec_b;
+    auto a = visitor(hub.url(), dir.file("a.json"), rec_a);
+    auto b = visitor(hub.url(), dir.file("b.json"), rec_b);
+    auto first = a->send("送料はいくらですか");
+    REQUIRE(first.is_ok());
+    REQUIRE(rec_a.wait([&](const auto& evs) { return count(evs, ack_of(*first)) == 1 && count(evs, is_bot) == 1; }));
+    REQUIRE(rec_b.wait([](const auto& evs) { return count(evs, [](const ClientEvent& e) { return e.kind == Kind::kWelcome; }) == 1; }));
+    CHECK(hub.metric("madoguchi_conversations_cached") == 2);
+
+    faulty.fail_commits = 1;  // B's turn "fails"; A's conversation is not in it
+    auto id = b->send("返品したいです");
+    REQUIRE(id.is_ok());
+    REQUIRE(rec_b.wait([&](const auto& evs) { return count(evs, ack_of(*id)) == 1 && count(evs, is_bot) == 1; }));
+    CHECK(hub.metric("madoguchi_store_failed_commits_total") == 1);
+    CHECK(hub.metric("madoguchi_conversations_cached") == 2);  // A's never left; B's came back
+    auto second = a->send("How do I return an item?");
+    REQUIRE(second.is_ok());
+    REQUIRE(rec_a.wait([&](const auto& evs) { return count(evs, ack_of(*second)) == 1 && count(evs, is_bot) == 2; }));
+    CHECK(count(rec_a.events(), [](const ClientEvent& e) { return e.kind == Kind::kWelcome; }) == 1);
+    CHECK(a->close(5000));
+    CHECK(b->close(5000));
+  }
+
   TEST_CASE("hub: /healthz says 503 while the store's commits fail, and ok again after one succeeds") {
     mdg_test::TempDir dir("madoguchi-hub-test");
     auto sqlite = hub::open_sqlite_store(dir.file("hub.db"));

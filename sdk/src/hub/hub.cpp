@@ -539,6 +539,7 @@ struct Hub::Impl {
   std::vector<Session*> ready;    // sessions with frames in their inbox
   bool batch_open = false;
   std::vector<Session*> touched;  // sessions sent to while the batch is open
+  std::unordered_set<std::string> written;  // conversations written to while the batch is open
 
   // Metrics.
   std::uint64_t frames_received = 0, messages_stored = 0, duplicates = 0;
@@ -690,6 +691,7 @@ struct Hub::Impl {
 
   Status save(Conversation& c) {
     c.record.updated_ms = now_ms();
+    if (batch_open) written.insert(c.record.id);
     return store->update_conversation(c.record);
   }
 
@@ -706,6 +708,7 @@ struct Hub::Impl {
     m.kind = std::move(kind);
     m.body_json = protocol::encode(f);
     m.created_ms = f.at;
+    if (batch_open) written.insert(c.record.id);
     MDG_ASSIGN_OR_RETURN(auto r, store->append(c.record.id, m));
     if (!r.duplicate) ++messages_stored;
     c.record.last_seq = std::max(c.record.last_seq, r.seq);
@@ -927,7 +930,15 @@ struct Hub::Impl {
       auto id = check_visitor_token(cfg.secret, f.token, now_ms());
       if (!id) return send_error(s, ErrorKind::kUnauthorized, "hello: " + id.status().message());
       auto loaded = load(*id);
-      if (!loaded) return send_error(s, ErrorKind::kUnauthorized, "hello: the token's conversation does not exist");
+      if (!loaded && loaded.status().code() == ErrorCode::kNotFound) {
+        return send_error(s, ErrorKind::kUnauthorized, "hello: the token's conversation does not exist");
+      }
+      if (!loaded) {
+        // The store failed, not the token: a refusal would be final for the client, which
+        // would then never send its outbox. Turned away like this, it says hello again later.
+        cfg.logger.log(LogLevel::kError, "store: " + loaded.status().message());
+        return send_error(s, ErrorKind::kInternal, "hello: the conversation could not be read; try again");
+      }
       c = *loaded;
     } else {
       ConversationRecord rec;
@@ -940,6 +951,7 @@ struct Hub::Impl {
       w.end_object();
       rec.visitor_json = w.take();
       rec.created_ms = rec.updated_ms = now_ms();
+      if (batch_open) written.insert(rec.id);
       if (auto st = store->create_conversation(rec); !st) {
         cfg.logger.log(LogLevel::kError, "store: " + st.message());
         return send_error(s, ErrorKind::kInternal, "the conversation could not be stored; try again");
@@ -972,7 +984,11 @@ struct Hub::Impl {
       auto batch = store->messages_after(c.record.id, after, 500);
       if (!batch) {
         cfg.logger.log(LogLevel::kError, "store: " + batch.status().message());
-        return send_error(s, ErrorKind::kInternal, "the conversation could not be read; reconnect to retry");
+        // Closed, not left open: a frame sent after this one would carry a higher seq, and a
+        // client that took it would count the frames it missed as seen. It reconnects and
+        // asks for them again.
+        send_error(s, ErrorKind::kInternal, "the conversation could not be read; reconnect to retry");
+        return close(s, 1011);
       }
       for (const auto& m : *batch) {
         auto f = protocol::decode(m.body_json);
@@ -1355,6 +1371,7 @@ struct Hub::Impl {
     }
     for (Session* s : touched) s->touched = false;
     touched.clear();
+    written.clear();
   }
 
   // The commit failed: nothing of this turn is stored, so nothing of it may be sent.
@@ -1368,8 +1385,11 @@ struct Hub::Impl {
       send_error(*s, ErrorKind::kInternal, "the hub could not store the last messages; reconnect and send them again");
       close(*s, 1011);
     }
-    // The records in memory ran ahead of the store: read them again when next used.
-    conversations.clear();
+    // The records in memory of the conversations this turn wrote to ran ahead of the store:
+    // read them again when next used (load() asks the bot again a question left unanswered).
+    // The others stay, with the questions they have out to the bot: dropping them would drop
+    // those answers too, and their visitors, whose connections are not closed, would wait.
+    for (const auto& id : written) conversations.erase(id);
   }
 
   // Drops conversations no visitor is connected to and with no question out to the bot: idle

@@ -10,6 +10,9 @@
  *   - the visitor's live-chat client: connect to a hub, send (with an outbox that never
  *     loses a message), typing indicators, read receipts, every event through a callback on
  *     the network thread or polled on the caller's thread, close.            mdg_client_*
+ *   - the support agent's live-chat client (since 1.3): log in to a hub, follow the queue of
+ *     handed-off conversations, take one with the bot's hand-off package and the transcript,
+ *     reply (with the same outbox), transfer, hand back to the bot, close.     mdg_agent_*
  *
  * The guide with complete examples is docs/c-api.md. The rules every function follows:
  *
@@ -32,12 +35,12 @@
  * Structs.   Option structs are versioned: start from MDG_<X>_OPTIONS_INIT, or call
  *            mdg_<x>_options_init() (for languages without C macros), then set fields. New
  *            fields are only ever appended, with a new version number. Structs the library
- *            hands out (mdg_candidate, mdg_option, mdg_event, mdg_bot_info, mdg_event_data)
- *            are read through pointers only
+ *            hands out (mdg_candidate, mdg_option, mdg_event, mdg_bot_info, mdg_event_data,
+ *            mdg_agent_event, mdg_queue_entry) are read through pointers only
  *            (never in arrays, never by sizeof); new fields are appended there too. mdg_buf,
  *            mdg_message_id and mdg_attachment, which callers allocate, never change.
- * Threads.   Each function states its thread-safety. In short: an mdg_bot and an mdg_client
- *            may be used from any number of threads at once; an mdg_conversation from one
+ * Threads.   Each function states its thread-safety. In short: an mdg_bot, an mdg_client and
+ *            an mdg_agent may be used from any number of threads at once; an mdg_conversation from one
  *            thread at a time; an mdg_reply is immutable.
  * Exceptions and aborts. No C++ exception ever leaves the library; it never prints, never
  *            exits, and never installs signal handlers. Logging goes to a callback you set.
@@ -70,13 +73,13 @@ extern "C" {
 #endif
 
 #define MDG_VERSION_MAJOR 1
-#define MDG_VERSION_MINOR 2
+#define MDG_VERSION_MINOR 3
 #define MDG_VERSION_PATCH 0
-#define MDG_VERSION_STRING "1.2.0"
+#define MDG_VERSION_STRING "1.3.0"
 /* 0xMMmmpp: major, minor, patch; compare with mdg_version_number(). */
 #define MDG_VERSION_NUMBER ((MDG_VERSION_MAJOR << 16) | (MDG_VERSION_MINOR << 8) | MDG_VERSION_PATCH)
 
-/* The library's version, "1.2.0" (static storage). Any thread. */
+/* The library's version, "1.3.0" (static storage). Any thread. */
 MDG_EXTERN(const char *) mdg_version(void);
 /* The library's MDG_VERSION_NUMBER: the version running, which may be newer than the header
  * the program was built with. Any thread. */
@@ -85,7 +88,7 @@ MDG_EXTERN(unsigned int) mdg_version_number(void);
 /* What this build of the library contains: a bit set of MDG_FEATURE_*. A library built
  * without the bot (a chat-only app) answers every bot function with MDG_ENOTSUP. Any thread. */
 #define MDG_FEATURE_BOT 0x1u    /* mdg_bot_*, mdg_conversation_*, mdg_reply_* */
-#define MDG_FEATURE_CLIENT 0x2u /* mdg_client_* */
+#define MDG_FEATURE_CLIENT 0x2u /* mdg_client_*, and mdg_agent_* since 1.3 */
 MDG_EXTERN(unsigned int) mdg_features(void);
 
 /* ---- Errors ------------------------------------------------------------------------------ */
@@ -573,9 +576,191 @@ MDG_EXTERN(int) mdg_client_close(mdg_client *client, int timeout_ms);
 
 /* Closes without waiting (as mdg_client_close(client, 0)) unless closed already, and releases
  * the handle; no callback (event or log) runs after it returns, and queued events are dropped.
+ * A callback already running on the network thread finishes first (it may still call the
+ * client's functions meanwhile; since 1.3: before, it could find the handle half released).
  * NULL: no-op. It must be the last call on `client`, with no other call on it still running on
  * another thread. From the client's own callback: allowed, see mdg_event_cb. */
 MDG_EXTERN(void) mdg_client_free(mdg_client *client);
+
+/* ========================================================================================== */
+/* The support agent's live-chat client (since 1.3)                                           */
+/* ========================================================================================== */
+
+/* A support agent's live-chat client (docs/client.md, "AgentClient"): one WebSocket connection
+ * to a hub's /v1/agent, logged in with the agent's name and password and kept alive by its own
+ * network thread, as mdg_client's. Replies go through the same kind of outbox: written to
+ * state_path before mdg_agent_send() returns, resent after reconnects, stored exactly once by
+ * the hub. After a reconnect the client takes the conversations it holds again and hands on
+ * only the frames it had not delivered yet. Wrong credentials are final: an MDG_AGENT_EVENT_ERROR
+ * "unauthorized", then MDG_STATE_CLOSED.
+ * A program that uses these functions needs mdg_version_number() >= 0x010300.
+ * Thread-safety: every mdg_agent function may be called from any thread at once, except
+ * mdg_agent_free(), which must be the last call on the handle. */
+typedef struct mdg_agent mdg_agent;
+
+typedef enum mdg_agent_event_kind {
+  MDG_AGENT_EVENT_STATE = 0,        /* the connection state changed: `state` */
+  MDG_AGENT_EVENT_WELCOME = 1,      /* the hub accepted the credentials: agent */
+  MDG_AGENT_EVENT_QUEUE = 2,        /* queue: the whole queue now (after welcome, after
+                                       mdg_agent_refresh_queue(), and at every change) */
+  MDG_AGENT_EVENT_CONVERSATION = 3, /* the hub sent a conversation (after mdg_agent_take()):
+                                       conversation, conversation_state, handoff_json,
+                                       transcript, resumed */
+  MDG_AGENT_EVENT_MESSAGE = 4,      /* frame: a message of `conversation` (the visitor, the bot,
+                                       another agent) */
+  MDG_AGENT_EVENT_EVENT = 5,        /* frame: an event of `conversation` (agent_joined,
+                                       transferred, handed_back, conversation_closed...) */
+  MDG_AGENT_EVENT_ACK = 6,          /* frame: its id (one mdg_agent_send() gave) is stored as seq */
+  MDG_AGENT_EVENT_TYPING = 7,       /* frame: the visitor of `conversation` started or stopped typing */
+  MDG_AGENT_EVENT_READ = 8,         /* frame: the visitor of `conversation` has read up to seq */
+  MDG_AGENT_EVENT_ERROR = 9         /* frame: the hub refused something (conflict, forbidden,
+                                       not_found, unauthorized...), or the client failed */
+} mdg_agent_event_kind;
+
+/* One conversation of the hub's queue: handed off and waiting, or with an agent. Owned by its
+ * event. */
+typedef struct mdg_queue_entry {
+  const char *conversation;
+  const char *state;    /* "waiting" or "agent" */
+  double priority;      /* higher first (from the hand-off's triage scores) */
+  const char *locale;   /* "ja", "en", ... */
+  const char *reason;   /* why the bot handed off */
+  int64_t since;        /* ms since the Unix epoch: when it last changed */
+  const char *agent;    /* who has it (state "agent"); "" while waiting */
+} mdg_queue_entry;
+
+/* One thing that happened, given to mdg_agent_event_cb. Every pointer in it, and the struct
+ * itself, are valid only during the callback: copy what you keep. Strings are NUL-terminated
+ * and never NULL ("" when the event does not carry them); arrays are NULL when their count is
+ * 0. The frames of a conversation (`frame`, `transcript`) are read as a visitor's client reads
+ * them: an mdg_event each, whose kind is MDG_EVENT_MESSAGE, _EVENT, _ACK, _TYPING, _READ or
+ * _ERROR, with `bot` and `data` filled in as there. */
+typedef struct mdg_agent_event {
+  int kind;                         /* mdg_agent_event_kind */
+  int state;                        /* mdg_state after this event */
+  const char *conversation;         /* conversation, message, event, ack, typing, read: which one */
+  const mdg_event *frame;           /* message, event, ack, typing, read, error: the frame; NULL
+                                       for state, welcome, queue and conversation */
+  const char *agent;                /* welcome: the agent's name, as the hub knows it */
+  const mdg_queue_entry *const *queue; /* queue: queue_count entries, highest priority first */
+  size_t queue_count;
+  const char *conversation_state;   /* conversation: "bot", "waiting", "agent" or "closed" */
+  const char *handoff_json;         /* conversation: the bot's hand-off package (reason, locale,
+                                       transcript, candidates with scores, rules fired, triage,
+                                       slots, visitor: docs/policy.md); "{}" when the bot never
+                                       handed off */
+  const mdg_event *const *transcript; /* conversation: the stored messages and events, by seq
+                                       (the last 10,000 at most, within 2 MiB) */
+  size_t transcript_count;
+  int resumed;                      /* conversation: 1 when this client had delivered it before
+                                       (a take again, or the automatic one after a reconnect):
+                                       the frames of `transcript` it had not delivered yet follow
+                                       as message and event events */
+  const char *frame_json;           /* the protocol frame as JSON (docs/protocol.md); "" for
+                                       state changes */
+} mdg_agent_event;
+
+/* Receives every event of an agent client, one at a time, in the order of the frames, on the
+ * thread `dispatch` says: as mdg_event_cb (from it, any mdg_agent function but
+ * mdg_agent_close(), which gives MDG_EBUSY; mdg_agent_free() is allowed). */
+typedef void (*mdg_agent_event_cb)(const mdg_agent_event *event, void *userdata);
+
+#define MDG_AGENT_OPTIONS_VERSION 1
+
+/* Settings of an agent client. Versioned: start from MDG_AGENT_OPTIONS_INIT or
+ * mdg_agent_options_init(). */
+typedef struct mdg_agent_options {
+  unsigned int version;      /* MDG_AGENT_OPTIONS_VERSION */
+  /* ws://host[:port]/v1/agent or wss://... (the path defaults to /v1/agent). Required. */
+  const char *url;
+  const char *agent;         /* the agent's name, as configured in the hub. Required. */
+  const char *password;      /* Required; copied, never logged. Use wss:// beyond loopback. */
+  /* A file for the outbox of replies not yet acknowledged (and "<state_path>.lock" beside it).
+   * NULL: memory only (the outbox survives reconnects but not an app restart). */
+  const char *state_path;
+  const int *backoff_ms;     /* reconnect delays, as mdg_client_options */
+  size_t backoff_count;
+  int jitter_percent;        /* 0..100; 30 by default */
+  int dispatch;              /* mdg_dispatch; MDG_DISPATCH_CALLBACK by default */
+  mdg_agent_event_cb on_event; /* NULL: events are dropped */
+  mdg_log_cb log_cb;         /* NULL: no logging */
+  int log_level;             /* the lowest level passed to log_cb: MDG_LOG_INFO by default */
+  void *userdata;            /* passed to on_event and log_cb */
+} mdg_agent_options;
+
+#define MDG_AGENT_OPTIONS_INIT \
+  {MDG_AGENT_OPTIONS_VERSION, NULL, NULL, NULL, NULL, NULL, 0, 30, MDG_DISPATCH_CALLBACK, NULL, NULL, MDG_LOG_INFO, NULL}
+
+/* Sets *opts to the defaults of `version`. MDG_EVERSION for a version this library does not
+ * know, MDG_EINVAL for NULL. Any thread. */
+MDG_EXTERN(int) mdg_agent_options_init(mdg_agent_options *opts, unsigned int version);
+
+/* Checks the options (url, agent and password not empty, back-off, jitter), reads state_path
+ * when it exists and locks it. Does not connect: call mdg_agent_connect(). On success *out is
+ * a new agent client (free it with mdg_agent_free()). Errors as mdg_client_new(). Any thread. */
+MDG_EXTERN(int) mdg_agent_new(mdg_agent **out, const mdg_agent_options *opts);
+
+/* Starts the network thread, which connects, logs in and keeps reconnecting with back-off.
+ * Errors as mdg_client_connect(). Any thread. */
+MDG_EXTERN(int) mdg_agent_connect(mdg_agent *agent);
+
+/* The actions below need a connection: while not connected they fail with MDG_EUNAVAILABLE and
+ * nothing is sent. Their answer comes as events (conversation, event, queue) or as an
+ * MDG_AGENT_EVENT_ERROR ("conflict", "forbidden", "not_found"). `conversation` and `to` are
+ * NUL-terminated. Any thread, callbacks included. */
+
+/* Asks the hub for the queue again (it also comes by itself whenever it changes). */
+MDG_EXTERN(int) mdg_agent_refresh_queue(mdg_agent *agent);
+/* Assigns `conversation` to this agent (waiting, or still with the bot); the hub answers with
+ * MDG_AGENT_EVENT_CONVERSATION and the visitor sees agent_joined. Taking one this agent has
+ * already fetches it again (resumed). */
+MDG_EXTERN(int) mdg_agent_take(mdg_agent *agent, const char *conversation);
+/* Gives the conversation to another agent, by name (everyone gets the `transferred` event). */
+MDG_EXTERN(int) mdg_agent_transfer(mdg_agent *agent, const char *conversation, const char *to);
+/* Gives the conversation back to the bot (`handed_back`). */
+MDG_EXTERN(int) mdg_agent_hand_back(mdg_agent *agent, const char *conversation);
+/* Closes the conversation, not the connection (`conversation_closed`). */
+MDG_EXTERN(int) mdg_agent_close_conversation(mdg_agent *agent, const char *conversation);
+
+/* Queues a reply of `size` bytes of UTF-8 (MDG_NTS: NUL-terminated) to the visitor of
+ * `conversation`, which this agent must hold. When this returns it is in the outbox (and in
+ * state_path); it is sent when connected and leaves the outbox on its MDG_AGENT_EVENT_ACK.
+ * Works offline too. `out` (may be NULL) receives its id, which the ack names. Errors:
+ * MDG_EINVAL (an empty conversation, or a message the hub would refuse), MDG_EUNAVAILABLE
+ * (state_path cannot be written: not queued), MDG_ECLOSED. Any thread, callbacks included. */
+MDG_EXTERN(int) mdg_agent_send(mdg_message_id *out, mdg_agent *agent, const char *conversation,
+                               const char *text, size_t size);
+/* As mdg_agent_send(), with `count` attachments (metadata only, at most 16; the text may then
+ * be empty). */
+MDG_EXTERN(int) mdg_agent_send_attachments(mdg_message_id *out, mdg_agent *agent, const char *conversation,
+                                           const char *text, size_t size,
+                                           const mdg_attachment *const *attachments, size_t count);
+
+/* Typing indicator (active != 0: started) and read receipt (up to `seq` >= 0) for the visitor
+ * of `conversation`. Only while connected; otherwise ignored (MDG_OK). Any thread. */
+MDG_EXTERN(int) mdg_agent_typing(mdg_agent *agent, const char *conversation, int active);
+MDG_EXTERN(int) mdg_agent_mark_read(mdg_agent *agent, const char *conversation, int64_t seq);
+
+/* As mdg_client_poll(). */
+MDG_EXTERN(int) mdg_agent_poll(mdg_agent *agent, int timeout_ms, size_t max);
+
+/* Snapshots, from any thread (callbacks included). */
+MDG_EXTERN(int) mdg_agent_state(int *out, const mdg_agent *agent);       /* mdg_state */
+MDG_EXTERN(int) mdg_agent_pending(size_t *out, const mdg_agent *agent);  /* replies in the outbox */
+/* The last queue the hub sent, as a JSON array of {"conversation", "state", "priority",
+ * "locale", "reason", "since", "agent"}, owned by the caller. */
+MDG_EXTERN(int) mdg_agent_queue_json(mdg_buf *out, const mdg_agent *agent);
+/* The conversations this agent holds, as far as the client knows (taken or transferred to it,
+ * and not handed back, transferred away or closed since), as a JSON array of ids. */
+MDG_EXTERN(int) mdg_agent_conversations_json(mdg_buf *out, const mdg_agent *agent);
+
+/* As mdg_client_close(): flushes the outbox until timeout_ms, closes the connection and joins
+ * the network thread; MDG_ETIMEDOUT when replies are left (they stay in state_path);
+ * MDG_EBUSY from the agent client's own callback. Any thread. */
+MDG_EXTERN(int) mdg_agent_close(mdg_agent *agent, int timeout_ms);
+
+/* As mdg_client_free(). NULL: no-op. */
+MDG_EXTERN(void) mdg_agent_free(mdg_agent *agent);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -4,6 +4,7 @@
 // on_event/logger closures. mdg_client_free() first marks the Relay stopped, so that nothing
 // reaches the app after it returns, even when it is called from a callback (the network
 // thread then ends by itself and only drops what is left).
+#include "capi_live.hpp"
 #include "capi_internal.hpp"
 
 #include <madoguchi/client.hpp>
@@ -22,25 +23,7 @@ using namespace mdg_capi;
 
 namespace {
 
-struct Relay {
-  mdg_event_cb on_event = nullptr;
-  mdg_log_cb log_cb = nullptr;
-  void* userdata = nullptr;
-  std::atomic<bool> stopped{false};
-};
-
-// The Relay whose callback runs on this thread (mdg_client_close from it: MDG_EBUSY).
-thread_local const Relay* tl_in_callback = nullptr;
-
-int to_state(madoguchi::ConnectionState s) noexcept {
-  switch (s) {
-    case madoguchi::ConnectionState::kConnecting: return MDG_STATE_CONNECTING;
-    case madoguchi::ConnectionState::kConnected: return MDG_STATE_CONNECTED;
-    case madoguchi::ConnectionState::kDisconnected: return MDG_STATE_DISCONNECTED;
-    case madoguchi::ConnectionState::kClosed: return MDG_STATE_CLOSED;
-  }
-  return MDG_STATE_CLOSED;
-}
+using ClientRelay = Relay<mdg_event_cb>;
 
 int to_kind(madoguchi::ClientEvent::Kind k) noexcept {
   using K = madoguchi::ClientEvent::Kind;
@@ -57,103 +40,20 @@ int to_kind(madoguchi::ClientEvent::Kind k) noexcept {
   return MDG_EVENT_ERROR;
 }
 
-// Builds the C view of one event (pointing into `e` and local copies) and runs the callback.
-void deliver(const Relay& relay, const madoguchi::ClientEvent& e) {
+// Builds the C view of one event (pointing into `e`) and runs the callback.
+void deliver(const ClientRelay& relay, const madoguchi::ClientEvent& e) {
   if (relay.on_event == nullptr || relay.stopped.load()) return;
-  using K = madoguchi::ClientEvent::Kind;
-  const madoguchi::protocol::Frame& f = e.frame;
-  const bool has_frame = e.kind != K::kState;
-  const std::string frame_json = has_frame ? madoguchi::protocol::encode(f) : std::string();
-  const std::string error_code = e.kind == K::kError ? std::string(madoguchi::protocol::to_string(f.error)) : std::string();
-  std::vector<mdg_attachment> attachments;
-  attachments.reserve(f.attachments.size());
-  for (const auto& a : f.attachments) {
-    attachments.push_back(mdg_attachment{a.name.c_str(), a.type.c_str(), a.size, a.url.c_str()});
-  }
-  std::vector<const mdg_attachment*> attachment_ptrs;
-  attachment_ptrs.reserve(attachments.size());
-  for (const auto& a : attachments) attachment_ptrs.push_back(&a);
-
-  // The bot's options and suggestions as mdg_options, one array of each and one of pointers
-  // to them (the form mdg_bot_info hands out).
-  const madoguchi::protocol::BotInfo& b = e.bot;
-  std::vector<mdg_option> choices;
-  choices.reserve(b.options.size() + b.suggestions.size());
-  for (const auto* list : {&b.options, &b.suggestions}) {
-    for (const auto& o : *list) choices.push_back(mdg_option{o.label.c_str(), o.label.size(), o.entry.c_str()});
-  }
-  std::vector<const mdg_option*> choice_ptrs;
-  choice_ptrs.reserve(choices.size());
-  for (const auto& c : choices) choice_ptrs.push_back(&c);
-  std::vector<const char*> follow_ups;
-  follow_ups.reserve(b.follow_ups.size());
-  for (const auto& id : b.follow_ups) follow_ups.push_back(id.c_str());
-  auto array_or_null = [](auto& v, std::size_t at, std::size_t count) { return count ? v.data() + at : nullptr; };
-  const mdg_bot_info bot{b.decision.c_str(),
-                         b.entry.c_str(),
-                         array_or_null(choice_ptrs, 0, b.options.size()),
-                         b.options.size(),
-                         array_or_null(choice_ptrs, b.options.size(), b.suggestions.size()),
-                         b.suggestions.size(),
-                         array_or_null(follow_ups, 0, follow_ups.size()),
-                         follow_ups.size()};
-  const madoguchi::protocol::EventData& d = e.data;
-  const mdg_event_data data{d.reason.c_str(), d.queue_position.value_or(0), d.agent.c_str(),
-                            d.from.c_str(),   d.to.c_str(),                  d.by.c_str()};
-
-  mdg_event ev{};
-  ev.kind = to_kind(e.kind);
-  ev.state = to_state(e.state);
-  ev.conversation = f.conversation.c_str();
-  ev.conversation_state = e.kind == K::kWelcome ? f.state.c_str() : "";
-  ev.id = f.id.c_str();
-  ev.seq = f.seq.value_or(0);
-  ev.last_seq = f.last_seq.value_or(0);
-  ev.at = f.at;
-  ev.from = f.from.c_str();
-  ev.agent = f.agent.c_str();
-  ev.text = f.text.c_str();
-  ev.text_size = f.text.size();
-  ev.attachments = attachment_ptrs.empty() ? nullptr : attachment_ptrs.data();
-  ev.attachment_count = attachment_ptrs.size();
-  ev.bot_json = f.bot_json.c_str();
-  ev.event = f.event.c_str();
-  ev.data_json = e.kind == K::kEvent ? (f.data_json.empty() ? "{}" : f.data_json.c_str()) : "";
-  ev.duplicate = f.duplicate ? 1 : 0;
-  ev.typing = e.kind == K::kTyping && f.state == "start" ? 1 : 0;
-  ev.error = error_code.c_str();
-  ev.error_message = e.kind == K::kError ? f.message.c_str() : "";
-  ev.frame_json = frame_json.c_str();
-  ev.bot = e.kind == K::kMessage && !f.bot_json.empty() ? &bot : nullptr;
-  ev.data = e.kind == K::kEvent ? &data : nullptr;
-
-  const Relay* outer = tl_in_callback;
-  tl_in_callback = &relay;
-  relay.on_event(&ev, relay.userdata);
-  tl_in_callback = outer;
-}
-
-madoguchi::Logger relay_logger(const std::shared_ptr<Relay>& relay, int level) {
-  madoguchi::Logger logger = make_logger(relay->log_cb, level, relay->userdata);
-  if (logger.sink) {  // the same sink, silent once the client is stopped
-    logger.sink = [relay, sink = std::move(logger.sink)](madoguchi::LogLevel lvl, std::string_view message) {
-      if (!relay->stopped.load()) sink(lvl, message);
-    };
-  }
-  return logger;
-}
-
-int copy_id(mdg_message_id* out, const std::string& id) {
-  if (out == nullptr) return MDG_OK;
-  if (id.size() >= sizeof out->str) return set_error(MDG_EINTERNAL, "a message id longer than mdg_message_id holds");
-  std::memcpy(out->str, id.c_str(), id.size() + 1);
-  return MDG_OK;
+  const int state = to_state(e.state);
+  const FrameView view = e.kind == madoguchi::ClientEvent::Kind::kState
+                             ? FrameView(state)
+                             : FrameView(e.frame, to_kind(e.kind), state, e.bot, e.data);
+  run_callback(relay, view.event());
 }
 
 }  // namespace
 
 struct mdg_client {
-  std::shared_ptr<Relay> relay;
+  std::shared_ptr<ClientRelay> relay;
   std::unique_ptr<madoguchi::Client> client;
 };
 
@@ -197,13 +97,11 @@ MDG_EXTERN(int) mdg_client_new(mdg_client** out, const mdg_client_options* opts)
     if (opts->locale != nullptr) {
       if (int rc = check_utf8(fn, "opts->locale", opts->locale); rc != MDG_OK) return rc;
     }
-    if (opts->dispatch != MDG_DISPATCH_CALLBACK && opts->dispatch != MDG_DISPATCH_POLL) {
-      return set_error(MDG_EINVAL, std::string(fn) + ": dispatch " + std::to_string(opts->dispatch) +
-                                       " is neither MDG_DISPATCH_CALLBACK nor MDG_DISPATCH_POLL");
+    if (int rc = check_connection_options(fn, opts->dispatch, opts->backoff_ms, opts->backoff_count); rc != MDG_OK) {
+      return rc;
     }
-    if (opts->backoff_ms == nullptr && opts->backoff_count > 0) return null_argument(fn, "opts->backoff_ms");
 
-    auto relay = std::make_shared<Relay>();
+    auto relay = std::make_shared<ClientRelay>();
     relay->on_event = opts->on_event;
     relay->log_cb = opts->log_cb;
     relay->userdata = opts->userdata;
@@ -263,21 +161,9 @@ MDG_EXTERN(int) mdg_client_send_attachments(mdg_message_id* out, mdg_client* c, 
   return guard("mdg_client_send_attachments", [&]() -> int {
     constexpr const char* fn = "mdg_client_send_attachments";
     if (out != nullptr) out->str[0] = '\0';
-    if (attachments == nullptr && count > 0) return null_argument(fn, "attachments");
-    if (count > 16) {
-      return set_error(MDG_EINVAL, std::string(fn) + ": " + std::to_string(count) +
-                                       " attachments; a message has at most 16");
-    }
-    std::vector<madoguchi::protocol::Attachment> list;
-    for (std::size_t i = 0; i < count; ++i) {
-      const mdg_attachment* a = attachments[i];
-      if (a == nullptr) return set_error(MDG_EINVAL, std::string(fn) + ": attachments[" + std::to_string(i) + "] is NULL");
-      for (const char* field : {a->name, a->type, a->url}) {
-        if (int rc = check_utf8(fn, "an attachment's name, type or url", str_or_empty(field)); rc != MDG_OK) return rc;
-      }
-      list.push_back({str_or_empty(a->name), str_or_empty(a->type), a->size, str_or_empty(a->url)});
-    }
-    return send_message(fn, out, c, text, size, std::move(list));
+    auto list = attachments_arg(fn, attachments, count);
+    if (!list) return mdg_error_last_code();
+    return send_message(fn, out, c, text, size, std::move(*list));
   });
 }
 
@@ -372,7 +258,11 @@ MDG_EXTERN(void) mdg_client_free(mdg_client* c) {
   std::unique_ptr<mdg_client> owned(c);
   owned->relay->stopped.store(true);
   try {
-    owned->client.reset();  // close(0), or from a callback: the network thread ends by itself
+    // A callback already running on the network thread may still call this handle's
+    // functions: close first (which waits for it), while the client still exists. From the
+    // handle's own callback the destructor lets the network thread end by itself instead.
+    if (tl_in_callback != owned->relay.get()) (void)owned->client->close(0);
+    owned->client.reset();
   } catch (...) {
     // ~Client does not throw; nothing may leave a void C function anyway.
   }

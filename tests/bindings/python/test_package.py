@@ -15,7 +15,7 @@ def test_installed_into_this_environment():
     path = Path(madoguchi.__file__).resolve()
     assert Path(sys.prefix).resolve() in path.parents, path  # the venv's site-packages
     assert "site-packages" in path.parts  # not bindings/python/src of the repository
-    assert madoguchi.__version__ == "1.1.0"
+    assert madoguchi.__version__ == "1.3.0"
 
 
 def test_versions_and_features():

@@ -13,6 +13,7 @@ See bindings/python/README.md and docs/c-api.md.
 """
 
 from ._native import ABI_MAJOR, ENV_LIBRARY, LibraryNotFound, load_library
+from .agent import AgentClient, AgentEvent, AgentEventKind, QueueEntry
 from .bot import Bot, Candidate, Conversation, Decision, LogLevel, Option, Reply
 from .client import Attachment, Client, Event, EventKind, State
 from .errors import (
@@ -30,7 +31,7 @@ from .errors import (
     VersionMismatch,
 )
 
-__version__ = "1.1.0"
+__version__ = "1.3.0"
 
 FEATURE_BOT = 0x1
 FEATURE_CLIENT = 0x2
@@ -51,9 +52,10 @@ def features() -> int:
 
 
 __all__ = [
-    "ABI_MAJOR", "ENV_LIBRARY", "FEATURE_BOT", "FEATURE_CLIENT", "Attachment", "Bot", "Busy", "Candidate",
+    "ABI_MAJOR", "ENV_LIBRARY", "FEATURE_BOT", "FEATURE_CLIENT", "AgentClient", "AgentEvent", "AgentEventKind",
+    "Attachment", "Bot", "Busy", "Candidate",
     "Client", "Closed", "Conversation", "DeadlineExceeded", "Decision", "Error", "Event", "EventKind",
     "InternalError", "InvalidArgument", "LibraryNotFound", "LimitExceeded", "LogLevel", "NotFound",
-    "NotSupported", "Option", "OutOfMemory", "Reply", "State", "Unavailable", "VersionMismatch", "features",
+    "NotSupported", "Option", "OutOfMemory", "QueueEntry", "Reply", "State", "Unavailable", "VersionMismatch", "features",
     "library_version", "load_library",
 ]

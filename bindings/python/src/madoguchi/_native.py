@@ -25,7 +25,7 @@ from ctypes import (
 )
 from typing import Optional
 
-from .errors import Error, raise_for
+from .errors import Closed, Error, raise_for
 
 #: The C ABI major version this package speaks (the soname: libmadoguchi.so.1).
 ABI_MAJOR = 1
@@ -120,6 +120,58 @@ class mdg_message_id(Structure):
     _fields_ = [("str", c_char * 72)]
 
 
+class mdg_queue_entry(Structure):
+    _fields_ = [
+        ("conversation", c_char_p),
+        ("state", c_char_p),
+        ("priority", c_double),
+        ("locale", c_char_p),
+        ("reason", c_char_p),
+        ("since", c_int64),
+        ("agent", c_char_p),
+    ]
+
+
+class mdg_agent_event(Structure):
+    _fields_ = [
+        ("kind", c_int),
+        ("state", c_int),
+        ("conversation", c_char_p),
+        ("frame", POINTER(mdg_event)),
+        ("agent", c_char_p),
+        ("queue", POINTER(POINTER(mdg_queue_entry))),
+        ("queue_count", c_size_t),
+        ("conversation_state", c_char_p),
+        ("handoff_json", c_char_p),
+        ("transcript", POINTER(POINTER(mdg_event))),
+        ("transcript_count", c_size_t),
+        ("resumed", c_int),
+        ("frame_json", c_char_p),
+    ]
+
+
+AGENT_EVENT_CB = CFUNCTYPE(None, POINTER(mdg_agent_event), c_void_p)
+AGENT_OPTIONS_VERSION = 1
+
+
+class mdg_agent_options(Structure):
+    _fields_ = [
+        ("version", c_uint),
+        ("url", c_char_p),
+        ("agent", c_char_p),
+        ("password", c_char_p),
+        ("state_path", c_char_p),
+        ("backoff_ms", POINTER(c_int)),
+        ("backoff_count", c_size_t),
+        ("jitter_percent", c_int),
+        ("dispatch", c_int),
+        ("on_event", AGENT_EVENT_CB),
+        ("log_cb", LOG_CB),
+        ("log_level", c_int),
+        ("userdata", c_void_p),
+    ]
+
+
 _P = c_void_p  # opaque handles
 _PP = POINTER(c_void_p)
 
@@ -185,7 +237,32 @@ _SIGNATURES = {
     "mdg_client_pending": (c_int, [POINTER(c_size_t), _P]),
     "mdg_client_close": (c_int, [_P, c_int]),
     "mdg_client_free": (None, [_P]),
+    # agent (1.3)
+    "mdg_agent_options_init": (c_int, [POINTER(mdg_agent_options), c_uint]),
+    "mdg_agent_new": (c_int, [_PP, POINTER(mdg_agent_options)]),
+    "mdg_agent_connect": (c_int, [_P]),
+    "mdg_agent_refresh_queue": (c_int, [_P]),
+    "mdg_agent_take": (c_int, [_P, c_char_p]),
+    "mdg_agent_transfer": (c_int, [_P, c_char_p, c_char_p]),
+    "mdg_agent_hand_back": (c_int, [_P, c_char_p]),
+    "mdg_agent_close_conversation": (c_int, [_P, c_char_p]),
+    "mdg_agent_send": (c_int, [POINTER(mdg_message_id), _P, c_char_p, c_char_p, c_size_t]),
+    "mdg_agent_send_attachments": (
+        c_int, [POINTER(mdg_message_id), _P, c_char_p, c_char_p, c_size_t, POINTER(POINTER(mdg_attachment)), c_size_t]),
+    "mdg_agent_typing": (c_int, [_P, c_char_p, c_int]),
+    "mdg_agent_mark_read": (c_int, [_P, c_char_p, c_int64]),
+    "mdg_agent_poll": (c_int, [_P, c_int, c_size_t]),
+    "mdg_agent_state": (c_int, [POINTER(c_int), _P]),
+    "mdg_agent_pending": (c_int, [POINTER(c_size_t), _P]),
+    "mdg_agent_queue_json": (c_int, [POINTER(mdg_buf), _P]),
+    "mdg_agent_conversations_json": (c_int, [POINTER(mdg_buf), _P]),
+    "mdg_agent_close": (c_int, [_P, c_int]),
+    "mdg_agent_free": (None, [_P]),
 }
+
+#: Functions newer than MIN_VERSION_NUMBER: the version that brought them.
+_SINCE = {"mdg_client_choose": 0x010100}
+_SINCE.update({name: 0x010300 for name in _SIGNATURES if name.startswith("mdg_agent_")})
 
 _lock = threading.Lock()
 _lib: Optional[ctypes.CDLL] = None
@@ -228,13 +305,17 @@ def load_library(path: Optional[str] = None) -> ctypes.CDLL:
             except OSError as e:
                 tried.append("%s (%s): %s" % (candidate, where, e))
                 continue
-            _declare(lib)
+            lib.mdg_version_number.restype = c_uint
+            lib.mdg_version_number.argtypes = []
+            lib.mdg_version.restype = c_char_p
+            lib.mdg_version.argtypes = []
             number = lib.mdg_version_number()
             if number >> 16 != ABI_MAJOR or number < MIN_VERSION_NUMBER:
                 raise LibraryNotFound(
                     "%s is libmadoguchi %s; this package needs %d.x, at least %d.%d" % (
                         candidate, lib.mdg_version().decode(), ABI_MAJOR, MIN_VERSION_NUMBER >> 16,
                         (MIN_VERSION_NUMBER >> 8) & 0xFF))
+            _declare(lib, number)
             _lib = lib
             return lib
         raise LibraryNotFound(
@@ -242,8 +323,10 @@ def load_library(path: Optional[str] = None) -> ctypes.CDLL:
             "and set %s to its path, or install it. Tried:\n  %s" % (ABI_MAJOR, ENV_LIBRARY, "\n  ".join(tried)))
 
 
-def _declare(lib: ctypes.CDLL) -> None:
+def _declare(lib: ctypes.CDLL, number: int) -> None:
     for name, (restype, argtypes) in _SIGNATURES.items():
+        if _SINCE.get(name, 0) > number:
+            continue  # the library is older: the function is not there (see require())
         fn = getattr(lib, name)
         fn.restype = restype
         fn.argtypes = argtypes
@@ -251,6 +334,15 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 def lib() -> ctypes.CDLL:
     return _lib if _lib is not None else load_library()
+
+
+def require(version_number: int, what: str) -> None:
+    """Raises madoguchi.NotSupported when the library loaded is older than `version_number`."""
+    number = lib().mdg_version_number()
+    if number < version_number:
+        from .errors import NotSupported
+        raise NotSupported(-10, "%s needs libmadoguchi %d.%d or later; the one loaded is %s" % (
+            what, version_number >> 16, (version_number >> 8) & 0xFF, lib().mdg_version().decode()))
 
 
 class LibraryNotFound(Error):
@@ -270,7 +362,8 @@ def check(rc: int) -> int:
 
 
 def utf8(text, what: str = "text") -> bytes:
-    """str -> UTF-8 bytes; bytes pass as they are (the library checks them)."""
+    """str -> UTF-8 bytes; bytes pass as they are (the library checks them). For text passed
+    with its size, which may hold NUL bytes."""
     if isinstance(text, str):
         return text.encode("utf-8", "surrogatepass")
     if isinstance(text, (bytes, bytearray, memoryview)):
@@ -278,8 +371,38 @@ def utf8(text, what: str = "text") -> bytes:
     raise TypeError("%s must be str or bytes, not %s" % (what, type(text).__name__))
 
 
-def opt_utf8(text, what: str = "text") -> Optional[bytes]:
-    return None if text is None else utf8(text, what)
+def cstring(text, what: str) -> bytes:
+    """As utf8(), for a NUL-terminated argument (an id, key, locale, path, URL): a NUL byte
+    inside would cut it short without a word, so it raises ValueError."""
+    data = utf8(text, what)
+    if b"\0" in data:
+        raise ValueError("%s contains a NUL character (at index %d); it cannot be passed to the library"
+                         % (what, data.index(b"\0")))
+    return data
+
+
+def opt_cstring(text, what: str) -> Optional[bytes]:
+    return None if text is None else cstring(text, what)
+
+
+def millis(seconds: Optional[float]) -> int:
+    """A timeout in seconds as the library's int milliseconds: None waits for ever (-1); longer
+    than an int holds (about 24 days) is clamped to it, negative to 0."""
+    if seconds is None:
+        return -1
+    return max(0, min(INT_MAX, int(seconds * 1000)))
+
+
+INT_MAX = 2 ** 31 - 1
+
+
+def enum_or_int(enum_type, value: int):
+    """value as a member of `enum_type`, or the plain int when this package does not know it
+    (a newer library's addition, which the C ABI counts as compatible)."""
+    try:
+        return enum_type(value)
+    except ValueError:
+        return value
 
 
 def take_buf(buf: mdg_buf) -> str:
@@ -294,12 +417,62 @@ def text_at(ptr, size: int) -> str:
     return ctypes.string_at(ptr, size).decode("utf-8") if ptr and size else ""
 
 
-def release(function: str, handle, *keepalive) -> None:
-    """Frees a handle with `function` (mdg_bot_free...). `keepalive` (callbacks the C object may
-    still call) is referenced until then. Used by weakref.finalize, so that an object is freed
-    once: by close(), by the garbage collector, or at interpreter exit."""
-    getattr(lib(), function)(handle)
-    del keepalive
+class Handle:
+    """A C handle that several threads may use at once, and the function that frees it.
+
+    Every call into the library goes through `with handle as h:`. ctypes releases the GIL
+    during a call, so another thread may close the object meanwhile: release() then only marks
+    it closed (later calls raise madoguchi.Closed), and the C object is freed by whichever
+    call leaves last. Nothing is ever freed under a thread still inside the library, and
+    release() never waits (so it may run inside the object's own callback, or at garbage
+    collection). `keepalive` (callbacks the C object may still call) is referenced until the
+    C object is freed."""
+
+    def __init__(self, function: str, handle, what: str, *keepalive) -> None:
+        self._function = function
+        self._handle = handle
+        self._what = what
+        self._keepalive = keepalive
+        self._lock = threading.Lock()
+        self._users = 0
+        self._released = False
+        self._freed = False
+
+    def __enter__(self):
+        with self._lock:
+            if self._released:
+                raise Closed(-5, "the %s is closed (freed)" % self._what)
+            self._users += 1
+        return self._handle
+
+    def __exit__(self, *_exc) -> bool:
+        with self._lock:
+            self._users -= 1
+            free = self._released and self._users == 0 and not self._freed
+            self._freed = self._freed or free
+        if free:
+            self._free()
+        return False
+
+    @property
+    def alive(self) -> bool:
+        return not self._released
+
+    def release(self) -> None:
+        """Closes the object: at once when no call is inside the library, else when the last
+        one returns. Idempotent."""
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+            free = self._users == 0
+            self._freed = self._freed or free
+        if free:
+            self._free()
+
+    def _free(self) -> None:
+        getattr(lib(), self._function)(self._handle)
+        self._keepalive = ()
 
 
 def cstr(value: Optional[bytes]) -> str:

@@ -24,8 +24,7 @@ import weakref
 from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 from . import _native
-from ._native import check, lib, opt_utf8, take_buf, text_at, utf8
-from .errors import Closed
+from ._native import check, cstring, lib, opt_cstring, take_buf, text_at, utf8
 
 Text = Union[str, bytes]
 Logger = Callable[[int, str], None]
@@ -115,16 +114,29 @@ class _BotOptions:
         opts = _native.mdg_bot_options()
         check(lib().mdg_bot_options_init(ctypes.byref(opts), _native.BOT_OPTIONS_VERSION))
         if self.mecab_dicdir is not None:
-            opts.mecab_dicdir = utf8(str(self.mecab_dicdir), "mecab_dicdir")
+            opts.mecab_dicdir = cstring(str(self.mecab_dicdir), "mecab_dicdir")
         opts.max_message_bytes = int(self.max_message_bytes)
         items = _settings_list(self.settings)
         if items:
             # opts keeps the array alive (ctypes' _objects); the library copies the settings.
-            opts.settings = (ctypes.c_char_p * (len(items) + 1))(*[utf8(s, "setting") for s in items], None)
+            opts.settings = (ctypes.c_char_p * (len(items) + 1))(*[cstring(s, "setting") for s in items], None)
         log_cb = _log_trampoline(self.logger)
         opts.log_cb = log_cb
         opts.log_level = int(self.log_level)
         return opts, log_cb
+
+
+class _NoHandle:
+    """`with` stand-in for an optional handle: gives None."""
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *_exc) -> bool:
+        return False
+
+
+_NO_HANDLE = _NoHandle()
 
 
 class Bot:
@@ -142,9 +154,9 @@ class Bot:
         opts, log_cb = options.to_c()
         handle = ctypes.c_void_p()
         check(opener(ctypes.byref(handle), ctypes.byref(opts)))
-        self._handle = handle
         # The log callback must live as long as the C bot, which may log on a reload.
-        self._finalizer = weakref.finalize(self, _native.release, "mdg_bot_free", handle, log_cb)
+        self._handle = _native.Handle("mdg_bot_free", handle, "bot", log_cb)
+        self._finalizer = weakref.finalize(self, self._handle.release)
         return self
 
     @classmethod
@@ -159,7 +171,7 @@ class Bot:
         Raises madoguchi.InvalidArgument for a malformed knowledge base (the message names the
         file, line and entry), madoguchi.NotFound..."""
         resolved = _BotOptions.from_keywords("Bot.open", options)
-        p = utf8(str(path), "path")
+        p = cstring(str(path), "path")
         return cls._new(lambda out, o: lib().mdg_bot_open_file(out, p, o), resolved)
 
     @classmethod
@@ -171,39 +183,38 @@ class Bot:
         resolved = _BotOptions.from_keywords("Bot.from_string", options, also=("format", "source_name"))
         data = utf8(text)
         fmt = _format(format)
-        name = opt_utf8(source_name, "source_name")
+        name = opt_cstring(source_name, "source_name")
         return cls._new(lambda out, o: lib().mdg_bot_open_string(out, data, len(data), fmt, name, o), resolved)
 
     # -- use -----------------------------------------------------------------------------------
 
-    def _h(self) -> ctypes.c_void_p:
-        if not self._finalizer.alive:
-            raise Closed(-5, "the bot is closed")
-        return self._handle
-
     def ask(self, text: Text, conversation: Optional["Conversation"] = None) -> "Reply":
         """Answers one visitor message within `conversation` (a one-off conversation if None)."""
         data = utf8(text)
-        conv = conversation._h() if conversation is not None else None
         out = ctypes.c_void_p()
-        check(lib().mdg_bot_ask(ctypes.byref(out), self._h(), conv, data, len(data)))
+        with self._handle as h, (conversation._handle if conversation is not None else _NO_HANDLE) as conv:
+            check(lib().mdg_bot_ask(ctypes.byref(out), h, conv, data, len(data)))
         return Reply._wrap(out)
 
     def reload(self, path) -> None:
         """Swaps in the knowledge base of `path`; on error nothing changes and the old one keeps
         answering. Safe while other threads ask."""
-        check(lib().mdg_bot_reload_file(self._h(), utf8(str(path), "path")))
+        p = cstring(str(path), "path")
+        with self._handle as h:
+            check(lib().mdg_bot_reload_file(h, p))
 
     def reload_string(self, text: Text, format: str = "json", source_name: Optional[str] = None) -> None:
         data = utf8(text)
-        check(lib().mdg_bot_reload_string(self._h(), data, len(data), _format(format),
-                                          opt_utf8(source_name, "source_name")))
+        name = opt_cstring(source_name, "source_name")
+        with self._handle as h:
+            check(lib().mdg_bot_reload_string(h, data, len(data), _format(format), name))
 
     def info(self) -> Dict[str, Any]:
         """name, source, default_locale, generation (+1 per reload), entries, questions, rules,
         entry_ids, memory_bytes, build_ms."""
         buf = _native.mdg_buf()
-        check(lib().mdg_bot_info_json(ctypes.byref(buf), self._h()))
+        with self._handle as h:
+            check(lib().mdg_bot_info_json(ctypes.byref(buf), h))
         return json.loads(take_buf(buf))
 
     def conversation(self) -> "Conversation":
@@ -211,7 +222,8 @@ class Bot:
         return Conversation()
 
     def close(self) -> None:
-        """Frees the bot (idempotent). Calls running on other threads must have returned."""
+        """Frees the bot (idempotent). Calls running on other threads finish first; later
+        ones raise madoguchi.Closed."""
         self._finalizer()
 
     @property
@@ -233,33 +245,34 @@ class Conversation:
     def __init__(self) -> None:
         handle = ctypes.c_void_p()
         check(lib().mdg_conversation_new(ctypes.byref(handle)))
-        self._handle = handle
-        self._finalizer = weakref.finalize(self, _native.release, "mdg_conversation_free", handle)
+        self._handle = _native.Handle("mdg_conversation_free", handle, "conversation")
+        self._finalizer = weakref.finalize(self, self._handle.release)
 
-    def _h(self) -> ctypes.c_void_p:
-        if not self._finalizer.alive:
-            raise Closed(-5, "the conversation is closed")
-        return self._handle
+    def _call(self, fn, *args) -> int:
+        with self._handle as h:
+            return check(fn(h, *args))
 
     def set_locale(self, locale: Optional[str]) -> None:
         """Pins the reply language ("ja", "en"); None unpins it."""
-        check(lib().mdg_conversation_set_locale(self._h(), opt_utf8(locale, "locale")))
+        self._call(lib().mdg_conversation_set_locale, opt_cstring(locale, "locale"))
 
     def set_fallback_locale(self, locale: Optional[str]) -> None:
         """The language for messages that do not tell (no letters)."""
-        check(lib().mdg_conversation_set_fallback_locale(self._h(), opt_utf8(locale, "locale")))
+        self._call(lib().mdg_conversation_set_fallback_locale, opt_cstring(locale, "locale"))
 
     def set_visitor(self, key: str, value: Optional[str]) -> None:
         """A visitor attribute for the hand-off package; None removes it."""
-        check(lib().mdg_conversation_set_visitor(self._h(), utf8(key, "key"), opt_utf8(value, "value")))
+        self._call(lib().mdg_conversation_set_visitor, cstring(key, "key"), opt_cstring(value, "value"))
 
     def set_slot(self, key: str, value: Optional[str]) -> None:
-        check(lib().mdg_conversation_set_slot(self._h(), utf8(key, "key"), opt_utf8(value, "value")))
+        self._call(lib().mdg_conversation_set_slot, cstring(key, "key"), opt_cstring(value, "value"))
 
     def slot(self, key: str) -> Optional[str]:
         """A slot's value, or None when it is not set."""
         buf = _native.mdg_buf()
-        rc = lib().mdg_conversation_slot(ctypes.byref(buf), self._h(), utf8(key, "key"))
+        k = cstring(key, "key")
+        with self._handle as h:
+            rc = lib().mdg_conversation_slot(ctypes.byref(buf), h, k)
         if rc == -2:
             return None
         check(rc)
@@ -267,25 +280,26 @@ class Conversation:
 
     def hand_back(self) -> None:
         """A person hands the conversation back to the bot."""
-        check(lib().mdg_conversation_hand_back(self._h()))
+        self._call(lib().mdg_conversation_hand_back)
 
     def add_turn(self, role: str, text: Text) -> None:
         """Records what someone else (an "agent") said, so that the transcript stays whole."""
         data = utf8(text)
-        check(lib().mdg_conversation_add_turn(self._h(), utf8(role, "role"), data, len(data)))
+        self._call(lib().mdg_conversation_add_turn, cstring(role, "role"), data, len(data))
 
     @property
     def turn(self) -> int:
-        return check(lib().mdg_conversation_turn(self._h()))
+        return self._call(lib().mdg_conversation_turn)
 
     @property
     def handed_off(self) -> bool:
-        return check(lib().mdg_conversation_handed_off(self._h())) == 1
+        return self._call(lib().mdg_conversation_handed_off) == 1
 
     def to_dict(self) -> Dict[str, Any]:
         """turn, failed_turns, handed_off, previous_answer, locale, slots, visitor, transcript."""
         buf = _native.mdg_buf()
-        check(lib().mdg_conversation_json(ctypes.byref(buf), self._h()))
+        with self._handle as h:
+            check(lib().mdg_conversation_json(ctypes.byref(buf), h))
         return json.loads(take_buf(buf))
 
     def close(self) -> None:
@@ -316,17 +330,17 @@ class Reply:
     @classmethod
     def _wrap(cls, handle: ctypes.c_void_p) -> "Reply":
         self = object.__new__(cls)
-        self._handle = handle
-        self._finalizer = weakref.finalize(self, _native.release, "mdg_reply_free", handle)
+        self._handle = _native.Handle("mdg_reply_free", handle, "reply")
+        self._finalizer = weakref.finalize(self, self._handle.release)
         L = lib()
         size = ctypes.c_size_t()
         ptr = L.mdg_reply_text(handle, ctypes.byref(size))
         self.text = text_at(ptr, size.value)
-        self.decision = Decision(check(L.mdg_reply_decision(handle)))
+        self.decision = _native.enum_or_int(Decision, check(L.mdg_reply_decision(handle)))
         self.entry = _native.cstr(L.mdg_reply_entry(handle))
         self.locale = _native.cstr(L.mdg_reply_locale(handle))
         self.reason = _native.cstr(L.mdg_reply_reason(handle))
-        self.candidates = tuple(self._iter_candidates())
+        self.candidates = tuple(self._iter_candidates(handle))
         opts = []
         for i in range(L.mdg_reply_option_count(handle)):
             o = L.mdg_reply_option(handle, i).contents
@@ -334,10 +348,11 @@ class Reply:
         self.options = tuple(opts)
         return self
 
-    def _iter_candidates(self) -> Iterator[Candidate]:
+    @staticmethod
+    def _iter_candidates(handle) -> Iterator[Candidate]:
         L = lib()
-        for i in range(L.mdg_reply_candidate_count(self._handle)):
-            c = L.mdg_reply_candidate(self._handle, i).contents
+        for i in range(L.mdg_reply_candidate_count(handle)):
+            c = L.mdg_reply_candidate(handle, i).contents
             yield Candidate(_native.cstr(c.entry), c.confidence, c.score, c.bm25)
 
     def __iter__(self) -> Iterator[Candidate]:
@@ -345,10 +360,9 @@ class Reply:
         return iter(self.candidates)
 
     def _buf(self, fn) -> str:
-        if not self._finalizer.alive:
-            raise Closed(-5, "the reply is closed")
         buf = _native.mdg_buf()
-        check(fn(ctypes.byref(buf), self._handle))
+        with self._handle as h:
+            check(fn(ctypes.byref(buf), h))
         return take_buf(buf)
 
     def json(self) -> Dict[str, Any]:

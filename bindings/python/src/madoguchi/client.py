@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 from . import _native
-from ._native import check, lib, opt_utf8, take_buf, utf8
+from ._native import check, cstring, enum_or_int, lib, millis, opt_cstring, take_buf, utf8
 from .bot import LogLevel, Logger, Text, _log_trampoline
-from .errors import Busy, Closed
+from .errors import Busy
 
 _log = logging.getLogger("madoguchi")
 
@@ -105,7 +105,7 @@ class Event:
             return json.loads(raw.decode("utf-8")) if raw else None
 
         return cls(
-            kind=EventKind(ev.kind), state=State(ev.state), conversation=s(ev.conversation),
+            kind=enum_or_int(EventKind, ev.kind), state=enum_or_int(State, ev.state), conversation=s(ev.conversation),
             conversation_state=s(ev.conversation_state), id=s(ev.id), seq=ev.seq, last_seq=ev.last_seq, at=ev.at,
             sender=s(ev.from_), agent=s(ev.agent), text=_native.text_at(ev.text, ev.text_size),
             attachments=attachments, bot=obj(ev.bot_json), event=s(ev.event), data=obj(ev.data_json),
@@ -116,59 +116,48 @@ class Event:
 AttachmentLike = Union[Attachment, Mapping[str, Any]]
 
 
-class Client:
-    """A visitor's live-chat client: one connection to a hub's /v1/visitor, kept alive by its
-    own network thread, with an outbox that never loses a message (in state_path when set).
+class _LiveClient:
+    """What the visitor's Client and the AgentClient share: the C handle (mdg_client_* or
+    mdg_agent_*, by `_prefix`), event delivery in the three ways of the module's docstring,
+    the connection state, the outbox count, close() and free()."""
 
-    Every method may be called from any thread. free() (or the end of a `with` block, or the
-    garbage collector) releases it; close(timeout) first flushes the outbox."""
-
+    _prefix = ""  # "mdg_client_" or "mdg_agent_"
+    _what = ""    # "client" or "agent client"
     #: How long the end of a `with` block waits for the outbox (seconds).
     close_timeout = 5.0
 
-    def __init__(self, url: str, *, state_path=None, locale: Optional[str] = None,
-                 visitor: Optional[Mapping[str, str]] = None, backoff_ms: Optional[Sequence[int]] = None,
-                 jitter_percent: int = 30, dispatch: str = "callback",
-                 on_event: Optional[Callable[[Event], None]] = None, logger: Optional[Logger] = None,
-                 log_level: int = LogLevel.INFO):
+    def _start(self, dispatch: str, on_event) -> None:
         if dispatch not in ("callback", "poll"):
             raise ValueError("dispatch must be 'callback' or 'poll', not %r" % (dispatch,))
         self._poll_mode = dispatch == "poll"
         self._on_event = on_event
-        self._queue: Deque[Event] = collections.deque()
+        self._queue: Deque[Any] = collections.deque()
         self._cond = threading.Condition()
         self.callback_errors: List[BaseException] = []
-        opts = _native.mdg_client_options()
-        check(lib().mdg_client_options_init(ctypes.byref(opts), _native.CLIENT_OPTIONS_VERSION))
-        opts.url = utf8(url, "url")
-        opts.state_path = opt_utf8(None if state_path is None else str(state_path), "state_path")
-        opts.locale = opt_utf8(locale, "locale")
-        if visitor:
-            flat = []
-            for k, v in visitor.items():
-                flat += [utf8(k, "visitor key"), utf8(v, "visitor value")]
-            visitor_arr = (ctypes.c_char_p * (len(flat) + 1))(*flat, None)
-            opts.visitor = visitor_arr
-        if backoff_ms:
-            backoff_arr = (ctypes.c_int * len(backoff_ms))(*[int(b) for b in backoff_ms])
-            opts.backoff_ms = backoff_arr
-            opts.backoff_count = len(backoff_ms)
-        opts.jitter_percent = int(jitter_percent)
-        opts.dispatch = 1 if self._poll_mode else 0
-        event_cb = _native.EVENT_CB(_event_trampoline(weakref.ref(self)))
-        log_cb = _log_trampoline(logger)
-        opts.on_event = event_cb
-        opts.log_cb = log_cb
-        opts.log_level = int(log_level)
-        handle = ctypes.c_void_p()
-        check(lib().mdg_client_new(ctypes.byref(handle), ctypes.byref(opts)))
-        self._handle = handle
-        # The callbacks must outlive the C client: they go with the finalizer.
-        self._finalizer = weakref.finalize(self, _native.release, "mdg_client_free", handle, event_cb, log_cb)
+
+    def _own(self, handle, *callbacks) -> None:
+        # The callbacks must outlive the C object: they are released with it.
+        self._handle = _native.Handle(self._prefix + "free", handle, self._what, *callbacks)
+        self._finalizer = weakref.finalize(self, self._handle.release)
+
+    def _fn(self, name: str):
+        return getattr(lib(), self._prefix + name)
+
+    def _call(self, name: str, *args) -> int:
+        fn = self._fn(name)
+        with self._handle as h:
+            return check(fn(h, *args))
+
+    def _out(self, name: str, out) -> None:
+        fn = self._fn(name)
+        with self._handle as h:
+            check(fn(ctypes.byref(out), h))
 
     # -- events ----------------------------------------------------------------------------------
 
-    def _deliver(self, ev: Event) -> None:
+    def _deliver(self, ev) -> None:
+        if not self._handle.alive:
+            return  # freed (from another thread, or by an earlier callback): no event follows
         if self._on_event is not None:
             try:
                 self._on_event(ev)
@@ -181,13 +170,12 @@ class Client:
             self._queue.append(ev)
             self._cond.notify_all()
 
-    def poll(self, timeout: float = 0.0, max_events: int = 0) -> int:
+    def poll(self, timeout: Optional[float] = 0.0, max_events: int = 0) -> int:
         """dispatch="poll": waits up to `timeout` seconds (None: until an event) and delivers the
         queued events on this thread; returns how many. With dispatch="callback": 0."""
-        ms = -1 if timeout is None else max(0, int(timeout * 1000))
-        return check(lib().mdg_client_poll(self._h(), ms, max_events))
+        return self._call("poll", millis(timeout), max_events)
 
-    def events(self, timeout: Optional[float] = None) -> Iterator[Event]:
+    def events(self, timeout: Optional[float] = None) -> Iterator[Any]:
         """Yields events as they come (without on_event), until `timeout` seconds have passed
         (None: until the client is closed and nothing is left)."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -200,7 +188,7 @@ class Client:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return
-            if not self._finalizer.alive:
+            if not self._handle.alive:
                 return
             if self._poll_mode:
                 step = 0.1 if left is None else min(0.1, left)
@@ -215,7 +203,7 @@ class Client:
                             return
                         self._cond.wait(0.1 if left is None else min(0.1, left))
 
-    def wait_for(self, predicate: Callable[[Event], bool], timeout: float = 15.0) -> Event:
+    def wait_for(self, predicate: Callable[[Any], bool], timeout: float = 15.0) -> Any:
         """The first event (without on_event) for which predicate(event) holds; the events
         before it are dropped. Raises TimeoutError after `timeout` seconds."""
         for ev in self.events(timeout):
@@ -223,16 +211,96 @@ class Client:
                 return ev
         raise TimeoutError("no matching event within %.1f s" % timeout)
 
-    # -- actions ---------------------------------------------------------------------------------
-
-    def _h(self) -> ctypes.c_void_p:
-        if not self._finalizer.alive:
-            raise Closed(-5, "the client is freed")
-        return self._handle
+    # -- state and lifetime ----------------------------------------------------------------------
 
     def connect(self) -> None:
         """Starts the network thread, which connects and keeps reconnecting."""
-        check(lib().mdg_client_connect(self._h()))
+        self._call("connect")
+
+    @property
+    def state(self) -> State:
+        out = ctypes.c_int()
+        self._out("state", out)
+        return enum_or_int(State, out.value)
+
+    @property
+    def pending(self) -> int:
+        """Messages in the outbox: sent or not, not acknowledged yet."""
+        out = ctypes.c_size_t()
+        self._out("pending", out)
+        return out.value
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flushes the outbox for up to `timeout` seconds, closes the connection and stops the
+        network thread. Raises madoguchi.DeadlineExceeded when messages are left (they stay in
+        state_path), madoguchi.Busy from inside on_event."""
+        self._call("close", millis(max(0.0, timeout)))
+
+    def free(self) -> None:
+        """Releases the client without waiting for the outbox (idempotent). Calls running on
+        other threads finish first (and no event reaches Python after this returns); later
+        ones raise madoguchi.Closed."""
+        self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None and self._handle.alive:
+                self.close(self.close_timeout)
+        finally:
+            self.free()
+
+
+def _backoff(opts, backoff_ms: Optional[Sequence[int]]):
+    """Sets opts.backoff_ms/backoff_count; returns the array, which must live as long as opts."""
+    if not backoff_ms:
+        return None
+    arr = (ctypes.c_int * len(backoff_ms))(*[int(b) for b in backoff_ms])
+    opts.backoff_ms = arr
+    opts.backoff_count = len(backoff_ms)
+    return arr
+
+
+class Client(_LiveClient):
+    """A visitor's live-chat client: one connection to a hub's /v1/visitor, kept alive by its
+    own network thread, with an outbox that never loses a message (in state_path when set).
+
+    Every method may be called from any thread. free() (or the end of a `with` block, or the
+    garbage collector) releases it; close(timeout) first flushes the outbox."""
+
+    _prefix = "mdg_client_"
+    _what = "client"
+
+    def __init__(self, url: str, *, state_path=None, locale: Optional[str] = None,
+                 visitor: Optional[Mapping[str, str]] = None, backoff_ms: Optional[Sequence[int]] = None,
+                 jitter_percent: int = 30, dispatch: str = "callback",
+                 on_event: Optional[Callable[[Event], None]] = None, logger: Optional[Logger] = None,
+                 log_level: int = LogLevel.INFO):
+        self._start(dispatch, on_event)
+        opts = _native.mdg_client_options()
+        check(lib().mdg_client_options_init(ctypes.byref(opts), _native.CLIENT_OPTIONS_VERSION))
+        opts.url = cstring(url, "url")
+        opts.state_path = opt_cstring(None if state_path is None else str(state_path), "state_path")
+        opts.locale = opt_cstring(locale, "locale")
+        if visitor:
+            flat = []
+            for k, v in visitor.items():
+                flat += [cstring(k, "visitor key"), cstring(v, "visitor value")]
+            visitor_arr = (ctypes.c_char_p * (len(flat) + 1))(*flat, None)
+            opts.visitor = visitor_arr
+        backoff_arr = _backoff(opts, backoff_ms)  # noqa: F841 - lives until mdg_client_new()
+        opts.jitter_percent = int(jitter_percent)
+        opts.dispatch = 1 if self._poll_mode else 0
+        event_cb = _native.EVENT_CB(_event_trampoline(weakref.ref(self), Event._from_c))
+        log_cb = _log_trampoline(logger)
+        opts.on_event = event_cb
+        opts.log_cb = log_cb
+        opts.log_level = int(log_level)
+        handle = ctypes.c_void_p()
+        check(lib().mdg_client_new(ctypes.byref(handle), ctypes.byref(opts)))
+        self._own(handle, event_cb, log_cb)
 
     def send(self, text: Text, attachments: Iterable[AttachmentLike] = ()) -> str:
         """Queues a message (in the outbox, and in state_path, when this returns) and returns its
@@ -241,11 +309,12 @@ class Client:
         out = _native.mdg_message_id()
         atts = [a if isinstance(a, Attachment) else Attachment(**a) for a in attachments]
         if not atts:
-            check(lib().mdg_client_send(ctypes.byref(out), self._h(), data, len(data)))
+            with self._handle as h:
+                check(lib().mdg_client_send(ctypes.byref(out), h, data, len(data)))
         else:
-            structs = [_native.mdg_attachment(utf8(a.name), utf8(a.type), int(a.size), utf8(a.url)) for a in atts]
-            ptrs = (ctypes.POINTER(_native.mdg_attachment) * len(structs))(*[ctypes.pointer(s) for s in structs])
-            check(lib().mdg_client_send_attachments(ctypes.byref(out), self._h(), data, len(data), ptrs, len(structs)))
+            ptrs, count = _attachment_array(atts)
+            with self._handle as h:
+                check(lib().mdg_client_send_attachments(ctypes.byref(out), h, data, len(data), ptrs, count))
         return out.str.decode("ascii")
 
     def choose(self, option: Mapping[str, str]) -> str:
@@ -259,71 +328,51 @@ class Client:
             raise TypeError("choose() takes one of event.bot['options'] or ['suggestions']: a mapping with "
                             "'entry' and 'label'")
         out = _native.mdg_message_id()
-        check(lib().mdg_client_choose(ctypes.byref(out), self._h(), utf8(entry), utf8(label)))
+        e, l = cstring(entry, "entry"), cstring(label, "label")
+        with self._handle as h:
+            check(lib().mdg_client_choose(ctypes.byref(out), h, e, l))
         return out.str.decode("ascii")
 
     def typing(self, active: bool = True) -> None:
         """Tells the other side the visitor is typing (ignored while not connected)."""
-        check(lib().mdg_client_typing(self._h(), 1 if active else 0))
+        self._call("typing", 1 if active else 0)
 
     def mark_read(self, seq: int) -> None:
         """Tells the other side the visitor has read up to `seq` (ignored while not connected)."""
-        check(lib().mdg_client_mark_read(self._h(), int(seq)))
-
-    @property
-    def state(self) -> State:
-        out = ctypes.c_int()
-        check(lib().mdg_client_state(ctypes.byref(out), self._h()))
-        return State(out.value)
+        self._call("mark_read", int(seq))
 
     @property
     def conversation(self) -> str:
         buf = _native.mdg_buf()
-        check(lib().mdg_client_conversation(ctypes.byref(buf), self._h()))
+        self._out("conversation", buf)
         return take_buf(buf)
 
     @property
     def last_seq(self) -> int:
         out = ctypes.c_int64()
-        check(lib().mdg_client_last_seq(ctypes.byref(out), self._h()))
+        self._out("last_seq", out)
         return out.value
 
-    @property
-    def pending(self) -> int:
-        out = ctypes.c_size_t()
-        check(lib().mdg_client_pending(ctypes.byref(out), self._h()))
-        return out.value
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Flushes the outbox for up to `timeout` seconds, closes the connection and stops the
-        network thread. Raises madoguchi.DeadlineExceeded when messages are left (they stay in
-        state_path), madoguchi.Busy from inside on_event."""
-        check(lib().mdg_client_close(self._h(), max(0, int(timeout * 1000))))
-
-    def free(self) -> None:
-        """Releases the client without waiting for the outbox (idempotent)."""
-        self._finalizer()
-
-    def __enter__(self) -> "Client":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None and self._finalizer.alive:
-                self.close(self.close_timeout)
-        finally:
-            self.free()
+def _attachment_array(atts: Sequence[Attachment]):
+    """The attachments as the C array of pointers that mdg_*_send_attachments() takes (the
+    structs are kept alive by the array's _objects)."""
+    structs = [_native.mdg_attachment(cstring(a.name, "attachment name"), cstring(a.type, "attachment type"),
+                                      int(a.size), cstring(a.url, "attachment url")) for a in atts]
+    ptrs = (ctypes.POINTER(_native.mdg_attachment) * len(structs))(*[ctypes.pointer(s) for s in structs])
+    return ptrs, len(structs)
 
 
-def _event_trampoline(client_ref: "weakref.ReferenceType[Client]"):
-    """The C event callback: copies the event, then hands it to the client. Never raises."""
+def _event_trampoline(client_ref: "weakref.ReferenceType[_LiveClient]", copy):
+    """The C event callback: copies the event (with `copy`), then hands it to the client.
+    Never raises."""
 
     def call(ev_ptr, _userdata) -> None:
         try:
             client = client_ref()
             if client is None:
                 return
-            client._deliver(Event._from_c(ev_ptr.contents))
+            client._deliver(copy(ev_ptr.contents))
         except BaseException:  # noqa: BLE001 - nothing may unwind into C
             _log.exception("madoguchi: could not deliver an event")
 

@@ -461,6 +461,41 @@ TEST_SUITE("sdk.hub") {
     CHECK(handoff.find("担当者と話したい") != std::string::npos);
   }
 
+  TEST_CASE("hub: a resumed visitor gets what it missed a page at a time, in order, before anything new") {
+    mdg_test::TempDir dir("madoguchi-hub-test");
+    const std::string path = dir.file("hub.db");
+    const std::string state = dir.file("visitor.json");
+    const std::string conversation = first_conversation(path, state);
+    std::vector<hub::NewMessage> missed;  // many replay pages' worth, stored while it was away
+    for (int i = 0; i < 150; ++i) {
+      const std::string n = std::to_string(i);
+      missed.push_back(stored_message("visitor", "visitor-" + n, "question " + n));
+      missed.push_back(stored_message("bot", "bot-" + n, "answer " + n));
+    }
+    store_messages(path, conversation, missed);
+    auto sqlite = hub::open_sqlite_store(path);
+    REQUIRE(sqlite.is_ok());
+    InProcessHub hub({}, std::move(*sqlite));
+    Recorder rec;
+    auto client = visitor(hub.url(), state, rec);  // resumes after the first run's last seq
+    const std::int64_t before = client->last_seq();
+    auto id = client->send("送料はいくらですか");  // sent right after the welcome, during the replay
+    REQUIRE(id.is_ok());
+    REQUIRE(rec.wait([&](const auto& evs) { return mdg_test::answer_to(evs, *id) >= 0; }));
+    REQUIRE(client->close(5000));
+    // Every missed frame came once, in seq order, then the ack and the answer (a frame out of
+    // order would have been dropped by the client as already seen).
+    std::vector<std::int64_t> seqs;
+    for (const auto& e : rec.events()) {
+      if ((e.kind == Kind::kMessage || e.kind == Kind::kEvent || e.kind == Kind::kAck) && e.frame.seq) seqs.push_back(*e.frame.seq);
+    }
+    REQUIRE(seqs.size() >= 300 + 2);
+    CHECK(std::is_sorted(seqs.begin(), seqs.end()));
+    CHECK(std::adjacent_find(seqs.begin(), seqs.end()) == seqs.end());
+    CHECK(seqs.front() == before + 1);
+    CHECK(seqs[299] == before + 300);
+  }
+
   TEST_CASE("hub: an agent taking a long conversation gets its last messages, within a frame clients take") {
     using AKind = AgentEvent::Kind;
     mdg_test::TempDir dir("madoguchi-hub-test");

@@ -164,6 +164,12 @@ struct Session {
   std::uint64_t login = 0;   // agent: its hello's credentials are being checked (LoginChecks)
   std::string login_name;    // ... for this name
   FrameQueue out;
+  // A resumed visitor's replay goes out a page at a time, the next when the socket has taken
+  // the last (so a connection that does not read holds one page, not the whole transcript).
+  // Meanwhile whatever else it is sent waits in `held`, to follow the replay in seq order.
+  bool replaying = false;
+  std::int64_t replay_after = 0;  // the last seq replayed
+  FrameQueue held;
   std::string rx;
   std::vector<std::string> inbox;  // whole frames received, not yet handled
   bool ready = false;              // listed in Hub::Impl::ready
@@ -371,6 +377,8 @@ const lws_protocols kProtocols[] = {
 // The messages and events a `conversation` frame carries to an agent at most: the last ones,
 // within a size the clients take (madoguchi::AgentClient: frames up to 4 MiB).
 constexpr std::size_t kTranscriptMessages = 10000, kTranscriptBytes = 2u << 20;
+// Frames of a resumed visitor's replay read and queued at a time (at most 64 KiB each).
+constexpr std::size_t kReplayPage = 32;
 
 // Places in the queue are counted up to here (queue_position; further back, none is told).
 constexpr std::size_t kQueuePositions = 10000;
@@ -567,12 +575,18 @@ struct Hub::Impl {
   }
 
   // ---- sending --------------------------------------------------------------------------
-  void send(Session& s, std::string json) {
+  // Queues a frame for `s`; while it is replaying, after the replay (`now`: at once, for the
+  // replay itself and for error frames, which carry no seq).
+  void send(Session& s, std::string json, bool now = false) {
     if (s.closing) return;
     if (batch_open && !s.touched) {
       s.touched = true;
       s.out_mark = s.out.size();
       touched.push_back(&s);
+    }
+    if (s.replaying && !now) {
+      s.held.push_back(std::move(json));
+      return;
     }
     s.out.push_back(std::move(json));
     lws_callback_on_writable(s.wsi);
@@ -580,7 +594,7 @@ struct Hub::Impl {
   void send(Session& s, const Frame& f) { send(s, protocol::encode(f)); }
   void send_error(Session& s, ErrorKind kind, std::string message, std::string id = {}) {
     ++errors_sent[std::string(protocol::to_string(kind))];
-    send(s, protocol::make_error(kind, std::move(message), std::move(id)));
+    send(s, protocol::encode(protocol::make_error(kind, std::move(message), std::move(id))), true);
     if (int code = protocol::close_code(kind)) close(s, code);
   }
   // Closes after the frames already queued. The socket is closed only once the peer has been
@@ -589,6 +603,10 @@ struct Hub::Impl {
   // had not read yet, the error frames and the close frame included.
   void close(Session& s, int code) {
     if (s.closing) return;
+    // A replay cut short: what waited behind it must not go out with seqs above the frames
+    // the client has not had (it would count them as seen). It reconnects and resumes.
+    s.replaying = false;
+    s.held = FrameQueue();
     s.closing = true;
     s.close_code = code;
     s.closing_since = s.last_heard = steady_seconds();
@@ -972,33 +990,47 @@ struct Hub::Impl {
     w.state = c->record.state;
     w.last_seq = c->record.last_seq;
     send(s, w);
-    replay(s, *c, f.last_seq.value_or(0));
+    start_replay(s, f.last_seq.value_or(0));
     // The place in the queue now, which the replayed handoff_started may no longer tell.
     if (c->record.state == "waiting") {
       if (int position = queue_position(c->record.id); position > 0) send(s, position_event(position));
     }
   }
 
-  void replay(Session& s, Conversation& c, std::int64_t after) {
-    while (true) {
-      auto batch = store->messages_after(c.record.id, after, 500);
-      if (!batch) {
-        cfg.logger.log(LogLevel::kError, "store: " + batch.status().message());
-        // Closed, not left open: a frame sent after this one would carry a higher seq, and a
-        // client that took it would count the frames it missed as seen. It reconnects and
-        // asks for them again.
-        send_error(s, ErrorKind::kInternal, "the conversation could not be read; reconnect to retry");
-        return close(s, 1011);
+  // Sends a resumed visitor the frames after `after`: the first page now, the others as the
+  // socket takes them (replay_page from the WRITEABLE callback).
+  void start_replay(Session& s, std::int64_t after) {
+    s.replaying = true;
+    s.replay_after = after;
+    replay_page(s);
+  }
+
+  void replay_page(Session& s) {
+    auto page = store->messages_after(s.conversation, s.replay_after, kReplayPage);
+    if (!page) {
+      cfg.logger.log(LogLevel::kError, "store: " + page.status().message());
+      // Closed, not left open: a frame sent after this one would carry a higher seq, and a
+      // client that took it would count the frames it missed as seen. It reconnects and
+      // asks for them again.
+      send_error(s, ErrorKind::kInternal, "the conversation could not be read; reconnect to retry");
+      return close(s, 1011);
+    }
+    for (const auto& m : *page) {
+      auto f = protocol::decode(m.body_json);
+      if (auto* frame = std::get_if<Frame>(&f)) {
+        frame->seq = m.seq;
+        send(s, protocol::encode(*frame), true);
       }
-      for (const auto& m : *batch) {
-        auto f = protocol::decode(m.body_json);
-        if (auto* frame = std::get_if<Frame>(&f)) {
-          frame->seq = m.seq;
-          send(s, *frame);
-        }
-        after = m.seq;
-      }
-      if (batch->size() < 500) return;
+      s.replay_after = m.seq;
+    }
+    if (page->size() == kReplayPage) {
+      lws_callback_on_writable(s.wsi);  // the next page once this one is written
+      return;
+    }
+    s.replaying = false;
+    while (!s.held.empty()) {
+      send(s, std::move(s.held.front()), true);
+      s.held.pop_front();
     }
   }
 
@@ -1681,7 +1713,12 @@ int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::s
         std::memcpy(buf.data() + LWS_PRE, msg.data(), msg.size());
         if (lws_write(wsi, buf.data() + LWS_PRE, msg.size(), LWS_WRITE_TEXT) < static_cast<int>(msg.size())) return -1;
         s.out.pop_front();
+        if (s.out.empty() && s.replaying && !s.closing) impl->replay_page(s);
         if (!s.out.empty() || s.closing) lws_callback_on_writable(wsi);
+        return 0;
+      }
+      if (s.replaying && !s.closing) {
+        impl->replay_page(s);
         return 0;
       }
       if (s.closing && s.quiet) {

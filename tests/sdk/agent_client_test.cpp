@@ -516,8 +516,15 @@ TEST_SUITE("sdk.agent_client") {
       CHECK(agent->close(0).code() == ErrorCode::kDeadlineExceeded);
     }
     CHECK(mdg_test::read_file(cfg.state_path).find("\"id\":\"" + id + "\",\"conversation\":\"c_1\"") != std::string::npos);
-    auto reopened = make_client(cfg);
-    CHECK(reopened->pending() == 1);
+    {
+      auto reopened = make_client(cfg);
+      CHECK(reopened->pending() == 1);
+    }
+    // ...and not a visitor's: its replies would go out as the visitor's own messages.
+    VisitorRecorder visitor_rec;
+    auto as_visitor = Client::create(visitor_config("ws://127.0.0.1:9/v1/visitor", cfg.state_path, visitor_rec));
+    CHECK(as_visitor.status().code() == ErrorCode::kInvalidArgument);
+    CHECK(as_visitor.status().message().find("an agent client's state file") != std::string::npos);
   }
 
   TEST_CASE("agent client: the hub is killed and restarted, the agent comes back, nothing twice, the offline reply once") {

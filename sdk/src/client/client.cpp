@@ -168,6 +168,15 @@ Result<std::unique_ptr<Client>> Client::create(ClientConfig config) {
   auto impl = std::make_shared<Impl>(std::move(base), std::move(config));
   MDG_ASSIGN_OR_RETURN(auto loaded, impl->open_state_file());
   if (loaded) {
+    // An agent's replies name their conversation; sent from here they would go out as the
+    // visitor's own messages.
+    bool agent_file = std::any_of(loaded->outbox.begin(), loaded->outbox.end(),
+                                  [](const auto& m) { return !m.conversation.empty(); });
+    if (agent_file) {
+      return invalid_argument(impl->config().state_path +
+                              ": an agent client's state file (replies that name a conversation); a visitor "
+                              "client needs a file of its own");
+    }
     impl->token = std::move(loaded->token);
     impl->conversation = std::move(loaded->conversation);
     impl->last_seq = loaded->last_seq;

@@ -85,17 +85,27 @@ class CurrentBot {
     std::lock_guard lock(mu_);
     return bot_;
   }
-  void store(std::shared_ptr<const bot::Bot> next) {
+  // The bot and its generation (1 for the first, +1 per store), read together.
+  std::pair<std::shared_ptr<const bot::Bot>, std::uint64_t> load_with_generation() const {
+    std::lock_guard lock(mu_);
+    return {bot_, generation_};
+  }
+  // Swaps in `next`; returns its generation.
+  std::uint64_t store(std::shared_ptr<const bot::Bot> next) {
     std::shared_ptr<const bot::Bot> previous;
+    std::uint64_t generation;
     {
       std::lock_guard lock(mu_);
       previous = std::exchange(bot_, std::move(next));
+      generation = ++generation_;
     }
+    return generation;
   }
 
  private:
   mutable std::mutex mu_;
   std::shared_ptr<const bot::Bot> bot_;
+  std::uint64_t generation_ = 0;
 };
 
 }  // namespace
@@ -103,7 +113,6 @@ class CurrentBot {
 struct mdg_bot {
   BotConfig config;
   CurrentBot current;
-  std::atomic<std::uint64_t> generation{1};
   std::mutex reload_mu;  // reloads take turns, so that generations follow the swaps
 };
 
@@ -158,8 +167,7 @@ int reload(mdg_bot* b, madoguchi::Result<bot::KnowledgeBase> kb) {
   std::lock_guard lock(b->reload_mu);
   auto built = build(std::move(*kb), b->config);
   if (!built) return set_error(built.status());
-  b->current.store(std::move(*built));
-  auto gen = b->generation.fetch_add(1) + 1;
+  const std::uint64_t gen = b->current.store(std::move(*built));
   b->config.logger.log(madoguchi::LogLevel::kInfo, "knowledge base reloaded (generation " + std::to_string(gen) + ")");
   return MDG_OK;
 }
@@ -228,8 +236,8 @@ MDG_EXTERN(int) mdg_bot_info_json(mdg_buf* out, const mdg_bot* b) {
     if (out == nullptr) return null_argument("mdg_bot_info_json", "out");
     *out = mdg_buf MDG_BUF_INIT;
     if (b == nullptr) return null_argument("mdg_bot_info_json", "bot");
-    std::uint64_t generation = b->generation.load();
-    std::shared_ptr<const bot::Bot> current = b->current.load();
+    // One read: a reload between two would give one generation's number with another's entries.
+    auto [current, generation] = b->current.load_with_generation();
     const auto& kb = current->knowledge();
     auto stats = current->stats();
     madoguchi::detail::JsonWriter w;

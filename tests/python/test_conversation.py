@@ -504,6 +504,35 @@ async def test_agent_closes_the_conversation(hub):
 
 
 @async_test
+async def test_a_reply_resent_after_the_agent_lost_the_conversation_is_acknowledged_not_refused(hub):
+    # Its ack was lost, the agent reconnects and resends; meanwhile the conversation went
+    # back to the bot. It is stored: the resend gets the same ack (a duplicate), as any resend.
+    v, _, _, _ = await start_handoff(hub)
+    conv = v.conversation
+    sato = await new_agent(hub, "sato")
+    suzuki = await new_agent(hub, "suzuki")
+    await sato.take(conv, timeout=T)
+    first = await sato.message(conv, "担当の佐藤です。", id="a-resent-reply", timeout=T)
+    assert_ack(first, duplicate=False)
+    await sato.hand_back(conv)
+    await v.next_event("handed_back", timeout=T)
+    again = await sato.message(conv, "担当の佐藤です。", id="a-resent-reply", timeout=T)
+    assert_ack(again, duplicate=True)
+    assert again["seq"] == first["seq"], (first, again)
+    # Another agent's copy of that id is not this agent's reply: refused, as before.
+    with pytest.raises(ProtocolError) as e:
+        await suzuki.message(conv, "横から失礼します", id="a-resent-reply", timeout=T)
+    assert e.value.code == "forbidden", e.value.frame
+    # A new reply after losing the conversation is refused.
+    with pytest.raises(ProtocolError) as e:
+        await sato.message(conv, "まだいます", timeout=T)
+    assert e.value.code == "forbidden", e.value.frame
+    await sato.disconnect()
+    await suzuki.disconnect()
+    await v.disconnect()
+
+
+@async_test
 async def test_take_conflict_not_found_and_forbidden(hub):
     v, _, _, _ = await start_handoff(hub)
     conv = v.conversation

@@ -60,6 +60,9 @@ class CommitFailingStore final : public hub::Store {
     return inner_->conversations_in_state(state, limit);
   }
   Result<std::int64_t> count_messages() override { return inner_->count_messages(); }
+  Result<std::optional<std::int64_t>> find_message(std::string_view id, std::string_view client_id) override {
+    return inner_->find_message(id, client_id);
+  }
   Status begin_batch() override { return inner_->begin_batch(); }
   Status end_batch() override {
     MDG_RETURN_IF_ERROR(inner_->end_batch());

@@ -242,6 +242,20 @@ TEST_SUITE("hub.store") {
       CHECK(append_ok(*store, "a", message("", "x", "bot")) == 4);
       CHECK(count_ok(*store) == 4);
     }
+
+    SUBCASE("find_message gives a client id's seq in its conversation, and nothing elsewhere") {
+      auto found = store->find_message("a", "m-other");
+      REQUIRE(found.is_ok());
+      CHECK(*found == std::optional<std::int64_t>(2));
+      for (auto [conv, id] : {std::pair{"b", "m-7f3a"}, std::pair{"a", "m-none"}, std::pair{"a", ""},
+                              std::pair{"no-such", "m-7f3a"}}) {
+        CAPTURE(conv);
+        CAPTURE(id);
+        auto none = store->find_message(conv, id);
+        REQUIRE(none.is_ok());
+        CHECK_FALSE(none->has_value());
+      }
+    }
   }
 
   TEST_CASE("messages_after pages through a conversation in seq order") {

@@ -114,6 +114,18 @@ class Store {
   // The number of stored messages in all conversations (for /metrics).
   virtual Result<std::int64_t> count_messages() = 0;
 
+  // The seq of the message stored with `client_id` in the conversation, or std::nullopt if
+  // there is none (or the conversation does not exist). The hub acknowledges a resend with it
+  // even when it would no longer accept the message (an agent's reply stored before the
+  // conversation went to someone else). The default implementation knows none: a store
+  // without it makes such a resend get the error a new message would.
+  virtual Result<std::optional<std::int64_t>> find_message(std::string_view conversation_id,
+                                                           std::string_view client_id) {
+    (void)conversation_id;
+    (void)client_id;
+    return std::optional<std::int64_t>();
+  }
+
   // Group commit. Between begin_batch() and end_batch() on one thread, the writes made through
   // this Store on that thread are grouped: each call still succeeds or fails on its own (a
   // failed call changed nothing) and later calls see its effects, but the writes become durable

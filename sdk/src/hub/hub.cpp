@@ -1120,6 +1120,16 @@ struct Hub::Impl {
     return *loaded;
   }
 
+  // The seq of the reply `f` (by its client id) if this agent stored it in f.conversation
+  // before; 0 if not, or if the store cannot tell.
+  std::int64_t stored_agent_reply(Session& s, const Frame& f) {
+    auto seq = store->find_message(f.conversation, f.id);
+    if (!seq || !*seq) return 0;
+    auto stored = store->messages_after(f.conversation, **seq - 1, 1);
+    if (!stored || stored->empty() || stored->front().sender != "agent:" + s.agent) return 0;
+    return **seq;
+  }
+
   void agent_error(Session& s, const Status& st, const std::string& id = {}) {
     send_error(s, st.code() == ErrorCode::kNotFound ? ErrorKind::kNotFound : ErrorKind::kForbidden, st.message(), id);
   }
@@ -1278,7 +1288,13 @@ struct Hub::Impl {
       }
       case FrameType::kMessage: {
         auto c = agent_conversation(s, f, true);
-        if (!c) return agent_error(s, c.status(), f.id);
+        if (!c) {
+          // The resend of a reply this agent stored before it lost the conversation (its ack
+          // was lost, then the grace ran out, or the conversation was closed or handed back):
+          // acknowledged as a duplicate, as any resend, not refused.
+          if (auto seq = stored_agent_reply(s, f); seq > 0) return (void)acknowledge(s, f.id, -seq);
+          return agent_error(s, c.status(), f.id);
+        }
         Conversation& conv = **c;
         Frame m = f;
         m.conversation.clear();

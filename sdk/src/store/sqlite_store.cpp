@@ -297,6 +297,8 @@ class SqliteStore final : public Store {
   Result<std::vector<ConversationRecord>> conversations_in_state(std::string_view state,
                                                                  std::size_t limit) override;
   Result<std::int64_t> count_messages() override;
+  Result<std::optional<std::int64_t>> find_message(std::string_view conversation_id,
+                                                   std::string_view client_id) override;
   Status begin_batch() override;
   Status end_batch() override;
 
@@ -807,6 +809,18 @@ Result<std::int64_t> SqliteStore::count_messages() {
   const int rc = q.step();
   if (rc == SQLITE_ROW) return q.column_int64(0);
   return sqlite_error(rc, "count_messages");
+}
+
+Result<std::optional<std::int64_t>> SqliteStore::find_message(std::string_view conversation_id,
+                                                               std::string_view client_id) {
+  if (client_id.empty()) return std::optional<std::int64_t>();
+  const auto lock = lock_for_call();
+  Query q(stmt_.find_client_id.get());
+  q.text(conversation_id).text(client_id);
+  const int rc = q.step();
+  if (rc == SQLITE_ROW) return std::optional<std::int64_t>(q.column_int64(0));
+  if (rc == SQLITE_DONE) return std::optional<std::int64_t>();
+  return sqlite_error(rc, "find_message");
 }
 
 Status SqliteStore::begin_batch() {

@@ -426,6 +426,33 @@ TEST_SUITE("sdk.hub") {
     CHECK((*msgs)[3].body_json.find("送料") != std::string::npos);
   }
 
+  TEST_CASE("hub: several messages left unanswered by a crash are each answered, in order") {
+    mdg_test::TempDir dir("madoguchi-hub-test");
+    const std::string path = dir.file("hub.db");
+    const std::string state = dir.file("visitor.json");
+    const std::string conversation = first_conversation(path, state);
+    store_messages(path, conversation,
+                   {stored_message("visitor", "m-first-left", "送料はいくらですか"),
+                    stored_message("visitor", "m-second-left", "How do I return an item?")});
+    auto sqlite = hub::open_sqlite_store(path);
+    REQUIRE(sqlite.is_ok());
+    InProcessHub hub({}, std::move(*sqlite));
+    Recorder rec;
+    auto client = visitor(hub.url(), state, rec);
+    REQUIRE(rec.wait([&](const auto& evs) { return count(evs, is_bot) == 2; }));
+    REQUIRE(client->close(5000));
+
+    auto check = hub::open_sqlite_store(path);
+    REQUIRE(check.is_ok());
+    auto msgs = (*check)->messages_after(conversation, 0, 100);
+    REQUIRE(msgs.is_ok());
+    REQUIRE(msgs->size() == 6);  // the first run's two, the two left, then an answer to each
+    CHECK((*msgs)[4].sender == "bot");
+    CHECK((*msgs)[4].body_json.find("送料") != std::string::npos);
+    CHECK((*msgs)[5].sender == "bot");
+    CHECK((*msgs)[5].body_json.find("\"entry\":\"returns-window\"") != std::string::npos);
+  }
+
   TEST_CASE("hub: a long conversation comes back into memory with its last turns, not its first") {
     mdg_test::TempDir dir("madoguchi-hub-test");
     const std::string path = dir.file("hub.db");

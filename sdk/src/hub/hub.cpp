@@ -44,6 +44,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -668,29 +669,36 @@ struct Hub::Impl {
     // with letters is answered in its own language (docs/protocol.md).
     if (!conv->record.locale.empty()) conv->bot.set_fallback_locale(conv->record.locale);
     // The bot answers a visitor's message after it is stored and acknowledged, in a later
-    // commit: if the hub stopped in between (a crash), the conversation's last entry is that
-    // message, unanswered. It is asked again below.
+    // commit: if the hub stopped in between (a crash), the conversation ends with that message
+    // (or several), unanswered. They are asked again below.
     // The bot's memory comes back from the conversation's last messages (seqs are 1, 2, ...):
     // events and the bot's own messages included, several times the turns it keeps.
     constexpr std::int64_t kRecalled = 5 * static_cast<std::int64_t>(bot::Conversation::kMaxTurns);
     MDG_ASSIGN_OR_RETURN(auto stored, store->messages_after(id, std::max<std::int64_t>(0, conv->record.last_seq - kRecalled),
                                                             static_cast<std::size_t>(kRecalled)));
-    std::optional<StoredMessage> last;
-    if (!stored.empty() && stored.back().seq == conv->record.last_seq) {
-      last = stored.back();
-    } else if (conv->record.last_seq > 0) {
-      MDG_ASSIGN_OR_RETURN(auto tail, store->messages_after(id, conv->record.last_seq - 1, 1));
-      if (!tail.empty()) last = std::move(tail.back());
+    // The visitor's messages after the last of anyone else's, unanswered when the conversation
+    // is with the bot: each is asked again, in order (the bot answers one at a time).
+    std::vector<std::pair<std::int64_t, Frame>> unanswered;
+    if (conv->record.state == "bot") {
+      if (stored.empty() || stored.back().seq != conv->record.last_seq) {
+        // Not in the window read above (a gap in seqs): read the last one alone.
+        if (conv->record.last_seq > 0) {
+          MDG_ASSIGN_OR_RETURN(auto tail, store->messages_after(id, conv->record.last_seq - 1, 1));
+          stored.insert(stored.end(), tail.begin(), tail.end());
+        }
+      }
+      for (auto m = stored.rbegin(); m != stored.rend() && m->sender == "visitor" && m->kind == "message"; ++m) {
+        auto f = protocol::decode(m->body_json);
+        if (auto* frame = std::get_if<Frame>(&f)) unanswered.emplace_back(m->seq, std::move(*frame));
+      }
+      std::reverse(unanswered.begin(), unanswered.end());
     }
-    std::optional<Frame> unanswered;
-    if (last && conv->record.state == "bot" && last->sender == "visitor" && last->kind == "message") {
-      auto f = protocol::decode(last->body_json);
-      if (auto* frame = std::get_if<Frame>(&f)) unanswered = std::move(*frame);
-    }
+    const std::int64_t first_unanswered =
+        unanswered.empty() ? std::numeric_limits<std::int64_t>::max() : unanswered.front().first;
     // The bot's memory of the conversation comes back from the store (after a restart, or
     // when the conversation left memory).
     for (const auto& m : stored) {
-      if (m.kind != "message" || (unanswered && m.seq == last->seq)) continue;
+      if (m.kind != "message" || m.seq >= first_unanswered) continue;
       auto f = protocol::decode(m.body_json);
       if (auto* frame = std::get_if<Frame>(&f)) {
         conv->bot.add_turn({m.sender.rfind("agent", 0) == 0 ? "agent" : m.sender, frame->text, "", bot::Decision::kReply});
@@ -700,10 +708,11 @@ struct Hub::Impl {
     conv->last_used = steady_seconds();
     Conversation* raw = conv.get();
     conversations.emplace(id, std::move(conv));
-    if (unanswered) {
-      cfg.logger.log(LogLevel::kInfo, "conversation " + id + ": its last message was left unanswered; the bot answers it now");
-      ask_bot(*raw, bot_text(*unanswered), unanswered->id);
+    if (!unanswered.empty()) {
+      cfg.logger.log(LogLevel::kInfo, "conversation " + id + ": " + std::to_string(unanswered.size()) +
+                                          " message(s) left unanswered; the bot answers them now");
     }
+    for (auto& [seq, frame] : unanswered) ask_bot(*raw, bot_text(frame), frame.id);
     return raw;
   }
 

@@ -43,13 +43,20 @@ class CommitFailingStore final : public hub::Store {
  public:
   explicit CommitFailingStore(std::unique_ptr<hub::Store> inner) : inner_(std::move(inner)) {}
   std::atomic<int> fail_commits{0};
+  std::atomic<int> fail_updates{0};  // the next updates fail alone (a full disk), the batch goes on
   std::atomic<int> commits{0};
 
   Status create_conversation(const hub::ConversationRecord& r) override { return inner_->create_conversation(r); }
   Result<std::optional<hub::ConversationRecord>> find_conversation(std::string_view id) override {
     return inner_->find_conversation(id);
   }
-  Status update_conversation(const hub::ConversationRecord& r) override { return inner_->update_conversation(r); }
+  Status update_conversation(const hub::ConversationRecord& r) override {
+    if (fail_updates > 0) {
+      --fail_updates;
+      return Status(ErrorCode::kResourceExhausted, "store test: update_conversation: disk full (injected)");
+    }
+    return inner_->update_conversation(r);
+  }
   Result<hub::AppendResult> append(std::string_view id, const hub::NewMessage& m) override { return inner_->append(id, m); }
   Result<std::vector<hub::StoredMessage>> messages_after(std::string_view id, std::int64_t after,
                                                          std::size_t limit) override {
@@ -64,6 +71,7 @@ class CommitFailingStore final : public hub::Store {
     return inner_->find_message(id, client_id);
   }
   Status begin_batch() override { return inner_->begin_batch(); }
+  Status abort_batch() override { return inner_->abort_batch(); }
   Status end_batch() override {
     MDG_RETURN_IF_ERROR(inner_->end_batch());
     ++commits;
@@ -274,6 +282,47 @@ TEST_SUITE("sdk.hub") {
     CHECK(count(rec_a.events(), [](const ClientEvent& e) { return e.kind == Kind::kWelcome; }) == 1);
     CHECK(a->close(5000));
     CHECK(b->close(5000));
+  }
+
+  TEST_CASE("hub: a conversation's update that fails alone gives up the whole turn, store and memory agree") {
+    // The hand-off's update fails (a full disk) after the turn stored the visitor's message,
+    // the bot's reply and handoff_started: none of them may stay, or the store would hold a
+    // hand-off of a conversation still with the bot.
+    mdg_test::TempDir dir("madoguchi-hub-test");
+    const std::string path = dir.file("hub.db");
+    auto sqlite = hub::open_sqlite_store(path);
+    REQUIRE(sqlite.is_ok());
+    auto store = std::make_unique<CommitFailingStore>(std::move(*sqlite));
+    CommitFailingStore& faulty = *store;
+    InProcessHub hub({}, std::move(store));
+    Recorder rec;
+    auto client = visitor(hub.url(), dir.file("visitor.json"), rec);
+    REQUIRE(rec.wait([](const auto& evs) { return count(evs, [](const ClientEvent& e) { return e.kind == Kind::kWelcome; }) == 1; }));
+    faulty.fail_updates = 1;
+    auto id = client->send("担当者と話したい");
+    REQUIRE(id.is_ok());
+    auto handed_off = [](const ClientEvent& e) { return e.kind == Kind::kEvent && e.frame.event == "handoff_started"; };
+    REQUIRE(rec.wait([&](const auto& evs) { return count(evs, ack_of(*id)) == 1 && count(evs, handed_off) == 1; }));
+    CHECK(client->close(5000));
+    auto evs = rec.events();
+    CHECK(count(evs, [](const ClientEvent& e) { return e.kind == Kind::kError && e.frame.error == protocol::ErrorKind::kInternal; }) == 1);
+    CHECK(count(evs, [](const ClientEvent& e) { return e.kind == Kind::kWelcome; }) == 2);  // it reconnected and resent
+    CHECK(hub.metric("madoguchi_store_failed_commits_total") == 1);
+    auto check = hub::open_sqlite_store(path);
+    REQUIRE(check.is_ok());
+    auto rec_after = (*check)->find_conversation(client->conversation());
+    REQUIRE(rec_after.is_ok());
+    REQUIRE(rec_after->has_value());
+    CHECK((*rec_after)->state == "waiting");
+    auto msgs = (*check)->messages_after(client->conversation(), 0, 100);
+    REQUIRE(msgs.is_ok());
+    int handoffs = 0, copies = 0;
+    for (const auto& m : *msgs) {
+      handoffs += m.body_json.find("handoff_started") != std::string::npos ? 1 : 0;
+      copies += m.client_id == *id ? 1 : 0;
+    }
+    CHECK(handoffs == 1);
+    CHECK(copies == 1);
   }
 
   TEST_CASE("hub: /healthz says 503 while the store's commits fail, and ok again after one succeeds") {

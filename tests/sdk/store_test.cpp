@@ -852,6 +852,26 @@ INSERT INTO messages VALUES ('c-2', 1, 'm1', 'visitor', 'message', '{"text":"c"}
     CHECK(mentions(again, "end_batch"));
     CHECK(store->end_batch().is_ok());
     CHECK(store->end_batch().code() == ErrorCode::kInvalidArgument);
+    CHECK(store->abort_batch().code() == ErrorCode::kInvalidArgument);
+  }
+
+  TEST_CASE("abort_batch gives the batch up: none of its writes happened, and the next batch works") {
+    TempDir dir;
+    auto store = open_ok(dir.file("hub.db"));
+    REQUIRE(store->create_conversation(conversation("a")).is_ok());
+    CHECK(append_ok(*store, "a", message("m-kept", "kept")) == 1);
+    REQUIRE(store->begin_batch().is_ok());
+    CHECK(append_ok(*store, "a", message("m-given-up", "given up")) == 2);
+    REQUIRE(store->update_conversation(conversation("a", "waiting")).is_ok());
+    REQUIRE(store->abort_batch().is_ok());
+    CHECK(count_ok(*store) == 1);
+    CHECK((*store->find_conversation("a"))->state == "bot");
+    CHECK((*store->find_conversation("a"))->last_seq == 1);
+    REQUIRE(store->begin_batch().is_ok());
+    CHECK(append_ok(*store, "a", message("m-given-up", "again")) == 2);  // not a duplicate: it was never stored
+    REQUIRE(store->end_batch().is_ok());
+    auto reopened = open_ok(dir.file("hub.db"));
+    CHECK(count_ok(*reopened) == 2);
   }
 
   TEST_CASE("another thread's calls wait for the batch to end") {

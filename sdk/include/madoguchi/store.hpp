@@ -136,6 +136,12 @@ class Store {
   // groups nothing: every write is durable on its own, and both calls return ok.
   virtual Status begin_batch() { return Status::ok(); }
   virtual Status end_batch() { return Status::ok(); }
+  // Gives the open batch up: none of its writes happen, and the batch is over. The hub calls
+  // it when one of the batch's writes failed on its own (a conversation's update) after others
+  // had gone in, so that the store does not keep half a turn. kInvalidArgument outside a
+  // batch. The default implementation cannot undo anything: it returns kUnavailable, and the
+  // hub then ends the batch with end_batch() instead.
+  virtual Status abort_batch() { return Status(ErrorCode::kUnavailable, "store: abort_batch: not supported"); }
 
  protected:
   Store() = default;

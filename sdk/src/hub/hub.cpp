@@ -549,6 +549,7 @@ struct Hub::Impl {
   bool batch_open = false;
   std::vector<Session*> touched;  // sessions sent to while the batch is open
   std::unordered_set<std::string> written;  // conversations written to while the batch is open
+  Status batch_failure = Status::ok();      // a conversation's update failed in the open batch
 
   // Metrics.
   std::uint64_t frames_received = 0, messages_stored = 0, duplicates = 0;
@@ -719,7 +720,12 @@ struct Hub::Impl {
   Status save(Conversation& c) {
     c.record.updated_ms = now_ms();
     if (batch_open) written.insert(c.record.id);
-    return store->update_conversation(c.record);
+    Status st = store->update_conversation(c.record);
+    // The record in memory has moved on, and the turn may have stored and announced its
+    // events: the whole turn is given up at its end (abort_batch), as if its commit had
+    // failed, so that the store, memory and every client agree again.
+    if (!st && batch_open && batch_failure.is_ok()) batch_failure = st;
+    return st;
   }
 
   // Stores a frame (without seq) and returns it with its seq, ready to send.
@@ -1420,7 +1426,13 @@ struct Hub::Impl {
     if (batch_open) {
       batch_open = false;
       ++commits;
-      if (auto st = store->end_batch(); !st) {
+      if (!batch_failure.is_ok()) {
+        // One of the turn's writes failed on its own after others had gone in: the turn is
+        // given up whole, as if its commit had failed.
+        if (!store->abort_batch()) (void)store->end_batch();
+        lose_turn(batch_failure);
+        batch_failure = Status::ok();
+      } else if (auto st = store->end_batch(); !st) {
         lose_turn(st);
       } else {
         store_failing.clear();

@@ -301,6 +301,7 @@ class SqliteStore final : public Store {
                                                    std::string_view client_id) override;
   Status begin_batch() override;
   Status end_batch() override;
+  Status abort_batch() override;
 
  private:
   // One call's reads and writes as one atomic step: a transaction of its own (rolled back
@@ -821,6 +822,24 @@ Result<std::optional<std::int64_t>> SqliteStore::find_message(std::string_view c
   if (rc == SQLITE_ROW) return std::optional<std::int64_t>(q.column_int64(0));
   if (rc == SQLITE_DONE) return std::optional<std::int64_t>();
   return sqlite_error(rc, "find_message");
+}
+
+Status SqliteStore::abort_batch() {
+  constexpr std::string_view kOp = "abort_batch";
+  auto lock = lock_for_call();
+  if (!in_batch_) return bad_input(kOp, "no batch is open on this thread (call begin_batch() first)");
+  Status result = Status::ok();
+  {
+    Query q(stmt_.rollback.get());
+    const int rc = q.step();
+    // An I/O error can have rolled the transaction back already: then nothing is left open.
+    if (rc != SQLITE_DONE && sqlite3_get_autocommit(db_.get()) == 0) result = sqlite_error(rc, kOp);
+  }
+  in_batch_ = false;
+  batch_owner_ = {};
+  lock.unlock();
+  batch_ended_.notify_all();
+  return result;
 }
 
 Status SqliteStore::begin_batch() {

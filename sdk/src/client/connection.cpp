@@ -483,12 +483,15 @@ void Connection::owner_gone() {
 
 // ---- the outbox -------------------------------------------------------------------------
 
-std::optional<OutboxEntry> Connection::remove_from_outbox(const std::string& id) {
+std::optional<OutboxEntry> Connection::remove_from_outbox(const std::string& id, bool acked) {
   std::lock_guard lock(mu_);
   auto it = std::find_if(outbox_.begin(), outbox_.end(), [&](const Queued& q) { return q.msg.id == id; });
   if (it == outbox_.end()) return std::nullopt;
   OutboxEntry msg = std::move(it->msg);
   outbox_.erase(it);
+  // In the same critical section: a state file written meanwhile (a send() on another
+  // thread) has the message in one list or the other, never in neither.
+  if (acked) acked_.push_back(msg);
   return msg;
 }
 
@@ -826,15 +829,11 @@ void Connection::on_text(std::string_view text) {
 
 void Connection::on_ack(const Frame& f) {
   sent_ids_.erase(f.id);
-  auto msg = remove_from_outbox(f.id);
+  auto msg = remove_from_outbox(f.id, true);  // into acked_: still in the state file, which needs no write now
   if (!msg) {
     if (logs(LogLevel::kDebug)) log(LogLevel::kDebug, "ack for " + f.id + ", no longer in the outbox");
     on_acked(f, nullptr);
     return;
-  }
-  {
-    std::lock_guard lock(mu_);
-    acked_.push_back(*msg);  // still in the state file, which needs no write now
   }
   on_acked(f, &*msg);
   check_shutdown_done();
@@ -850,13 +849,9 @@ void Connection::ack_delivered(const std::string& id) {
 
 bool Connection::ack_from_replay(const Frame& message) {
   if (message.type != FrameType::kMessage || message.id.empty()) return false;
-  auto msg = remove_from_outbox(message.id);
+  auto msg = remove_from_outbox(message.id, true);  // in the state file until the app has the ack
   if (!msg) return false;
   sent_ids_.erase(message.id);
-  {
-    std::lock_guard lock(mu_);
-    acked_.push_back(*msg);  // in the state file until the app has the ack, as in on_ack()
-  }
   Frame ack;
   ack.type = FrameType::kAck;
   ack.id = message.id;

@@ -264,7 +264,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Status closed_status_locked() const;
   std::size_t committed_pending_locked() const;
   bool outbox_empty();
-  std::optional<OutboxEntry> remove_from_outbox(const std::string& id);
+  // Takes message `id` out of the outbox (into acked_ with `acked`).
+  std::optional<OutboxEntry> remove_from_outbox(const std::string& id, bool acked = false);
   bool in_outbox(const std::string& id);
   bool has_unsent();
   std::optional<OutboxEntry> next_unsent();

@@ -5,7 +5,6 @@
 #include <simdjson.h>
 
 #include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -55,18 +54,11 @@ Status fsync_directory_of(const std::string& path) {
   fs::path dir = fs::path(path).parent_path();
   if (dir.empty()) dir = ".";
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    return unavailable(dir.string() + ": cannot open the state file's folder to make the rename durable (" +
-                       std::strerror(errno) + ")");
-  }
-  // Some file systems cannot sync a directory (EINVAL): the rename is then as durable as they
-  // make it. Any other failure means the new file may not survive a power loss.
-  const int rc = ::fsync(fd);
-  const int err = errno;
+  // Best effort: the rename has happened, so the file holds the new state. Reporting a
+  // failure here would tell the app that a message it can find in the file was not queued.
+  if (fd < 0) return Status::ok();
+  ::fsync(fd);
   ::close(fd);
-  if (rc != 0 && err != EINVAL && err != EROFS) {
-    return unavailable(dir.string() + ": cannot make the state file's rename durable (" + std::strerror(err) + ")");
-  }
   return Status::ok();
 }
 

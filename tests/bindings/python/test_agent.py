@@ -139,6 +139,28 @@ def test_closing_while_another_thread_is_in_the_library():
         assert not t.is_alive()
 
 
+def test_free_wakes_a_thread_waiting_in_poll():
+    # The wait ends: free() closes the client (without waiting) when a call is in progress.
+    client = madoguchi.Client("ws://127.0.0.1:9/v1/visitor", dispatch="poll")
+    client.connect()
+    client.poll(0)
+    returned = threading.Event()
+
+    def reader():
+        try:
+            while True:
+                client.poll(None)
+        except madoguchi.Closed:
+            pass
+        returned.set()
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    client.free()
+    assert returned.wait(T)
+    t.join(T)
+
+
 def test_timeouts_enums_and_nul_arguments():
     assert _native.millis(None) == -1
     assert _native.millis(3e6) == 2 ** 31 - 1  # 35 days: an int's worth, not a wrapped negative

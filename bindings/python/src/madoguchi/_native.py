@@ -428,11 +428,15 @@ class Handle:
     collection). `keepalive` (callbacks the C object may still call) is referenced until the
     C object is freed."""
 
-    def __init__(self, function: str, handle, what: str, *keepalive) -> None:
+    def __init__(self, function: str, handle, what: str, *keepalive, interrupt: Optional[str] = None) -> None:
         self._function = function
         self._handle = handle
         self._what = what
         self._keepalive = keepalive
+        # For a client: mdg_*_close, called with timeout 0 when release() has to wait for a
+        # call in progress, so that one blocked in poll() returns (from inside the client's own
+        # callback it answers MDG_EBUSY and does nothing).
+        self._interrupt = interrupt
         self._lock = threading.Lock()
         self._users = 0
         self._released = False
@@ -467,8 +471,16 @@ class Handle:
             self._released = True
             free = self._users == 0
             self._freed = self._freed or free
+            interrupt = not free and self._interrupt is not None
+            if interrupt:
+                self._users += 1  # the interrupting call is one more: the last to leave frees
         if free:
             self._free()
+        elif interrupt:
+            try:
+                getattr(lib(), self._interrupt)(self._handle, 0)
+            finally:
+                self.__exit__(None, None, None)
 
     def _free(self) -> None:
         getattr(lib(), self._function)(self._handle)

@@ -137,7 +137,8 @@ class _LiveClient:
 
     def _own(self, handle, *callbacks) -> None:
         # The callbacks must outlive the C object: they are released with it.
-        self._handle = _native.Handle(self._prefix + "free", handle, self._what, *callbacks)
+        self._handle = _native.Handle(self._prefix + "free", handle, self._what, *callbacks,
+                                      interrupt=self._prefix + "close")
         self._finalizer = weakref.finalize(self, self._handle.release)
 
     def _fn(self, name: str):

@@ -859,6 +859,49 @@ async def test_agent_with_a_password_hash(hub):
 
 
 @async_test
+async def test_the_hub_stamps_the_time_and_the_conversation_of_what_it_stores(hub):
+    # A client's `at` and `conversation` on its message are not what the hub stores: the time
+    # is the hub's, and the message belongs to the conversation of the token.
+    v = await new_visitor(hub, locale="ja")
+    ack = await v.send_message(JA_SHIPPING, extra={"at": 1000, "conversation": "c_" + "9" * 26}, timeout=T)
+    again = await resume(hub, v.token, ack["seq"] - 1)
+    stored = next(f for f in await again.replay(timeout=T) if f.get("seq") == ack["seq"])
+    assert stored["at"] > 1000 and stored.get("conversation") in (None, "", v.conversation), stored
+    await v.disconnect()
+    await again.disconnect()
+
+
+@async_test
+async def test_a_transfer_to_oneself_is_a_conflict(hub):
+    v, _, _, _ = await start_handoff(hub)
+    sato = await new_agent(hub, "sato")
+    await sato.take(v.conversation, timeout=T)
+    await sato.transfer(v.conversation, "sato")
+    assert (await sato.next_error(T))["code"] == "conflict"
+    await sato.message(v.conversation, "まだ担当しています", timeout=T)  # still its
+    await sato.disconnect()
+    await v.disconnect()
+
+
+@async_test
+async def test_a_hello_again_while_the_password_is_checked_is_a_conflict(hub):
+    # The first hello's check goes on, and its welcome comes; before, the second hello closed
+    # the connection as unauthorized.
+    a = AgentClient(hub.url)
+    await a.connect(T)
+    hello = {"type": "hello", "agent": "tanaka", "password": hub.agents["tanaka"]}
+    await a.send(hello)
+    await a.send(hello)
+    first = await a.wait_for(lambda f: f.get("type") in ("welcome", "error"), T)
+    second = await a.wait_for(lambda f: f.get("type") in ("welcome", "error"), T)
+    assert {first["type"], second["type"]} == {"welcome", "error"}, (first, second)
+    error = first if first["type"] == "error" else second
+    assert error["code"] == "conflict", error
+    assert not a.closed
+    await a.disconnect()
+
+
+@async_test
 async def test_a_second_agent_hello_is_a_conflict(hub):
     # A connection is one agent's: a hello as another agent is refused, the first one stays.
     a = await new_agent(hub, "sato")

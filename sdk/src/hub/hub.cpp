@@ -136,9 +136,14 @@ class FrameQueue {
  public:
   bool empty() const noexcept { return head_ == frames_.size(); }
   std::size_t size() const noexcept { return frames_.size() - head_; }
+  std::size_t bytes() const noexcept { return bytes_; }  // of the frames waiting
   std::string& front() { return frames_[head_]; }
-  void push_back(std::string frame) { frames_.push_back(std::move(frame)); }
+  void push_back(std::string frame) {
+    bytes_ += frame.size();
+    frames_.push_back(std::move(frame));
+  }
   void pop_front() {
+    bytes_ -= frames_[head_].size();
     std::string().swap(frames_[head_]);
     if (++head_ < frames_.size()) return;
     head_ = 0;
@@ -149,11 +154,15 @@ class FrameQueue {
     }
   }
   // Keeps the first n frames waiting and drops the rest.
-  void truncate(std::size_t n) { frames_.resize(head_ + std::min(n, size())); }
+  void truncate(std::size_t n) {
+    for (std::size_t i = head_ + std::min(n, size()); i < frames_.size(); ++i) bytes_ -= frames_[i].size();
+    frames_.resize(head_ + std::min(n, size()));
+  }
 
  private:
   std::vector<std::string> frames_;
   std::size_t head_ = 0;
+  std::size_t bytes_ = 0;
 };
 
 struct Session {
@@ -380,6 +389,9 @@ const lws_protocols kProtocols[] = {
 constexpr std::size_t kTranscriptMessages = 10000, kTranscriptBytes = 2u << 20;
 // Frames of a resumed visitor's replay read and queued at a time (at most 64 KiB each).
 constexpr std::size_t kReplayPage = 32;
+// The most a connection may have waiting to be sent before it is closed (it does not read).
+constexpr std::size_t kMaxQueuedBytes = 16u << 20;
+constexpr int kCloseTryAgainLater = 1013;  // RFC 6455, as registered by IANA
 
 // Places in the queue are counted up to here (queue_position; further back, none is told).
 constexpr std::size_t kQueuePositions = 10000;
@@ -588,10 +600,22 @@ struct Hub::Impl {
     }
     if (s.replaying && !now) {
       s.held.push_back(std::move(json));
-      return;
+    } else {
+      s.out.push_back(std::move(json));
+      lws_callback_on_writable(s.wsi);
     }
-    s.out.push_back(std::move(json));
-    lws_callback_on_writable(s.wsi);
+    if (s.out.bytes() + s.held.bytes() > kMaxQueuedBytes) {
+      // A peer that does not read (a stalled tab or console, or one that never will) would
+      // hold the hub's memory without end. What it has not taken is dropped: it reconnects
+      // and resumes from the last seq it has.
+      cfg.logger.log(LogLevel::kWarning, std::string(s.agent_endpoint ? "agent " + s.agent : "visitor of " + s.conversation) +
+                                             ": over " + std::to_string(kMaxQueuedBytes >> 20) +
+                                             " MiB waiting to be sent; closing the connection");
+      s.out = FrameQueue();
+      s.held = FrameQueue();
+      s.out_mark = 0;
+      close(s, kCloseTryAgainLater);
+    }
   }
   void send(Session& s, const Frame& f) { send(s, protocol::encode(f)); }
   void send_error(Session& s, ErrorKind kind, std::string message, std::string id = {}) {
@@ -732,7 +756,8 @@ struct Hub::Impl {
   Result<std::pair<std::int64_t, std::string>> store_frame(Conversation& c, Frame f, std::string sender,
                                                            std::string kind) {
     f.seq.reset();
-    if (f.at == 0) f.at = now_ms();
+    f.at = now_ms();           // the time stored: never the client's
+    f.conversation.clear();    // a message's conversation is the one it is stored in
     NewMessage m;
     // Messages typed by a person carry their client's id: a resend is stored once.
     bool typed = kind == "message" && (sender == "visitor" || sender.rfind("agent:", 0) == 0);
@@ -824,10 +849,13 @@ struct Hub::Impl {
 
   // Sends a queue_position event to the visitors of `c` unless they were told `position` last.
   void tell_position(Conversation& c, int position) {
+    auto v = visitors_of.find(c.record.id);
+    if (v == visitors_of.end() || v->second.empty()) {
+      c.told_position = 0;  // nobody heard it: whoever connects is told the place then
+      return;
+    }
     if (position <= 0 || position == c.told_position) return;
     c.told_position = position;
-    auto v = visitors_of.find(c.record.id);
-    if (v == visitors_of.end()) return;
     const std::string json = position_event(position);
     for (Session* s : v->second) send(*s, json);
   }
@@ -1008,7 +1036,10 @@ struct Hub::Impl {
     start_replay(s, f.last_seq.value_or(0));
     // The place in the queue now, which the replayed handoff_started may no longer tell.
     if (c->record.state == "waiting") {
-      if (int position = queue_position(c->record.id); position > 0) send(s, position_event(position));
+      if (int position = queue_position(c->record.id); position > 0) {
+        c->told_position = position;
+        send(s, position_event(position));
+      }
     }
   }
 
@@ -1184,7 +1215,8 @@ struct Hub::Impl {
     // One agent a connection: the session is listed under its agent's name (agents_by_name).
     if (s.authenticated) return send_error(s, ErrorKind::kConflict, "hello: already said");
     if (s.login != 0) {
-      return send_error(s, ErrorKind::kUnauthorized, "hello: send one hello and wait for welcome");
+      // The first one's check is under way: it goes on, and its answer comes.
+      return send_error(s, ErrorKind::kConflict, "hello: already said; wait for its welcome");
     }
     const detail::PasswordHash* hash = nullptr;
     bool known = false, ok = false;
@@ -1344,12 +1376,14 @@ struct Hub::Impl {
         if (f.type == FrameType::kTransfer) {
           bool known = std::any_of(cfg.agents.begin(), cfg.agents.end(), [&](const AgentAccount& a) { return a.name == f.to; });
           if (!known) return send_error(s, ErrorKind::kNotFound, "transfer: no agent " + f.to);
+          if (f.to == s.agent) return send_error(s, ErrorKind::kConflict, "transfer: the conversation is yours already");
           madoguchi::detail::JsonWriter w;
           w.begin_object().field("from", s.agent).field("to", f.to).end_object();
           set_state(conv, "agent", f.to);
           announce(conv, "transferred", w.take(), s.agent);
-          // Given to an agent with no connection: the grace runs from now.
-          if (!agents_by_name.contains(f.to)) agents_gone.try_emplace(f.to, steady_seconds());
+          // Given to an agent with no connection: the grace runs from now (for all that agent
+          // holds: the clock is the agent's, and an earlier start would cut this one short).
+          if (!agents_by_name.contains(f.to)) agents_gone[f.to] = steady_seconds();
         } else if (f.type == FrameType::kHandBack) {
           announce(conv, "handed_back", agent_data("agent", s.agent));
           set_state(conv, "bot", "");
@@ -1358,6 +1392,10 @@ struct Hub::Impl {
         } else {
           announce(conv, "conversation_closed", agent_data("by", "agent"));
           set_state(conv, "closed", "");
+          // A visitor who writes again reopens it with the bot, which starts afresh, as after a
+          // restart (failed turns and the hand-off are not read back from the store).
+          std::lock_guard lock(conv.bot_mu);
+          conv.bot.hand_back();
         }
         return broadcast_queue();
       }

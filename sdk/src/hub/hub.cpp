@@ -930,6 +930,9 @@ struct Hub::Impl {
       if (done.reply.is_ok()) {
         std::lock_guard lock(c.bot_mu);
         c.bot.rewind(done.before);
+        // The rewind put back the failed turns and hand-off of before the question; a person
+        // who has had the conversation since, and gave it back, had them forgotten.
+        if (c.record.state == "bot") c.bot.hand_back();
       }
       remember_visitor(c, std::move(done.text));
       return;
@@ -1600,6 +1603,9 @@ struct Hub::Impl {
     auto held = store->conversations_in_state("agent", kQueuePositions);
     if (!held) {
       cfg.logger.log(LogLevel::kError, "store: " + held.status().message());
+      // Tried again at the sweeper's next tick: forgetting them would leave their
+      // conversations with them until they came back and went away again.
+      for (auto& name : gone) agents_gone.try_emplace(std::move(name), now - grace);
       return;
     }
     bool moved = false;

@@ -470,6 +470,13 @@ TEST_SUITE("bot.policy") {
     CHECK(s.decision == Decision::kHandoff);
     CHECK(s.triage.severity >= 0.6);
     CHECK(s.reason.find("high severity") == 0);
+    // The signals in one pair of parentheses, also after one ending in "y" (it once opened
+    // a second pair).
+    Conversation urgent;
+    auto u = ask(urgent, "I am angry and this is urgent, refund me");
+    CHECK(u.decision == Decision::kHandoff);
+    CHECK(u.reason.find("high severity (anger:angry, urgency:urgent") == 0);
+    CHECK(std::count(u.reason.begin(), u.reason.end(), '(') == 1);
   }
 
   TEST_CASE("two failed turns in a row hand off") {

@@ -86,6 +86,26 @@ TEST_SUITE("bot.knowledge") {
     CHECK(mentions(missing.status(), "entries[0]: missing \"id\""));
   }
 
+  TEST_CASE("a rule's text, question or option that would show nothing is an error") {
+    // {} once got through, and asking that rule's question crashed the bot.
+    const std::string head = R"({"entries": [{"id": "a", "questions": ["aaa"], "answer": "A"}], "rules": [{"id": "m", "when": {"any": ["menu"]}, "then": )";
+    const std::pair<std::string, std::string> cases[] = {
+        {R"({"ask": {"text": "Which?", "options": [{"label": {}, "answer": "a"}]}})", "(rules[0]).then.ask.options[0].label: an empty object"},
+        {R"({"ask": {"text": {}, "options": [{"label": "A", "answer": "a"}]}, "set_slots": {"x": "1"}})", "(rules[0]).then.ask.text: an empty object"},
+        {R"({"reply": {"ja": "  "}})", "(rules[0]).then.reply.ja: the text is blank"},
+        {R"({"reply": ""})", "(rules[0]).then.reply: the text is blank"},
+    };
+    for (const auto& [then, error] : cases) {
+      CAPTURE(then);
+      auto kb = parse_knowledge_json(head + then + "}]}", "r.json");
+      REQUIRE_FALSE(kb.is_ok());
+      CHECK(mentions(kb.status(), error));
+    }
+    auto messages = parse_knowledge_json(R"({"entries": [{"id": "a", "questions": ["aaa"], "answer": "A"}], "messages": {"fallback": {}}})", "m.json");
+    REQUIRE_FALSE(messages.is_ok());
+    CHECK(mentions(messages.status(), "messages.fallback: an empty object"));
+  }
+
   TEST_CASE("invalid UTF-8 in a file") {
     std::string text = R"({"entries": [{"id": "a", "questions": ["q)" "\xff" R"("], "answer": "x"}]})";
     auto kb = parse_knowledge_json(text, "enc.json");
@@ -248,6 +268,12 @@ TEST_SUITE("bot.knowledge") {
     CHECK(apply_setting(kb, "ranking.classifier", "false").is_ok());
     CHECK_FALSE(kb.ranking.classifier);
     CHECK_FALSE(apply_setting(kb, "policy.answer_threshold", "high").is_ok());
+    for (const char* odd : {"nan", "inf", "-infinity"}) {
+      auto st = apply_setting(kb, "policy.answer_threshold", odd);
+      CHECK(st.code() == ErrorCode::kInvalidArgument);
+      CHECK(mentions(st, "not a finite number"));
+    }
+    CHECK(kb.policy.answer_threshold == doctest::Approx(0.7));
     auto unknown = apply_setting(kb, "policy.nope", "1");
     REQUIRE_FALSE(unknown.is_ok());
     CHECK(mentions(unknown, "policy.answer_threshold"));

@@ -256,6 +256,8 @@ Status apply_setting(KnowledgeBase& kb, std::string_view key, std::string_view v
     char* end = nullptr;
     double d = std::strtod(v.c_str(), &end);
     if (v.empty() || *end != '\0') return invalid_argument("setting " + std::string(key) + ": '" + v + "' is not a number");
+    // strtod reads "nan" and "inf" too; no clamp can bring NaN into range.
+    if (!std::isfinite(d)) return invalid_argument("setting " + std::string(key) + ": '" + v + "' is not a finite number");
     out = d;
     return Status::ok();
   };

@@ -74,6 +74,21 @@ class Reader {
     return out;
   }
 
+  // As localized(), for text the bot shows (a rule's reply, question and options, the
+  // messages): {} or a blank text is an error here, since it would show nothing.
+  Result<LocalizedText> shown_text(element e, const std::string& where) const {
+    MDG_ASSIGN_OR_RETURN(auto t, localized(e, where));
+    if (t.by_locale.empty()) {
+      return error(where, "an empty object: give the text in at least one locale (e.g. {\"ja\": \"...\"})");
+    }
+    for (const auto& [locale, text] : t.by_locale) {
+      if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
+        return error(locale.empty() ? where : where + "." + locale, "the text is blank: the visitor would see nothing");
+      }
+    }
+    return t;
+  }
+
   Result<LocalizedText> localized(element e, const std::string& where) const {
     LocalizedText t;
     if (e.is_string()) {
@@ -225,7 +240,7 @@ class Reader {
       if (field.key == "answer") {
         MDG_ASSIGN_OR_RETURN(a.answer, string(field.value, w));
       } else if (field.key == "reply") {
-        MDG_ASSIGN_OR_RETURN(a.reply, localized(field.value, w));
+        MDG_ASSIGN_OR_RETURN(a.reply, shown_text(field.value, w));
       } else if (field.key == "set_slots") {
         MDG_ASSIGN_OR_RETURN(a.set_slots, string_map(field.value, w));
       } else if (field.key == "handoff") {
@@ -239,7 +254,7 @@ class Reader {
         MDG_RETURN_IF_ERROR(check_keys(ask, w, {"text", "options"}));
         element v;
         if (ask["text"].get(v) != simdjson::SUCCESS) return error(w, "missing \"text\" (the question to ask)");
-        MDG_ASSIGN_OR_RETURN(a.ask, localized(v, w + ".text"));
+        MDG_ASSIGN_OR_RETURN(a.ask, shown_text(v, w + ".text"));
         array opts;
         if (ask["options"].get(v) != simdjson::SUCCESS || v.get_array().get(opts) != simdjson::SUCCESS) {
           return error(w, "missing \"options\" (a list of {\"label\": ..., \"answer\": \"entry-id\"})");
@@ -253,7 +268,7 @@ class Reader {
           AskOption opt;
           element x;
           if (oo["label"].get(x) != simdjson::SUCCESS) return error(ow, "missing \"label\"");
-          MDG_ASSIGN_OR_RETURN(opt.label, localized(x, ow + ".label"));
+          MDG_ASSIGN_OR_RETURN(opt.label, shown_text(x, ow + ".label"));
           if (oo["answer"].get(x) != simdjson::SUCCESS) return error(ow, "missing \"answer\" (an entry id)");
           MDG_ASSIGN_OR_RETURN(opt.answer, string(x, ow + ".answer"));
           a.options.push_back(std::move(opt));
@@ -393,9 +408,9 @@ class Reader {
       object m;
       if (v.get_object().get(m) != simdjson::SUCCESS) return error("messages", "expected an object");
       MDG_RETURN_IF_ERROR(check_keys(m, "messages", {"clarify", "handoff", "fallback"}));
-      if (m["clarify"].get(v) == simdjson::SUCCESS) { MDG_ASSIGN_OR_RETURN(kb.messages.clarify, localized(v, "messages.clarify")); }
-      if (m["handoff"].get(v) == simdjson::SUCCESS) { MDG_ASSIGN_OR_RETURN(kb.messages.handoff, localized(v, "messages.handoff")); }
-      if (m["fallback"].get(v) == simdjson::SUCCESS) { MDG_ASSIGN_OR_RETURN(kb.messages.fallback, localized(v, "messages.fallback")); }
+      if (m["clarify"].get(v) == simdjson::SUCCESS) { MDG_ASSIGN_OR_RETURN(kb.messages.clarify, shown_text(v, "messages.clarify")); }
+      if (m["handoff"].get(v) == simdjson::SUCCESS) { MDG_ASSIGN_OR_RETURN(kb.messages.handoff, shown_text(v, "messages.handoff")); }
+      if (m["fallback"].get(v) == simdjson::SUCCESS) { MDG_ASSIGN_OR_RETURN(kb.messages.fallback, shown_text(v, "messages.fallback")); }
     }
     return Status::ok();
   }

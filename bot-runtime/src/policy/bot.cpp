@@ -73,6 +73,13 @@ namespace {
 
 using madoguchi::detail::JsonWriter;
 
+// A rule's text in the reply's locale; "" if it has none (the loader refuses {}, but a
+// knowledge base built in code may hold one).
+std::string text_in(const LocalizedText& t, std::string_view locale, std::string_view fallback) {
+  const std::string* s = t.get(locale, fallback);
+  return s ? *s : std::string();
+}
+
 // The candidates a reply carries (docs/policy.md, step 9), a rule's hand-off included.
 constexpr std::size_t kReplyCandidates = 5;
 
@@ -520,14 +527,14 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
       menu = true;
       reply.decision = Decision::kClarify;
       reply.reason = "rule " + cr.rule->id;
-      reply.text = *act.ask.get(loc, fallback_locale);
-      for (const auto& o : act.options) reply.options.push_back({*o.label.get(loc, fallback_locale), o.answer});
+      reply.text = text_in(act.ask, loc, fallback_locale);
+      for (const auto& o : act.options) reply.options.push_back({text_in(o.label, loc, fallback_locale), o.answer});
       return finish(reply);
     }
     if (!act.reply.empty()) {
       reply.decision = Decision::kReply;
       reply.reason = "rule " + cr.rule->id;
-      reply.text = *act.reply.get(loc, fallback_locale);
+      reply.text = text_in(act.reply, loc, fallback_locale);
       return finish(reply);
     }
   }
@@ -545,7 +552,7 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
   }
   if (reply.triage.severity >= policy.severity_handoff) {
     std::string why = "high severity";
-    for (const auto& sig : reply.triage.signals) why += (why.back() == 'y' ? " (" : ", ") + sig;
+    for (std::size_t i = 0; i < reply.triage.signals.size(); ++i) why += (i == 0 ? " (" : ", ") + reply.triage.signals[i];
     if (!reply.triage.signals.empty()) why += ")";
     hand_off(why);
     return finish(reply);

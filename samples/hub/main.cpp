@@ -11,6 +11,7 @@
 
 #include <simdjson.h>
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/resource.h>
 #include <termios.h>
@@ -18,8 +19,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -129,7 +132,9 @@ Status read_config(const std::string& path, Options& o) {
     else if (key == "mecab_dicdir") { MDG_RETURN_IF_ERROR(str(o.dicdir)); }
     else if (key == "port") {
       int64_t p;
-      if (field.value.get_int64().get(p) != simdjson::SUCCESS) return invalid_argument(path + ": \"port\" must be a number");
+      if (field.value.get_int64().get(p) != simdjson::SUCCESS || p < 0 || p > 65535) {
+        return invalid_argument(path + ": \"port\" must be a whole number, 0 (any free port) to 65535");
+      }
       o.hub.port = static_cast<int>(p);
     } else if (key == "bot_threads") {
       int64_t n;
@@ -208,11 +213,16 @@ Result<std::string> persistent_secret(const std::string& store_path) {
     std::getline(in, s);
     if (s.size() >= 16) return s;
   }
-  std::string s = random_hex(32);
-  std::ofstream out(path, std::ios::trunc);
-  if (!out) return unavailable(path + ": cannot write the token secret");
-  out << s << "\n";
-  std::filesystem::permissions(path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  std::string s = random_hex(32) + "\n";
+  // Created readable by its owner alone from the start (not chmod-ed after it was written):
+  // whoever reads it can make any visitor's token.
+  (void)::unlink(path.c_str());  // a short or unreadable one is replaced
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return unavailable(path + ": cannot write the token secret (" + std::strerror(errno) + ")");
+  const bool written = ::write(fd, s.data(), s.size()) == static_cast<ssize_t>(s.size());
+  const bool closed = ::close(fd) == 0;
+  if (!written || !closed) return unavailable(path + ": cannot write the token secret");
+  s.pop_back();
   return s;
 }
 
@@ -338,7 +348,14 @@ int main(int argc, char** argv) {
     if (a == "--kb") o.kb = v;
     else if (a == "--store") o.store = v;
     else if (a == "--host") o.hub.host = v;
-    else if (a == "--port") o.hub.port = std::atoi(v);
+    else if (a == "--port") {
+      char* end = nullptr;
+      long p = std::strtol(v, &end, 10);
+      if (*v == '\0' || *end != '\0' || p < 0 || p > 65535) {
+        return fail("--port " + std::string(v) + ": not a port (a whole number, 0 for any free port, to 65535)\n" + kUsage);
+      }
+      o.hub.port = static_cast<int>(p);
+    }
     else if (a == "--secret") o.hub.secret = v;
     else if (a == "--static") o.hub.static_dir = v;
     else if (a == "--origin") o.hub.allowed_origins.emplace_back(v);

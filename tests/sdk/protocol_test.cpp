@@ -152,6 +152,11 @@ TEST_SUITE("sdk.protocol") {
       CHECK(bad(R"({"v":1,"type":"ack","id":"m","seq":18446744073709551615})").message.find("too large") !=
             std::string::npos);
       CHECK(bad(R"({"v":1,"type":"hello","visitor":{"a":1}})").message.find("must be a string") != std::string::npos);
+      // At most 4 KiB of attributes: each new conversation keeps them.
+      const std::string big(3000, 'x');
+      auto over = bad(R"({"v":1,"type":"hello","visitor":{"a":")" + big + R"(","b":")" + big + R"("}})");
+      CHECK(over.kind == ErrorKind::kBadFrame);
+      CHECK(over.message.find("over 4096 bytes") != std::string::npos);
       CHECK(bad(R"({"v":1,"type":"transfer","conversation":"c"})").message.find("missing \"to\"") != std::string::npos);
     }
   }

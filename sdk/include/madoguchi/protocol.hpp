@@ -115,6 +115,7 @@ struct DecodeLimits {
   std::size_t max_frame_bytes = 64 * 1024;
   std::size_t max_attachments = 16;
   std::size_t max_visitor_attributes = 64;
+  std::size_t max_visitor_bytes = 4096;  // hello: the attributes' names and values together
 };
 
 // A decoding failure: the error frame to send back (kind + message, and the client message

@@ -165,6 +165,12 @@ Result<std::unique_ptr<Client>> Client::create(ClientConfig config) {
   if (config.visitor.size() > limits.max_visitor_attributes) {
     return invalid_argument("client: at most " + std::to_string(limits.max_visitor_attributes) + " visitor attributes");
   }
+  std::size_t visitor_bytes = 0;
+  for (const auto& [k, v] : config.visitor) visitor_bytes += k.size() + v.size();
+  if (visitor_bytes > limits.max_visitor_bytes) {
+    return invalid_argument("client: the visitor attributes are over " + std::to_string(limits.max_visitor_bytes) +
+                            " bytes of names and values (the hub refuses the hello)");
+  }
   auto impl = std::make_shared<Impl>(std::move(base), std::move(config));
   MDG_ASSIGN_OR_RETURN(auto loaded, impl->open_state_file());
   if (loaded) {

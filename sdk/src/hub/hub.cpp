@@ -361,12 +361,34 @@ class BotThreads {
 std::mutex g_log_mu;
 Logger g_lws_logger;
 
+// At most kLwsLinesPerSecond lines a second reach the logger: out of file descriptors, lws
+// retries accept() in a tight loop and logs each failure (some 170,000 lines a second).
+constexpr int kLwsLinesPerSecond = 20;
+double g_lws_window = 0;   // steady seconds: the start of the current second
+int g_lws_lines = 0;       // lines emitted in it
+long g_lws_dropped = 0;    // lines dropped since the last one emitted
+
 void lws_log_emit(int level, const char* line) {
   std::lock_guard lock(g_log_mu);
+  const double now = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  if (now - g_lws_window >= 1.0) {
+    g_lws_window = now;
+    g_lws_lines = 0;
+  }
+  if (++g_lws_lines > kLwsLinesPerSecond) {
+    ++g_lws_dropped;
+    return;
+  }
   LogLevel l = level == LLL_ERR ? LogLevel::kError : level == LLL_WARN ? LogLevel::kWarning : LogLevel::kDebug;
   std::string_view s(line);
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.remove_suffix(1);
-  g_lws_logger.log(l, std::string("lws: ") + std::string(s));
+  std::string text = "lws: " + std::string(s);
+  if (g_lws_dropped > 0) {
+    text += " (" + std::to_string(g_lws_dropped) + " more lws line(s) dropped before this one: over " +
+            std::to_string(kLwsLinesPerSecond) + " a second)";
+    g_lws_dropped = 0;
+  }
+  g_lws_logger.log(l, text);
 }
 
 int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::size_t len);
@@ -377,6 +399,9 @@ int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::s
 // writes; without it the rx size would also cut every outgoing frame over 1 KiB into pieces
 // that lws buffers and sends on later writable events.
 constexpr std::size_t kRxBufferBytes = 1024;
+// Seconds a new connection has to be accepted by a hello (a visitor's, or an agent's whose
+// password check may be turned away with rate_limited and tried again).
+constexpr int kHelloTimeoutS = 30;
 constexpr std::size_t kTxPacketBytes = 256 * 1024;
 
 const lws_protocols kProtocols[] = {
@@ -1027,6 +1052,7 @@ struct Hub::Impl {
       for (const auto& [k, v] : f.visitor) c->bot.visitor()[k] = v;
     }
     s.authenticated = true;
+    lws_set_timeout(s.wsi, NO_PENDING_TIMEOUT, 0);
     s.conversation = c->record.id;
     visitors_of[s.conversation].push_back(&s);
     Frame w;
@@ -1265,6 +1291,7 @@ struct Hub::Impl {
     }
     ++logins_ok;
     s.authenticated = true;
+    lws_set_timeout(s.wsi, NO_PENDING_TIMEOUT, 0);
     s.agent = name;
     agents_by_name[s.agent].push_back(&s);
     agents_gone.erase(s.agent);
@@ -1741,13 +1768,16 @@ int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::s
         std::string origin = header(wsi, WSI_TOKEN_ORIGIN);
         if (!origin.empty() && std::find(impl->cfg.allowed_origins.begin(), impl->cfg.allowed_origins.end(), origin) ==
                                    impl->cfg.allowed_origins.end()) {
-          impl->cfg.logger.log(LogLevel::kWarning, "refused a connection from origin " + origin);
+          impl->cfg.logger.log(LogLevel::kWarning, "refused a connection from origin " + loggable(origin));
           return 1;
         }
       }
       return 0;
     }
     case LWS_CALLBACK_ESTABLISHED: {
+      // A connection that never says hello (or whose hello is never accepted) is closed, so
+      // that silent ones cannot use up the file descriptors; cleared once authenticated.
+      lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, kHelloTimeoutS);
       auto s = std::make_unique<Session>();
       s->wsi = wsi;
       s->agent_endpoint = header(wsi, WSI_TOKEN_GET_URI) == "/v1/agent";

@@ -157,17 +157,23 @@ class Reader {
     }
   }
 
-  void visitor(std::map<std::string, std::string, std::less<>>& out, std::size_t max) {
+  void visitor(std::map<std::string, std::string, std::less<>>& out, std::size_t max, std::size_t max_bytes) {
     if (!ok()) return;
     element e;
     if (obj_["visitor"].get(e) != simdjson::SUCCESS || e.is_null()) return;
     object o;
     if (e.get_object().get(o) != simdjson::SUCCESS) return fail("visitor", "must be an object of strings", {});
     if (o.size() > max) return fail("visitor", "has more than " + std::to_string(max) + " attributes", {});
+    std::size_t bytes = 0;
     for (auto field : o) {
       std::string_view v;
       if (field.value.get_string().get(v) != simdjson::SUCCESS) {
         return fail("visitor", "attribute \"" + std::string(field.key) + "\" must be a string", {});
+      }
+      bytes += field.key.size() + v.size();
+      if (bytes > max_bytes) {
+        return fail("visitor", "is over " + std::to_string(max_bytes) + " bytes of names and values",
+                    "keep ids and short labels; the hub keeps them with the conversation");
       }
       out.emplace(std::string(field.key), std::string(v));
     }
@@ -355,7 +361,7 @@ std::variant<Frame, DecodeError> decode(std::string_view text, const DecodeLimit
       r.string("client", f.client, false);
       r.string("agent", f.agent, false);
       r.string("password", f.password, false);
-      r.visitor(f.visitor, limits.max_visitor_attributes);
+      r.visitor(f.visitor, limits.max_visitor_attributes, limits.max_visitor_bytes);
       break;
     case FrameType::kWelcome:
       r.string("token", f.token, false);

@@ -213,12 +213,7 @@ MDG_EXTERN(int) mdg_agent_new(mdg_agent** out, const mdg_agent_options* opts) {
   });
 }
 
-MDG_EXTERN(int) mdg_agent_connect(mdg_agent* a) {
-  return guard("mdg_agent_connect", [&]() -> int {
-    if (a == nullptr) return null_argument("mdg_agent_connect", "agent");
-    return set_error(a->client->start());
-  });
-}
+MDG_EXTERN(int) mdg_agent_connect(mdg_agent* a) { return live_connect("mdg_agent_connect", "agent", a); }
 
 MDG_EXTERN(int) mdg_agent_refresh_queue(mdg_agent* a) {
   return guard("mdg_agent_refresh_queue", [&]() -> int {
@@ -275,30 +270,15 @@ MDG_EXTERN(int) mdg_agent_mark_read(mdg_agent* a, const char* conversation, std:
 }
 
 MDG_EXTERN(int) mdg_agent_poll(mdg_agent* a, int timeout_ms, std::size_t max) {
-  return guard("mdg_agent_poll", [&]() -> int {
-    if (a == nullptr) return null_argument("mdg_agent_poll", "agent");
-    // A callback may free `a` during poll(): nothing of it is used afterwards.
-    std::size_t n = a->client->poll(timeout_ms, max == 0 ? SIZE_MAX : max);
-    return static_cast<int>(std::min<std::size_t>(n, INT_MAX));
-  });
+  return live_poll("mdg_agent_poll", "agent", a, timeout_ms, max);
 }
 
 MDG_EXTERN(int) mdg_agent_state(int* out, const mdg_agent* a) {
-  return guard("mdg_agent_state", [&]() -> int {
-    if (out == nullptr) return null_argument("mdg_agent_state", "out");
-    if (a == nullptr) return null_argument("mdg_agent_state", "agent");
-    *out = to_state(a->client->state());
-    return MDG_OK;
-  });
+  return live_state("mdg_agent_state", "agent", out, a);
 }
 
 MDG_EXTERN(int) mdg_agent_pending(std::size_t* out, const mdg_agent* a) {
-  return guard("mdg_agent_pending", [&]() -> int {
-    if (out == nullptr) return null_argument("mdg_agent_pending", "out");
-    if (a == nullptr) return null_argument("mdg_agent_pending", "agent");
-    *out = a->client->pending();
-    return MDG_OK;
-  });
+  return live_pending("mdg_agent_pending", "agent", out, a);
 }
 
 MDG_EXTERN(int) mdg_agent_queue_json(mdg_buf* out, const mdg_agent* a) {
@@ -338,31 +318,9 @@ MDG_EXTERN(int) mdg_agent_conversations_json(mdg_buf* out, const mdg_agent* a) {
 }
 
 MDG_EXTERN(int) mdg_agent_close(mdg_agent* a, int timeout_ms) {
-  return guard("mdg_agent_close", [&]() -> int {
-    if (a == nullptr) return null_argument("mdg_agent_close", "agent");
-    if (tl_in_callback == a->relay.get()) {
-      return set_error(MDG_EBUSY,
-                       "mdg_agent_close: called from the agent client's own callback, it would wait for itself; "
-                       "close from another thread, or after mdg_agent_poll() returns (mdg_agent_free() is "
-                       "allowed here)");
-    }
-    return set_error(a->client->close(timeout_ms));
-  });
+  return live_close("mdg_agent_close", "agent", a, timeout_ms);
 }
 
-MDG_EXTERN(void) mdg_agent_free(mdg_agent* a) {
-  if (a == nullptr) return;
-  std::unique_ptr<mdg_agent> owned(a);
-  owned->relay->stopped.store(true);
-  try {
-    // A callback already running on the network thread may still call this handle's
-    // functions: close first (which waits for it), while the client still exists. From the
-    // handle's own callback the destructor lets the network thread end by itself instead.
-    if (tl_in_callback != owned->relay.get()) (void)owned->client->close(0);
-    owned->client.reset();
-  } catch (...) {
-    // ~AgentClient does not throw; nothing may leave a void C function anyway.
-  }
-}
+MDG_EXTERN(void) mdg_agent_free(mdg_agent* a) { live_free(a); }
 
 }  // extern "C"

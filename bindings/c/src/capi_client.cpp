@@ -145,12 +145,7 @@ MDG_EXTERN(int) mdg_client_new(mdg_client** out, const mdg_client_options* opts)
   });
 }
 
-MDG_EXTERN(int) mdg_client_connect(mdg_client* c) {
-  return guard("mdg_client_connect", [&]() -> int {
-    if (c == nullptr) return null_argument("mdg_client_connect", "client");
-    return set_error(c->client->start());
-  });
-}
+MDG_EXTERN(int) mdg_client_connect(mdg_client* c) { return live_connect("mdg_client_connect", "client", c); }
 
 MDG_EXTERN(int) mdg_client_send(mdg_message_id* out, mdg_client* c, const char* text, std::size_t size) {
   return guard("mdg_client_send", [&]() -> int { return send_message("mdg_client_send", out, c, text, size, {}); });
@@ -197,21 +192,11 @@ MDG_EXTERN(int) mdg_client_mark_read(mdg_client* c, std::int64_t seq) {
 }
 
 MDG_EXTERN(int) mdg_client_poll(mdg_client* c, int timeout_ms, std::size_t max) {
-  return guard("mdg_client_poll", [&]() -> int {
-    if (c == nullptr) return null_argument("mdg_client_poll", "client");
-    // A callback may free `c` during poll(): nothing of it is used afterwards.
-    std::size_t n = c->client->poll(timeout_ms, max == 0 ? SIZE_MAX : max);
-    return static_cast<int>(std::min<std::size_t>(n, INT_MAX));
-  });
+  return live_poll("mdg_client_poll", "client", c, timeout_ms, max);
 }
 
 MDG_EXTERN(int) mdg_client_state(int* out, const mdg_client* c) {
-  return guard("mdg_client_state", [&]() -> int {
-    if (out == nullptr) return null_argument("mdg_client_state", "out");
-    if (c == nullptr) return null_argument("mdg_client_state", "client");
-    *out = to_state(c->client->state());
-    return MDG_OK;
-  });
+  return live_state("mdg_client_state", "client", out, c);
 }
 
 MDG_EXTERN(int) mdg_client_conversation(mdg_buf* out, const mdg_client* c) {
@@ -233,39 +218,13 @@ MDG_EXTERN(int) mdg_client_last_seq(std::int64_t* out, const mdg_client* c) {
 }
 
 MDG_EXTERN(int) mdg_client_pending(std::size_t* out, const mdg_client* c) {
-  return guard("mdg_client_pending", [&]() -> int {
-    if (out == nullptr) return null_argument("mdg_client_pending", "out");
-    if (c == nullptr) return null_argument("mdg_client_pending", "client");
-    *out = c->client->pending();
-    return MDG_OK;
-  });
+  return live_pending("mdg_client_pending", "client", out, c);
 }
 
 MDG_EXTERN(int) mdg_client_close(mdg_client* c, int timeout_ms) {
-  return guard("mdg_client_close", [&]() -> int {
-    if (c == nullptr) return null_argument("mdg_client_close", "client");
-    if (tl_in_callback == c->relay.get()) {
-      return set_error(MDG_EBUSY,
-                       "mdg_client_close: called from the client's own callback, it would wait for itself; close "
-                       "from another thread, or after mdg_client_poll() returns (mdg_client_free() is allowed here)");
-    }
-    return set_error(c->client->close(timeout_ms));
-  });
+  return live_close("mdg_client_close", "client", c, timeout_ms);
 }
 
-MDG_EXTERN(void) mdg_client_free(mdg_client* c) {
-  if (c == nullptr) return;
-  std::unique_ptr<mdg_client> owned(c);
-  owned->relay->stopped.store(true);
-  try {
-    // A callback already running on the network thread may still call this handle's
-    // functions: close first (which waits for it), while the client still exists. From the
-    // handle's own callback the destructor lets the network thread end by itself instead.
-    if (tl_in_callback != owned->relay.get()) (void)owned->client->close(0);
-    owned->client.reset();
-  } catch (...) {
-    // ~Client does not throw; nothing may leave a void C function anyway.
-  }
-}
+MDG_EXTERN(void) mdg_client_free(mdg_client* c) { live_free(c); }
 
 }  // extern "C"

@@ -9,7 +9,10 @@
 #include <madoguchi/log.hpp>
 #include <madoguchi/protocol.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <climits>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -57,6 +60,76 @@ madoguchi::Logger relay_logger(const std::shared_ptr<Relay<EventCb>>& relay, int
 
 // Writes a message id to `out` (may be NULL).
 int copy_id(mdg_message_id* out, const std::string& id) noexcept;
+
+// What mdg_client_* and mdg_agent_* do alike, for a Handle with a `relay` (shared_ptr<Relay>)
+// and a `client` (unique_ptr<Client or AgentClient>); `function` names the C function,
+// `object` the handle's parameter ("client", "agent").
+template <class Handle>
+int live_connect(const char* function, const char* object, Handle* h) {
+  return guard(function, [&]() -> int {
+    if (h == nullptr) return null_argument(function, object);
+    return set_error(h->client->start());
+  });
+}
+
+template <class Handle>
+int live_poll(const char* function, const char* object, Handle* h, int timeout_ms, std::size_t max) {
+  return guard(function, [&]() -> int {
+    if (h == nullptr) return null_argument(function, object);
+    // A callback may free the handle during poll(): nothing of it is used afterwards.
+    std::size_t n = h->client->poll(timeout_ms, max == 0 ? SIZE_MAX : max);
+    return static_cast<int>(std::min<std::size_t>(n, INT_MAX));
+  });
+}
+
+template <class Handle>
+int live_state(const char* function, const char* object, int* out, const Handle* h) {
+  return guard(function, [&]() -> int {
+    if (out == nullptr) return null_argument(function, "out");
+    if (h == nullptr) return null_argument(function, object);
+    *out = to_state(h->client->state());
+    return MDG_OK;
+  });
+}
+
+template <class Handle>
+int live_pending(const char* function, const char* object, std::size_t* out, const Handle* h) {
+  return guard(function, [&]() -> int {
+    if (out == nullptr) return null_argument(function, "out");
+    if (h == nullptr) return null_argument(function, object);
+    *out = h->client->pending();
+    return MDG_OK;
+  });
+}
+
+template <class Handle>
+int live_close(const char* function, const char* object, Handle* h, int timeout_ms) {
+  return guard(function, [&]() -> int {
+    if (h == nullptr) return null_argument(function, object);
+    if (tl_in_callback == h->relay.get()) {
+      return set_error(MDG_EBUSY, std::string(function) + ": called from the " + object +
+                                      "'s own callback, it would wait for itself; close from another thread, or "
+                                      "after its poll returns (freeing it is allowed here)");
+    }
+    return set_error(h->client->close(timeout_ms));
+  });
+}
+
+template <class Handle>
+void live_free(Handle* h) noexcept {
+  if (h == nullptr) return;
+  std::unique_ptr<Handle> owned(h);
+  owned->relay->stopped.store(true);
+  try {
+    // A callback already running on the network thread may still call this handle's
+    // functions: close first (which waits for it), while the client still exists. From the
+    // handle's own callback the destructor lets the network thread end by itself instead.
+    if (tl_in_callback != owned->relay.get()) (void)owned->client->close(0);
+    owned->client.reset();
+  } catch (...) {
+    // The clients' destructors do not throw; nothing may leave a void C function anyway.
+  }
+}
 
 // Checks dispatch and the back-off array of a client's options; MDG_OK or the error recorded.
 int check_connection_options(const char* function, int dispatch, const int* backoff_ms,

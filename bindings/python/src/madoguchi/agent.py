@@ -18,15 +18,13 @@ from __future__ import annotations
 import ctypes
 import enum
 import json
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
 
 from . import _native
 from ._native import check, cstring, enum_or_int, lib, opt_cstring, take_buf, utf8
-from .bot import LogLevel, Logger, Text, _log_trampoline
-from .client import (AttachmentLike, Attachment, Event, State, _attachment_array, _backoff, _event_trampoline,
-                     _LiveClient)
+from .bot import LogLevel, Logger, Text
+from .client import AttachmentLike, Attachment, Event, State, _attachment_array, _LiveClient
 
 
 class AgentEventKind(enum.IntEnum):
@@ -114,17 +112,7 @@ class AgentClient(_LiveClient):
         opts.agent = cstring(agent, "agent")
         opts.password = cstring(password, "password")
         opts.state_path = opt_cstring(None if state_path is None else str(state_path), "state_path")
-        backoff_arr = _backoff(opts, backoff_ms)  # noqa: F841 - lives until mdg_agent_new()
-        opts.jitter_percent = int(jitter_percent)
-        opts.dispatch = 1 if self._poll_mode else 0
-        event_cb = _native.AGENT_EVENT_CB(_event_trampoline(weakref.ref(self), AgentEvent._from_c))
-        log_cb = _log_trampoline(logger)
-        opts.on_event = event_cb
-        opts.log_cb = log_cb
-        opts.log_level = int(log_level)
-        handle = ctypes.c_void_p()
-        check(lib().mdg_agent_new(ctypes.byref(handle), ctypes.byref(opts)))
-        self._own(handle, event_cb, log_cb)
+        self._open(opts, _native.AGENT_EVENT_CB, AgentEvent._from_c, backoff_ms, jitter_percent, logger, log_level)
 
     def refresh_queue(self) -> None:
         """Asks the hub for the queue again (it also comes by itself at every change)."""

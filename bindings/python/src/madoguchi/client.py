@@ -135,9 +135,21 @@ class _LiveClient:
         self._cond = threading.Condition()
         self.callback_errors: List[BaseException] = []
 
-    def _own(self, handle, *callbacks) -> None:
+    def _open(self, opts, callback_type, copy, backoff_ms, jitter_percent, logger, log_level) -> None:
+        """Fills in the options both kinds of client share, creates the C client with
+        mdg_*_new() and owns it."""
+        _backoff(opts, backoff_ms)
+        opts.jitter_percent = int(jitter_percent)
+        opts.dispatch = 1 if self._poll_mode else 0
+        event_cb = callback_type(_event_trampoline(weakref.ref(self), copy))
+        log_cb = _log_trampoline(logger)
+        opts.on_event = event_cb
+        opts.log_cb = log_cb
+        opts.log_level = int(log_level)
+        handle = ctypes.c_void_p()
+        check(self._fn("new")(ctypes.byref(handle), ctypes.byref(opts)))
         # The callbacks must outlive the C object: they are released with it.
-        self._handle = _native.Handle(self._prefix + "free", handle, self._what, *callbacks,
+        self._handle = _native.Handle(self._prefix + "free", handle, self._what, event_cb, log_cb,
                                       interrupt=self._prefix + "close")
         self._finalizer = weakref.finalize(self, self._handle.release)
 
@@ -255,7 +267,7 @@ class _LiveClient:
 
 
 def _backoff(opts, backoff_ms: Optional[Sequence[int]]):
-    """Sets opts.backoff_ms/backoff_count; returns the array, which must live as long as opts."""
+    """Sets opts.backoff_ms/backoff_count (ctypes keeps the array alive with opts)."""
     if not backoff_ms:
         return None
     arr = (ctypes.c_int * len(backoff_ms))(*[int(b) for b in backoff_ms])
@@ -289,19 +301,8 @@ class Client(_LiveClient):
             flat = []
             for k, v in visitor.items():
                 flat += [cstring(k, "visitor key"), cstring(v, "visitor value")]
-            visitor_arr = (ctypes.c_char_p * (len(flat) + 1))(*flat, None)
-            opts.visitor = visitor_arr
-        backoff_arr = _backoff(opts, backoff_ms)  # noqa: F841 - lives until mdg_client_new()
-        opts.jitter_percent = int(jitter_percent)
-        opts.dispatch = 1 if self._poll_mode else 0
-        event_cb = _native.EVENT_CB(_event_trampoline(weakref.ref(self), Event._from_c))
-        log_cb = _log_trampoline(logger)
-        opts.on_event = event_cb
-        opts.log_cb = log_cb
-        opts.log_level = int(log_level)
-        handle = ctypes.c_void_p()
-        check(lib().mdg_client_new(ctypes.byref(handle), ctypes.byref(opts)))
-        self._own(handle, event_cb, log_cb)
+            opts.visitor = (ctypes.c_char_p * (len(flat) + 1))(*flat, None)  # kept alive by opts
+        self._open(opts, _native.EVENT_CB, Event._from_c, backoff_ms, jitter_percent, logger, log_level)
 
     def send(self, text: Text, attachments: Iterable[AttachmentLike] = ()) -> str:
         """Queues a message (in the outbox, and in state_path, when this returns) and returns its

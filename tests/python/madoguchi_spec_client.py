@@ -96,7 +96,9 @@ class Connection:
 
     # -- connection ---------------------------------------------------------------------
 
-    async def connect(self, timeout: float = DEFAULT_TIMEOUT) -> "Connection":
+    async def connect(self, timeout: float = DEFAULT_TIMEOUT, local_addr=None) -> "Connection":
+        """local_addr: (host, port) to connect from, e.g. ("127.0.0.2", 0) for another address."""
+        extra = {"local_addr": local_addr} if local_addr else {}
         self.ws = await asyncio.wait_for(
             websockets.connect(
                 self.url,
@@ -104,6 +106,7 @@ class Connection:
                 open_timeout=timeout,
                 close_timeout=5,
                 max_size=None,  # the hub limits what *we* send; accept whatever it sends
+                **extra,
             ),
             timeout,
         )

@@ -902,6 +902,38 @@ async def test_a_hello_again_while_the_password_is_checked_is_a_conflict(hub):
 
 
 @async_test
+async def test_a_flood_of_wrong_passwords_from_one_address_leaves_room_for_agents_elsewhere(hub):
+    # One address may hold 4 of the 8 places for password checks: twelve connections that keep
+    # sending wrong passwords from 127.0.0.1 cannot keep out an agent on 127.0.0.2.
+    stop = asyncio.Event()
+    tried = []
+
+    async def flood():
+        while not stop.is_set():
+            a = AgentClient(hub.url)
+            await a.connect(T)
+            try:
+                await a.hello("tanaka", "wrong", timeout=T)
+            except ProtocolError as e:
+                tried.append(e.code)
+            await a.disconnect()
+
+    flooders = [asyncio.create_task(flood()) for _ in range(12)]
+    try:
+        while len(tried) < 24:  # the flood is under way: the queue is full of it
+            await asyncio.sleep(0.05)
+        real = AgentClient(hub.url)
+        await real.connect(T, local_addr=("127.0.0.2", 0))
+        welcome = await real.hello("tanaka", hub.agents["tanaka"], timeout=T)
+        assert welcome["agent"] == "tanaka", welcome
+        await real.disconnect()
+    finally:
+        stop.set()
+        await asyncio.gather(*flooders, return_exceptions=True)
+    assert "rate_limited" in tried and "unauthorized" in tried, tried
+
+
+@async_test
 async def test_a_second_agent_hello_is_a_conflict(hub):
     # A connection is one agent's: a hello as another agent is refused, the first one stays.
     a = await new_agent(hub, "sato")

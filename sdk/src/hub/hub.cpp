@@ -171,6 +171,7 @@ struct Session {
   bool authenticated = false;
   std::string conversation;  // visitor: its conversation
   std::string agent;         // agent: its name
+  std::string peer;          // the client's address (for limits per address)
   std::uint64_t login = 0;   // agent: its hello's credentials are being checked (LoginChecks)
   std::string login_name;    // ... for this name
   FrameQueue out;
@@ -424,6 +425,8 @@ constexpr std::size_t kQueuePositions = 10000;
 // A queue frame lists this many waiting conversations at most, and as many with an agent.
 constexpr std::size_t kQueueEntries = 500;
 
+// Password checks one address may have waiting or running, of LoginChecks::kMaxWaiting (8).
+constexpr int kLoginChecksPerPeer = 4;
 // retry_after_ms of a hello turned away because LoginChecks has kMaxWaiting checks waiting.
 constexpr std::int64_t kLoginRetryMs = 1000;
 
@@ -575,6 +578,11 @@ struct Hub::Impl {
   std::optional<detail::PasswordHash> decoy_hash;
   std::unique_ptr<LoginChecks> login_checks;  // when an account has a hash
   std::unordered_map<std::uint64_t, Session*> logging_in;
+  // Password checks waiting or running, by the address that asked (and each check's
+  // address): one address may hold at most kLoginChecksPerPeer of LoginChecks' places, so a
+  // flood of wrong passwords from one place cannot keep every agent out.
+  std::unordered_map<std::string, int> checks_by_peer;
+  std::unordered_map<std::uint64_t, std::string> check_peer;
   // Agents who may hold conversations and have no connection: since when (steady_seconds()).
   std::unordered_map<std::string, double> agents_gone;
   std::uint64_t next_login = 0;
@@ -1261,13 +1269,17 @@ struct Hub::Impl {
     if (!known && decoy_hash) hash = &*decoy_hash;
     if (!hash) return finish_hello(s, f.agent, ok);
     const std::uint64_t login = ++next_login;
-    if (!login_checks->submit(login, std::move(f.password), hash)) {
+    const bool peer_full = checks_by_peer[s.peer] >= kLoginChecksPerPeer;
+    if (peer_full || !login_checks->submit(login, std::move(f.password), hash)) {
+      if (checks_by_peer[s.peer] == 0) checks_by_peer.erase(s.peer);
       ++logins_busy;
       Frame e = protocol::make_error(ErrorKind::kRateLimited, "hello: too many logins are being checked; try again shortly");
       e.retry_after_ms = kLoginRetryMs;
       ++errors_sent["rate_limited"];
       return send(s, e);
     }
+    ++checks_by_peer[s.peer];
+    check_peer.emplace(login, s.peer);
     s.login = login;
     s.login_name = f.agent;
     logging_in.emplace(login, &s);
@@ -1275,6 +1287,10 @@ struct Hub::Impl {
 
   // A check of LoginChecks is done: answers the hello, if its connection is still open.
   void finish_login(const LoginChecks::Done& done) {
+    if (auto p = check_peer.find(done.login); p != check_peer.end()) {  // counted until done, even if its agent left
+      if (--checks_by_peer[p->second] <= 0) checks_by_peer.erase(p->second);
+      check_peer.erase(p);
+    }
     auto it = logging_in.find(done.login);
     if (it == logging_in.end()) return;  // the agent went away meanwhile
     Session& s = *it->second;
@@ -1780,6 +1796,8 @@ int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::s
       lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, kHelloTimeoutS);
       auto s = std::make_unique<Session>();
       s->wsi = wsi;
+      char peer[64] = "";
+      if (lws_get_peer_simple(wsi, peer, sizeof peer) != nullptr) s->peer = peer;
       s->agent_endpoint = header(wsi, WSI_TOKEN_GET_URI) == "/v1/agent";
       s->tokens = impl->cfg.rate_burst;
       s->last_refill = steady_seconds();

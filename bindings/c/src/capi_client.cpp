@@ -101,11 +101,6 @@ MDG_EXTERN(int) mdg_client_new(mdg_client** out, const mdg_client_options* opts)
       return rc;
     }
 
-    auto relay = std::make_shared<ClientRelay>();
-    relay->on_event = opts->on_event;
-    relay->log_cb = opts->log_cb;
-    relay->userdata = opts->userdata;
-
     madoguchi::ClientConfig cfg;
     cfg.url = opts->url;
     cfg.state_path = str_or_empty(opts->state_path);
@@ -121,27 +116,7 @@ MDG_EXTERN(int) mdg_client_new(mdg_client** out, const mdg_client_options* opts)
         cfg.visitor[kv[0]] = kv[1];
       }
     }
-    if (opts->backoff_ms != nullptr && opts->backoff_count > 0) {
-      cfg.backoff_ms.assign(opts->backoff_ms, opts->backoff_ms + opts->backoff_count);
-    }
-    cfg.jitter_percent = opts->jitter_percent;
-    cfg.dispatch = opts->dispatch == MDG_DISPATCH_POLL ? madoguchi::Dispatch::kPoll : madoguchi::Dispatch::kCallback;
-    cfg.on_event = [relay](const madoguchi::ClientEvent& e) {
-      try {
-        deliver(*relay, e);
-      } catch (...) {
-        // Out of memory while building the C view of an event: the event is dropped.
-      }
-    };
-    cfg.logger = relay_logger(relay, opts->log_level);
-
-    auto client = madoguchi::Client::create(std::move(cfg));
-    if (!client) return set_error(client.status());
-    auto handle = std::make_unique<mdg_client>();
-    handle->relay = std::move(relay);
-    handle->client = std::move(*client);
-    *out = handle.release();
-    return MDG_OK;
+    return live_new(out, *opts, std::move(cfg), deliver);
   });
 }
 

@@ -61,6 +61,40 @@ madoguchi::Logger relay_logger(const std::shared_ptr<Relay<EventCb>>& relay, int
 // Writes a message id to `out` (may be NULL).
 int copy_id(mdg_message_id* out, const std::string& id) noexcept;
 
+// Makes a Handle (a `relay` and a `client`, see below) from the options both option structs
+// have (callbacks, back-off, jitter, dispatch, log level, checked before) and `cfg`, which the
+// caller filled with the rest. `deliver(relay, event)` builds an event's C view and runs the
+// callback.
+template <class Handle, class Opts, class Config, class Deliver>
+int live_new(Handle** out, const Opts& opts, Config cfg, Deliver deliver) {
+  using RelayType = typename decltype(Handle::relay)::element_type;
+  using ClientType = typename decltype(Handle::client)::element_type;
+  auto relay = std::make_shared<RelayType>();
+  relay->on_event = opts.on_event;
+  relay->log_cb = opts.log_cb;
+  relay->userdata = opts.userdata;
+  if (opts.backoff_ms != nullptr && opts.backoff_count > 0) {
+    cfg.backoff_ms.assign(opts.backoff_ms, opts.backoff_ms + opts.backoff_count);
+  }
+  cfg.jitter_percent = opts.jitter_percent;
+  cfg.dispatch = opts.dispatch == MDG_DISPATCH_POLL ? madoguchi::Dispatch::kPoll : madoguchi::Dispatch::kCallback;
+  cfg.on_event = [relay, deliver](const auto& e) {
+    try {
+      deliver(*relay, e);
+    } catch (...) {
+      // Out of memory while building the C view of an event: the event is dropped.
+    }
+  };
+  cfg.logger = relay_logger(relay, opts.log_level);
+  auto client = ClientType::create(std::move(cfg));
+  if (!client) return set_error(client.status());
+  auto handle = std::make_unique<Handle>();
+  handle->relay = std::move(relay);
+  handle->client = std::move(*client);
+  *out = handle.release();
+  return MDG_OK;
+}
+
 // What mdg_client_* and mdg_agent_* do alike, for a Handle with a `relay` (shared_ptr<Relay>)
 // and a `client` (unique_ptr<Client or AgentClient>); `function` names the C function,
 // `object` the handle's parameter ("client", "agent").

@@ -33,6 +33,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace {
 
@@ -206,24 +207,42 @@ std::string random_hex(std::size_t bytes) {
 }
 
 // Without a configured secret, tokens must still survive a restart: keep one beside the store.
+// A file that is there but cannot be used is an error, never replaced: a new secret would
+// sign every visitor out, and an unreadable file is more likely a wrong owner than a loss.
 Result<std::string> persistent_secret(const std::string& store_path) {
   std::string path = store_path + ".secret";
   if (std::ifstream in(path); in) {
     std::string s;
     std::getline(in, s);
+    if (!in && !in.eof()) return unavailable(path + ": cannot read the token secret");
     if (s.size() >= 16) return s;
+    return invalid_argument(path + ": the token secret is " + std::to_string(s.size()) +
+                            " bytes on its first line; it needs at least 16. Put a longer one there, or delete "
+                            "the file to have a new one made (visitors' tokens made with the old one stop working)");
+  } else if (errno != ENOENT) {
+    return unavailable(path + ": cannot read the token secret (" + std::strerror(errno) +
+                       "); give the hub's user read access, or set secret in the config");
   }
   std::string s = random_hex(32) + "\n";
   // Created readable by its owner alone from the start (not chmod-ed after it was written):
   // whoever reads it can make any visitor's token.
-  (void)::unlink(path.c_str());  // a short or unreadable one is replaced
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return unavailable(path + ": cannot write the token secret (" + std::strerror(errno) + ")");
   const bool written = ::write(fd, s.data(), s.size()) == static_cast<ssize_t>(s.size());
   const bool closed = ::close(fd) == 0;
-  if (!written || !closed) return unavailable(path + ": cannot write the token secret");
+  if (!written || !closed) {
+    (void)::unlink(path.c_str());  // ours, and unusable
+    return unavailable(path + ": cannot write the token secret");
+  }
   s.pop_back();
   return s;
+}
+
+// Overwrites a command-line argument in place, so that `ps` and /proc/PID/cmdline (which show
+// the process's own argv memory) no longer show it. Until then it was visible: the usage
+// and the warning say to keep secrets in the config file.
+void hide_argument(char* arg) {
+  for (char* p = arg; *p != '\0'; ++p) *p = '*';
 }
 
 // Every connection holds a file descriptor, and the usual soft limit (1024) would stop the
@@ -330,6 +349,7 @@ int main(int argc, char** argv) {
   if (!o.config.empty()) {
     if (auto st = read_config(o.config, o); !st) return fail(st.to_string());
   }
+  std::vector<std::string> secrets_on_command_line;  // flags whose value was a secret, for the warning
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
@@ -356,7 +376,11 @@ int main(int argc, char** argv) {
       }
       o.hub.port = static_cast<int>(p);
     }
-    else if (a == "--secret") o.hub.secret = v;
+    else if (a == "--secret") {
+      o.hub.secret = v;
+      hide_argument(argv[i]);
+      secrets_on_command_line.push_back("--secret");
+    }
     else if (a == "--static") o.hub.static_dir = v;
     else if (a == "--origin") o.hub.allowed_origins.emplace_back(v);
     else if (a == "--tls-cert") o.hub.tls_cert = v;
@@ -381,7 +405,12 @@ int main(int argc, char** argv) {
       if (colon == std::string::npos || colon == 0) return fail("--agent needs NAME:PASSWORD or NAME:HASH");
       hub::AgentAccount account;
       account.name = s.substr(0, colon);
-      (s.compare(colon + 1, 8, "$scrypt$") == 0 ? account.password_hash : account.password) = s.substr(colon + 1);
+      const bool hashed = s.compare(colon + 1, 8, "$scrypt$") == 0;
+      (hashed ? account.password_hash : account.password) = s.substr(colon + 1);
+      if (!hashed) {
+        hide_argument(argv[i] + colon + 1);
+        secrets_on_command_line.push_back("--agent " + account.name + ":PASSWORD");
+      }
       o.hub.agents.push_back(std::move(account));
     } else {
       return fail("unknown option " + a + "\n" + kUsage);
@@ -400,6 +429,13 @@ int main(int argc, char** argv) {
   };
 
   o.hub.logger.log(LogLevel::kInfo, raise_open_files_limit());
+  if (!secrets_on_command_line.empty()) {
+    std::string flags;
+    for (const auto& f : secrets_on_command_line) flags += (flags.empty() ? "" : ", ") + f;
+    o.hub.logger.log(LogLevel::kWarning, "a secret on the command line (" + flags +
+                                             ") was visible to other users of this machine (ps) and may be in the "
+                                             "shell's history; keep it in the config file instead (docs/hub.md)");
+  }
 
   bot::BotOptions bot_options;
   bot_options.text.mecab_dicdir = o.dicdir;

@@ -26,6 +26,7 @@
 #include <madoguchi/detail/json_writer.hpp>
 
 #include "hub/password.hpp"
+#include "hub/static_root.hpp"
 
 #include <libwebsockets.h>
 #include <simdjson.h>
@@ -560,6 +561,7 @@ struct Hub::Impl {
   std::shared_ptr<const bot::Bot> next_bot;  // set_bot(): taken up by the serving thread
   std::uint64_t bot_replacements = 0;
   std::vector<lws_http_mount> mounts;
+  std::optional<detail::StaticRoot> static_root;  // with static_dir
 
   std::unordered_map<lws*, std::unique_ptr<Session>> sessions;
   std::unordered_set<lws*> closing;  // sessions waiting for their peer to go quiet
@@ -1866,6 +1868,17 @@ int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::s
       impl->closing.erase(wsi);
       return 0;
     }
+    case LWS_CALLBACK_FILTER_HTTP_CONNECTION: {
+      // Every HTTP request, before libwebsockets serves a static file for it.
+      const std::string_view uri(static_cast<const char*>(in), len);
+      if (impl->static_root && !impl->static_root->allows(uri)) {
+        impl->cfg.logger.log(LogLevel::kWarning, "refused static file " + loggable(uri) +
+                                                     ": a symbolic link takes it outside the static folder");
+        lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, nullptr);
+        return 1;
+      }
+      return 0;
+    }
     case LWS_CALLBACK_HTTP:
       return impl->http(wsi, std::string_view(static_cast<const char*>(in)));
     default:
@@ -1988,6 +2001,9 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
     vh.ssl_private_key_filepath = impl->cfg.tls_key.c_str();
   }
   if (!impl->cfg.static_dir.empty()) {
+    auto root = detail::StaticRoot::open(impl->cfg.static_dir);
+    if (!root) return root.status();
+    impl->static_root = std::move(*root);
     // /healthz and /metrics stay with the callback; everything else under / is a file.
     impl->mounts.resize(3);
     std::memset(impl->mounts.data(), 0, sizeof(lws_http_mount) * impl->mounts.size());

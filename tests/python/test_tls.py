@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import re
@@ -18,17 +19,22 @@ REPO = Path(__file__).resolve().parents[2]
 TLS = REPO / "tests" / "data" / "tls"
 
 
-@pytest.fixture
-def tls_hub(tmp_path):
+def start_tls_hub(tmp_path, cert: str):
     exe = os.environ.get("MADOGUCHI_HUB")
     if not exe:
         pytest.skip("MADOGUCHI_HUB is not set (path of the madoguchi-hub executable)")
     kb = os.environ.get("MADOGUCHI_KB") or str(REPO / "samples" / "kb" / "shop.json")
-    proc = subprocess.Popen(
-        [exe, "--kb", kb, "--store", str(tmp_path / "tls.db"), "--host", "127.0.0.1", "--port", "0",
-         "--secret", "tls-test-secret-0123456789", "--agent", "sato:pw",
-         "--tls-cert", str(TLS / "test-cert.pem"), "--tls-key", str(TLS / "test-key.pem")],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd=str(REPO))
+    with open(tmp_path / "hub.log", "wb") as log:
+        return subprocess.Popen(
+            [exe, "--kb", kb, "--store", str(tmp_path / "tls.db"), "--host", "127.0.0.1", "--port", "0",
+             "--secret", "tls-test-secret-0123456789", "--agent", "sato:pw",
+             "--tls-cert", str(TLS / cert), "--tls-key", str(TLS / "test-key.pem")],
+            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, cwd=str(REPO))
+
+
+@pytest.fixture
+def tls_hub(tmp_path):
+    proc = start_tls_hub(tmp_path, "test-cert.pem")
     try:
         line = proc.stdout.readline().decode()
         m = re.match(r"madoguchi-hub: listening on https://127\.0\.0\.1:(\d+)$", line.strip())
@@ -77,3 +83,41 @@ def test_plain_websocket_is_refused_on_a_tls_port(tls_hub):
 
     with pytest.raises(Exception):
         asyncio.run(plain())
+
+
+def test_metrics_show_when_the_certificate_expires(tls_hub):
+    with urllib.request.urlopen(f"https://127.0.0.1:{tls_hub}/metrics", context=client_context(), timeout=10) as r:
+        metrics = r.read().decode()
+    # test-cert.pem: notAfter=Nov 22 05:40:48 2036 GMT
+    expires = int(datetime.datetime(2036, 11, 22, 5, 40, 48, tzinfo=datetime.timezone.utc).timestamp())
+    assert f"madoguchi_tls_certificate_not_after_seconds {expires}\n" in metrics, metrics
+
+
+def test_an_expired_certificate_is_served_with_a_warning(tmp_path):
+    proc = start_tls_hub(tmp_path, "expired-cert.pem")
+    try:
+        line = proc.stdout.readline().decode()
+        assert re.match(r"madoguchi-hub: listening on https://127\.0\.0\.1:\d+$", line.strip()), line
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+    log = (tmp_path / "hub.log").read_text()
+    assert (f"warning TLS certificate {TLS / 'expired-cert.pem'} expired on 2021-01-01 00:00 UTC: browsers and "
+            "clients refuse wss:// and https:// to this hub; renew it and restart the hub") in log, log
+
+
+def test_a_certificate_that_expires_soon_is_warned_about(tmp_path):
+    # openssl comes with ca-certificates (scripts/install-deps).
+    cert = tmp_path / "soon-cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-key", str(TLS / "test-key.pem"), "-out", str(cert), "-days", "10",
+                    "-subj", "/CN=127.0.0.1"], check=True, capture_output=True, timeout=60)
+    proc = start_tls_hub(tmp_path, str(cert))
+    try:
+        line = proc.stdout.readline().decode()
+        assert line.startswith("madoguchi-hub: listening on https://"), line
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+    log = (tmp_path / "hub.log").read_text()
+    assert re.search(rf"warning TLS certificate {re.escape(str(cert))} expires on \d{{4}}-\d\d-\d\d \d\d:\d\d UTC, "
+                     r"in 9 days; renew it and restart the hub", log), log

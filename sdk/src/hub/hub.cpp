@@ -25,6 +25,7 @@
 
 #include <madoguchi/detail/json_writer.hpp>
 
+#include "hub/certificate.hpp"
 #include "hub/password.hpp"
 #include "hub/static_root.hpp"
 
@@ -562,6 +563,7 @@ struct Hub::Impl {
   std::uint64_t bot_replacements = 0;
   std::vector<lws_http_mount> mounts;
   std::optional<detail::StaticRoot> static_root;  // with static_dir
+  std::optional<detail::CertificateDates> tls_dates;  // with tls_cert
 
   std::unordered_map<lws*, std::unique_ptr<Session>> sessions;
   std::unordered_set<lws*> closing;  // sessions waiting for their peer to go quiet
@@ -1719,6 +1721,10 @@ struct Hub::Impl {
     for (const auto& [d, n] : bot_replies) line("madoguchi_bot_replies_total", "{decision=\"" + d + "\"}", static_cast<double>(n));
     m += "# HELP madoguchi_bot_pending Visitors' questions given to the bot threads and not answered yet.\n# TYPE madoguchi_bot_pending gauge\n";
     line("madoguchi_bot_pending", "", static_cast<double>(bot_pending));
+    if (tls_dates) {
+      m += "# HELP madoguchi_tls_certificate_not_after_seconds When the TLS certificate expires (Unix time).\n# TYPE madoguchi_tls_certificate_not_after_seconds gauge\n";
+      line("madoguchi_tls_certificate_not_after_seconds", "", static_cast<double>(tls_dates->not_after));
+    }
     if (auto waiting = store->conversations_in_state("waiting", 100000)) {
       m += "# HELP madoguchi_conversations_waiting Conversations handed off and waiting for an agent.\n# TYPE madoguchi_conversations_waiting gauge\n";
       line("madoguchi_conversations_waiting", "", static_cast<double>(waiting->size()));
@@ -1941,6 +1947,17 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
     impl->cfg.logger.log(LogLevel::kWarning, "agents log in over ws:// on " + (host.empty() ? "every interface" : host) +
                                                  ": their passwords cross the network in clear; serve wss:// "
                                                  "(tls_cert, tls_key) or listen on 127.0.0.1 behind a TLS proxy");
+  }
+  if (!impl->cfg.tls_cert.empty()) {
+    // libwebsockets serves an expired certificate without a word: say it, and show its end
+    // in /metrics for an alert before it comes.
+    auto dates = detail::read_certificate_dates(impl->cfg.tls_cert);
+    if (!dates) return dates.status();
+    impl->tls_dates = *dates;
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch());
+    if (auto warning = detail::certificate_warning(impl->cfg.tls_cert, *dates, now.count()); !warning.empty()) {
+      impl->cfg.logger.log(LogLevel::kWarning, warning);
+    }
   }
   if (!plain.empty()) {
     std::string names;

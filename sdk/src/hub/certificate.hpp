@@ -1,0 +1,25 @@
+// The dates of the hub's TLS certificate (private), for the warnings at start and /metrics.
+#pragma once
+
+#include <madoguchi/status.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace madoguchi::hub::detail {
+
+struct CertificateDates {
+  std::int64_t not_before = 0;  // seconds since 1970-01-01 UTC
+  std::int64_t not_after = 0;
+};
+
+// The first certificate of a PEM file (the server's own; a chain follows it).
+Result<CertificateDates> read_certificate_dates(const std::string& pem_path);
+
+// What to warn about when `dates` are checked at `now` (seconds since 1970, UTC): an expired
+// certificate, one not valid yet, or one that expires within `soon_days`. Empty when none.
+std::string certificate_warning(const std::string& pem_path, const CertificateDates& dates, std::int64_t now,
+                                int soon_days = 14);
+
+}  // namespace madoguchi::hub::detail

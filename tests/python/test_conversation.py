@@ -903,8 +903,14 @@ async def test_a_hello_again_while_the_password_is_checked_is_a_conflict(hub):
 
 @async_test
 async def test_a_flood_of_wrong_passwords_from_one_address_leaves_room_for_agents_elsewhere(hub):
-    # One address may hold 4 of the 8 places for password checks: twelve connections that keep
-    # sending wrong passwords from 127.0.0.1 cannot keep out an agent on 127.0.0.2.
+    # One address may hold 4 of the 8 places for password checks, and its failures soon make it
+    # wait: twelve connections that keep sending wrong passwords from 127.0.0.1 cannot keep out
+    # an agent on 127.0.0.2 who has logged in from there before (the flood's failures as
+    # "tanaka" also make that name wait for addresses it never logged in from).
+    earlier = AgentClient(hub.url)
+    await earlier.connect(T, local_addr=("127.0.0.2", 0))
+    await earlier.hello("tanaka", hub.agents["tanaka"], timeout=T)
+    await earlier.disconnect()
     stop = asyncio.Event()
     tried = []
 
@@ -933,6 +939,75 @@ async def test_a_flood_of_wrong_passwords_from_one_address_leaves_room_for_agent
     assert "rate_limited" in tried and "unauthorized" in tried, tried
 
 
+async def try_hello(hub, name: str, password: str, address: str = "127.0.0.1"):
+    """One agent hello on a new connection from `address`: ("welcome", frame) or (code, frame)."""
+    a = AgentClient(hub.url)
+    await a.connect(T, local_addr=(address, 0))
+    try:
+        welcome = await a.hello(name, password, timeout=T)
+        return "welcome", welcome
+    except ProtocolError as e:
+        return e.code, e.frame
+    finally:
+        await a.disconnect()
+
+
+@async_test
+async def test_failed_logins_in_a_row_make_that_name_wait_at_that_address(hub):
+    # Five wrong passwords for "sato" from 127.0.0.1: the next try there waits (rate_limited,
+    # even with the right password), doubling after each failure; other names and addresses
+    # are not held back, and after the wait the right password gets in and clears the count.
+    for _ in range(5):
+        assert (await try_hello(hub, "sato", "wrong"))[0] == "unauthorized"
+    code, frame = await try_hello(hub, "sato", hub.agents["sato"])
+    assert code == "rate_limited", frame
+    assert 0 < frame["retry_after_ms"] <= 1000, frame
+    assert "too many failed logins" in frame["message"], frame
+    assert (await try_hello(hub, "suzuki", hub.agents["suzuki"]))[0] == "welcome"
+    assert (await try_hello(hub, "sato", hub.agents["sato"], address="127.0.0.2"))[0] == "welcome"
+    await asyncio.sleep(frame["retry_after_ms"] / 1000 + 0.05)
+    assert (await try_hello(hub, "sato", "wrong"))[0] == "unauthorized"  # the sixth: 2 s now
+    code, frame = await try_hello(hub, "sato", hub.agents["sato"])
+    assert code == "rate_limited" and 1000 < frame["retry_after_ms"] <= 2000, frame
+    await asyncio.sleep(frame["retry_after_ms"] / 1000 + 0.05)
+    assert (await try_hello(hub, "sato", hub.agents["sato"]))[0] == "welcome"
+    assert (await try_hello(hub, "sato", "wrong"))[0] == "unauthorized"  # counted from 0 again
+    assert (await try_hello(hub, "sato", hub.agents["sato"]))[0] == "welcome"
+    log = hub.log_path.read_text()
+    assert 'agent login refused for "sato" from 127.0.0.1' in log
+    assert '5 failed logins in a row for "sato" from 127.0.0.1: its next tries there wait' in log
+
+
+@async_test
+async def test_guesses_spread_over_addresses_make_the_name_wait_except_where_it_logged_in(hub):
+    # Twenty wrong passwords for "suzuki" from four addresses (five each): suzuki waits at any
+    # address it has not logged in from, and not at one it has.
+    assert (await try_hello(hub, "suzuki", hub.agents["suzuki"], address="127.0.0.9"))[0] == "welcome"
+    for i in range(20):
+        code, frame = await try_hello(hub, "suzuki", "wrong", address=f"127.0.0.{2 + i // 5}")
+        assert code == "unauthorized", (i, frame)
+    code, frame = await try_hello(hub, "suzuki", hub.agents["suzuki"], address="127.0.0.20")
+    assert code == "rate_limited" and 0 < frame["retry_after_ms"] <= 1000, frame
+    assert (await try_hello(hub, "suzuki", hub.agents["suzuki"], address="127.0.0.9"))[0] == "welcome"
+    assert '20 failed logins in a row for "suzuki": its next tries wait' in hub.log_path.read_text()
+
+
+@async_test
+async def test_a_plain_password_is_answered_as_late_as_a_hashed_one(hub):
+    # With any account hashed, a plain password's refusal waits for a check of the same cost,
+    # so that the time of the answer does not tell which names have a plain password.
+    # (A lower bound in proportion, from the same run: the plain refusal used to be instant.)
+    async def refusal_time(name):
+        start = time.monotonic()
+        assert (await try_hello(hub, name, "wrong"))[0] == "unauthorized"
+        return time.monotonic() - start
+
+    hashed = sorted([await refusal_time("tanaka") for _ in range(3)])[1]
+    plain = sorted([await refusal_time("sato") for _ in range(3)])[1]
+    unknown = sorted([await refusal_time("nobody") for _ in range(3)])[1]
+    assert plain > 0.3 * hashed and unknown > 0.3 * hashed, (plain, hashed, unknown)
+
+
 @async_test
 async def test_a_second_agent_hello_is_a_conflict(hub):
     # A connection is one agent's: a hello as another agent is refused, the first one stays.
@@ -949,17 +1024,18 @@ async def test_agent_logins_beyond_those_being_checked_are_rate_limited(hub):
     # Each hashed password takes the hub's login thread tens of milliseconds; at most 8 hellos
     # wait for it. Twelve wrong passwords at once: the first ones are refused (unauthorized,
     # closed) after their check, the rest at once with rate_limited, their connections kept.
+    # (Names no agent has, each once: failures in a row for one name would make it wait.)
     clients = [AgentClient(hub.url) for _ in range(12)]
     await asyncio.gather(*(c.connect(T) for c in clients))
 
-    async def attempt(c):
+    async def attempt(c, i):
         try:
-            await c.hello("tanaka", "wrong", timeout=T)
+            await c.hello(f"nobody-{i}", "wrong", timeout=T)
         except ProtocolError as e:
             return e.code
         return "welcome"
 
-    codes = await asyncio.gather(*(attempt(c) for c in clients))
+    codes = await asyncio.gather(*(attempt(c, i) for i, c in enumerate(clients)))
     assert codes.count("unauthorized") >= 1, codes
     assert codes.count("rate_limited") >= 4, codes  # 12 - 8: the hash is slower than 12 sends
     assert set(codes) == {"unauthorized", "rate_limited"}, codes

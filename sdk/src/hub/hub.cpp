@@ -26,6 +26,7 @@
 #include <madoguchi/detail/json_writer.hpp>
 
 #include "hub/certificate.hpp"
+#include "hub/login_limits.hpp"
 #include "hub/password.hpp"
 #include "hub/static_root.hpp"
 
@@ -461,15 +462,18 @@ class LoginChecks {
     for (auto& job : jobs_) OPENSSL_cleanse(job.password.data(), job.password.size());
   }
 
-  // False when kMaxWaiting checks are waiting already. `hash` must outlive the check.
-  bool submit(std::uint64_t login, std::string password, const detail::PasswordHash* hash) {
+  // False when kMaxWaiting checks are waiting already. `hash` must outlive the check. With
+  // `answer`, the check of `hash` only takes its time and `answer` is the result: a plain
+  // password, compared already, answered as late as a hashed one.
+  bool submit(std::uint64_t login, std::string password, const detail::PasswordHash* hash,
+              std::optional<bool> answer = std::nullopt) {
     {
       std::lock_guard lock(mu_);
       if (jobs_.size() + busy_ >= kMaxWaiting) {
         OPENSSL_cleanse(password.data(), password.size());
         return false;
       }
-      jobs_.push_back({login, std::move(password), hash});
+      jobs_.push_back({login, std::move(password), hash, answer});
     }
     cv_.notify_one();
     return true;
@@ -489,6 +493,7 @@ class LoginChecks {
     std::uint64_t login;
     std::string password;
     const detail::PasswordHash* hash;
+    std::optional<bool> answer;
   };
 
   void serve() {
@@ -502,7 +507,8 @@ class LoginChecks {
         jobs_.pop_front();
         busy_ = 1;
       }
-      const bool ok = detail::password_matches(job.password, *job.hash);
+      const bool matches = detail::password_matches(job.password, *job.hash);
+      const bool ok = job.answer.value_or(matches);
       OPENSSL_cleanse(job.password.data(), job.password.size());
       {
         std::lock_guard lock(mu_);
@@ -590,7 +596,8 @@ struct Hub::Impl {
   // Agents who may hold conversations and have no connection: since when (steady_seconds()).
   std::unordered_map<std::string, double> agents_gone;
   std::uint64_t next_login = 0;
-  std::uint64_t logins_ok = 0, logins_refused = 0, logins_busy = 0;
+  std::uint64_t logins_ok = 0, logins_refused = 0, logins_busy = 0, logins_throttled = 0;
+  detail::LoginLimits login_limits;
   std::size_t bot_pending = 0;              // questions given to the bot threads, not finished
 
   // Group commit (see the top of this file).
@@ -1249,9 +1256,11 @@ struct Hub::Impl {
     return w.take();
   }
 
-  // An agent's hello: a plain password is compared at once; a hash is checked on the
-  // LoginChecks thread (finish_login() answers), and so is a name no account has when any
-  // account has a hash, so that a refusal takes as long whether the name exists or not.
+  // An agent's hello. Addresses and names with too many failed logins wait first
+  // (LoginLimits). A hash is checked on the LoginChecks thread (finish_login() answers), and
+  // so is a name no account has when any account has a hash, so that a refusal takes as long
+  // whether the name exists or not; a plain password is compared at once, and then answered
+  // as late as a hash when any account has one, so that its name does not show either.
   void agent_hello(Session& s, Frame f) {
     // One agent a connection: the session is listed under its agent's name (agents_by_name).
     if (s.authenticated) return send_error(s, ErrorKind::kConflict, "hello: already said");
@@ -1259,22 +1268,32 @@ struct Hub::Impl {
       // The first one's check is under way: it goes on, and its answer comes.
       return send_error(s, ErrorKind::kConflict, "hello: already said; wait for its welcome");
     }
+    if (const auto wait = login_limits.wait(s.peer, f.agent, std::chrono::steady_clock::now()); wait.count() > 0) {
+      ++logins_throttled;
+      Frame e = protocol::make_error(ErrorKind::kRateLimited,
+                                     "hello: too many failed logins from this address or for this agent; try again in " +
+                                         std::to_string((wait.count() + 999) / 1000) + " s");
+      e.retry_after_ms = wait.count();
+      ++errors_sent["rate_limited"];
+      return send(s, e);
+    }
     const detail::PasswordHash* hash = nullptr;
-    bool known = false, ok = false;
+    std::optional<bool> answer;  // of a plain password
+    bool known = false;
     for (std::size_t i = 0; i < cfg.agents.size(); ++i) {
       if (cfg.agents[i].name != f.agent) continue;
       known = true;
       if (agent_hashes[i]) {
         hash = &*agent_hashes[i];
       } else {
-        ok = same_secret(cfg.agents[i].password, f.password);
+        answer = same_secret(cfg.agents[i].password, f.password);
       }
     }
-    if (!known && decoy_hash) hash = &*decoy_hash;
-    if (!hash) return finish_hello(s, f.agent, ok);
+    if ((!known || answer) && decoy_hash) hash = &*decoy_hash;
+    if (!hash) return finish_hello(s, f.agent, answer.value_or(false));
     const std::uint64_t login = ++next_login;
     const bool peer_full = checks_by_peer[s.peer] >= kLoginChecksPerPeer;
-    if (peer_full || !login_checks->submit(login, std::move(f.password), hash)) {
+    if (peer_full || !login_checks->submit(login, std::move(f.password), hash, answer)) {
       if (checks_by_peer[s.peer] == 0) checks_by_peer.erase(s.peer);
       ++logins_busy;
       Frame e = protocol::make_error(ErrorKind::kRateLimited, "hello: too many logins are being checked; try again shortly");
@@ -1306,9 +1325,28 @@ struct Hub::Impl {
   void finish_hello(Session& s, const std::string& name, bool ok) {
     if (!ok) {
       ++logins_refused;
-      cfg.logger.log(LogLevel::kWarning, "agent login refused for \"" + loggable(name) + "\"");
+      cfg.logger.log(LogLevel::kWarning, "agent login refused for \"" + loggable(name) + "\" from " + s.peer);
+      // Each wait is logged when it starts; the refusals above show the tries that go on.
+      const auto started = login_limits.failed(s.peer, name, std::chrono::steady_clock::now());
+      using Limits = detail::LoginLimits;
+      if (started.pair) {
+        cfg.logger.log(LogLevel::kWarning, std::to_string(Limits::kPair.free) + " failed logins in a row for \"" +
+                                               loggable(name) + "\" from " + s.peer +
+                                               ": its next tries there wait, twice as long after each failure");
+      }
+      if (started.address) {
+        cfg.logger.log(LogLevel::kWarning, std::to_string(Limits::kAddress.free) +
+                                               " failed agent logins in a row from " + s.peer +
+                                               ": its next tries wait, except as agents who logged in from there");
+      }
+      if (started.name) {
+        cfg.logger.log(LogLevel::kWarning, std::to_string(Limits::kName.free) + " failed logins in a row for \"" +
+                                               loggable(name) +
+                                               "\": its next tries wait, except from addresses it logged in from");
+      }
       return send_error(s, ErrorKind::kUnauthorized, "hello: unknown agent or wrong password");
     }
+    login_limits.succeeded(s.peer, name);
     ++logins_ok;
     s.authenticated = true;
     lws_set_timeout(s.wsi, NO_PENDING_TIMEOUT, 0);
@@ -1703,10 +1741,11 @@ struct Hub::Impl {
     line("madoguchi_duplicates_total", "", static_cast<double>(duplicates));
     m += "# HELP madoguchi_bot_replacements_total Knowledge bases taken up while serving (Hub::set_bot).\n# TYPE madoguchi_bot_replacements_total counter\n";
     line("madoguchi_bot_replacements_total", "", static_cast<double>(bot_replacements));
-    m += "# HELP madoguchi_agent_logins_total Agents' hellos, by result (busy: too many being checked).\n# TYPE madoguchi_agent_logins_total counter\n";
+    m += "# HELP madoguchi_agent_logins_total Agents' hellos, by result (busy: too many being checked; throttled: too many failures).\n# TYPE madoguchi_agent_logins_total counter\n";
     line("madoguchi_agent_logins_total", "{result=\"ok\"}", static_cast<double>(logins_ok));
     line("madoguchi_agent_logins_total", "{result=\"refused\"}", static_cast<double>(logins_refused));
     line("madoguchi_agent_logins_total", "{result=\"busy\"}", static_cast<double>(logins_busy));
+    line("madoguchi_agent_logins_total", "{result=\"throttled\"}", static_cast<double>(logins_throttled));
     m += "# HELP madoguchi_store_commits_total Store batches committed (one per turn of the event loop with frames).\n# TYPE madoguchi_store_commits_total counter\n";
     line("madoguchi_store_commits_total", "", static_cast<double>(commits));
     m += "# HELP madoguchi_store_failed_commits_total Store batches that could not be committed.\n# TYPE madoguchi_store_failed_commits_total counter\n";

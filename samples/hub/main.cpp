@@ -178,6 +178,22 @@ Status read_config(const std::string& path, Options& o) {
         }
         o.hub.agents.push_back(std::move(account));
       }
+    } else if (key == "new_conversations_per_minute" || key == "new_conversations_burst") {
+      double x;
+      if (field.value.get_double().get(x) != simdjson::SUCCESS || !(x >= 0) || x > 1e9) {
+        return invalid_argument(path + ": \"" + key + "\" must be a number, 0 or more");
+      }
+      (key == "new_conversations_per_minute" ? o.hub.new_conversations_per_minute : o.hub.new_conversations_burst) = x;
+    } else if (key == "trusted_proxies") {
+      simdjson::dom::array arr;
+      if (field.value.get_array().get(arr) != simdjson::SUCCESS) {
+        return invalid_argument(path + ": \"trusted_proxies\" must be a list of addresses");
+      }
+      for (auto a : arr) {
+        std::string_view v;
+        if (a.get_string().get(v) != simdjson::SUCCESS) return invalid_argument(path + ": trusted_proxies must be strings");
+        o.hub.trusted_proxies.emplace_back(v);
+      }
     } else if (key == "origins") {
       simdjson::dom::array arr;
       if (field.value.get_array().get(arr) != simdjson::SUCCESS) return invalid_argument(path + ": \"origins\" must be a list");
@@ -188,7 +204,8 @@ Status read_config(const std::string& path, Options& o) {
       }
     } else {
       return invalid_argument(path + ": unknown setting \"" + key +
-                              "\" (kb, store, host, port, secret, agents, origins, static, tls_cert, tls_key, mecab_dicdir, bot_threads, conversation_idle_ms, max_cached_conversations, agent_grace_ms)");
+                              "\" (kb, store, host, port, secret, agents, origins, static, tls_cert, tls_key, mecab_dicdir, bot_threads, conversation_idle_ms, max_cached_conversations, agent_grace_ms, "
+                              "new_conversations_per_minute, new_conversations_burst, trusted_proxies)");
     }
   }
   return Status::ok();

@@ -96,9 +96,12 @@ class Connection:
 
     # -- connection ---------------------------------------------------------------------
 
-    async def connect(self, timeout: float = DEFAULT_TIMEOUT, local_addr=None) -> "Connection":
-        """local_addr: (host, port) to connect from, e.g. ("127.0.0.2", 0) for another address."""
+    async def connect(self, timeout: float = DEFAULT_TIMEOUT, local_addr=None, headers=None) -> "Connection":
+        """local_addr: (host, port) to connect from, e.g. ("127.0.0.2", 0) for another address.
+        headers: extra HTTP headers of the opening handshake (a dict)."""
         extra = {"local_addr": local_addr} if local_addr else {}
+        if headers:
+            extra["extra_headers"] = headers
         self.ws = await asyncio.wait_for(
             websockets.connect(
                 self.url,

@@ -1232,3 +1232,39 @@ async def test_flood_is_rate_limited_without_losing_anything(hub):
     assert before_reply["seq"] in seqs(replay)
     for c in (flooder, other, r):
         await c.disconnect()
+
+
+@async_test
+async def test_new_conversations_per_address_are_limited_behind_a_trusted_proxy(hub):
+    # The hub believes X-Forwarded-For from 127.0.0.1 only (trusted_proxies): there, each
+    # forwarded client may start 3 conversations at once and 6 a minute; a fourth hello gets
+    # rate_limited and starts nothing. Another client behind the proxy, a visitor resuming its
+    # conversation, and 127.0.0.2 (loopback, whose header is not believed) are not held back.
+    hub.config = {"trusted_proxies": ["127.0.0.1"], "new_conversations_per_minute": 6,
+                  "new_conversations_burst": 3}
+    hub.restart(kill=False)
+
+    async def hello(client_ip, address="127.0.0.1", token=None):
+        v = VisitorClient(hub.url)
+        await v.connect(T, local_addr=(address, 0), headers={"X-Forwarded-For": f"198.51.100.7, {client_ip}"})
+        try:
+            frame = {"type": "hello"}
+            if token:
+                frame["token"] = token
+            await v.send(frame)
+            return await v.recv(T)
+        finally:
+            await v.disconnect()
+
+    welcomes = [await hello("203.0.113.5") for _ in range(3)]
+    assert all(w["type"] == "welcome" for w in welcomes), welcomes
+    refused = await hello("203.0.113.5")
+    assert refused["type"] == "error" and refused["code"] == "rate_limited", refused
+    assert 0 < refused["retry_after_ms"] <= 10000, refused
+    assert "too many new conversations from this address" in refused["message"]
+    assert (await hello("203.0.113.6"))["type"] == "welcome"
+    assert (await hello("203.0.113.5", token=welcomes[0]["token"]))["type"] == "welcome"
+    for _ in range(5):
+        assert (await hello("203.0.113.5", address="127.0.0.2"))["type"] == "welcome"
+    log = hub.log_path.read_text()
+    assert log.count("new conversations from 203.0.113.5 are over 6 a minute") == 1, log

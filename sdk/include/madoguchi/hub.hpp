@@ -49,6 +49,16 @@ struct HubConfig {
   double rate_per_second = 20;  // frames a connection may send on average
   double rate_burst = 40;       // ... and in a burst
   std::int64_t token_ttl_ms = 30LL * 24 * 3600 * 1000;
+  // New conversations (a visitor's hello without a token) one client address may start, on
+  // average per minute and at once; beyond, the hello gets rate_limited. 0 per minute: no
+  // limit. Loopback addresses are not limited (a reverse proxy on the same machine counts as
+  // its clients only when it is in trusted_proxies).
+  double new_conversations_per_minute = 30;
+  double new_conversations_burst = 30;
+  // Addresses of reverse proxies whose X-Forwarded-For header is believed: a connection from
+  // one of them counts as coming from the last address that header names (for the limits per
+  // address and the logs). Others' X-Forwarded-For is ignored.
+  std::vector<std::string> trusted_proxies;
   // The hub keeps the conversations in use in memory (record and the bot's context). One with
   // no visitor connected is dropped after this long unused, or sooner, least recently used
   // first, when more than max_cached_conversations are held; it is read back from the store

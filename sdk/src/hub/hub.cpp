@@ -25,6 +25,7 @@
 
 #include <madoguchi/detail/json_writer.hpp>
 
+#include "hub/addresses.hpp"
 #include "hub/certificate.hpp"
 #include "hub/login_limits.hpp"
 #include "hub/password.hpp"
@@ -43,6 +44,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -569,6 +571,8 @@ struct Hub::Impl {
   std::uint64_t bot_replacements = 0;
   std::vector<lws_http_mount> mounts;
   std::optional<detail::StaticRoot> static_root;  // with static_dir
+  std::unordered_set<std::string> trusted_proxies;  // canonical addresses
+  std::optional<detail::AddressBuckets> new_conversations;  // with a limit
   std::optional<detail::CertificateDates> tls_dates;  // with tls_cert
 
   std::unordered_map<lws*, std::unique_ptr<Session>> sessions;
@@ -1049,6 +1053,20 @@ struct Hub::Impl {
       }
       c = *loaded;
     } else {
+      if (double wait_s = 0; new_conversations && !detail::is_loopback(s.peer) &&
+                             !new_conversations->take(s.peer, steady_seconds(), wait_s)) {
+        if (new_conversations->first_refusal(s.peer)) {
+          cfg.logger.log(LogLevel::kWarning, "new conversations from " + s.peer + " are over " +
+                                                 std::to_string(static_cast<int>(cfg.new_conversations_per_minute)) +
+                                                 " a minute: their hellos get rate_limited");
+        }
+        const auto ms = static_cast<std::int64_t>(std::ceil(wait_s * 1000));
+        Frame e = protocol::make_error(ErrorKind::kRateLimited, "hello: too many new conversations from this address; "
+                                                                "try again in " + std::to_string((ms + 999) / 1000) + " s");
+        e.retry_after_ms = ms;
+        ++errors_sent["rate_limited"];
+        return send(s, e);
+      }
       ConversationRecord rec;
       rec.id = random_id("c_", 26);
       rec.state = "bot";
@@ -1844,7 +1862,13 @@ int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::s
       auto s = std::make_unique<Session>();
       s->wsi = wsi;
       char peer[64] = "";
-      if (lws_get_peer_simple(wsi, peer, sizeof peer) != nullptr) s->peer = peer;
+      if (lws_get_peer_simple(wsi, peer, sizeof peer) != nullptr) s->peer = detail::canonical_address(peer);
+      if (impl->trusted_proxies.contains(s->peer)) {
+        // Behind a reverse proxy of the config: the client is the one it names.
+        if (auto client = detail::forwarded_client(header(wsi, WSI_TOKEN_X_FORWARDED_FOR)); !client.empty()) {
+          s->peer = std::move(client);
+        }
+      }
       s->agent_endpoint = header(wsi, WSI_TOKEN_GET_URI) == "/v1/agent";
       s->tokens = impl->cfg.rate_burst;
       s->last_refill = steady_seconds();
@@ -1951,6 +1975,16 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
   if (config.bot_threads < 1 || config.bot_threads > HubConfig::kMaxBotThreads) {
     return invalid_argument("hub: bot_threads must be 1.." + std::to_string(HubConfig::kMaxBotThreads));
   }
+  if (config.new_conversations_per_minute < 0 ||
+      (config.new_conversations_per_minute > 0 && config.new_conversations_burst < 1)) {
+    return invalid_argument("hub: new_conversations_per_minute must be 0 (no limit) or more, and "
+                            "new_conversations_burst at least 1");
+  }
+  for (const auto& proxy : config.trusted_proxies) {
+    if (detail::canonical_address(proxy).empty()) {
+      return invalid_argument("hub: trusted_proxies: \"" + proxy + "\" is not an IPv4 or IPv6 address");
+    }
+  }
   if (config.tls_cert.empty() != config.tls_key.empty()) {
     return invalid_argument("hub: TLS needs both a certificate and a key file");
   }
@@ -1976,6 +2010,10 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
   }
   auto impl = std::make_unique<Impl>();
   impl->cfg = std::move(config);
+  for (const auto& proxy : impl->cfg.trusted_proxies) impl->trusted_proxies.insert(detail::canonical_address(proxy));
+  if (impl->cfg.new_conversations_per_minute > 0) {
+    impl->new_conversations.emplace(impl->cfg.new_conversations_per_minute, impl->cfg.new_conversations_burst);
+  }
   impl->agent_hashes = std::move(agent_hashes);
   for (const auto& h : impl->agent_hashes) {
     if (h && !impl->decoy_hash) impl->decoy_hash = detail::decoy_hash(*h);

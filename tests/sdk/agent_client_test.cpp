@@ -15,8 +15,10 @@
 #include "temp_dir.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <fstream>
+#include <future>
 #include <map>
 #include <memory>
 #include <string>
@@ -587,6 +589,78 @@ TEST_SUITE("sdk.agent_client") {
       CHECK(v.received(id) == 1);
       CHECK(stored_count(dir.file("hub.db"), conv, id) == 1);
     }
+  }
+
+  TEST_CASE("agent client: after a reconnect, what was missed comes before what arrived live during the re-take") {
+    // The agent's callbacks run on its network thread, so blocking in one holds the client
+    // still. While the hub restarts, the agent is held until the visitor's message sent
+    // meanwhile is stored (so that it is missed); at the next welcome, until a second message
+    // is stored, which the hub then sends the agent live, before the answer to its re-take.
+    TempDir dir;
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
+    const int port = hub.port();
+    Visitor v(hub);
+    CHECK(decision(v.ask(kHumanJa)) == "handoff");
+    const std::string conv = v.client->conversation();
+
+    std::promise<std::string> missed_promise;
+    std::shared_future<std::string> missed_id = missed_promise.get_future().share();
+    std::string live_id;
+    std::atomic<int> phase{0};  // 1: the hub is down; 2: the agent is held until missed_id is stored
+    AgentRecorder rs;
+    auto cfg = agent_config(hub.agent_url(), "sato", "pw", rs);
+    cfg.on_event = [&](const AgentEvent& e) {
+      rs(e);
+      if (e.kind == AKind::kState && e.state == ConnectionState::kDisconnected && phase == 1) {
+        phase = 2;
+        const std::string id = missed_id.get();
+        CHECK(v.rec.wait([&](const auto& evs) { return find(evs, ack_of(id)) >= 0; }));
+      } else if (e.kind == AKind::kWelcome && phase == 2) {
+        phase = 3;
+        auto sent = v.client->send("もしもし、聞こえますか");
+        REQUIRE(sent.is_ok());
+        live_id = *sent;
+        CHECK(v.rec.wait([&](const auto& evs) { return find(evs, ack_of(live_id)) >= 0; }));
+      }
+    };
+    auto sato = make_client(std::move(cfg));
+    REQUIRE(sato->start());
+    wait_for(rs, [](const AgentEvent& e) { return e.kind == AKind::kWelcome; }, "welcome");
+    REQUIRE(sato->take(conv));
+    wait_for(rs, conversation_of(conv), "conversation");
+
+    phase = 1;
+    hub.kill(SIGKILL);
+    auto missed = v.client->send("まだですか");
+    REQUIRE(missed.is_ok());
+    missed_promise.set_value(*missed);
+    hub.start(dir.file("hub.db"), port, dir.file("hub.log"));
+    wait_for(rs, [&](const AgentEvent& e) { return e.kind == AKind::kMessage && e.frame.id == *missed; }, "missed message");
+    wait_for(rs, [&](const AgentEvent& e) { return e.kind == AKind::kMessage && e.frame.id == live_id; }, "live message");
+    CHECK(phase == 3);
+
+    // From the second welcome on: the re-take's answer, then the frames by seq.
+    auto evs = rs.events();
+    const long welcome2 = find(evs, [](const AgentEvent& e) { return e.kind == AKind::kWelcome; },
+                               find(evs, [](const AgentEvent& e) { return e.kind == AKind::kWelcome; }) + 1);
+    REQUIRE(welcome2 > 0);
+    const long resumed = find(evs, [&](const AgentEvent& e) { return conversation_of(conv)(e) && e.resumed; }, welcome2);
+    REQUIRE(resumed > 0);
+    std::vector<std::int64_t> seqs;
+    for (long i = welcome2; i < static_cast<long>(evs.size()); ++i) {
+      const auto& e = evs[static_cast<std::size_t>(i)];
+      if ((e.kind == AKind::kMessage || e.kind == AKind::kEvent) && e.frame.conversation == conv && e.frame.seq) {
+        CHECK_MESSAGE(i > resumed, "seq " << *e.frame.seq << " came before the re-take's answer");
+        seqs.push_back(*e.frame.seq);
+      }
+    }
+    CHECK(seqs.size() >= 2);
+    CHECK(std::is_sorted(seqs.begin(), seqs.end()));
+    check_each_once(agent_seqs(evs));
+    CHECK(sato->close(5000));
+    CHECK(v.client->close(5000));
+    hub.kill(SIGTERM);
   }
 
   TEST_CASE("agent client: terminal-agent through a pipe takes, replies and hands back") {

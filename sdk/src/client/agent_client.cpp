@@ -181,6 +181,11 @@ struct AgentClient::Impl final : detail::client::EventConnection<AgentEvent> {
   std::map<std::string, SeqWindow> windows;  // per conversation
   std::set<std::string> known;               // conversations delivered as kConversation
   bool resync = false;                       // welcomed: take the held conversations again on the queue
+  // Conversations taken by the client itself (again after a reconnect, or after a transfer to
+  // this agent) whose kConversation has not come yet. Their live frames wait here and follow
+  // it, so that what happened while the agent was away (in the transcript) comes before them.
+  std::map<std::string, std::vector<Frame>> awaiting;
+  static constexpr std::size_t kMaxAwaiting = 10000;  // frames of one conversation; then they go on
 
   void save_locked(PersistedState&) const override {}  // the outbox is all an agent keeps
 
@@ -219,6 +224,8 @@ struct AgentClient::Impl final : detail::client::EventConnection<AgentEvent> {
   void on_frame(Frame& f) override {
     switch (f.type) {
       case FrameType::kWelcome:
+        // Frames held for the last connection's takes come again in the next takes' transcripts.
+        awaiting.clear();
         resync = true;
         return welcomed(f);
       case FrameType::kQueue: return on_queue(f);
@@ -251,13 +258,45 @@ struct AgentClient::Impl final : detail::client::EventConnection<AgentEvent> {
       for (const auto& c : mine) {
         auto q = std::find_if(ev.queue.begin(), ev.queue.end(), [&](const QueueEntry& e) { return e.conversation == c; });
         if (q != ev.queue.end() && q->state == "agent" && q->agent == agent) {
-          send_now(protocol::encode(frame_for(FrameType::kTake, c)));
+          take_now(c);
         } else {
           forget(c);
         }
       }
+    } else {
+      // A conversation awaited that is no longer this agent's will not be answered: its
+      // frames go on.
+      for (auto it = awaiting.begin(); it != awaiting.end();) {
+        const std::string& c = it->first;
+        auto q = std::find_if(ev.queue.begin(), ev.queue.end(), [&](const QueueEntry& e) { return e.conversation == c; });
+        const bool still_mine = q != ev.queue.end() && q->state == "agent" && q->agent == agent;
+        it = still_mine ? std::next(it) : release(it);
+      }
     }
     emit(std::move(ev));
+  }
+
+  // Takes `conversation` for the client's own sake; its live frames wait for the answer.
+  void take_now(const std::string& conversation) {
+    awaiting.try_emplace(conversation);
+    send_now(protocol::encode(frame_for(FrameType::kTake, conversation)));
+  }
+
+  // Stops waiting for `it`'s kConversation and delivers the frames held for it.
+  std::map<std::string, std::vector<Frame>>::iterator release(std::map<std::string, std::vector<Frame>>::iterator it) {
+    std::vector<Frame> frames = std::move(it->second);
+    auto next = awaiting.erase(it);
+    for (auto& f : frames) on_live(f);
+    return next;
+  }
+
+  // The hub refused an action (its error names no conversation): it may have been one of the
+  // client's own takes, which then get no answer. Frames held go on rather than wait.
+  void emit_error(const Frame& error) override {
+    if (error.id.empty()) {
+      for (auto it = awaiting.begin(); it != awaiting.end();) it = release(it);
+    }
+    EventConnection::emit_error(error);
   }
 
   void on_conversation(Frame& f) {
@@ -280,10 +319,17 @@ struct AgentClient::Impl final : detail::client::EventConnection<AgentEvent> {
     ev.frame = std::move(f);
     emit(std::move(ev));
     for (const auto& m : missed) emit_numbered(m);
+    // What came live while the take was on its way, less what the transcript had.
+    if (auto it = awaiting.find(c); it != awaiting.end()) release(it);
   }
 
   // A message or event of a conversation, as it happens.
   void on_live(const Frame& f) {
+    if (auto it = awaiting.find(f.conversation); it != awaiting.end() && f.seq) {
+      it->second.push_back(f);
+      if (it->second.size() >= kMaxAwaiting) release(it);
+      return;
+    }
     if (f.seq && !f.conversation.empty() && !windows[f.conversation].record(*f.seq)) {
       if (logs(LogLevel::kDebug)) {
         log(LogLevel::kDebug, "dropped seq " + std::to_string(*f.seq) + " of " + f.conversation + " (already seen)");
@@ -304,7 +350,7 @@ struct AgentClient::Impl final : detail::client::EventConnection<AgentEvent> {
     if (get_string(data, "to") == agent) {
       hold(f.conversation);
       // Fetch what the other agent had: the package and the messages (kConversation).
-      send_now(protocol::encode(frame_for(FrameType::kTake, f.conversation)));
+      take_now(f.conversation);
     } else if (get_string(data, "from") == agent) {
       forget(f.conversation);
     }

@@ -470,6 +470,31 @@ TEST_SUITE("sdk.agent_client") {
     CHECK(count(rec.events(), state_is(ConnectionState::kConnecting)) == 1);  // no retry
   }
 
+  TEST_CASE("agent client: a hello the hub makes wait is said again after its retry_after_ms, not at each back-off") {
+    // Five wrong passwords for sato from here make the next try wait a second (docs/hub.md):
+    // the client with the right one is turned away once, then gets in, without retrying
+    // every 50 ms of its back-off meanwhile.
+    TempDir dir;
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
+    for (int i = 0; i < 5; ++i) {
+      AgentRecorder wrong;
+      auto agent = make_client(agent_config(hub.agent_url(), "sato", "wrong", wrong));
+      REQUIRE(agent->start());
+      REQUIRE(wrong.wait([](const auto& evs) { return find(evs, state_is(ConnectionState::kClosed)) >= 0; }));
+    }
+    AgentRecorder rec;
+    auto agent = make_client(agent_config(hub.agent_url(), "sato", "pw", rec));
+    const auto start = std::chrono::steady_clock::now();
+    REQUIRE(agent->start());
+    wait_for(rec, [](const AgentEvent& e) { return e.kind == AKind::kWelcome; }, "welcome");
+    CHECK(std::chrono::steady_clock::now() - start >= 900ms);  // the wait was 1 s from the last failure
+    auto evs = rec.events();
+    CHECK(count(evs, error_of(protocol::ErrorKind::kRateLimited)) == 1);
+    CHECK(count(evs, state_is(ConnectionState::kConnecting)) == 2);
+    CHECK(agent->close(5000));
+  }
+
   TEST_CASE("agent client: configuration and calls the hub would refuse are refused up front") {
     TempDir dir;
     AgentRecorder rec;

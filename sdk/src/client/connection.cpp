@@ -653,7 +653,7 @@ void Connection::schedule_reconnect() {
   ++attempt_;
   double j = cfg_.jitter_percent / 100.0;
   double factor = j > 0 ? std::uniform_real_distribution<double>(1.0 - j, 1.0 + j)(jitter_rng_) : 1.0;
-  int delay = std::max(1, static_cast<int>(base * factor));
+  int delay = std::max({1, static_cast<int>(base * factor), std::exchange(hello_retry_after_ms_, 0)});
   if (logs(LogLevel::kDebug)) log(LogLevel::kDebug, "retrying in " + std::to_string(delay) + " ms");
   schedule(reconnect_timer_, delay, &Connection::on_reconnect_timer);
 }
@@ -886,9 +886,12 @@ void Connection::on_error(const Frame& f) {
     case ErrorKind::kRateLimited:
     case ErrorKind::kInternal:
       if (!welcomed_ && f.id.empty()) {
-        // The hello itself was turned away (a hub busy checking agents' passwords, or one that
-        // could not store a new conversation): connect again after the back-off, which says
-        // hello again.
+        // The hello itself was turned away (a hub busy checking agents' passwords, too many
+        // new conversations or failed logins from here, or a store that failed): connect again
+        // after the back-off, and not before the hub's retry_after_ms, which says hello again.
+        if (f.error == ErrorKind::kRateLimited && f.retry_after_ms) {
+          hello_retry_after_ms_ = static_cast<int>(std::clamp<std::int64_t>(*f.retry_after_ms, 0, kMaxHelloRetryAfterMs));
+        }
         closing_ws_ = true;
         want_write();
         return;

@@ -244,6 +244,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::deque<std::string> tx_;      // control frames to write
   std::string rx_;
   std::size_t attempt_ = 0;         // retries since the last welcome
+  // The next connect waits at least this long: the retry_after_ms of a hello the hub turned
+  // away with rate_limited (at most kMaxHelloRetryAfterMs).
+  int hello_retry_after_ms_ = 0;
+  static constexpr std::int64_t kMaxHelloRetryAfterMs = 300000;
   bool reconnect_pending_ = false;
   bool paused_ = false;             // outbox sending paused after rate_limited/internal
   bool shutting_down_ = false;

@@ -13,7 +13,8 @@ namespace madoguchi::hub::detail {
 // here. A path that resolves, symbolic links followed, to a file outside the folder is
 // refused, so that a link put in the folder (by whoever deploys the pages) cannot publish the
 // store, its secret or anything else the hub's user may read. Links that stay inside the
-// folder are served.
+// folder are served. The folder itself is resolved again for each request, as libwebsockets
+// opens files through it: static_dir may be a link that a deploy switches to a new release.
 class StaticRoot {
  public:
   // The folder must exist; the error says which one and why it cannot be used.
@@ -24,8 +25,8 @@ class StaticRoot {
   bool allows(std::string_view uri) const;
 
  private:
-  explicit StaticRoot(std::filesystem::path root) : root_(std::move(root)) {}
-  std::filesystem::path root_;  // canonical
+  explicit StaticRoot(std::filesystem::path dir) : dir_(std::move(dir)) {}
+  std::filesystem::path dir_;  // as configured
 };
 
 }  // namespace madoguchi::hub::detail

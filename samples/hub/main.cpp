@@ -233,9 +233,17 @@ Result<std::string> persistent_secret(const std::string& store_path) {
     std::getline(in, s);
     if (!in && !in.eof()) return unavailable(path + ": cannot read the token secret");
     if (s.size() >= 16) return s;
-    return invalid_argument(path + ": the token secret is " + std::to_string(s.size()) +
-                            " bytes on its first line; it needs at least 16. Put a longer one there, or delete "
-                            "the file to have a new one made (visitors' tokens made with the old one stop working)");
+    std::error_code ec;
+    if (std::filesystem::file_size(path, ec) != 0 || ec) {
+      return invalid_argument(path + ": the token secret is " + std::to_string(s.size()) +
+                              " bytes on its first line; it needs at least 16. Put a longer one there, or delete "
+                              "the file to have a new one made (visitors' tokens made with the old one stop working)");
+    }
+    // Empty: a write that a power cut interrupted before the sync below. No token was made
+    // with anything in it, so a new one loses nothing.
+    if (::unlink(path.c_str()) != 0) {
+      return unavailable(path + ": the token secret file is empty and cannot be replaced (" + std::strerror(errno) + ")");
+    }
   } else if (errno != ENOENT) {
     return unavailable(path + ": cannot read the token secret (" + std::strerror(errno) +
                        "); give the hub's user read access, or set secret in the config");
@@ -245,8 +253,16 @@ Result<std::string> persistent_secret(const std::string& store_path) {
   // whoever reads it can make any visitor's token.
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return unavailable(path + ": cannot write the token secret (" + std::strerror(errno) + ")");
-  const bool written = ::write(fd, s.data(), s.size()) == static_cast<ssize_t>(s.size());
+  // Synced, with its folder's entry, before any token is made with it.
+  const bool written = ::write(fd, s.data(), s.size()) == static_cast<ssize_t>(s.size()) && ::fsync(fd) == 0;
   const bool closed = ::close(fd) == 0;
+  if (written && closed) {
+    const std::string dir = std::filesystem::path(path).parent_path().string();
+    if (const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
+      (void)::fsync(dfd);
+      (void)::close(dfd);
+    }
+  }
   if (!written || !closed) {
     (void)::unlink(path.c_str());  // ours, and unusable
     return unavailable(path + ": cannot write the token secret");
@@ -482,7 +498,9 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, on_signal);
   Reloader reloader(**h, o.kb, bot_options, o.hub.logger);
   const char* scheme = o.hub.tls_cert.empty() ? "http" : "https";
-  std::string host = o.hub.host == "0.0.0.0" || o.hub.host.empty() ? "127.0.0.1" : o.hub.host;
+  // A URL to open: the loopback address for "any", an IPv6 address in brackets.
+  std::string host = o.hub.host == "0.0.0.0" || o.hub.host == "::" || o.hub.host.empty() ? "127.0.0.1" : o.hub.host;
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
   std::printf("madoguchi-hub: listening on %s://%s:%d\n", scheme, host.c_str(), (*h)->port());
   if (!generated_password.empty()) {
     std::fprintf(stderr, "madoguchi-hub: agent login: %s / %s (set agents in the config for real use)\n",

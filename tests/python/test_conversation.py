@@ -979,6 +979,30 @@ async def test_failed_logins_in_a_row_make_that_name_wait_at_that_address(hub):
 
 
 @async_test
+async def test_one_check_at_a_time_for_a_name_from_an_address(hub):
+    # Four wrong passwords for "tanaka" at once from one address: one is checked (about a
+    # tenth of a second), the others are turned away meanwhile, so that the wait after each
+    # failure holds for every guess. Another name from there is checked alongside.
+    clients = [AgentClient(hub.url) for _ in range(5)]
+    await asyncio.gather(*(c.connect(T) for c in clients))
+
+    async def attempt(c, name):
+        try:
+            await c.hello(name, "wrong", timeout=T)
+        except ProtocolError as e:
+            return e.code, e.frame.get("message", "")
+        return "welcome", ""
+
+    results = await asyncio.gather(*(attempt(c, "tanaka") for c in clients[:4]), attempt(clients[4], "nobody"))
+    codes = [code for code, _ in results]
+    assert codes[:4].count("unauthorized") == 1, results
+    assert all("is being checked" in m for code, m in results[:4] if code == "rate_limited"), results
+    assert codes[4] == "unauthorized", results
+    for c in clients:
+        await c.disconnect()
+
+
+@async_test
 async def test_guesses_spread_over_addresses_make_the_name_wait_except_where_it_logged_in(hub):
     # Twenty wrong passwords for "suzuki" from four addresses (five each): suzuki waits at any
     # address it has not logged in from, and not at one it has.

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import re
+import socket
 import subprocess
 import time
 import urllib.error
@@ -13,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import AGENTS, REPO_ROOT, SECRET
+from madoguchi_spec_client import AgentClient, ProtocolError, VisitorClient
 
 
 def hub_exe() -> str:
@@ -98,3 +103,132 @@ def test_a_missing_static_folder_stops_the_start(tmp_path):
                        capture_output=True, text=True, timeout=60, cwd=str(REPO_ROOT))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "static: " + str(tmp_path / "no-such-site") + ": No such file or directory" in r.stderr, r.stderr
+
+
+def start_hub(tmp_path, *args, config=None):
+    """A hub of its own (not the fixture's), on a free port; returns (process, port)."""
+    cmd = [hub_exe(), "--kb", kb_path(), "--store", str(tmp_path / "own.db"), "--port", "0"]
+    if config is not None:
+        (tmp_path / "own.json").write_text(json.dumps(config))
+        cmd += ["--config", str(tmp_path / "own.json")]
+    log = open(tmp_path / "own.log", "ab")
+    proc = subprocess.Popen(cmd + list(args), stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                            cwd=str(REPO_ROOT))
+    log.close()
+    line = proc.stdout.readline().decode()
+    m = re.match(r"madoguchi-hub: listening on http://127\.0\.0\.1:(\d+)$", line.strip())
+    if not m:
+        proc.kill()
+        pytest.fail(f"unexpected first line {line!r}: {(tmp_path / 'own.log').read_text()}")
+    return proc, int(m.group(1))
+
+
+def stop_hub(proc):
+    proc.terminate()
+    assert proc.wait(timeout=15) == 0
+
+
+async def visitor_hello(port, forwarded_for, address="127.0.0.1"):
+    v = VisitorClient(f"ws://127.0.0.1:{port}")
+    await v.connect(10, local_addr=(address, 0), headers={"X-Forwarded-For": forwarded_for})
+    try:
+        await v.send({"type": "hello"})
+        return await v.recv(10)
+    finally:
+        await v.disconnect()
+
+
+def dual_stack_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            s.bind(("::", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not dual_stack_available(), reason="this machine cannot listen on :: for IPv4 and IPv6")
+def test_a_dual_stack_hub_matches_an_ipv4_trusted_proxy_and_reads_ports_in_the_header(tmp_path):
+    # Listening on "::", an IPv4 client shows as ::ffff:127.0.0.1: it must still be the proxy
+    # 127.0.0.1 of trusted_proxies. "203.0.113.5:4711" and "[2001:db8::5]:443" are clients with
+    # a port; 2001:db8::6 is in the same /64 as 2001:db8::5.
+    proc, port = start_hub(tmp_path, "--secret", SECRET, "--host", "::",
+                           config={"trusted_proxies": ["127.0.0.1"], "new_conversations_per_minute": 1,
+                                   "new_conversations_burst": 1})
+    try:
+        async def run():
+            assert (await visitor_hello(port, "203.0.113.5:4711"))["type"] == "welcome"
+            refused = await visitor_hello(port, "198.51.100.1, 203.0.113.5")
+            assert refused["type"] == "error" and refused["code"] == "rate_limited", refused
+            assert (await visitor_hello(port, "[2001:db8::5]:443"))["type"] == "welcome"
+            refused = await visitor_hello(port, "2001:db8::6")
+            assert refused["code"] == "rate_limited", refused
+            unreadable = await visitor_hello(port, "198.51.100.1, not-an-address")
+            assert unreadable["type"] == "welcome", unreadable  # one unknown client: its first
+            assert (await visitor_hello(port, "junk"))["code"] == "rate_limited"
+
+        asyncio.run(run())
+    finally:
+        stop_hub(proc)
+    log = (tmp_path / "own.log").read_text()
+    assert "new conversations from 203.0.113.5 are over 1 a minute" in log, log
+    assert "new conversations from 2001:db8::/64 are over 1 a minute" in log, log
+    assert "X-Forwarded-For from the trusted proxy 127.0.0.1 names no address" in log, log
+
+
+def test_forwarded_for_from_a_proxy_not_trusted_is_ignored_and_said_once(tmp_path):
+    proc, port = start_hub(tmp_path, "--secret", SECRET)
+    try:
+        async def run():
+            for i in range(3):
+                assert (await visitor_hello(port, f"203.0.113.{i}"))["type"] == "welcome"
+
+        asyncio.run(run())
+    finally:
+        stop_hub(proc)
+    log = (tmp_path / "own.log").read_text()
+    assert log.count("connections from 127.0.0.1 carry X-Forwarded-For, which is ignored") == 1, log
+
+
+def test_a_static_folder_switched_by_a_deploy_is_checked_where_it_points_now(tmp_path):
+    deploy = tmp_path / "deploy"
+    for release in ("rel1", "rel2"):
+        (deploy / release).mkdir(parents=True)
+        (deploy / release / "index.html").write_text(f"{release}\n")
+    (tmp_path / "outside.txt").write_text("not for the web\n")
+    (deploy / "rel2" / "leak.txt").symlink_to(tmp_path / "outside.txt")
+    (deploy / "current").symlink_to(deploy / "rel1", target_is_directory=True)
+    proc, port = start_hub(tmp_path, "--secret", SECRET, "--static", str(deploy / "current"))
+
+    def get(path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, b""
+
+    try:
+        assert get("/") == (200, b"rel1\n")
+        (deploy / "next").symlink_to(deploy / "rel2", target_is_directory=True)
+        os.replace(deploy / "next", deploy / "current")  # the usual atomic switch
+        assert get("/") == (200, b"rel2\n")
+        assert get("/leak.txt")[0] == 404
+    finally:
+        stop_hub(proc)
+    assert "refused static file /leak.txt" in (tmp_path / "own.log").read_text()
+
+
+def test_agent_names_over_128_bytes_are_refused_at_once_and_not_in_configs(hub, tmp_path):
+    async def run():
+        a = AgentClient(hub.url)
+        await a.connect(10)
+        with pytest.raises(ProtocolError) as e:
+            await a.hello("x" * 200, "wrong", timeout=10)
+        assert e.value.code == "unauthorized"
+
+    asyncio.run(run())
+    r = subprocess.run([hub_exe(), "--kb", kb_path(), "--store", str(tmp_path / "n.db"), "--port", "0",
+                        "--secret", SECRET, "--agent", "y" * 129 + ":pw"],
+                       capture_output=True, text=True, timeout=60, cwd=str(REPO_ROOT))
+    assert r.returncode == 1 and "is over 128 bytes" in r.stderr, r.stderr

@@ -37,6 +37,7 @@ struct AgentAccount {
 };
 
 struct HubConfig {
+  static constexpr std::size_t kMaxAgentNameBytes = 128;  // of an AgentAccount's name
   std::string host = "127.0.0.1";  // interface to listen on ("0.0.0.0" for all)
   int port = 8080;                 // 0: any free port (see Hub::port())
   std::string secret;              // HMAC key for visitor tokens; at least 16 bytes
@@ -51,8 +52,9 @@ struct HubConfig {
   std::int64_t token_ttl_ms = 30LL * 24 * 3600 * 1000;
   // New conversations (a visitor's hello without a token) one client address may start, on
   // average per minute and at once; beyond, the hello gets rate_limited. 0 per minute: no
-  // limit. Loopback addresses are not limited (a reverse proxy on the same machine counts as
-  // its clients only when it is in trusted_proxies).
+  // limit. IPv6 addresses count by /64. Loopback, private and link-local addresses are not
+  // limited: the site's own network (a reverse proxy counts as its clients only when it is
+  // in trusted_proxies).
   double new_conversations_per_minute = 30;
   double new_conversations_burst = 30;
   // Addresses of reverse proxies whose X-Forwarded-For header is believed: a connection from

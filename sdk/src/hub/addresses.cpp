@@ -6,41 +6,90 @@
 #include <cstring>
 
 namespace madoguchi::hub::detail {
+namespace {
 
-std::string canonical_address(std::string_view text) {
-  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
-  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
-  if (text.empty() || text.size() >= INET6_ADDRSTRLEN) return {};
-  const std::string s(text);
-  char out[INET6_ADDRSTRLEN] = "";
-  unsigned char bytes[16];
-  if (inet_pton(AF_INET, s.c_str(), bytes) == 1) return inet_ntop(AF_INET, bytes, out, sizeof out) ? out : "";
-  if (inet_pton(AF_INET6, s.c_str(), bytes) == 1) return inet_ntop(AF_INET6, bytes, out, sizeof out) ? out : "";
-  return {};
+constexpr unsigned char kMappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+std::string_view trimmed(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
 }
 
-bool is_loopback(std::string_view address) {
+// The address's bytes: 4 for IPv4 (an IPv4-mapped IPv6 address too), 16 for IPv6, else 0.
+std::size_t parse(std::string_view text, unsigned char (&bytes)[16]) {
+  if (text.empty() || text.size() >= INET6_ADDRSTRLEN) return 0;
+  const std::string s(text);
+  if (inet_pton(AF_INET, s.c_str(), bytes) == 1) return 4;
+  if (inet_pton(AF_INET6, s.c_str(), bytes) != 1) return 0;
+  if (std::memcmp(bytes, kMappedPrefix, 12) == 0) {
+    std::memmove(bytes, bytes + 12, 4);
+    return 4;
+  }
+  return 16;
+}
+
+}  // namespace
+
+std::string canonical_address(std::string_view text) {
   unsigned char bytes[16];
-  const std::string s(address);
-  if (inet_pton(AF_INET, s.c_str(), bytes) == 1) return bytes[0] == 127;
-  if (inet_pton(AF_INET6, s.c_str(), bytes) != 1) return false;
-  static constexpr unsigned char kLoopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-  static constexpr unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-  return std::memcmp(bytes, kLoopback, 16) == 0 || (std::memcmp(bytes, kMapped, 12) == 0 && bytes[12] == 127);
+  char out[INET6_ADDRSTRLEN] = "";
+  switch (parse(trimmed(text), bytes)) {
+    case 4: return inet_ntop(AF_INET, bytes, out, sizeof out) ? out : "";
+    case 16: return inet_ntop(AF_INET6, bytes, out, sizeof out) ? out : "";
+    default: return {};
+  }
 }
 
 std::string forwarded_client(std::string_view header) {
   const auto comma = header.rfind(',');
-  return canonical_address(comma == std::string_view::npos ? header : header.substr(comma + 1));
+  std::string_view last = trimmed(comma == std::string_view::npos ? header : header.substr(comma + 1));
+  if (!last.empty() && last.front() == '[') {  // "[v6]" or "[v6]:port"
+    const auto close = last.find(']');
+    if (close == std::string_view::npos) return {};
+    return canonical_address(last.substr(1, close - 1));
+  }
+  // "v4:port" (one colon; an IPv6 address without brackets has several)
+  if (const auto colon = last.find(':'); colon != std::string_view::npos && last.find(':', colon + 1) == std::string_view::npos) {
+    last = last.substr(0, colon);
+  }
+  return canonical_address(last);
 }
 
-bool AddressBuckets::take(const std::string& address, double now_s, double& retry_after_s) {
-  if (buckets_.size() > kPruneAbove) {
+std::string limit_key(std::string_view address) {
+  unsigned char bytes[16];
+  if (parse(address, bytes) != 16) return std::string(address);
+  std::memset(bytes + 8, 0, 8);
+  char out[INET6_ADDRSTRLEN] = "";
+  if (!inet_ntop(AF_INET6, bytes, out, sizeof out)) return std::string(address);
+  return std::string(out) + "/64";
+}
+
+bool is_local_network(std::string_view address) {
+  unsigned char b[16];
+  switch (parse(address, b)) {
+    case 4:
+      return b[0] == 127 || b[0] == 10 || (b[0] == 172 && (b[1] & 0xf0) == 16) || (b[0] == 192 && b[1] == 168) ||
+             (b[0] == 169 && b[1] == 254);
+    case 16: {
+      static constexpr unsigned char kLoopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+      return std::memcmp(b, kLoopback, 16) == 0 || (b[0] & 0xfe) == 0xfc || (b[0] == 0xfe && (b[1] & 0xc0) == 0x80);
+    }
+    default:
+      return false;
+  }
+}
+
+bool AddressBuckets::take(const std::string& key, double now_s, double& retry_after_s) {
+  if (buckets_.size() >= kMaxKeys && !buckets_.contains(key)) {
     std::erase_if(buckets_, [&](const auto& kv) {
       return kv.second.tokens + (now_s - kv.second.last_s) * per_second_ >= burst_;
     });
+    // All busy (addresses from all over): forget half, which start full again. Memory stays
+    // bounded, and the table is scanned once for every kMaxKeys / 2 new keys at most.
+    for (auto it = buckets_.begin(); it != buckets_.end() && buckets_.size() > kMaxKeys / 2;) it = buckets_.erase(it);
   }
-  auto [it, fresh] = buckets_.try_emplace(address, Bucket{burst_, now_s});
+  auto [it, fresh] = buckets_.try_emplace(key, Bucket{burst_, now_s});
   Bucket& b = it->second;
   if (!fresh) {
     b.tokens = std::min(burst_, b.tokens + (now_s - b.last_s) * per_second_);
@@ -55,8 +104,8 @@ bool AddressBuckets::take(const std::string& address, double now_s, double& retr
   return false;
 }
 
-bool AddressBuckets::first_refusal(const std::string& address) {
-  auto it = buckets_.find(address);
+bool AddressBuckets::first_refusal(const std::string& key) {
+  auto it = buckets_.find(key);
   if (it == buckets_.end() || it->second.refused) return false;
   it->second.refused = true;
   return true;

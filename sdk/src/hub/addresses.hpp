@@ -9,30 +9,40 @@
 
 namespace madoguchi::hub::detail {
 
-// An IPv4 or IPv6 address in text, in its canonical form ("::ffff:127.0.0.1" stays IPv6);
-// empty when `text` is not one.
+// An IPv4 or IPv6 address in text, in its canonical form; an IPv4-mapped IPv6 address
+// ("::ffff:127.0.0.1", as a dual-stack socket shows IPv4 clients) becomes plain IPv4. Empty
+// when `text` is not an address.
 std::string canonical_address(std::string_view text);
 
-// 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104.
-bool is_loopback(std::string_view address);
-
-// The client a trusted proxy names: the last address of an X-Forwarded-For header (the one
-// the proxy itself added), canonical; empty when there is none or it is not an address.
+// The client a trusted proxy names: the last entry of an X-Forwarded-For header (the one the
+// proxy itself added), with a port or IPv6 brackets taken off ("203.0.113.7:4711",
+// "[2001:db8::5]:443"); canonical. Empty when there is none or it is not an address.
 std::string forwarded_client(std::string_view header);
 
-// A token bucket per address: `per_minute` on average, `burst` at once. Addresses whose
-// bucket is full again are forgotten when the table grows, so it holds only the busy ones.
+// The key a canonical address is limited by: an IPv4 address itself; for IPv6, its /64
+// ("2001:db8:1:2::/64"), since one machine or home usually has a whole /64 to pick from.
+std::string limit_key(std::string_view address);
+
+// Loopback (127.0.0.0/8, ::1), private (10/8, 172.16/12, 192.168/16, fc00::/7) and link-local
+// (169.254/16, fe80::/10) addresses: the machine itself, or the site's own network (a reverse
+// proxy, a container network), which the limits on new conversations leave alone.
+bool is_local_network(std::string_view address);
+
+// A token bucket per key: `per_minute` on average, `burst` at once. Keys whose bucket is full
+// again are forgotten when the table grows; past kMaxKeys busy ones, half of them are.
 class AddressBuckets {
  public:
   AddressBuckets(double per_minute, double burst) : per_second_(per_minute / 60.0), burst_(burst) {}
 
-  // Takes one token of `address` at `now_s` (seconds, any steady origin). When there is none,
+  // Takes one token of `key` at `now_s` (seconds, any steady origin). When there is none,
   // returns false and the seconds until there is one.
-  bool take(const std::string& address, double now_s, double& retry_after_s);
+  bool take(const std::string& key, double now_s, double& retry_after_s);
 
-  // Whether `address` was refused since its bucket was last full; the first refusal of such a
-  // run returns true once, so that a flood is logged once.
-  bool first_refusal(const std::string& address);
+  // True for the first refusal of `key` since its bucket was last full, so that a flood is
+  // logged once.
+  bool first_refusal(const std::string& key);
+
+  static constexpr std::size_t kMaxKeys = 100000;
 
  private:
   struct Bucket {
@@ -40,7 +50,6 @@ class AddressBuckets {
     double last_s;
     bool refused = false;
   };
-  static constexpr std::size_t kPruneAbove = 100000;
 
   double per_second_, burst_;
   std::unordered_map<std::string, Bucket> buckets_;

@@ -46,6 +46,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -54,6 +55,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <set>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
@@ -176,7 +178,8 @@ struct Session {
   bool authenticated = false;
   std::string conversation;  // visitor: its conversation
   std::string agent;         // agent: its name
-  std::string peer;          // the client's address (for limits per address)
+  std::string peer;          // the client's address (for logs)
+  std::string peer_key;      // what limits per address count it as (detail::limit_key)
   std::uint64_t login = 0;   // agent: its hello's credentials are being checked (LoginChecks)
   std::string login_name;    // ... for this name
   FrameQueue out;
@@ -595,8 +598,15 @@ struct Hub::Impl {
   // Password checks waiting or running, by the address that asked (and each check's
   // address): one address may hold at most kLoginChecksPerPeer of LoginChecks' places, so a
   // flood of wrong passwords from one place cannot keep every agent out.
-  std::unordered_map<std::string, int> checks_by_peer;
-  std::unordered_map<std::uint64_t, std::string> check_peer;
+  std::unordered_map<std::string, int> checks_by_peer;  // by peer_key
+  struct CheckOf {
+    std::string peer_key;
+    std::string name;
+  };
+  std::unordered_map<std::uint64_t, CheckOf> check_of;      // by login
+  std::set<std::pair<std::string, std::string>> checking;   // (peer_key, name) with a check under way
+  bool warned_forwarded = false;  // about X-Forwarded-For from a proxy not in trusted_proxies
+  bool warned_unreadable_forwarded = false;
   // Agents who may hold conversations and have no connection: since when (steady_seconds()).
   std::unordered_map<std::string, double> agents_gone;
   std::uint64_t next_login = 0;
@@ -1053,11 +1063,12 @@ struct Hub::Impl {
       }
       c = *loaded;
     } else {
-      if (double wait_s = 0; new_conversations && !detail::is_loopback(s.peer) &&
-                             !new_conversations->take(s.peer, steady_seconds(), wait_s)) {
-        if (new_conversations->first_refusal(s.peer)) {
-          cfg.logger.log(LogLevel::kWarning, "new conversations from " + s.peer + " are over " +
-                                                 std::to_string(static_cast<int>(cfg.new_conversations_per_minute)) +
+      if (double wait_s = 0; new_conversations && !detail::is_local_network(s.peer) &&
+                             !new_conversations->take(s.peer_key, steady_seconds(), wait_s)) {
+        if (new_conversations->first_refusal(s.peer_key)) {
+          char rate[32];
+          std::snprintf(rate, sizeof rate, "%g", cfg.new_conversations_per_minute);
+          cfg.logger.log(LogLevel::kWarning, "new conversations from " + s.peer_key + " are over " + rate +
                                                  " a minute: their hellos get rate_limited");
         }
         const auto ms = static_cast<std::int64_t>(std::ceil(wait_s * 1000));
@@ -1286,7 +1297,22 @@ struct Hub::Impl {
       // The first one's check is under way: it goes on, and its answer comes.
       return send_error(s, ErrorKind::kConflict, "hello: already said; wait for its welcome");
     }
-    if (const auto wait = login_limits.wait(s.peer, f.agent, std::chrono::steady_clock::now()); wait.count() > 0) {
+    // No account has a longer name (Hub::create); such a name is not counted or checked.
+    if (f.agent.size() > HubConfig::kMaxAgentNameBytes) {
+      ++logins_refused;
+      return send_error(s, ErrorKind::kUnauthorized, "hello: unknown agent or wrong password");
+    }
+    if (checking.contains({s.peer_key, f.agent})) {
+      // One check at a time for a name from an address, so that each failure makes the next
+      // try wait (LoginLimits) before another guess is made.
+      ++logins_busy;
+      Frame e = protocol::make_error(ErrorKind::kRateLimited, "hello: a login as this agent from this address is "
+                                                              "being checked; try again shortly");
+      e.retry_after_ms = kLoginRetryMs;
+      ++errors_sent["rate_limited"];
+      return send(s, e);
+    }
+    if (const auto wait = login_limits.wait(s.peer_key, f.agent, std::chrono::steady_clock::now()); wait.count() > 0) {
       ++logins_throttled;
       Frame e = protocol::make_error(ErrorKind::kRateLimited,
                                      "hello: too many failed logins from this address or for this agent; try again in " +
@@ -1310,17 +1336,18 @@ struct Hub::Impl {
     if ((!known || answer) && decoy_hash) hash = &*decoy_hash;
     if (!hash) return finish_hello(s, f.agent, answer.value_or(false));
     const std::uint64_t login = ++next_login;
-    const bool peer_full = checks_by_peer[s.peer] >= kLoginChecksPerPeer;
+    const bool peer_full = checks_by_peer[s.peer_key] >= kLoginChecksPerPeer;
     if (peer_full || !login_checks->submit(login, std::move(f.password), hash, answer)) {
-      if (checks_by_peer[s.peer] == 0) checks_by_peer.erase(s.peer);
+      if (checks_by_peer[s.peer_key] == 0) checks_by_peer.erase(s.peer_key);
       ++logins_busy;
       Frame e = protocol::make_error(ErrorKind::kRateLimited, "hello: too many logins are being checked; try again shortly");
       e.retry_after_ms = kLoginRetryMs;
       ++errors_sent["rate_limited"];
       return send(s, e);
     }
-    ++checks_by_peer[s.peer];
-    check_peer.emplace(login, s.peer);
+    ++checks_by_peer[s.peer_key];
+    checking.emplace(s.peer_key, f.agent);
+    check_of.emplace(login, CheckOf{s.peer_key, f.agent});
     s.login = login;
     s.login_name = f.agent;
     logging_in.emplace(login, &s);
@@ -1328,43 +1355,50 @@ struct Hub::Impl {
 
   // A check of LoginChecks is done: answers the hello, if its connection is still open.
   void finish_login(const LoginChecks::Done& done) {
-    if (auto p = check_peer.find(done.login); p != check_peer.end()) {  // counted until done, even if its agent left
-      if (--checks_by_peer[p->second] <= 0) checks_by_peer.erase(p->second);
-      check_peer.erase(p);
+    if (auto p = check_of.find(done.login); p != check_of.end()) {  // counted until done, even if its agent left
+      if (--checks_by_peer[p->second.peer_key] <= 0) checks_by_peer.erase(p->second.peer_key);
+      checking.erase({p->second.peer_key, p->second.name});
+      // Counted here, where the answer is known, even if the agent went away meanwhile.
+      note_login(p->second.peer_key, p->second.name, done.ok);
+      check_of.erase(p);
     }
     auto it = logging_in.find(done.login);
     if (it == logging_in.end()) return;  // the agent went away meanwhile
     Session& s = *it->second;
     logging_in.erase(it);
     s.login = 0;
-    if (!s.closing) finish_hello(s, std::exchange(s.login_name, {}), done.ok);
+    if (!s.closing) finish_hello(s, std::exchange(s.login_name, {}), done.ok, true);
   }
 
-  void finish_hello(Session& s, const std::string& name, bool ok) {
+  // Counts a login's result for LoginLimits, and logs each wait when it starts.
+  void note_login(const std::string& peer_key, const std::string& name, bool ok) {
+    if (ok) return login_limits.succeeded(peer_key, name);
+    const auto started = login_limits.failed(peer_key, name, std::chrono::steady_clock::now());
+    using Limits = detail::LoginLimits;
+    if (started.pair) {
+      cfg.logger.log(LogLevel::kWarning, std::to_string(Limits::kPair.free) + " failed logins in a row for \"" +
+                                             loggable(name) + "\" from " + peer_key +
+                                             ": its next tries there wait, twice as long after each failure");
+    }
+    if (started.address) {
+      cfg.logger.log(LogLevel::kWarning, std::to_string(Limits::kAddress.free) + " failed agent logins from " + peer_key +
+                                             ": its next tries wait, except as agents who logged in from there");
+    }
+    if (started.name) {
+      cfg.logger.log(LogLevel::kWarning, std::to_string(Limits::kName.free) + " failed logins in a row for \"" +
+                                             loggable(name) +
+                                             "\": its next tries wait, except from addresses it logged in from");
+    }
+  }
+
+  // `counted`: the result went to note_login() already (a check of LoginChecks).
+  void finish_hello(Session& s, const std::string& name, bool ok, bool counted = false) {
+    if (!counted) note_login(s.peer_key, name, ok);
     if (!ok) {
       ++logins_refused;
       cfg.logger.log(LogLevel::kWarning, "agent login refused for \"" + loggable(name) + "\" from " + s.peer);
-      // Each wait is logged when it starts; the refusals above show the tries that go on.
-      const auto started = login_limits.failed(s.peer, name, std::chrono::steady_clock::now());
-      using Limits = detail::LoginLimits;
-      if (started.pair) {
-        cfg.logger.log(LogLevel::kWarning, std::to_string(Limits::kPair.free) + " failed logins in a row for \"" +
-                                               loggable(name) + "\" from " + s.peer +
-                                               ": its next tries there wait, twice as long after each failure");
-      }
-      if (started.address) {
-        cfg.logger.log(LogLevel::kWarning, std::to_string(Limits::kAddress.free) +
-                                               " failed agent logins in a row from " + s.peer +
-                                               ": its next tries wait, except as agents who logged in from there");
-      }
-      if (started.name) {
-        cfg.logger.log(LogLevel::kWarning, std::to_string(Limits::kName.free) + " failed logins in a row for \"" +
-                                               loggable(name) +
-                                               "\": its next tries wait, except from addresses it logged in from");
-      }
       return send_error(s, ErrorKind::kUnauthorized, "hello: unknown agent or wrong password");
     }
-    login_limits.succeeded(s.peer, name);
     ++logins_ok;
     s.authenticated = true;
     lws_set_timeout(s.wsi, NO_PENDING_TIMEOUT, 0);
@@ -1793,6 +1827,33 @@ struct Hub::Impl {
     return m;
   }
 
+  // The address a connection counts as (Session::peer, peer_key), given the socket's peer
+  // address in s.peer and the request's X-Forwarded-For header.
+  void set_client_address(Session& s, const std::string& forwarded_for) {
+    if (!forwarded_for.empty()) {
+      if (trusted_proxies.contains(s.peer)) {
+        // Behind a reverse proxy of the config: the client is the one it names. A header it
+        // cannot read counts as one unknown client, never as the proxy (local, so unlimited).
+        auto client = detail::forwarded_client(forwarded_for);
+        if (client.empty()) {
+          if (!warned_unreadable_forwarded) {
+            warned_unreadable_forwarded = true;
+            cfg.logger.log(LogLevel::kWarning, "X-Forwarded-For from the trusted proxy " + s.peer + " names no address (\"" +
+                                                   loggable(forwarded_for) + "\"); such connections count as one client");
+          }
+          client = "unknown-client-of-" + s.peer;
+        }
+        s.peer = std::move(client);
+      } else if (!warned_forwarded) {
+        warned_forwarded = true;
+        cfg.logger.log(LogLevel::kWarning, "connections from " + s.peer + " carry X-Forwarded-For, which is ignored: if " +
+                                               s.peer + " is a reverse proxy, list it in trusted_proxies, or every client "
+                                               "behind it counts as one address (agents' login limits, new conversations)");
+      }
+    }
+    s.peer_key = detail::limit_key(s.peer);
+  }
+
   int http(lws* wsi, std::string_view uri) {
     std::string body;
     unsigned int status = HTTP_STATUS_OK;
@@ -1863,12 +1924,7 @@ int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::s
       s->wsi = wsi;
       char peer[64] = "";
       if (lws_get_peer_simple(wsi, peer, sizeof peer) != nullptr) s->peer = detail::canonical_address(peer);
-      if (impl->trusted_proxies.contains(s->peer)) {
-        // Behind a reverse proxy of the config: the client is the one it names.
-        if (auto client = detail::forwarded_client(header(wsi, WSI_TOKEN_X_FORWARDED_FOR)); !client.empty()) {
-          s->peer = std::move(client);
-        }
-      }
+      impl->set_client_address(*s, header(wsi, WSI_TOKEN_X_FORWARDED_FOR));
       s->agent_endpoint = header(wsi, WSI_TOKEN_GET_URI) == "/v1/agent";
       s->tokens = impl->cfg.rate_burst;
       s->last_refill = steady_seconds();
@@ -1979,6 +2035,12 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
       (config.new_conversations_per_minute > 0 && config.new_conversations_burst < 1)) {
     return invalid_argument("hub: new_conversations_per_minute must be 0 (no limit) or more, and "
                             "new_conversations_burst at least 1");
+  }
+  for (const auto& a : config.agents) {
+    if (a.name.size() > HubConfig::kMaxAgentNameBytes) {
+      return invalid_argument("hub: agent name \"" + a.name.substr(0, 40) + "...\" is over " +
+                              std::to_string(HubConfig::kMaxAgentNameBytes) + " bytes");
+    }
   }
   for (const auto& proxy : config.trusted_proxies) {
     if (detail::canonical_address(proxy).empty()) {

@@ -59,8 +59,9 @@ LoginLimits::Started LoginLimits::failed(std::string_view peer, std::string_view
 }
 
 void LoginLimits::succeeded(std::string_view peer, std::string_view name) {
+  // Not the address's count: one account of one's own must not clear the way for guessing
+  // the others' names from there.
   by_pair_.erase(pair_key(peer, name));
-  by_peer_.erase(std::string(peer));
   by_name_.erase(std::string(name));
   auto& addresses = trusted_[std::string(name)];
   if (addresses.size() >= kMaxTrustedPerName && !addresses.contains(std::string(peer))) addresses.erase(addresses.begin());

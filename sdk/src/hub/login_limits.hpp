@@ -16,9 +16,10 @@ namespace madoguchi::hub::detail {
 // spread over many addresses). Past a number of free failures, each further failure doubles
 // the wait before the next try, up to a most. An address that has logged in as an agent is
 // held back only by the count for that name from that address: a stream of wrong guesses
-// elsewhere, or from others behind the same address, does not keep that agent out. A success
-// clears the counts of its address and name; so do kForget without a failure. Only the
-// serving thread uses it.
+// from elsewhere does not keep that agent out (guesses from the same address, others behind
+// the same NAT or an untrusted proxy included, do). A success clears the counts of its name
+// (from that address, and over all addresses), not the address's own; kForget without a
+// failure clears any. Only the serving thread uses it.
 class LoginLimits {
  public:
   using Clock = std::chrono::steady_clock;

@@ -411,10 +411,14 @@ class AgentClient(Connection):
         self.last_queue = frame.get("conversations", [])
         return self.last_queue
 
-    async def take(self, conversation: str, timeout: float = DEFAULT_TIMEOUT) -> Frame:
-        """`take`: returns the `conversation` frame (with `handoff` and `messages`).
-        Raises ProtocolError (conflict, not_found, ...) on an `error`."""
-        await self.send({"type": "take", "conversation": conversation})
+    async def take(self, conversation: str, timeout: float = DEFAULT_TIMEOUT, resume: bool = False) -> Frame:
+        """`take` (with `resume`: only if this agent holds it already): returns the
+        `conversation` frame (with `handoff` and `messages`). Raises ProtocolError (conflict,
+        not_found, ...) on an `error`."""
+        frame: Frame = {"type": "take", "conversation": conversation}
+        if resume:
+            frame["resume"] = True
+        await self.send(frame)
         frame = await self.wait_for(
             lambda f: (f.get("type") == "conversation" and f.get("conversation") == conversation)
             or f.get("type") == "error",

@@ -1033,6 +1033,35 @@ async def test_a_plain_password_is_answered_as_late_as_a_hashed_one(hub):
 
 
 @async_test
+async def test_a_resume_take_is_refused_once_the_agent_no_longer_holds_the_conversation(hub):
+    # `take` with `resume` is an agent's client taking again what it held (after a reconnect):
+    # answered like a take while the agent holds it, refused with `conflict` once it has moved
+    # on, and the refusal changes nothing. Errors answering an action name its conversation.
+    v, *_ = await start_handoff(hub)
+    sato = await new_agent(hub, "sato")
+    with pytest.raises(ProtocolError) as refused:
+        await sato.take(v.conversation, timeout=T, resume=True)  # waiting, not sato's yet
+    assert refused.value.code == "conflict" and refused.value.frame["conversation"] == v.conversation
+    assert await welcome_state(hub, v) == "waiting"
+    first = await sato.take(v.conversation, timeout=T)
+    again = await sato.take(v.conversation, timeout=T, resume=True)
+    assert again["state"] == "agent" and again["messages"][: len(first["messages"])] == first["messages"]
+    await sato.hand_back(v.conversation)
+    await sato.next_for(v.conversation, "event", timeout=T)  # handed_back
+    with pytest.raises(ProtocolError) as refused:
+        await sato.take(v.conversation, timeout=T, resume=True)
+    assert refused.value.code == "conflict" and "no longer hold" in refused.value.frame["message"]
+    assert refused.value.frame["conversation"] == v.conversation
+    assert await welcome_state(hub, v) == "bot"  # not taken from the bot
+    suzuki = await new_agent(hub, "suzuki")
+    await suzuki.hand_back(v.conversation)  # not suzuki's: forbidden, naming it
+    err = await suzuki.wait_for(lambda f: f.get("type") == "error", T)
+    assert err["code"] == "forbidden" and err["conversation"] == v.conversation, err
+    for c in (v, sato, suzuki):
+        await c.disconnect()
+
+
+@async_test
 async def test_a_second_agent_hello_is_a_conflict(hub):
     # A connection is one agent's: a hello as another agent is refused, the first one stays.
     a = await new_agent(hub, "sato")

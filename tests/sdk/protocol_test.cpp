@@ -123,6 +123,19 @@ TEST_SUITE("sdk.protocol") {
     hello.agent = "sato";
     hello.password = "pw";
     round_trip(hello);
+
+    Frame take;
+    take.type = FrameType::kTake;
+    take.conversation = "c_01";
+    round_trip(take);
+    CHECK(encode(take).find("resume") == std::string::npos);
+    take.resume = true;
+    round_trip(take);
+    CHECK(encode(take).find(R"("resume":true)") != std::string::npos);
+
+    Frame refused = make_error(ErrorKind::kConflict, "take: you no longer hold the conversation (it is bot)");
+    refused.conversation = "c_01";
+    round_trip(refused);
   }
 
   TEST_CASE("bad frames get the error code of docs/protocol.md") {

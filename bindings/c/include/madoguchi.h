@@ -660,8 +660,10 @@ typedef struct mdg_agent_event {
                                        state changes */
 } mdg_agent_event;
 
-/* Receives every event of an agent client, one at a time, in the order of the frames, on the
- * thread `dispatch` says: as mdg_event_cb (from it, any mdg_agent function but
+/* Receives every event of an agent client, one at a time, on the thread `dispatch` says, in
+ * the order of the frames, except that a conversation's messages and events that come while
+ * the client takes it again (after a reconnect or a transfer) follow that take's answer
+ * (docs/client.md, "Which conversations the agent holds"): as mdg_event_cb (from it, any mdg_agent function but
  * mdg_agent_close(), which gives MDG_EBUSY; mdg_agent_free() is allowed). */
 typedef void (*mdg_agent_event_cb)(const mdg_agent_event *event, void *userdata);
 

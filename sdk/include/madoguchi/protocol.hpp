@@ -98,6 +98,7 @@ struct Frame {
   std::map<std::string, std::string, std::less<>> visitor;  // hello: visitor attributes
   std::string event;         // event: handoff_started, agent_joined, ...
   bool duplicate = false;    // ack
+  bool resume = false;       // take: only if this agent holds the conversation already
   ErrorKind error = ErrorKind::kInternal;  // error: the code
   std::string message;       // error: what is wrong
   std::optional<std::int64_t> retry_after_ms;  // error: rate_limited

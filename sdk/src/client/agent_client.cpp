@@ -181,9 +181,10 @@ struct AgentClient::Impl final : detail::client::EventConnection<AgentEvent> {
   std::map<std::string, SeqWindow> windows;  // per conversation
   std::set<std::string> known;               // conversations delivered as kConversation
   bool resync = false;                       // welcomed: take the held conversations again on the queue
-  // Conversations taken by the client itself (again after a reconnect, or after a transfer to
-  // this agent) whose kConversation has not come yet. Their live frames wait here and follow
-  // it, so that what happened while the agent was away (in the transcript) comes before them.
+  // Conversations the client itself takes again (after a reconnect, or after a transfer to
+  // this agent: take with `resume`), whose kConversation or error has not come yet. Their
+  // live frames wait here and follow it, so that what happened while the agent was away (in
+  // the transcript) comes before them.
   std::map<std::string, std::vector<Frame>> awaiting;
   static constexpr std::size_t kMaxAwaiting = 10000;  // frames of one conversation; then they go on
 
@@ -224,8 +225,8 @@ struct AgentClient::Impl final : detail::client::EventConnection<AgentEvent> {
   void on_frame(Frame& f) override {
     switch (f.type) {
       case FrameType::kWelcome:
-        // Frames held for the last connection's takes come again in the next takes' transcripts.
-        awaiting.clear();
+        // The last connection's takes will not be answered: what they held goes on now.
+        for (auto it = awaiting.begin(); it != awaiting.end();) it = release(it);
         resync = true;
         return welcomed(f);
       case FrameType::kQueue: return on_queue(f);
@@ -253,33 +254,28 @@ struct AgentClient::Impl final : detail::client::EventConnection<AgentEvent> {
     }
     if (resync) {
       // The first queue after a welcome: take again what this agent still has, so that what
-      // happened while it was away comes in; forget what has moved on meanwhile.
+      // happened while it was away comes in; forget what the queue shows elsewhere. One it
+      // does not list (it lists so many) is taken again too: the hub refuses a `resume` take
+      // of what this agent no longer holds.
       resync = false;
       for (const auto& c : mine) {
         auto q = std::find_if(ev.queue.begin(), ev.queue.end(), [&](const QueueEntry& e) { return e.conversation == c; });
-        if (q != ev.queue.end() && q->state == "agent" && q->agent == agent) {
+        if (q == ev.queue.end() || (q->state == "agent" && q->agent == agent)) {
           take_now(c);
         } else {
           forget(c);
         }
       }
-    } else {
-      // A conversation awaited that is no longer this agent's will not be answered: its
-      // frames go on.
-      for (auto it = awaiting.begin(); it != awaiting.end();) {
-        const std::string& c = it->first;
-        auto q = std::find_if(ev.queue.begin(), ev.queue.end(), [&](const QueueEntry& e) { return e.conversation == c; });
-        const bool still_mine = q != ev.queue.end() && q->state == "agent" && q->agent == agent;
-        it = still_mine ? std::next(it) : release(it);
-      }
     }
     emit(std::move(ev));
   }
 
-  // Takes `conversation` for the client's own sake; its live frames wait for the answer.
+  // Takes again `conversation`, which this agent holds; its live frames wait for the answer.
   void take_now(const std::string& conversation) {
     awaiting.try_emplace(conversation);
-    send_now(protocol::encode(frame_for(FrameType::kTake, conversation)));
+    Frame take = frame_for(FrameType::kTake, conversation);
+    take.resume = true;
+    send_now(protocol::encode(take));
   }
 
   // Stops waiting for `it`'s kConversation and delivers the frames held for it.
@@ -290,13 +286,22 @@ struct AgentClient::Impl final : detail::client::EventConnection<AgentEvent> {
     return next;
   }
 
-  // The hub refused an action (its error names no conversation): it may have been one of the
-  // client's own takes, which then get no answer. Frames held go on rather than wait.
+  // The hub refused an action on a conversation (its error names it). When it is the
+  // client's own take: the frames held for it go on, and a refused `resume` (conflict,
+  // not_found) means the agent no longer holds the conversation, which is no error of the
+  // app's: the queue shows where it went.
   void emit_error(const Frame& error) override {
-    if (error.id.empty()) {
-      for (auto it = awaiting.begin(); it != awaiting.end();) it = release(it);
+    auto it = error.id.empty() && !error.conversation.empty() ? awaiting.find(error.conversation) : awaiting.end();
+    if (it == awaiting.end()) return EventConnection::emit_error(error);
+    const std::string c = it->first;
+    const bool gone = error.error == protocol::ErrorKind::kConflict || error.error == protocol::ErrorKind::kNotFound;
+    if (gone) {
+      if (logs(LogLevel::kInfo)) log(LogLevel::kInfo, "no longer holds " + c + ": " + error.message);
+    } else {
+      EventConnection::emit_error(error);
     }
-    EventConnection::emit_error(error);
+    release(it);
+    if (gone) forget(c);
   }
 
   void on_conversation(Frame& f) {

@@ -180,6 +180,7 @@ struct Session {
   std::string agent;         // agent: its name
   std::string peer;          // the client's address (for logs)
   std::string peer_key;      // what limits per address count it as (detail::limit_key)
+  std::string acting_on;     // the conversation of the agent's action being handled (errors name it)
   std::uint64_t login = 0;   // agent: its hello's credentials are being checked (LoginChecks)
   std::string login_name;    // ... for this name
   FrameQueue out;
@@ -678,7 +679,9 @@ struct Hub::Impl {
   void send(Session& s, const Frame& f) { send(s, protocol::encode(f)); }
   void send_error(Session& s, ErrorKind kind, std::string message, std::string id = {}) {
     ++errors_sent[std::string(protocol::to_string(kind))];
-    send(s, protocol::encode(protocol::make_error(kind, std::move(message), std::move(id))), true);
+    Frame e = protocol::make_error(kind, std::move(message), std::move(id));
+    e.conversation = s.acting_on;  // the answer to an agent's action on it
+    send(s, protocol::encode(e), true);
     if (int code = protocol::close_code(kind)) close(s, code);
   }
   // Closes after the frames already queued. The socket is closed only once the peer has been
@@ -1419,6 +1422,14 @@ struct Hub::Impl {
     if (!s.authenticated && f.type != FrameType::kHello) {
       return send_error(s, ErrorKind::kUnauthorized, "send hello with your credentials first");
     }
+    // An error in answer to an action on a conversation names it (docs/protocol.md).
+    const bool action = f.type == FrameType::kTake || f.type == FrameType::kTransfer ||
+                        f.type == FrameType::kHandBack || f.type == FrameType::kClose;
+    struct ActingOn {
+      std::string& slot;
+      ~ActingOn() { slot.clear(); }
+    } acting{s.acting_on};
+    if (action) s.acting_on = f.conversation;
     switch (f.type) {
       case FrameType::kHello:
         return agent_hello(s, std::move(f));
@@ -1436,6 +1447,11 @@ struct Hub::Impl {
           return send_error(s, ErrorKind::kConflict, "take: " + conv.record.assigned_agent + " has it");
         }
         if (conv.record.state == "closed") return send_error(s, ErrorKind::kConflict, "take: the conversation is closed");
+        if (f.resume && (conv.record.state != "agent" || conv.record.assigned_agent != s.agent)) {
+          // The agent's client taking again what it held: not if it moved on meanwhile.
+          return send_error(s, ErrorKind::kConflict, "take: you no longer hold the conversation (it is " +
+                                                         conv.record.state + ")");
+        }
         bool joined = conv.record.assigned_agent != s.agent;
         set_state(conv, "agent", s.agent);
         if (joined) announce(conv, "agent_joined", agent_data("agent", s.agent));

@@ -422,6 +422,9 @@ std::variant<Frame, DecodeError> decode(std::string_view text, const DecodeLimit
       r.nested("conversations", f.conversations_json, true);
       break;
     case FrameType::kTake:
+      r.string("conversation", f.conversation, true);
+      r.boolean("resume", f.resume);
+      break;
     case FrameType::kHandBack:
     case FrameType::kClose:
       r.string("conversation", f.conversation, true);
@@ -524,6 +527,8 @@ std::string encode(const Frame& f) {
       opt_raw("conversations", f.conversations_json);
       break;
     case FrameType::kTake:
+      if (f.resume) w.field("resume", true);
+      break;
     case FrameType::kHandBack:
     case FrameType::kClose:
       break;

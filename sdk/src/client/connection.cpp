@@ -653,7 +653,13 @@ void Connection::schedule_reconnect() {
   ++attempt_;
   double j = cfg_.jitter_percent / 100.0;
   double factor = j > 0 ? std::uniform_real_distribution<double>(1.0 - j, 1.0 + j)(jitter_rng_) : 1.0;
-  int delay = std::max({1, static_cast<int>(base * factor), std::exchange(hello_retry_after_ms_, 0)});
+  int delay = std::max(1, static_cast<int>(base * factor));
+  if (const int after = std::exchange(hello_retry_after_ms_, 0); after > 0) {
+    // Not before the hub's time; spread over up to jitter_percent more, so that clients it
+    // turned away together do not all come back at the same moment.
+    const double spread = j > 0 ? std::uniform_real_distribution<double>(1.0, 1.0 + j)(jitter_rng_) : 1.0;
+    delay = std::max(delay, static_cast<int>(after * spread));
+  }
   if (logs(LogLevel::kDebug)) log(LogLevel::kDebug, "retrying in " + std::to_string(delay) + " ms");
   schedule(reconnect_timer_, delay, &Connection::on_reconnect_timer);
 }

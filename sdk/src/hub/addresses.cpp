@@ -80,6 +80,16 @@ bool is_local_network(std::string_view address) {
   }
 }
 
+bool is_loopback(std::string_view address) {
+  unsigned char b[16];
+  static constexpr unsigned char kLoopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  switch (parse(address, b)) {
+    case 4: return b[0] == 127;
+    case 16: return std::memcmp(b, kLoopback, 16) == 0;
+    default: return false;
+  }
+}
+
 bool AddressBuckets::take(const std::string& key, double now_s, double& retry_after_s) {
   if (buckets_.size() >= kMaxKeys && !buckets_.contains(key)) {
     std::erase_if(buckets_, [&](const auto& kv) {

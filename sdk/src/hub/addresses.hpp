@@ -28,6 +28,9 @@ std::string limit_key(std::string_view address);
 // proxy, a container network), which the limits on new conversations leave alone.
 bool is_local_network(std::string_view address);
 
+// 127.0.0.0/8 and ::1.
+bool is_loopback(std::string_view address);
+
 // A token bucket per key: `per_minute` on average, `burst` at once. Keys whose bucket is full
 // again are forgotten when the table grows; past kMaxKeys busy ones, half of them are.
 class AddressBuckets {

@@ -608,6 +608,7 @@ struct Hub::Impl {
   std::set<std::pair<std::string, std::string>> checking;   // (peer_key, name) with a check under way
   bool warned_forwarded = false;  // about X-Forwarded-For from a proxy not in trusted_proxies
   bool warned_unreadable_forwarded = false;
+  bool warned_local_visitors = false;  // about new conversations from a private address
   // Agents who may hold conversations and have no connection: since when (steady_seconds()).
   std::unordered_map<std::string, double> agents_gone;
   std::uint64_t next_login = 0;
@@ -1066,6 +1067,13 @@ struct Hub::Impl {
       }
       c = *loaded;
     } else {
+      if (new_conversations && !warned_local_visitors && detail::is_local_network(s.peer) &&
+          !detail::is_loopback(s.peer)) {
+        warned_local_visitors = true;
+        cfg.logger.log(LogLevel::kInfo, "visitors from " + s.peer + " (a private address) start conversations without "
+                                            "limit; if it is a reverse proxy or a NAT in front of the hub, list it in "
+                                            "trusted_proxies (with X-Forwarded-For) so that its clients are limited one by one");
+      }
       if (double wait_s = 0; new_conversations && !detail::is_local_network(s.peer) &&
                              !new_conversations->take(s.peer_key, steady_seconds(), wait_s)) {
         if (new_conversations->first_refusal(s.peer_key)) {

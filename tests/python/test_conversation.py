@@ -939,15 +939,20 @@ async def test_a_flood_of_wrong_passwords_from_one_address_leaves_room_for_agent
     assert "rate_limited" in tried and "unauthorized" in tried, tried
 
 
+async def hello_result(a: AgentClient, name: str, password: str):
+    """An agent hello on connection `a`: ("welcome", frame) or (error code, frame)."""
+    try:
+        return "welcome", await a.hello(name, password, timeout=T)
+    except ProtocolError as e:
+        return e.code, e.frame
+
+
 async def try_hello(hub, name: str, password: str, address: str = "127.0.0.1"):
     """One agent hello on a new connection from `address`: ("welcome", frame) or (code, frame)."""
     a = AgentClient(hub.url)
     await a.connect(T, local_addr=(address, 0))
     try:
-        welcome = await a.hello(name, password, timeout=T)
-        return "welcome", welcome
-    except ProtocolError as e:
-        return e.code, e.frame
+        return await hello_result(a, name, password)
     finally:
         await a.disconnect()
 
@@ -985,18 +990,11 @@ async def test_one_check_at_a_time_for_a_name_from_an_address(hub):
     # failure holds for every guess. Another name from there is checked alongside.
     clients = [AgentClient(hub.url) for _ in range(5)]
     await asyncio.gather(*(c.connect(T) for c in clients))
-
-    async def attempt(c, name):
-        try:
-            await c.hello(name, "wrong", timeout=T)
-        except ProtocolError as e:
-            return e.code, e.frame.get("message", "")
-        return "welcome", ""
-
-    results = await asyncio.gather(*(attempt(c, "tanaka") for c in clients[:4]), attempt(clients[4], "nobody"))
+    results = await asyncio.gather(*(hello_result(c, "tanaka", "wrong") for c in clients[:4]),
+                                   hello_result(clients[4], "nobody", "wrong"))
     codes = [code for code, _ in results]
     assert codes[:4].count("unauthorized") == 1, results
-    assert all("is being checked" in m for code, m in results[:4] if code == "rate_limited"), results
+    assert all("is being checked" in f["message"] for code, f in results[:4] if code == "rate_limited"), results
     assert codes[4] == "unauthorized", results
     for c in clients:
         await c.disconnect()
@@ -1080,15 +1078,8 @@ async def test_agent_logins_beyond_those_being_checked_are_rate_limited(hub):
     # (Names no agent has, each once: failures in a row for one name would make it wait.)
     clients = [AgentClient(hub.url) for _ in range(12)]
     await asyncio.gather(*(c.connect(T) for c in clients))
-
-    async def attempt(c, i):
-        try:
-            await c.hello(f"nobody-{i}", "wrong", timeout=T)
-        except ProtocolError as e:
-            return e.code
-        return "welcome"
-
-    codes = await asyncio.gather(*(attempt(c, i) for i, c in enumerate(clients)))
+    results = await asyncio.gather(*(hello_result(c, f"nobody-{i}", "wrong") for i, c in enumerate(clients)))
+    codes = [code for code, _ in results]
     assert codes.count("unauthorized") >= 1, codes
     assert codes.count("rate_limited") >= 4, codes  # 12 - 8: the hash is slower than 12 sends
     assert set(codes) == {"unauthorized", "rate_limited"}, codes

@@ -182,6 +182,39 @@ TEST_SUITE("bot.policy") {
     CHECK(warnings[0].find("rewrite it") != std::string::npos);
   }
 
+  TEST_CASE("many backtracking regexes share one message's limit, and a linear one beside them still matches") {
+    // Twenty rules whose patterns backtrack without end and one that runs in linear time: the
+    // message's limit is shared by the 21, so it costs what one rule's limit used to, and the
+    // linear pattern's share still covers a 16 KiB message.
+    std::string rules;
+    for (int i = 0; i < 20; ++i) {
+      rules += R"({"id":"slow-)" + std::to_string(i) + R"(","priority":10,"when":{"regex":"^(a|aa)*x)" +
+               std::to_string(i) + R"($"},"then":{"reply":{"en":"slow"}}},)";
+    }
+    auto kb = parse_knowledge_json(
+        R"({"name":"many","default_locale":"en",)"
+        R"("entries":[{"id":"hello","questions":["hello there","hi"],"answer":"Hello!"}],)"
+        R"("rules":[)" + rules + R"({"id":"linear","when":{"regex":"a+!$"},"then":{"reply":{"en":"linear"}}}]})",
+        "many.json");
+    REQUIRE_MESSAGE(kb.is_ok(), kb.status().to_string());
+    std::mutex mu;
+    std::vector<std::string> warnings;
+    BotOptions options;
+    options.logger.sink = [&](madoguchi::LogLevel level, std::string_view message) {
+      std::lock_guard lock(mu);
+      if (level == madoguchi::LogLevel::kWarning) warnings.emplace_back(message);
+    };
+    auto bot = Bot::create(std::move(*kb), options);
+    REQUIRE_MESSAGE(bot.is_ok(), bot.status().to_string());
+    warnings.clear();
+    Conversation conv;
+    auto r = (*bot)->respond(conv, std::string(16 * 1024 - 1, 'a') + "!");
+    REQUIRE(r.is_ok());
+    CHECK(r->text == "linear");
+    CHECK(warnings.size() == 20);
+    for (const auto& w : warnings) CHECK(w.find("gave up on a message of 16384 bytes") != std::string::npos);
+  }
+
   TEST_CASE("the sample shop's regexes search a message of the longest size within the limit") {
     auto kb = load_knowledge_file(mdg_test::source_path("samples/kb/shop.json"));
     REQUIRE(kb.is_ok());

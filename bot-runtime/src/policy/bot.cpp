@@ -83,10 +83,13 @@ std::string text_in(const LocalizedText& t, std::string_view locale, std::string
 // The candidates a reply carries (docs/policy.md, step 9), a rule's hand-off included.
 constexpr std::size_t kReplyCandidates = 5;
 
-// ICU's limit on one regex search, in steps of its match engine (a step is 10,000 moves):
-// kRegexSteps, plus one per kRegexCharsPerStep characters of the text, so that a pattern that
-// runs in linear time never meets it. A search still going then is taken as not matching.
-constexpr std::int32_t kRegexSteps = 20, kRegexCharsPerStep = 16;
+// ICU's limit on the regex searches of one message, in steps of its match engine (a step is
+// 10,000 moves): kRegexSteps, plus one per kRegexBytesPerStep bytes of the message, shared
+// equally by the rules that have a regex (each gets at least one step), so that however many
+// such rules a knowledge base has, a message costs them at most so much. A pattern that runs
+// in linear time stays far below its share; a search still going then is taken as not
+// matching.
+constexpr std::int32_t kRegexSteps = 20, kRegexBytesPerStep = 16;
 
 struct CompiledRule {
   const Rule* rule;
@@ -150,12 +153,14 @@ struct Bot::Impl {
   std::shared_ptr<const TextPipeline> text;
   std::unique_ptr<detail::Index> index;
   std::vector<CompiledRule> rules;  // priority order
+  std::int32_t regex_rules = 0;      // those with a regex
   Lexicon lexicon;
   std::vector<std::string> entry_titles_ja, entry_titles_en;  // a question to show as an option
   std::unordered_map<std::string_view, const Entry*> entry_by_id;  // views into kb.entries
   double build_ms = 0;
 
-  bool rule_matches(const CompiledRule& r, const Analysis& a, const Conversation& conv) const;
+  // `regex_steps`: the limit of its regex search (see kRegexSteps).
+  bool rule_matches(const CompiledRule& r, const Analysis& a, const Conversation& conv, std::int32_t regex_steps) const;
   Triage triage(const Analysis& a, const Conversation& conv, std::string_view raw) const;
   const std::string& title(std::uint32_t entry, std::string_view locale) const {
     const auto& ja = entry_titles_ja[entry];
@@ -254,6 +259,7 @@ Result<std::shared_ptr<const Bot>> Bot::create(KnowledgeBase kb, BotOptions opti
                                 u_errorName(err) + " at offset " + std::to_string(perr.offset));
       }
     }
+    if (cr.regex) ++impl->regex_rules;
     impl->rules.push_back(std::move(cr));
   }
   const TriageLexicon& bt = builtin_triage();
@@ -285,7 +291,8 @@ Result<std::shared_ptr<const Bot>> Bot::create(KnowledgeBase kb, BotOptions opti
   return std::shared_ptr<const Bot>(new Bot(std::move(impl)));
 }
 
-bool Bot::Impl::rule_matches(const CompiledRule& r, const Analysis& a, const Conversation& conv) const {
+bool Bot::Impl::rule_matches(const CompiledRule& r, const Analysis& a, const Conversation& conv,
+                             std::int32_t regex_steps) const {
   const RuleCondition& w = r.rule->when;
   const std::string& s = a.normalized;
   if (!w.locale.empty() && w.locale != a.locale) return false;
@@ -315,7 +322,7 @@ bool Bot::Impl::rule_matches(const CompiledRule& r, const Analysis& a, const Con
     if (U_FAILURE(err)) return false;
     // A pattern with nested repetition ("(a+)+$") takes time exponential in the length of
     // some texts: a visitor's message must not hold the bot for minutes.
-    m->setTimeLimit(kRegexSteps + input.length() / kRegexCharsPerStep, err);
+    m->setTimeLimit(regex_steps, err);
     const bool found = U_SUCCESS(err) && m->find(err);
     if (err == U_REGEX_TIME_OUT) {
       options.logger.log(LogLevel::kWarning,
@@ -500,9 +507,12 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
   }
 
   // Rules, highest priority first. A rule that only sets slots lets later rules run.
+  const auto regex_budget = static_cast<std::int32_t>(
+      std::min<std::size_t>(kRegexSteps + raw.size() / kRegexBytesPerStep, INT32_MAX / 2));
+  const std::int32_t regex_steps = std::max<std::int32_t>(1, regex_budget / std::max<std::int32_t>(1, im.regex_rules));
   for (const auto& cr : im.rules) {
     reply.explanation.rules_checked.push_back(cr.rule->id);
-    if (!im.rule_matches(cr, a, conv)) continue;
+    if (!im.rule_matches(cr, a, conv, regex_steps)) continue;
     const RuleAction& act = cr.rule->then;
     reply.rules_fired.push_back(cr.rule->id);
     for (const auto& [k, v] : act.set_slots) conv.slots_[k] = v;

@@ -3,6 +3,7 @@
 #include <simdjson.h>
 
 #include <atomic>
+#include <cmath>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -180,6 +181,28 @@ TEST_SUITE("bot.policy") {
     REQUIRE(warnings.size() == 1);
     CHECK(warnings[0].find(R"(redos.json: rule 'all-a' (rules[0]): regex "^(a+)+$" gave up on a message of 61 bytes)") != std::string::npos);
     CHECK(warnings[0].find("rewrite it") != std::string::npos);
+  }
+
+  TEST_CASE("the strongest weight decay and learning rate the settings allow still give finite scores") {
+    // l2 and learning_rate at the top of their documented ranges: a decay of 1 - lr*l2 = -49
+    // once flipped the weights' signs until they overflowed, and every score was NaN.
+    auto kb = load_knowledge_file(mdg_test::source_path("samples/kb/shop.json"));
+    REQUIRE(kb.is_ok());
+    kb->ranking.l2 = 1.0;
+    kb->ranking.learning_rate = 50.0;
+    auto bot = Bot::create(std::move(*kb));
+    REQUIRE_MESSAGE(bot.is_ok(), bot.status().to_string());
+    auto ranked = (*bot)->rank("返品できますか", 5);
+    REQUIRE(ranked.is_ok());
+    REQUIRE_FALSE(ranked->empty());
+    for (const auto& c : *ranked) {
+      CHECK(std::isfinite(c.score));
+      CHECK(std::isfinite(c.confidence));
+    }
+    Conversation conv;
+    auto r = (*bot)->respond(conv, "返品できますか");
+    REQUIRE(r.is_ok());
+    CHECK(r->to_json().find("nan") == std::string::npos);
   }
 
   TEST_CASE("many backtracking regexes share one message's limit, and a linear one beside them still matches") {

@@ -551,7 +551,9 @@ void Index::train(const std::vector<Example>& examples, std::vector<std::uint32_
       std::swap(order[i - 1], order[j]);
     }
     const float lr = static_cast<float>(settings_.learning_rate / (1.0 + 0.3 * t.passes));
-    const float decay = 1.0f - lr * static_cast<float>(settings_.l2);
+    // The decay of an implicit (proximal) step: in (0, 1] whatever lr and l2, where 1 - lr*l2
+    // would turn negative for large ones and flip the weights' signs until they overflow.
+    const float decay = 1.0f / (1.0f + lr * static_cast<float>(settings_.l2));
     for (std::size_t b0 = 0; b0 < order.size(); b0 += batch) {
       const std::size_t n = std::min(batch, order.size() - b0);
       // Every example of the batch is scored with the weights of the batch's start (any

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <string_view>
@@ -31,6 +32,10 @@ class JsonWriter {
   JsonWriter& value(std::size_t v) { sep(); out_ += std::to_string(v); return *this; }
   JsonWriter& value(double v) {
     sep();
+    if (!std::isfinite(v)) {  // JSON has no NaN or infinity: the document stays valid
+      out_ += "null";
+      return *this;
+    }
     char buf[32];
     std::snprintf(buf, sizeof buf, "%.6g", v);
     out_ += buf;

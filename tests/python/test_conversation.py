@@ -15,10 +15,12 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 import urllib.request
 
 import pytest
+import websockets
 
 try:
     import websockets  # noqa: F401  (python3-websockets 10.4)
@@ -981,6 +983,38 @@ async def test_failed_logins_in_a_row_make_that_name_wait_at_that_address(hub):
     log = hub.log_path.read_text()
     assert 'agent login refused for "sato" from 127.0.0.1' in log
     assert '5 failed logins in a row for "sato" from 127.0.0.1: its next tries there wait' in log
+
+
+@async_test
+async def test_frames_stored_during_a_replay_come_once_after_it(hub):
+    # A second tab resumes from seq 0 and reads slowly, so that its replay (pages of 32) stalls
+    # on a full socket; the first tab's question and the bot's answer are stored meanwhile.
+    # They come after the replay, once: the replay stops at the seq the hello found.
+    # (Messages of 54 KB, so that what the replay writes outgrows the sockets' buffers.)
+    a = await new_visitor(hub, locale="ja")
+    for i in range(80):
+        assert_ack(await a.send_message(f"{i} " + "送料はいくらですか" * 2000, timeout=T), duplicate=False)
+        await asyncio.sleep(0.05)  # within the hub's 20 frames a second
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.connect(("127.0.0.1", hub.port))
+    async with websockets.connect(f"{hub.url}/v1/visitor", subprotocols=["madoguchi.v1"], sock=sock,
+                                  max_queue=1, max_size=None) as b:
+        await b.send(json.dumps({"v": 1, "type": "hello", "token": a.token, "last_seq": 0}))
+        assert json.loads(await asyncio.wait_for(b.recv(), T))["type"] == "welcome"
+        await asyncio.sleep(0.3)
+        live = await a.send_message("支払い方法は？", timeout=T)
+        seqs = []
+        while True:  # until the live message, then until the hub has been quiet for a second
+            try:
+                frame = json.loads(await asyncio.wait_for(b.recv(), 1.0 if live["seq"] in seqs else T))
+            except asyncio.TimeoutError:
+                break
+            if frame["type"] in ("message", "event") and "seq" in frame:  # a queue place has none
+                seqs.append(frame["seq"])
+    assert live["seq"] in seqs
+    assert seqs == list(range(1, len(seqs) + 1)), seqs[-10:]
+    await a.disconnect()
 
 
 @async_test

@@ -189,6 +189,7 @@ struct Session {
   // Meanwhile whatever else it is sent waits in `held`, to follow the replay in seq order.
   bool replaying = false;
   std::int64_t replay_after = 0;  // the last seq replayed
+  std::int64_t replay_until = 0;  // the conversation's last seq at the hello: later ones are held
   FrameQueue held;
   std::string rx;
   std::vector<std::string> inbox;  // whole frames received, not yet handled
@@ -1121,7 +1122,7 @@ struct Hub::Impl {
     w.state = c->record.state;
     w.last_seq = c->record.last_seq;
     send(s, w);
-    start_replay(s, f.last_seq.value_or(0));
+    start_replay(s, f.last_seq.value_or(0), c->record.last_seq);
     // The place in the queue now, which the replayed handoff_started may no longer tell.
     if (c->record.state == "waiting") {
       if (int position = queue_position(c->record.id); position > 0) {
@@ -1131,11 +1132,14 @@ struct Hub::Impl {
     }
   }
 
-  // Sends a resumed visitor the frames after `after`: the first page now, the others as the
-  // socket takes them (replay_page from the WRITEABLE callback).
-  void start_replay(Session& s, std::int64_t after) {
+  // Sends a resumed visitor the frames after `after` up to `until` (the conversation's last
+  // seq now): the first page now, the others as the socket takes them (replay_page from the
+  // WRITEABLE callback). Frames stored meanwhile are held and follow the replay, so none
+  // comes twice (the replay's pages, read later, would have them too).
+  void start_replay(Session& s, std::int64_t after, std::int64_t until) {
     s.replaying = true;
     s.replay_after = after;
+    s.replay_until = until;
     replay_page(s);
   }
 
@@ -1150,6 +1154,7 @@ struct Hub::Impl {
       return close(s, 1011);
     }
     for (const auto& m : *page) {
+      if (m.seq > s.replay_until) break;  // held, in s.held
       auto f = protocol::decode(m.body_json);
       if (auto* frame = std::get_if<Frame>(&f)) {
         frame->seq = m.seq;
@@ -1157,7 +1162,7 @@ struct Hub::Impl {
       }
       s.replay_after = m.seq;
     }
-    if (page->size() == kReplayPage) {
+    if (page->size() == kReplayPage && s.replay_after < s.replay_until) {
       lws_callback_on_writable(s.wsi);  // the next page once this one is written
       return;
     }

@@ -764,8 +764,11 @@ struct Hub::Impl {
     constexpr std::int64_t kRecalled = 5 * static_cast<std::int64_t>(bot::Conversation::kMaxTurns);
     MDG_ASSIGN_OR_RETURN(auto stored, store->messages_after(id, std::max<std::int64_t>(0, conv->record.last_seq - kRecalled),
                                                             static_cast<std::size_t>(kRecalled)));
-    // The visitor's messages after the last of anyone else's, unanswered when the conversation
-    // is with the bot: each is asked again, in order (the bot answers one at a time).
+    // The visitor's messages the bot has not answered, when the conversation is with it: each
+    // is asked again, in order. The bot answers one message at a time, in order, each with
+    // one message, so after the last event or agent's message, of the visitor's messages the
+    // last (questions - answers) are unanswered: two quick questions can be stored before
+    // the first answer, and a crash can come before the second's.
     std::vector<std::pair<std::int64_t, Frame>> unanswered;
     if (conv->record.state == "bot") {
       if (stored.empty() || stored.back().seq != conv->record.last_seq) {
@@ -775,9 +778,19 @@ struct Hub::Impl {
           stored.insert(stored.end(), tail.begin(), tail.end());
         }
       }
-      for (auto m = stored.rbegin(); m != stored.rend() && m->sender == "visitor" && m->kind == "message"; ++m) {
-        auto f = protocol::decode(m->body_json);
-        if (auto* frame = std::get_if<Frame>(&f)) unanswered.emplace_back(m->seq, std::move(*frame));
+      std::vector<const StoredMessage*> questions;  // newest first
+      std::size_t answers = 0;
+      for (auto m = stored.rbegin();
+           m != stored.rend() && m->kind == "message" && (m->sender == "visitor" || m->sender == "bot"); ++m) {
+        if (m->sender == "visitor") {
+          questions.push_back(&*m);
+        } else {
+          ++answers;
+        }
+      }
+      for (std::size_t i = 0; i + answers < questions.size(); ++i) {
+        auto f = protocol::decode(questions[i]->body_json);
+        if (auto* frame = std::get_if<Frame>(&f)) unanswered.emplace_back(questions[i]->seq, std::move(*frame));
       }
       std::reverse(unanswered.begin(), unanswered.end());
     }

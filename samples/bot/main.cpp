@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <set>
@@ -59,6 +60,14 @@ Result<std::shared_ptr<const Bot>> open_bot(const Args& args) {
   for (const auto& [k, v] : args.sets) MDG_RETURN_IF_ERROR(apply_setting(kb, k, v));
   BotOptions options;
   options.text.mecab_dicdir = args.dicdir;
+  // The bot's warnings (a regex that gave up on a message, a pattern lint would flag) go to
+  // standard error, beside the answers on standard output.
+  options.logger.min_level = madoguchi::LogLevel::kWarning;
+  options.logger.sink = [](madoguchi::LogLevel level, std::string_view message) {
+    const auto name = madoguchi::to_string(level);
+    std::fprintf(stderr, "madoguchi-bot: %.*s: %.*s\n", static_cast<int>(name.size()), name.data(),
+                 static_cast<int>(message.size()), message.data());
+  };
   return Bot::create(std::move(kb), std::move(options));
 }
 
@@ -115,7 +124,8 @@ int cmd_ask(const Args& args) {
       std::fflush(stdout);
     }
     if (!std::getline(std::cin, line)) break;
-    if (line.empty()) continue;
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // a file with CRLF line ends
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
     one(line);
     std::printf("\n");
     std::fflush(stdout);
@@ -356,7 +366,12 @@ int main(int argc, char** argv) {
       if (a == "--kb") args.kb = v;
       else if (a == "--questions") args.questions = v;
       else if (a == "--mecab-dicdir") args.dicdir = v;
-      else if (a == "--misses") args.misses = std::atoi(v);
+      else if (a == "--misses") {
+        char* end = nullptr;
+        const long n = std::strtol(v, &end, 10);
+        if (*v == '\0' || *end != '\0' || n < 0 || n > 1000000) return usage_error("--misses needs a whole number, 0 or more");
+        args.misses = static_cast<int>(n);
+      }
       else {
         std::string kv = v;
         auto eq = kv.find('=');
@@ -370,6 +385,12 @@ int main(int argc, char** argv) {
     } else {
       args.text.push_back(a);
     }
+  }
+  if (args.command != "ask" && args.command != "eval" && args.command != "lint") {
+    return usage_error("unknown command '" + args.command + "' (ask, eval, lint)");
+  }
+  if (!args.text.empty() && args.command != "ask") {
+    return usage_error(args.command + " takes no text (\"" + args.text.front() + "\"); only ask does");
   }
   if (args.kb.empty()) return usage_error("--kb KB is required");
   if (args.command == "ask") return cmd_ask(args);

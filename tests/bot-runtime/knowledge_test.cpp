@@ -53,6 +53,16 @@ TEST_SUITE("bot.knowledge") {
     CHECK(validate_knowledge(*kb).empty());
   }
 
+  TEST_CASE("a byte order mark before the JSON is skipped, and a folder is not a knowledge base") {
+    auto kb = parse_knowledge_json("\xEF\xBB\xBF" R"({"name":"bom","entries":[{"id":"a","questions":["q"],"answer":"A"}]})",
+                                   "bom.json");
+    REQUIRE_MESSAGE(kb.is_ok(), kb.status().to_string());
+    CHECK(kb->name == "bom");
+    auto folder = load_knowledge_file(std::filesystem::temp_directory_path().string());
+    REQUIRE_FALSE(folder.is_ok());
+    CHECK(folder.status().message().find("not a file (a folder?)") != std::string::npos);
+  }
+
   TEST_CASE("malformed JSON names the line and column") {
     auto kb = parse_knowledge_json("{\n  \"entries\": [\n    {\"id\": \"a\",}\n  ]\n}", "bad.json");
     REQUIRE_FALSE(kb.is_ok());

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -227,10 +228,16 @@ Result<KnowledgeBase> parse_knowledge(std::string_view text, KnowledgeFormat for
 }
 
 Result<KnowledgeBase> load_knowledge_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec)) {
+    return invalid_argument(path + ": not a file (a folder?); give the knowledge base's .json, .csv or .tsv file");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return not_found(path + ": cannot open the knowledge base file (check the path)");
   in.seekg(0, std::ios::end);
-  auto size = static_cast<std::size_t>(in.tellg());
+  const auto end = in.tellg();
+  if (end < 0) return unavailable(path + ": cannot tell the file's size (read error)");
+  auto size = static_cast<std::size_t>(end);
   if (size > kMaxKnowledgeBytes) {
     return resource_exhausted(path + ": the file is " + std::to_string(size >> 20) +
                               " MiB; knowledge bases over 256 MiB are refused");

@@ -63,6 +63,22 @@ TEST_SUITE("bot.knowledge") {
     CHECK(folder.status().message().find("not a file (a folder?)") != std::string::npos);
   }
 
+  TEST_CASE("a key twice in one JSON object, or a column twice in a sheet's header, is an error, not a loss") {
+    auto twice = parse_knowledge_json(
+        R"({"name":"k","entries":[{"id":"a","questions":["q1"],"questions":["q2"],"answer":"A"}]})", "dk.json");
+    REQUIRE_FALSE(twice.is_ok());
+    CHECK(twice.status().message() ==
+          "dk.json: entries[0]: the key \"questions\" appears twice in one object; a JSON object takes each key once "
+          "(merge the two, or move one elsewhere)");
+    auto top = parse_knowledge_json(R"({"name":"k","entries":[],"entries":[]})", "top.json");
+    REQUIRE_FALSE(top.is_ok());
+    CHECK(top.status().message().find("the top-level object: the key \"entries\" appears twice") != std::string::npos);
+    auto sheet = parse_knowledge("id,question,question,answer_en\na,q1,q2,A\n", KnowledgeFormat::kCsv, "dup.csv");
+    REQUIRE_FALSE(sheet.is_ok());
+    CHECK(sheet.status().message() == "dup.csv:1: the column \"question\" appears twice in the header; keep one "
+                                      "(a second question goes on a row of its own, with the same id)");
+  }
+
   TEST_CASE("malformed JSON names the line and column") {
     auto kb = parse_knowledge_json("{\n  \"entries\": [\n    {\"id\": \"a\",}\n  ]\n}", "bad.json");
     REQUIRE_FALSE(kb.is_ok());

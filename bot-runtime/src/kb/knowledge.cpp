@@ -129,9 +129,14 @@ Result<KnowledgeBase> parse_knowledge_sheet(std::string_view text, std::string_v
   MDG_ASSIGN_OR_RETURN(auto header, read_record(text, pos, delimiter, line, source));
   int col_id = -1, col_question = -1, col_tags = -1, col_follow = -1;
   std::vector<std::pair<int, std::string>> answer_cols;  // column -> locale
+  std::set<std::string> seen_columns;
   for (std::size_t c = 0; c < header.size(); ++c) {
     std::string name = trim(header[c]);
     int ci = static_cast<int>(c);
+    if (!name.empty() && !seen_columns.insert(name).second) {
+      return invalid_argument(source + ":1: the column \"" + name + "\" appears twice in the header; keep one" +
+                              (name == "question" ? " (a second question goes on a row of its own, with the same id)" : ""));
+    }
     if (name == "id") col_id = ci;
     else if (name == "question") col_question = ci;
     else if (name == "tags") col_tags = ci;

@@ -17,6 +17,35 @@ using simdjson::dom::array;
 using simdjson::dom::element;
 using simdjson::dom::object;
 
+// The first key that an object of `e` has twice, as "where: the key \"k\"" (where: a path
+// such as entries[2].answer), or empty. simdjson keeps both, and a lookup finds the first, so
+// the second one's text would be lost without a word.
+std::string repeated_key(element e, const std::string& path) {
+  object o;
+  if (e.get_object().get(o) == simdjson::SUCCESS) {
+    std::vector<std::string_view> keys;
+    for (auto field : o) keys.push_back(field.key);
+    std::sort(keys.begin(), keys.end());
+    if (auto twice = std::adjacent_find(keys.begin(), keys.end()); twice != keys.end()) {
+      return (path.empty() ? std::string("the top-level object") : path) + ": the key \"" + std::string(*twice) + "\"";
+    }
+    for (auto field : o) {
+      auto found = repeated_key(field.value, path.empty() ? std::string(field.key) : path + "." + std::string(field.key));
+      if (!found.empty()) return found;
+    }
+    return {};
+  }
+  array a;
+  if (e.get_array().get(a) == simdjson::SUCCESS) {
+    std::size_t i = 0;
+    for (auto v : a) {
+      auto found = repeated_key(v, path + "[" + std::to_string(i++) + "]");
+      if (!found.empty()) return found;
+    }
+  }
+  return {};
+}
+
 std::string join_keys(std::initializer_list<std::string_view> keys) {
   std::string s;
   for (auto k : keys) {
@@ -440,6 +469,10 @@ Result<KnowledgeBase> parse_knowledge_json(std::string_view json, std::string_vi
                               ": malformed JSON: " + loc.what);
     }
     return invalid_argument(source + ": malformed JSON: " + simdjson::error_message(err));
+  }
+  if (auto twice = repeated_key(root, ""); !twice.empty()) {
+    return invalid_argument(source + ": " + twice + " appears twice in one object; a JSON object takes each key once "
+                                                   "(merge the two, or move one elsewhere)");
   }
   KnowledgeBase kb;
   kb.source = source;

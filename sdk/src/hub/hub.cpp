@@ -1770,8 +1770,13 @@ struct Hub::Impl {
     if (cfg.agent_grace_ms <= 0 || agents_gone.empty()) return;
     const double grace = static_cast<double>(cfg.agent_grace_ms) / 1000.0;
     std::vector<std::string> gone;
+    // An agent whose password is being checked (at most 8 checks at once) is coming back: its
+    // grace waits for the answer.
+    auto logging_in_as = [this](const std::string& name) {
+      return std::any_of(checking.begin(), checking.end(), [&](const auto& pair) { return pair.second == name; });
+    };
     for (auto it = agents_gone.begin(); it != agents_gone.end();) {
-      if (now - it->second >= grace) {
+      if (now - it->second >= grace && !logging_in_as(it->first)) {
         gone.push_back(it->first);
         it = agents_gone.erase(it);
       } else {

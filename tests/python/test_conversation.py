@@ -1094,6 +1094,31 @@ async def test_a_resume_take_is_refused_once_the_agent_no_longer_holds_the_conve
 
 
 @async_test
+async def test_a_message_id_another_sender_used_in_the_conversation_is_a_conflict_not_a_duplicate(hub):
+    # Ids are the sender's: an agent's reply with the id of the visitor's message is another
+    # message, refused with `conflict` (send it with a new id), never acknowledged as the
+    # visitor's; and the other way round.
+    v, *_ = await start_handoff(hub)
+    sato = await new_agent(hub, "sato")
+    await sato.take(v.conversation, timeout=T)
+    stored = await sato.message(v.conversation, "担当の佐藤です", id="shared-1")
+    with pytest.raises(ProtocolError) as taken:
+        await v.send_message("こんにちは", id="shared-1", timeout=T)
+    assert taken.value.code == "conflict" and taken.value.frame["id"] == "shared-1", taken.value.frame
+    assert "another sender's" in taken.value.frame["message"]
+    mine = await v.send_message("まだですか", id="visitor-7", timeout=T)
+    with pytest.raises(ProtocolError) as taken:
+        await sato.message(v.conversation, "お待たせしました", id="visitor-7")
+    assert taken.value.code == "conflict", taken.value.frame
+    # The agent's own resend is still a duplicate, acknowledged with its first seq.
+    again = await sato.message(v.conversation, "担当の佐藤です", id="shared-1")
+    assert again["duplicate"] is True and again["seq"] == stored["seq"]
+    assert mine["seq"] > stored["seq"]
+    for c in (v, sato):
+        await c.disconnect()
+
+
+@async_test
 async def test_a_second_agent_hello_is_a_conflict(hub):
     # A connection is one agent's: a hello as another agent is refused, the first one stays.
     a = await new_agent(hub, "sato")

@@ -843,7 +843,17 @@ struct Hub::Impl {
     m.body_json = protocol::encode(f);
     m.created_ms = f.at;
     if (batch_open) written.insert(c.record.id);
+    const std::string who = m.sender;
     MDG_ASSIGN_OR_RETURN(auto r, store->append(c.record.id, m));
+    if (r.duplicate) {
+      // A resend is its sender's own: the same id from someone else in the conversation (the
+      // visitor's "m-1" and an agent's) is another message, which must not be taken for it.
+      auto earlier = store->messages_after(c.record.id, r.seq - 1, 1);
+      if (earlier && !earlier->empty() && earlier->front().sender != who) {
+        return Status(ErrorCode::kInvalidArgument, "message: the id \"" + f.id +
+                                                       "\" is another sender's in this conversation; send it with a new id");
+      }
+    }
     if (!r.duplicate) ++messages_stored;
     c.record.last_seq = std::max(c.record.last_seq, r.seq);
     f.seq = r.seq;
@@ -1206,6 +1216,9 @@ struct Hub::Impl {
     f.agent.clear();
     f.bot_json.clear();
     auto stored = store_frame(c, f, "visitor", "message");
+    if (!stored && stored.status().code() == ErrorCode::kInvalidArgument) {
+      return send_error(s, ErrorKind::kConflict, stored.status().message(), f.id);
+    }
     if (!stored) {
       cfg.logger.log(LogLevel::kError, "store: " + stored.status().message());
       return send_error(s, ErrorKind::kInternal, "the message was not stored; send it again", f.id);
@@ -1531,6 +1544,9 @@ struct Hub::Impl {
         m.agent = s.agent;
         m.bot_json.clear();
         auto stored = store_frame(conv, m, "agent:" + s.agent, "message");
+        if (!stored && stored.status().code() == ErrorCode::kInvalidArgument) {
+          return send_error(s, ErrorKind::kConflict, stored.status().message(), f.id);
+        }
         if (!stored) return send_error(s, ErrorKind::kInternal, "the message was not stored; send it again", f.id);
         bool duplicate = acknowledge(s, f.id, stored->first);
         if (duplicate) return;

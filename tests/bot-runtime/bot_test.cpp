@@ -147,6 +147,21 @@ TEST_SUITE("bot.policy") {
     // Rewinding twice, or with nothing said since, changes nothing more.
     full.rewind(cp);
     CHECK(full.transcript().size() == Conversation::kMaxTurns - 2);
+
+    // keep_message: the visitor's message stays where it was said, before the agent's reply;
+    // only the bot's answer goes.
+    Conversation kept;
+    REQUIRE(ask(kept, "返品できますか").entry_id == "returns-window");
+    const std::size_t before_turns = kept.transcript().size();
+    cp = kept.checkpoint();
+    REQUIRE(ask(kept, "送料は？").entry_id == "return-shipping-cost");
+    kept.add_turn({"agent", "担当の佐藤です。", "", Decision::kReply});
+    kept.rewind(cp, true);
+    REQUIRE(kept.transcript().size() == before_turns + 2);
+    CHECK(kept.transcript()[before_turns].role == "visitor");
+    CHECK(kept.transcript()[before_turns].text == "送料は？");
+    CHECK(kept.transcript()[before_turns + 1].role == "agent");
+    CHECK(kept.previous_answer() == "returns-window");
   }
 
   TEST_CASE("a regex that backtracks without end gives up, is taken as not matching, and says so") {

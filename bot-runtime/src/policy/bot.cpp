@@ -47,13 +47,14 @@ Conversation::Checkpoint Conversation::checkpoint() const {
   return cp;
 }
 
-void Conversation::rewind(const Checkpoint& cp) {
+void Conversation::rewind(const Checkpoint& cp, bool keep_message) {
   // transcript_[i] is turn number turns_added_ - size + i; respond() added numbers
-  // cp.turns_added and cp.turns_added + 1.
+  // cp.turns_added (the visitor's) and cp.turns_added + 1 (the bot's).
   // (A turn already dropped for kMaxTurns stays counted.)
   const std::uint64_t first = turns_added_ - transcript_.size();
+  const std::uint64_t from = keep_message ? cp.turns_added + 1 : cp.turns_added;
   std::uint64_t erased = 0;
-  for (std::uint64_t n = cp.turns_added + 2; n-- > cp.turns_added;) {
+  for (std::uint64_t n = cp.turns_added + 2; n-- > from;) {
     if (n >= first && n < turns_added_) {
       transcript_.erase(transcript_.begin() + static_cast<std::ptrdiff_t>(n - first));
       ++erased;

@@ -1014,13 +1014,16 @@ struct Hub::Impl {
     // is the person's now, and an answer the bot gave is taken back out of its memory.
     if (done.epoch != c.bot_epoch.load(std::memory_order_relaxed)) {
       if (done.reply.is_ok()) {
+        // The visitor's message stays in the bot's memory where it was said (before what the
+        // person said since); the answer goes.
         std::lock_guard lock(c.bot_mu);
-        c.bot.rewind(done.before);
+        c.bot.rewind(done.before, true);
         // The rewind put back the failed turns and hand-off of before the question; a person
-        // who has had the conversation since, and gave it back, had them forgotten.
-        if (c.record.state == "bot") c.bot.hand_back();
+        // who has had the conversation since, and gave it back or closed it, had them forgotten.
+        if (c.record.state == "bot" || c.record.state == "closed") c.bot.hand_back();
+      } else {
+        remember_visitor(c, std::move(done.text));
       }
-      remember_visitor(c, std::move(done.text));
       return;
     }
     Status st = done.reply ? bot_turn(c, *done.reply) : done.reply.status();

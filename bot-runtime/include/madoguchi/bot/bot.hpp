@@ -151,7 +151,9 @@ class Conversation {
     bool handed_off = false;
   };
   Checkpoint checkpoint() const;
-  void rewind(const Checkpoint& cp);
+  // With `keep_message`, the visitor's turn stays where it is and only the bot's goes: the
+  // message was said, to someone else (the hub's person who took over).
+  void rewind(const Checkpoint& cp, bool keep_message = false);
   // The state as one JSON object: turn, failed_turns, handed_off, previous_answer, locale,
   // fallback_locale, slots, visitor and the transcript, written as in HandoffPackage::to_json
   // (docs/policy.md, "Conversation JSON"; what mdg_conversation_json returns).

@@ -1,12 +1,19 @@
 #include "eval_set.hpp"
 
+#include <madoguchi/detail/utf8.hpp>
+
 #include <simdjson.h>
 
+#include <filesystem>
 #include <fstream>
 
 namespace madoguchi::cli {
 
 Result<std::vector<EvalQuestion>> read_eval_set(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec)) {
+    return invalid_argument(path + ": not a file (a folder?); give the evaluation set's .jsonl file");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return not_found(path + ": cannot open the evaluation set");
   std::vector<EvalQuestion> out;
@@ -16,8 +23,12 @@ Result<std::vector<EvalQuestion>> read_eval_set(const std::string& path) {
   while (std::getline(in, line)) {
     ++n;
     if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (n == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);  // a byte order mark
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     auto where = path + ":" + std::to_string(n);
+    if (std::size_t bad = madoguchi::detail::find_invalid_utf8(line); bad != std::string::npos) {
+      return invalid_argument(where + ": invalid UTF-8 at byte " + std::to_string(bad) + " of the line (save the file as UTF-8)");
+    }
     simdjson::dom::element doc;
     if (parser.parse(line).get(doc) != simdjson::SUCCESS) {
       return invalid_argument(where + ": not a JSON object (one {\"text\": ..., \"expect\": ...} per line)");

@@ -53,11 +53,17 @@ TEST_SUITE("bot.knowledge") {
     CHECK(validate_knowledge(*kb).empty());
   }
 
-  TEST_CASE("a byte order mark before the JSON is skipped, and a folder is not a knowledge base") {
+  TEST_CASE("a byte order mark before the JSON is skipped, a non-ASCII character is named, a folder is refused") {
     auto kb = parse_knowledge_json("\xEF\xBB\xBF" R"({"name":"bom","entries":[{"id":"a","questions":["q"],"answer":"A"}]})",
                                    "bom.json");
     REQUIRE_MESSAGE(kb.is_ok(), kb.status().to_string());
     CHECK(kb->name == "bom");
+    // A full-width bracket typed with a Japanese input method: named whole, with its code point.
+    auto full_width = parse_knowledge_json(R"({"name":"x","entries":［]})", "fw.json");
+    REQUIRE_FALSE(full_width.is_ok());
+    CHECK(full_width.status().message() ==
+          "fw.json:1:23: malformed JSON: unexpected character '［' (U+FF3B) where a value should start "
+          "(JSON takes ASCII punctuation: [ { \" , :)");
     auto folder = load_knowledge_file(std::filesystem::temp_directory_path().string());
     REQUIRE_FALSE(folder.is_ok());
     CHECK(folder.status().message().find("not a file (a folder?)") != std::string::npos);

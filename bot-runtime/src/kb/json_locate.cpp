@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
+#include <cstdio>
 
 namespace madoguchi::bot::detail {
 namespace {
@@ -22,6 +24,20 @@ class Checker {
   const std::string& what() const { return what_; }
 
  private:
+  // The whole character at byte `i` (the text is valid UTF-8), quoted, with its code point
+  // when it is not ASCII: 'x', or '［' (U+FF3B).
+  std::string character_at(std::size_t i) const {
+    const auto lead = static_cast<unsigned char>(s_[i]);
+    const std::size_t n = lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4;
+    std::string out = "'" + std::string(s_.substr(i, n)) + "'";
+    if (n == 1) return out;
+    std::uint32_t cp = lead & (0x7Fu >> n);
+    for (std::size_t k = 1; k < n && i + k < s_.size(); ++k) cp = (cp << 6) | (static_cast<unsigned char>(s_[i + k]) & 0x3Fu);
+    char hex[16];
+    std::snprintf(hex, sizeof hex, " (U+%04X)", static_cast<unsigned>(cp));
+    return out + hex;
+  }
+
   bool fail(std::string what) {
     what_ = std::move(what);
     return false;
@@ -85,7 +101,8 @@ class Checker {
       case 'n': return literal("null");
       default:
         if (c == '-' || std::isdigit(static_cast<unsigned char>(c))) return number();
-        return fail(std::string("unexpected character '") + c + "' where a value should start");
+        return fail("unexpected character " + character_at(i_) + " where a value should start" +
+                    (static_cast<unsigned char>(c) >= 0x80 ? " (JSON takes ASCII punctuation: [ { \" , :)" : ""));
     }
   }
   bool object(int depth) {

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -265,6 +266,20 @@ int cmd_lint(const Args& args) {
         if (!loc.empty()) locales.insert(loc);
       }
     }
+    // Locales the bot does not tell messages apart by: a visitor's message is never taken as
+    // one of them, so their texts show only as a fallback, and rules on them never fire.
+    auto odd_locale = [&](const std::string& loc, const std::string& where) {
+      if (loc.empty() || loc == "ja" || loc == "en") return;
+      std::string lower;
+      for (char c : loc) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      const std::string hint = lower.rfind("ja", 0) == 0 ? "; write 'ja'" : lower.rfind("en", 0) == 0 ? "; write 'en'" : "";
+      diags.push_back({Diagnostic::Severity::kWarning, where,
+                       "locale '" + loc + "' is not one the bot detects in messages (ja, en): texts in it show only "
+                       "as a fallback, and rules on it never fire" + hint});
+    };
+    for (const auto& loc : locales) odd_locale(loc, kb->source);
+    odd_locale(kb->default_locale, kb->source + ": default_locale");
+    for (const auto& r : kb->rules) odd_locale(r.when.locale, r.source);
     for (const auto& e : kb->entries) {
       for (const auto& q : e.questions) {
         // Same words after normalization, synonyms and dropping punctuation: the same question.

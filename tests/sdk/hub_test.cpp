@@ -57,7 +57,14 @@ class CommitFailingStore final : public hub::Store {
     }
     return inner_->update_conversation(r);
   }
-  Result<hub::AppendResult> append(std::string_view id, const hub::NewMessage& m) override { return inner_->append(id, m); }
+  std::atomic<int> fail_event_appends{0};  // the next events' appends fail alone, the batch goes on
+  Result<hub::AppendResult> append(std::string_view id, const hub::NewMessage& m) override {
+    if (m.kind == "event" && fail_event_appends > 0) {
+      --fail_event_appends;
+      return Status(ErrorCode::kResourceExhausted, "store test: append: disk full (injected)");
+    }
+    return inner_->append(id, m);
+  }
   Result<std::vector<hub::StoredMessage>> messages_after(std::string_view id, std::int64_t after,
                                                          std::size_t limit) override {
     return inner_->messages_after(id, after, limit);
@@ -323,6 +330,47 @@ TEST_SUITE("sdk.hub") {
     }
     CHECK(handoffs == 1);
     CHECK(copies == 1);
+  }
+
+  TEST_CASE("hub: an event that cannot be stored gives up its turn, so a take never commits without agent_joined") {
+    using AKind = AgentEvent::Kind;
+    mdg_test::TempDir dir("madoguchi-hub-test");
+    const std::string path = dir.file("hub.db");
+    auto sqlite = hub::open_sqlite_store(path);
+    REQUIRE(sqlite.is_ok());
+    auto store = std::make_unique<CommitFailingStore>(std::move(*sqlite));
+    CommitFailingStore& faulty = *store;
+    hub::HubConfig cfg;
+    cfg.agents = {{"sato", "pw", ""}};
+    InProcessHub hub(cfg, std::move(store));
+    Recorder rec;
+    auto client = visitor(hub.url(), dir.file("visitor.json"), rec);
+    auto id = client->send("担当者と話したい");
+    REQUIRE(id.is_ok());
+    auto handed_off = [](const ClientEvent& e) { return e.kind == Kind::kEvent && e.frame.event == "handoff_started"; };
+    REQUIRE(rec.wait([&](const auto& evs) { return count(evs, handed_off) == 1; }));
+    mdg_test::Recorder<AgentEvent> arec;
+    auto sato = logged_in_agent(hub.port(), "sato", "pw", arec);
+    faulty.fail_event_appends = 1;
+    REQUIRE(sato->take(client->conversation()));
+    // The turn was given up: the agent's connection is closed (1011) and the client connects
+    // again; nothing of the take was stored.
+    REQUIRE(mdg_test::eventually([&] { return hub.metric("madoguchi_store_failed_commits_total") == 1; }));
+    auto check = hub::open_sqlite_store(path);
+    REQUIRE(check.is_ok());
+    auto after = (*check)->find_conversation(client->conversation());
+    REQUIRE(after.is_ok());
+    REQUIRE(after->has_value());
+    CHECK((*after)->state == "waiting");
+    auto msgs = (*check)->messages_after(client->conversation(), 0, 100);
+    REQUIRE(msgs.is_ok());
+    for (const auto& m : *msgs) CHECK(m.body_json.find("agent_joined") == std::string::npos);
+    // Taken again once the store takes writes: it goes through.
+    REQUIRE(arec.wait([](const auto& evs) { return count(evs, [](const AgentEvent& e) { return e.kind == AKind::kWelcome; }) == 2; }));
+    REQUIRE(sato->take(client->conversation()));
+    REQUIRE(arec.wait([](const auto& evs) { return count(evs, [](const AgentEvent& e) { return e.kind == AKind::kConversation; }) == 1; }));
+    CHECK(sato->close(5000));
+    CHECK(client->close(5000));
   }
 
   TEST_CASE("hub: /healthz says 503 while the store's commits fail, and ok again after one succeeds") {

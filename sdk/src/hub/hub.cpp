@@ -622,7 +622,7 @@ struct Hub::Impl {
   bool batch_open = false;
   std::vector<Session*> touched;  // sessions sent to while the batch is open
   std::unordered_set<std::string> written;  // conversations written to while the batch is open
-  Status batch_failure = Status::ok();      // a conversation's update failed in the open batch
+  Status batch_failure = Status::ok();      // a conversation's update or a write failed in the open batch
 
   // Metrics.
   std::uint64_t frames_received = 0, messages_stored = 0, duplicates = 0;
@@ -844,7 +844,15 @@ struct Hub::Impl {
     m.created_ms = f.at;
     if (batch_open) written.insert(c.record.id);
     const std::string who = m.sender;
-    MDG_ASSIGN_OR_RETURN(auto r, store->append(c.record.id, m));
+    auto appended = store->append(c.record.id, m);
+    if (!appended) {
+      // As for a failed update (save()): the turn is given up whole at its end, so that no
+      // action commits without its event (a take without agent_joined, a hand-off without
+      // handoff_started) and memory and the store agree again.
+      if (batch_open && batch_failure.is_ok()) batch_failure = appended.status();
+      return appended.status();
+    }
+    auto& r = *appended;
     if (r.duplicate) {
       // A resend is its sender's own: the same id from someone else in the conversation (the
       // visitor's "m-1" and an agent's) is another message, which must not be taken for it.

@@ -21,6 +21,34 @@ Reply ask(Conversation& conv, std::string_view text) {
   return *r;
 }
 
+// The bot's warnings and errors, kept for a test to read once the bot is done.
+struct Warnings {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  BotOptions options() {
+    BotOptions o;
+    o.logger.sink = [this](madoguchi::LogLevel level, std::string_view message) {
+      std::lock_guard lock(mu);
+      if (level >= madoguchi::LogLevel::kWarning) lines.emplace_back(message);
+    };
+    return o;
+  }
+};
+
+// A bot named `name` (its source "<name>.json") with one English entry and the rules of
+// `rules_json` (the inside of the "rules" list), logging to `warned`.
+madoguchi::Result<std::shared_ptr<const Bot>> rules_bot(const std::string& name, const std::string& rules_json, Warnings& warned) {
+  auto kb = parse_knowledge_json(
+      R"({"name":")" + name + R"(","default_locale":"en",)"
+      R"("entries":[{"id":"hello","questions":["hello there","hi"],"answer":"Hello!"}],)"
+      R"("rules":[)" + rules_json + "]}",
+      name + ".json");
+  REQUIRE_MESSAGE(kb.is_ok(), kb.status().to_string());
+  auto bot = Bot::create(std::move(*kb), warned.options());
+  REQUIRE_MESSAGE(bot.is_ok(), bot.status().to_string());
+  return bot;
+}
+
 bool contains(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
 }
@@ -165,21 +193,9 @@ TEST_SUITE("bot.policy") {
   }
 
   TEST_CASE("a regex that backtracks without end gives up, is taken as not matching, and says so") {
-    auto kb = parse_knowledge_json(
-        R"({"name":"redos","default_locale":"en",)"
-        R"("entries":[{"id":"hello","questions":["hello there","hi"],"answer":"Hello!"}],)"
-        R"("rules":[{"id":"all-a","when":{"regex":"^(a+)+$"},"then":{"reply":{"en":"only a"}}}]})",
-        "redos.json");
-    REQUIRE_MESSAGE(kb.is_ok(), kb.status().to_string());
-    std::mutex mu;
-    std::vector<std::string> warnings;
-    BotOptions options;
-    options.logger.sink = [&](madoguchi::LogLevel level, std::string_view message) {
-      std::lock_guard lock(mu);
-      if (level == madoguchi::LogLevel::kWarning) warnings.emplace_back(message);
-    };
-    auto bot = Bot::create(std::move(*kb), options);
-    REQUIRE_MESSAGE(bot.is_ok(), bot.status().to_string());
+    Warnings warned;
+    auto& warnings = warned.lines;
+    auto bot = rules_bot("redos", R"({"id":"all-a","when":{"regex":"^(a+)+$"},"then":{"reply":{"en":"only a"}}})", warned);
     // Built, with the lint's warning about the pattern.
     REQUIRE(warnings.size() == 1);
     CHECK(warnings[0].find("repeats a repetition") != std::string::npos);
@@ -229,21 +245,9 @@ TEST_SUITE("bot.policy") {
       rules += R"({"id":"slow-)" + std::to_string(i) + R"(","priority":10,"when":{"regex":"^(a|aa)*x)" +
                std::to_string(i) + R"($"},"then":{"reply":{"en":"slow"}}},)";
     }
-    auto kb = parse_knowledge_json(
-        R"({"name":"many","default_locale":"en",)"
-        R"("entries":[{"id":"hello","questions":["hello there","hi"],"answer":"Hello!"}],)"
-        R"("rules":[)" + rules + R"({"id":"linear","when":{"regex":"a+!$"},"then":{"reply":{"en":"linear"}}}]})",
-        "many.json");
-    REQUIRE_MESSAGE(kb.is_ok(), kb.status().to_string());
-    std::mutex mu;
-    std::vector<std::string> warnings;
-    BotOptions options;
-    options.logger.sink = [&](madoguchi::LogLevel level, std::string_view message) {
-      std::lock_guard lock(mu);
-      if (level == madoguchi::LogLevel::kWarning) warnings.emplace_back(message);
-    };
-    auto bot = Bot::create(std::move(*kb), options);
-    REQUIRE_MESSAGE(bot.is_ok(), bot.status().to_string());
+    Warnings warned;
+    auto& warnings = warned.lines;
+    auto bot = rules_bot("many", rules + R"({"id":"linear","when":{"regex":"a+!$"},"then":{"reply":{"en":"linear"}}})", warned);
     warnings.clear();
     Conversation conv;
     auto r = (*bot)->respond(conv, std::string(16 * 1024 - 1, 'a') + "!");
@@ -256,13 +260,9 @@ TEST_SUITE("bot.policy") {
   TEST_CASE("the sample shop's regexes search a message of the longest size within the limit") {
     auto kb = load_knowledge_file(mdg_test::source_path("samples/kb/shop.json"));
     REQUIRE(kb.is_ok());
-    std::mutex mu;
-    std::vector<std::string> warnings;
-    BotOptions options;
-    options.logger.sink = [&](madoguchi::LogLevel level, std::string_view message) {
-      std::lock_guard lock(mu);
-      if (level >= madoguchi::LogLevel::kWarning) warnings.emplace_back(message);
-    };
+    Warnings warned;
+    auto& warnings = warned.lines;
+    BotOptions options = warned.options();
     auto bot = Bot::create(std::move(*kb), options);
     REQUIRE(bot.is_ok());
     for (const std::string unit : {"can you help in english? ", "支払いについて英語で対応できますか。", "sm-12345 "}) {

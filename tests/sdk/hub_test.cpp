@@ -218,15 +218,45 @@ std::string first_conversation(const std::string& path, const std::string& state
   return client->conversation();
 }
 
+// The real SQLite store at `path`, its failures to be injected.
+std::unique_ptr<CommitFailingStore> failing_store(const std::string& path) {
+  auto sqlite = hub::open_sqlite_store(path);
+  REQUIRE(sqlite.is_ok());
+  return std::make_unique<CommitFailingStore>(std::move(*sqlite));
+}
+
+// A conversation whose first run stored `left` after its first question and answer, as a
+// crash leaves it; the hub comes back on the store, the visitor resumes, and once it has had
+// `answers` bot messages (replayed ones included), what the store holds.
+std::vector<hub::StoredMessage> stored_after_answers(const std::vector<hub::NewMessage>& left, long answers) {
+  mdg_test::TempDir dir("madoguchi-hub-test");
+  const std::string path = dir.file("hub.db");
+  const std::string state = dir.file("visitor.json");
+  const std::string conversation = first_conversation(path, state);
+  store_messages(path, conversation, left);
+  {
+    auto sqlite = hub::open_sqlite_store(path);
+    REQUIRE(sqlite.is_ok());
+    InProcessHub hub({}, std::move(*sqlite));
+    Recorder rec;
+    auto client = visitor(hub.url(), state, rec);
+    REQUIRE(rec.wait([&](const auto& evs) { return count(evs, is_bot) == answers; }));
+    REQUIRE(client->close(5000));
+  }
+  auto check = hub::open_sqlite_store(path);
+  REQUIRE(check.is_ok());
+  auto msgs = (*check)->messages_after(conversation, 0, 100);
+  REQUIRE(msgs.is_ok());
+  return *msgs;
+}
+
 }  // namespace
 
 TEST_SUITE("sdk.hub") {
   TEST_CASE("hub: a failed commit sends nothing of its turn, and the resent message is stored once") {
     mdg_test::TempDir dir("madoguchi-hub-test");
     const std::string path = dir.file("hub.db");
-    auto sqlite = hub::open_sqlite_store(path);
-    REQUIRE(sqlite.is_ok());
-    auto store = std::make_unique<CommitFailingStore>(std::move(*sqlite));
+    auto store = failing_store(path);
     CommitFailingStore& faulty = *store;
     InProcessHub hub({}, std::move(store));
 
@@ -297,9 +327,7 @@ TEST_SUITE("sdk.hub") {
     // hand-off of a conversation still with the bot.
     mdg_test::TempDir dir("madoguchi-hub-test");
     const std::string path = dir.file("hub.db");
-    auto sqlite = hub::open_sqlite_store(path);
-    REQUIRE(sqlite.is_ok());
-    auto store = std::make_unique<CommitFailingStore>(std::move(*sqlite));
+    auto store = failing_store(path);
     CommitFailingStore& faulty = *store;
     InProcessHub hub({}, std::move(store));
     Recorder rec;
@@ -336,9 +364,7 @@ TEST_SUITE("sdk.hub") {
     using AKind = AgentEvent::Kind;
     mdg_test::TempDir dir("madoguchi-hub-test");
     const std::string path = dir.file("hub.db");
-    auto sqlite = hub::open_sqlite_store(path);
-    REQUIRE(sqlite.is_ok());
-    auto store = std::make_unique<CommitFailingStore>(std::move(*sqlite));
+    auto store = failing_store(path);
     CommitFailingStore& faulty = *store;
     hub::HubConfig cfg;
     cfg.agents = {{"sato", "pw", ""}};
@@ -356,15 +382,10 @@ TEST_SUITE("sdk.hub") {
     // The turn was given up: the agent's connection is closed (1011) and the client connects
     // again; nothing of the take was stored.
     REQUIRE(mdg_test::eventually([&] { return hub.metric("madoguchi_store_failed_commits_total") == 1; }));
-    auto check = hub::open_sqlite_store(path);
-    REQUIRE(check.is_ok());
-    auto after = (*check)->find_conversation(client->conversation());
-    REQUIRE(after.is_ok());
-    REQUIRE(after->has_value());
-    CHECK((*after)->state == "waiting");
-    auto msgs = (*check)->messages_after(client->conversation(), 0, 100);
-    REQUIRE(msgs.is_ok());
-    for (const auto& m : *msgs) CHECK(m.body_json.find("agent_joined") == std::string::npos);
+    CHECK(mdg_test::stored_state(path, client->conversation()) == "waiting");
+    for (const auto& m : mdg_test::stored_messages(path, client->conversation())) {
+      CHECK(m.body_json.find("agent_joined") == std::string::npos);
+    }
     // Taken again once the store takes writes: it goes through.
     REQUIRE(arec.wait([](const auto& evs) { return count(evs, [](const AgentEvent& e) { return e.kind == AKind::kWelcome; }) == 2; }));
     REQUIRE(sato->take(client->conversation()));
@@ -524,59 +545,26 @@ TEST_SUITE("sdk.hub") {
   }
 
   TEST_CASE("hub: several messages left unanswered by a crash are each answered, in order") {
-    mdg_test::TempDir dir("madoguchi-hub-test");
-    const std::string path = dir.file("hub.db");
-    const std::string state = dir.file("visitor.json");
-    const std::string conversation = first_conversation(path, state);
-    store_messages(path, conversation,
-                   {stored_message("visitor", "m-first-left", "送料はいくらですか"),
-                    stored_message("visitor", "m-second-left", "How do I return an item?")});
-    auto sqlite = hub::open_sqlite_store(path);
-    REQUIRE(sqlite.is_ok());
-    InProcessHub hub({}, std::move(*sqlite));
-    Recorder rec;
-    auto client = visitor(hub.url(), state, rec);
-    REQUIRE(rec.wait([&](const auto& evs) { return count(evs, is_bot) == 2; }));
-    REQUIRE(client->close(5000));
-
-    auto check = hub::open_sqlite_store(path);
-    REQUIRE(check.is_ok());
-    auto msgs = (*check)->messages_after(conversation, 0, 100);
-    REQUIRE(msgs.is_ok());
-    REQUIRE(msgs->size() == 6);  // the first run's two, the two left, then an answer to each
-    CHECK((*msgs)[4].sender == "bot");
-    CHECK((*msgs)[4].body_json.find("送料") != std::string::npos);
-    CHECK((*msgs)[5].sender == "bot");
-    CHECK((*msgs)[5].body_json.find("\"entry\":\"returns-window\"") != std::string::npos);
+    auto msgs = stored_after_answers({stored_message("visitor", "m-first-left", "送料はいくらですか"),
+                                      stored_message("visitor", "m-second-left", "How do I return an item?")},
+                                     2);
+    REQUIRE(msgs.size() == 6);  // the first run's two, the two left, then an answer to each
+    CHECK(msgs[4].sender == "bot");
+    CHECK(msgs[4].body_json.find("送料") != std::string::npos);
+    CHECK(msgs[5].sender == "bot");
+    CHECK(msgs[5].body_json.find("\"entry\":\"returns-window\"") != std::string::npos);
   }
 
   TEST_CASE("hub: of two quick questions, the one a crash left unanswered after the other's answer is answered") {
     // Both questions were stored in one commit, the first's answer in the next, and the hub
     // was killed before the second's: the conversation ends with an answer, yet one is owed.
-    mdg_test::TempDir dir("madoguchi-hub-test");
-    const std::string path = dir.file("hub.db");
-    const std::string state = dir.file("visitor.json");
-    const std::string conversation = first_conversation(path, state);
-    store_messages(path, conversation,
-                   {stored_message("visitor", "m-quick-1", "送料はいくらですか"),
-                    stored_message("visitor", "m-quick-2", "How do I return an item?"),
-                    stored_message("bot", "b-quick-1", "送料は全国一律550円です。")});
-    auto sqlite = hub::open_sqlite_store(path);
-    REQUIRE(sqlite.is_ok());
-    InProcessHub hub({}, std::move(*sqlite));
-    Recorder rec;
-    auto client = visitor(hub.url(), state, rec);
-    REQUIRE(rec.wait([&](const auto& evs) {
-      return count(evs, [](const ClientEvent& e) { return is_bot(e) && e.frame.bot_json.find("returns-window") != std::string::npos; }) == 1;
-    }));
-    REQUIRE(client->close(5000));
-    auto check = hub::open_sqlite_store(path);
-    REQUIRE(check.is_ok());
-    auto msgs = (*check)->messages_after(conversation, 0, 100);
-    REQUIRE(msgs.is_ok());
-    REQUIRE(msgs->size() == 6);  // the first run's two, the three stored, one answer
-    CHECK((*msgs)[5].sender == "bot");
-    CHECK((*msgs)[5].body_json.find("\"entry\":\"returns-window\"") != std::string::npos);
+    auto msgs = stored_after_answers({stored_message("visitor", "m-quick-1", "送料はいくらですか"),
+                                      stored_message("visitor", "m-quick-2", "How do I return an item?"),
+                                      stored_message("bot", "b-quick-1", "送料は全国一律550円です。")},
+                                     2);  // the stored answer, replayed, and the one owed
+    REQUIRE(msgs.size() == 6);  // the first run's two, the three stored, one answer
+    CHECK(msgs[5].sender == "bot");
+    CHECK(msgs[5].body_json.find("\"entry\":\"returns-window\"") != std::string::npos);
   }
 
   TEST_CASE("hub: a long conversation comes back into memory with its last turns, not its first") {

@@ -338,6 +338,16 @@ inline std::vector<madoguchi::hub::StoredMessage> stored_messages(const std::str
   return std::move(msgs).value();
 }
 
+// The state of `conversation` in the hub's store at `store_path`.
+inline std::string stored_state(const std::string& store_path, const std::string& conversation) {
+  auto store = madoguchi::hub::open_sqlite_store(store_path);
+  REQUIRE_MESSAGE(store.is_ok(), store.status().to_string());
+  auto rec = (*store)->find_conversation(conversation);
+  REQUIRE_MESSAGE(rec.is_ok(), rec.status().to_string());
+  REQUIRE(rec->has_value());
+  return (*rec)->state;
+}
+
 // MDG_CLIENT_TEST_LOG=1: the clients' debug log on stderr.
 inline madoguchi::Logger test_logger() {
   madoguchi::Logger logger;

@@ -29,13 +29,16 @@ class Checker {
   std::string character_at(std::size_t i) const {
     const auto lead = static_cast<unsigned char>(s_[i]);
     const std::size_t n = lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4;
-    std::string out = "'" + std::string(s_.substr(i, n)) + "'";
+    std::string out(1, '\'');
+    out.append(s_.substr(i, n));
+    out.push_back('\'');
     if (n == 1) return out;
     std::uint32_t cp = lead & (0x7Fu >> n);
     for (std::size_t k = 1; k < n && i + k < s_.size(); ++k) cp = (cp << 6) | (static_cast<unsigned char>(s_[i + k]) & 0x3Fu);
     char hex[16];
     std::snprintf(hex, sizeof hex, " (U+%04X)", static_cast<unsigned>(cp));
-    return out + hex;
+    out.append(hex);
+    return out;
   }
 
   bool fail(std::string what) {

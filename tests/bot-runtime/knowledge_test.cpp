@@ -96,6 +96,15 @@ TEST_SUITE("bot.knowledge") {
       REQUIRE_FALSE(t.is_ok());
       CHECK(mentions(t.status(), "t.json:1:"));
     }
+    SUBCASE("a number out of range, a lone surrogate") {
+      auto big = parse_knowledge_json("{\"name\": \"x\",\n \"settings\": {\"ranking\": {\"k1\": 1e400}}}", "big.json");
+      REQUIRE_FALSE(big.is_ok());
+      CHECK(big.status().message() == "big.json:2:33: malformed JSON: number out of range (a double goes to about 1.8e308)");
+      auto lone = parse_knowledge_json(R"({"name": "x\ud800"})", "lone.json");
+      REQUIRE_FALSE(lone.is_ok());
+      CHECK(mentions(lone.status(), "lone.json:1:"));
+      CHECK(mentions(lone.status(), "high surrogate"));
+    }
   }
 
   TEST_CASE("unknown fields are errors that list the known ones") {
@@ -145,8 +154,9 @@ TEST_SUITE("bot.knowledge") {
     CHECK(mentions(kb.status(), "invalid UTF-8"));
   }
 
-  TEST_CASE("validation: duplicate ids, dangling references, bad regex, impossible rules") {
+  TEST_CASE("validation: duplicate ids, dangling references, bad regex, impossible rules, empty synonyms") {
     auto kb = parse_knowledge_json(R"({
+      "synonyms": [["送料", "配送料"], [" ", "fee"]],
       "entries": [
         {"id": "a", "questions": ["q1"], "answer": "x", "follow_ups": ["nope"]},
         {"id": "a", "questions": ["q2"], "answer": "y"},
@@ -174,6 +184,8 @@ TEST_SUITE("bot.knowledge") {
     CHECK(all.find("turn.min is greater than turn.max") != std::string::npos);
     CHECK(all.find("both \"all\" and \"none\"") != std::string::npos);
     CHECK(all.find("does nothing") != std::string::npos);
+    CHECK(all.find("v.json: synonyms[1]: an empty word") != std::string::npos);
+    CHECK(all.find("synonyms[0]") == std::string::npos);
   }
 
   TEST_CASE("a regex that repeats a repetition is warned about") {

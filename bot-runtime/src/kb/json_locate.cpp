@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cstdint>
 #include <cstdio>
+#include <system_error>
 
 namespace madoguchi::bot::detail {
 namespace {
@@ -67,12 +69,18 @@ class Checker {
         if (i_ >= s_.size()) break;
         char e = s_[i_];
         if (e == 'u') {
-          for (int k = 1; k <= 4; ++k) {
-            if (i_ + static_cast<std::size_t>(k) >= s_.size() || !std::isxdigit(static_cast<unsigned char>(s_[i_ + static_cast<std::size_t>(k)]))) {
-              return fail("bad \\u escape (needs 4 hex digits)");
-            }
-          }
+          unsigned unit = 0;
+          if (!hex4(i_ + 1, unit)) return fail("bad \\u escape (needs 4 hex digits)");
           i_ += 4;
+          // UTF-16 surrogates come in pairs: \uD83D\uDE00, never one alone.
+          if (unit >= 0xDC00 && unit <= 0xDFFF) return fail("a \\u escape of a lone low surrogate (\\uDC00-\\uDFFF)");
+          if (unit >= 0xD800 && unit <= 0xDBFF) {
+            unsigned low = 0;
+            if (s_.substr(i_ + 1, 2) != "\\u" || !hex4(i_ + 3, low) || low < 0xDC00 || low > 0xDFFF) {
+              return fail("a \\u escape of a high surrogate (\\uD800-\\uDBFF) without the low one after it");
+            }
+            i_ += 6;
+          }
         } else if (std::string_view("\"\\/bfnrt").find(e) == std::string_view::npos) {
           return fail(std::string("unknown escape \\") + e);
         }
@@ -89,7 +97,28 @@ class Checker {
                               s_[i_] == 'e' || s_[i_] == 'E' || s_[i_] == '+' || s_[i_] == '-')) {
       ++i_;
     }
-    return i_ > start;
+    double value = 0;
+    const auto [end, ec] = std::from_chars(s_.data() + start, s_.data() + i_, value);
+    if (ec == std::errc::result_out_of_range) {
+      i_ = start;
+      return fail("number out of range (a double goes to about 1.8e308)");
+    }
+    if (ec != std::errc() || end != s_.data() + i_) {
+      i_ = start;
+      return fail("invalid number");
+    }
+    return true;
+  }
+  // The 4 hex digits at `at` as a number; false if they are not there.
+  bool hex4(std::size_t at, unsigned& out) const {
+    if (at + 4 > s_.size()) return false;
+    out = 0;
+    for (std::size_t k = at; k < at + 4; ++k) {
+      const auto c = static_cast<unsigned char>(s_[k]);
+      if (!std::isxdigit(c)) return false;
+      out = out * 16 + static_cast<unsigned>(std::isdigit(c) ? c - '0' : (std::tolower(c) - 'a' + 10));
+    }
+    return true;
   }
   bool value(int depth) {
     if (depth > 512) return fail("nesting deeper than 512 levels");

@@ -406,6 +406,14 @@ std::vector<Diagnostic> validate_knowledge(const KnowledgeBase& kb) {
   auto error = [&](std::string where, std::string message) {
     out.push_back({Diagnostic::Severity::kError, std::move(where), std::move(message)});
   };
+  for (std::size_t g = 0; g < kb.synonyms.size(); ++g) {
+    for (const auto& word : kb.synonyms[g]) {
+      if (word.find_first_not_of(" \t\r\n") == std::string::npos) {
+        error(kb.source + ": synonyms[" + std::to_string(g) + "]",
+              "an empty word: the group's other words would be replaced by it, that is deleted, in every message; remove it");
+      }
+    }
+  }
   std::unordered_set<std::string> ids;
   for (const auto& e : kb.entries) {
     if (!ids.insert(e.id).second) {

@@ -151,23 +151,14 @@ int send_reply(const char* function, mdg_message_id* out, mdg_agent* a, const ch
 extern "C" {
 
 MDG_EXTERN(int) mdg_agent_options_init(mdg_agent_options* opts, unsigned int version) {
-  if (opts == nullptr) return null_argument("mdg_agent_options_init", "opts");
-  if (int rc = check_options_version("mdg_agent_options_init", version, MDG_AGENT_OPTIONS_VERSION); rc != MDG_OK) {
-    return rc;
-  }
   const mdg_agent_options defaults = MDG_AGENT_OPTIONS_INIT;
-  *opts = defaults;
-  opts->version = version;
-  return MDG_OK;
+  return options_init("mdg_agent_options_init", opts, version, MDG_AGENT_OPTIONS_VERSION, defaults);
 }
 
 MDG_EXTERN(int) mdg_agent_new(mdg_agent** out, const mdg_agent_options* opts) {
   return guard("mdg_agent_new", [&]() -> int {
     constexpr const char* fn = "mdg_agent_new";
-    if (out == nullptr) return null_argument(fn, "out");
-    *out = nullptr;
-    if (opts == nullptr) return null_argument(fn, "opts");
-    if (int rc = check_options_version(fn, opts->version, MDG_AGENT_OPTIONS_VERSION); rc != MDG_OK) return rc;
+    if (int rc = check_new_arguments(fn, out, opts, MDG_AGENT_OPTIONS_VERSION); rc != MDG_OK) return rc;
     if (opts->url == nullptr) return null_argument(fn, "opts->url");
     if (opts->agent == nullptr) return null_argument(fn, "opts->agent");
     if (opts->password == nullptr) return null_argument(fn, "opts->password");

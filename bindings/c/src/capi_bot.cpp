@@ -179,14 +179,8 @@ extern "C" {
 MDG_EXTERN(unsigned int) mdg_features(void) { return MDG_FEATURE_BOT | MDG_FEATURE_CLIENT; }
 
 MDG_EXTERN(int) mdg_bot_options_init(mdg_bot_options* opts, unsigned int version) {
-  if (opts == nullptr) return null_argument("mdg_bot_options_init", "opts");
-  if (int rc = check_options_version("mdg_bot_options_init", version, MDG_BOT_OPTIONS_VERSION); rc != MDG_OK) {
-    return rc;
-  }
   const mdg_bot_options defaults = MDG_BOT_OPTIONS_INIT;
-  *opts = defaults;
-  opts->version = version;
-  return MDG_OK;
+  return options_init("mdg_bot_options_init", opts, version, MDG_BOT_OPTIONS_VERSION, defaults);
 }
 
 MDG_EXTERN(int) mdg_bot_open_file(mdg_bot** out, const char* path, const mdg_bot_options* opts) {

@@ -75,23 +75,14 @@ int send_message(const char* function, mdg_message_id* out, mdg_client* c, const
 extern "C" {
 
 MDG_EXTERN(int) mdg_client_options_init(mdg_client_options* opts, unsigned int version) {
-  if (opts == nullptr) return null_argument("mdg_client_options_init", "opts");
-  if (int rc = check_options_version("mdg_client_options_init", version, MDG_CLIENT_OPTIONS_VERSION); rc != MDG_OK) {
-    return rc;
-  }
   const mdg_client_options defaults = MDG_CLIENT_OPTIONS_INIT;
-  *opts = defaults;
-  opts->version = version;
-  return MDG_OK;
+  return options_init("mdg_client_options_init", opts, version, MDG_CLIENT_OPTIONS_VERSION, defaults);
 }
 
 MDG_EXTERN(int) mdg_client_new(mdg_client** out, const mdg_client_options* opts) {
   return guard("mdg_client_new", [&]() -> int {
     constexpr const char* fn = "mdg_client_new";
-    if (out == nullptr) return null_argument(fn, "out");
-    *out = nullptr;
-    if (opts == nullptr) return null_argument(fn, "opts");
-    if (int rc = check_options_version(fn, opts->version, MDG_CLIENT_OPTIONS_VERSION); rc != MDG_OK) return rc;
+    if (int rc = check_new_arguments(fn, out, opts, MDG_CLIENT_OPTIONS_VERSION); rc != MDG_OK) return rc;
     if (opts->url == nullptr) return null_argument(fn, "opts->url");
     if (int rc = check_utf8(fn, "opts->url", opts->url); rc != MDG_OK) return rc;
     if (opts->locale != nullptr) {

@@ -62,6 +62,28 @@ int put_buf(mdg_buf* out, std::string_view bytes) noexcept;
 // Checks the `version` field of an options struct against what this library knows.
 int check_options_version(const char* function, unsigned int version, unsigned int known) noexcept;
 
+// The start of mdg_client_new and mdg_agent_new: `out` and `opts` given (`*out` set to NULL),
+// and `opts` of a version this library knows.
+template <typename Handle, typename Options>
+int check_new_arguments(const char* function, Handle** out, const Options* opts, unsigned int known) noexcept {
+  if (out == nullptr) return null_argument(function, "out");
+  *out = nullptr;
+  if (opts == nullptr) return null_argument(function, "opts");
+  return check_options_version(function, opts->version, known);
+}
+
+// What every mdg_*_options_init does: `*opts` = `defaults` (the header's *_INIT) with
+// `version`, once the version is one this library knows.
+template <typename Options>
+int options_init(const char* function, Options* opts, unsigned int version, unsigned int known,
+                 const Options& defaults) noexcept {
+  if (opts == nullptr) return null_argument(function, "opts");
+  if (int rc = check_options_version(function, version, known); rc != MDG_OK) return rc;
+  *opts = defaults;
+  opts->version = version;
+  return MDG_OK;
+}
+
 // A Logger that passes lines at or above `level` to a C callback.
 madoguchi::Logger make_logger(mdg_log_cb cb, int level, void* userdata);
 

@@ -347,6 +347,15 @@ class SqliteStore final : public Store {
   };
 
   // Locks mu_ for one call, after waiting for another thread's batch to end.
+  // Ends the open batch (after its COMMIT or ROLLBACK): other threads' calls may go on.
+  Status batch_over(std::unique_lock<std::mutex>& lock, Status result) {
+    in_batch_ = false;
+    batch_owner_ = {};
+    lock.unlock();
+    batch_ended_.notify_all();
+    return result;
+  }
+
   std::unique_lock<std::mutex> lock_for_call() {
     std::unique_lock<std::mutex> lock(mu_);
     batch_ended_.wait(lock, [this] { return !in_batch_ || batch_owner_ == std::this_thread::get_id(); });
@@ -835,11 +844,7 @@ Status SqliteStore::abort_batch() {
     // An I/O error can have rolled the transaction back already: then nothing is left open.
     if (rc != SQLITE_DONE && sqlite3_get_autocommit(db_.get()) == 0) result = sqlite_error(rc, kOp);
   }
-  in_batch_ = false;
-  batch_owner_ = {};
-  lock.unlock();
-  batch_ended_.notify_all();
-  return result;
+  return batch_over(lock, std::move(result));
 }
 
 Status SqliteStore::begin_batch() {
@@ -869,11 +874,7 @@ Status SqliteStore::end_batch() {
     Query rollback(stmt_.rollback.get());
     (void)rollback.step();
   }
-  in_batch_ = false;
-  batch_owner_ = {};
-  lock.unlock();
-  batch_ended_.notify_all();
-  return result;
+  return batch_over(lock, std::move(result));
 }
 
 }  // namespace

@@ -233,6 +233,34 @@ struct Conversation : std::enable_shared_from_this<Conversation> {
   bool asked() const noexcept { return asking || !questions.empty(); }
 };
 
+// Results a worker thread finished and the serving thread has not taken yet (BotThreads'
+// answers, LoginChecks' checks). Added under the owner's mutex; the serving thread asks at
+// every turn of its loop, which costs one atomic load while there are none.
+template <typename T>
+class Finished {
+ public:
+  // Under the owner's mutex.
+  void push(T item) {
+    items_.push_back(std::move(item));
+    any_.store(true, std::memory_order_release);
+  }
+  std::size_t size() const noexcept { return items_.size(); }  // under the owner's mutex
+
+  // Those finished since the last call, in the order they were pushed.
+  std::vector<T> take(std::mutex& owner_mu) {
+    std::vector<T> out;
+    if (!any_.load(std::memory_order_acquire)) return out;
+    std::lock_guard lock(owner_mu);
+    out.swap(items_);
+    any_.store(false, std::memory_order_relaxed);
+    return out;
+  }
+
+ private:
+  std::vector<T> items_;
+  std::atomic<bool> any_{false};
+};
+
 // The bot answers on threads of its own, so that the serving thread goes on reading, storing
 // and sending while it thinks (docs/hub.md, "Threads"). A conversation always goes to the
 // same thread, whose questions are answered one after another: a conversation's answers come
@@ -292,14 +320,7 @@ class BotThreads {
   }
 
   // The answers finished since the last call, in the order each lane finished them.
-  std::vector<Done> take_done() {
-    std::vector<Done> out;
-    if (!has_done_.load(std::memory_order_acquire)) return out;
-    std::lock_guard lock(done_mu_);
-    out.swap(done_);
-    has_done_.store(false, std::memory_order_relaxed);
-    return out;
-  }
+  std::vector<Done> take_done() { return done_.take(done_mu_); }
 
  private:
   struct Lane {
@@ -349,10 +370,9 @@ class BotThreads {
       {
         std::lock_guard lock(done_mu_);
         waiting = waiting_;
-        wake_loop = done_.empty() && !waiting;
-        done_.push_back({std::move(job.conversation), job.epoch, std::move(reply), std::move(job.frame_id),
-                         std::move(job.text), std::move(before)});
-        has_done_.store(true, std::memory_order_release);
+        wake_loop = done_.size() == 0 && !waiting;
+        done_.push({std::move(job.conversation), job.epoch, std::move(reply), std::move(job.frame_id),
+                    std::move(job.text), std::move(before)});
       }
       if (waiting) done_cv_.notify_one();
       if (wake_loop) wake_();
@@ -362,9 +382,8 @@ class BotThreads {
   std::function<void()> wake_;
   std::mutex done_mu_;
   std::condition_variable done_cv_;
-  std::vector<Done> done_;  // under done_mu_
-  bool waiting_ = false;    // under done_mu_: the serving thread is in wait_done()
-  std::atomic<bool> has_done_{false};
+  Finished<Done> done_;   // under done_mu_
+  bool waiting_ = false;  // under done_mu_: the serving thread is in wait_done()
   std::vector<std::unique_ptr<Lane>> lanes_;  // last: their threads use the rest
 };
 
@@ -486,14 +505,7 @@ class LoginChecks {
     return true;
   }
 
-  std::vector<Done> take_done() {
-    std::vector<Done> out;
-    if (!has_done_.load(std::memory_order_acquire)) return out;
-    std::lock_guard lock(mu_);
-    out.swap(done_);
-    has_done_.store(false, std::memory_order_relaxed);
-    return out;
-  }
+  std::vector<Done> take_done() { return done_.take(mu_); }
 
  private:
   struct Job {
@@ -520,8 +532,7 @@ class LoginChecks {
       {
         std::lock_guard lock(mu_);
         busy_ = 0;
-        done_.push_back({job.login, ok});
-        has_done_.store(true, std::memory_order_release);
+        done_.push({job.login, ok});
       }
       wake_();
     }
@@ -532,8 +543,7 @@ class LoginChecks {
   std::condition_variable cv_;
   std::deque<Job> jobs_;      // under mu_
   std::size_t busy_ = 0;      // under mu_: a check under way
-  std::vector<Done> done_;    // under mu_
-  std::atomic<bool> has_done_{false};
+  Finished<Done> done_;       // under mu_
   bool stop_ = false;         // under mu_
   std::thread thread_;        // last: started once the rest is ready
 };

@@ -21,6 +21,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <arpa/inet.h>
@@ -218,12 +219,33 @@ std::string first_conversation(const std::string& path, const std::string& state
   return client->conversation();
 }
 
-// The real SQLite store at `path`, its failures to be injected.
-std::unique_ptr<CommitFailingStore> failing_store(const std::string& path) {
-  auto sqlite = hub::open_sqlite_store(path);
-  REQUIRE(sqlite.is_ok());
-  return std::make_unique<CommitFailingStore>(std::move(*sqlite));
+// `pairs` visitor questions ("question N", id visitor-N), each with the bot's answer ("answer N").
+std::vector<hub::NewMessage> question_answer_turns(int pairs) {
+  std::vector<hub::NewMessage> turns;
+  for (int i = 0; i < pairs; ++i) {
+    const std::string n = std::to_string(i);
+    turns.push_back(stored_message("visitor", "visitor-" + n, "question " + n));
+    turns.push_back(stored_message("bot", "bot-" + n, "answer " + n));
+  }
+  return turns;
 }
+
+// A hub on the real SQLite store (`path`, in `dir`) whose failures a test injects (`faulty`).
+struct FaultyHub {
+  mdg_test::TempDir dir{"madoguchi-hub-test"};
+  const std::string path = dir.file("hub.db");
+  std::unique_ptr<CommitFailingStore> store = open_faulty(path);
+  CommitFailingStore& faulty = *store;
+  InProcessHub hub;
+
+  explicit FaultyHub(hub::HubConfig cfg = {}) : hub(std::move(cfg), std::move(store)) {}
+
+  static std::unique_ptr<CommitFailingStore> open_faulty(const std::string& path) {
+    auto sqlite = hub::open_sqlite_store(path);
+    REQUIRE(sqlite.is_ok());
+    return std::make_unique<CommitFailingStore>(std::move(*sqlite));
+  }
+};
 
 // A conversation whose first run stored `left` after its first question and answer, as a
 // crash leaves it; the hub comes back on the store, the visitor resumes, and once it has had
@@ -254,11 +276,8 @@ std::vector<hub::StoredMessage> stored_after_answers(const std::vector<hub::NewM
 
 TEST_SUITE("sdk.hub") {
   TEST_CASE("hub: a failed commit sends nothing of its turn, and the resent message is stored once") {
-    mdg_test::TempDir dir("madoguchi-hub-test");
-    const std::string path = dir.file("hub.db");
-    auto store = failing_store(path);
-    CommitFailingStore& faulty = *store;
-    InProcessHub hub({}, std::move(store));
+    FaultyHub fx;
+    const auto& [dir, path, faulty, hub] = std::tie(fx.dir, fx.path, fx.faulty, fx.hub);
 
     Recorder rec;
     auto client = visitor(hub.url(), dir.file("visitor.json"), rec);
@@ -292,12 +311,8 @@ TEST_SUITE("sdk.hub") {
     // Only the conversations the failed turn wrote to ran ahead of the store. Dropping the
     // others too dropped the answers the bot was working on for them, and their visitors,
     // whose connections stay open, waited for ever.
-    mdg_test::TempDir dir("madoguchi-hub-test");
-    auto sqlite = hub::open_sqlite_store(dir.file("hub.db"));
-    REQUIRE(sqlite.is_ok());
-    auto store = std::make_unique<CommitFailingStore>(std::move(*sqlite));
-    CommitFailingStore& faulty = *store;
-    InProcessHub hub({}, std::move(store));
+    FaultyHub fx;
+    const auto& [dir, faulty, hub] = std::tie(fx.dir, fx.faulty, fx.hub);
     Recorder rec_a, rec_b;
     auto a = visitor(hub.url(), dir.file("a.json"), rec_a);
     auto b = visitor(hub.url(), dir.file("b.json"), rec_b);
@@ -325,11 +340,8 @@ TEST_SUITE("sdk.hub") {
     // The hand-off's update fails (a full disk) after the turn stored the visitor's message,
     // the bot's reply and handoff_started: none of them may stay, or the store would hold a
     // hand-off of a conversation still with the bot.
-    mdg_test::TempDir dir("madoguchi-hub-test");
-    const std::string path = dir.file("hub.db");
-    auto store = failing_store(path);
-    CommitFailingStore& faulty = *store;
-    InProcessHub hub({}, std::move(store));
+    FaultyHub fx;
+    const auto& [dir, path, faulty, hub] = std::tie(fx.dir, fx.path, fx.faulty, fx.hub);
     Recorder rec;
     auto client = visitor(hub.url(), dir.file("visitor.json"), rec);
     REQUIRE(rec.wait([](const auto& evs) { return count(evs, [](const ClientEvent& e) { return e.kind == Kind::kWelcome; }) == 1; }));
@@ -362,13 +374,10 @@ TEST_SUITE("sdk.hub") {
 
   TEST_CASE("hub: an event that cannot be stored gives up its turn, so a take never commits without agent_joined") {
     using AKind = AgentEvent::Kind;
-    mdg_test::TempDir dir("madoguchi-hub-test");
-    const std::string path = dir.file("hub.db");
-    auto store = failing_store(path);
-    CommitFailingStore& faulty = *store;
     hub::HubConfig cfg;
     cfg.agents = {{"sato", "pw", ""}};
-    InProcessHub hub(cfg, std::move(store));
+    FaultyHub fx(cfg);
+    const auto& [dir, path, faulty, hub] = std::tie(fx.dir, fx.path, fx.faulty, fx.hub);
     Recorder rec;
     auto client = visitor(hub.url(), dir.file("visitor.json"), rec);
     auto id = client->send("担当者と話したい");
@@ -395,12 +404,8 @@ TEST_SUITE("sdk.hub") {
   }
 
   TEST_CASE("hub: /healthz says 503 while the store's commits fail, and ok again after one succeeds") {
-    mdg_test::TempDir dir("madoguchi-hub-test");
-    auto sqlite = hub::open_sqlite_store(dir.file("hub.db"));
-    REQUIRE(sqlite.is_ok());
-    auto store = std::make_unique<CommitFailingStore>(std::move(*sqlite));
-    CommitFailingStore& faulty = *store;
-    InProcessHub hub({}, std::move(store));
+    FaultyHub fx;
+    const auto& [dir, faulty, hub] = std::tie(fx.dir, fx.faulty, fx.hub);
     CHECK(hub.get("/healthz").rfind("HTTP/1.1 200", 0) == 0);
 
     faulty.fail_commits = 1000000;  // every commit "fails" from now on
@@ -573,13 +578,7 @@ TEST_SUITE("sdk.hub") {
     const std::string state = dir.file("visitor.json");
     const std::string conversation = first_conversation(path, state);
     // 1,500 more turns, as months of visits would leave them: more than the hub reads back.
-    std::vector<hub::NewMessage> turns;
-    for (int i = 0; i < 1500; ++i) {
-      const std::string n = std::to_string(i);
-      turns.push_back(stored_message("visitor", "visitor-" + n, "question " + n));
-      turns.push_back(stored_message("bot", "bot-" + n, "answer " + n));
-    }
-    store_messages(path, conversation, turns);
+    store_messages(path, conversation, question_answer_turns(1500));
     {
       auto sqlite = hub::open_sqlite_store(path);
       REQUIRE(sqlite.is_ok());
@@ -610,13 +609,7 @@ TEST_SUITE("sdk.hub") {
     const std::string path = dir.file("hub.db");
     const std::string state = dir.file("visitor.json");
     const std::string conversation = first_conversation(path, state);
-    std::vector<hub::NewMessage> missed;  // many replay pages' worth, stored while it was away
-    for (int i = 0; i < 150; ++i) {
-      const std::string n = std::to_string(i);
-      missed.push_back(stored_message("visitor", "visitor-" + n, "question " + n));
-      missed.push_back(stored_message("bot", "bot-" + n, "answer " + n));
-    }
-    store_messages(path, conversation, missed);
+    store_messages(path, conversation, question_answer_turns(150));  // many replay pages, stored while it was away
     auto sqlite = hub::open_sqlite_store(path);
     REQUIRE(sqlite.is_ok());
     InProcessHub hub({}, std::move(*sqlite));

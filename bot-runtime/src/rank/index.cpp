@@ -31,29 +31,35 @@ float bm25_idf(std::size_t n_docs, std::size_t df) {
   return static_cast<float>(std::log(1.0 + (n - d + 0.5) / (d + 0.5)));
 }
 
-// Offers `v` to `heap`, which keeps the k best values seen (its front is the worst kept), so
-// most values are turned away by one comparison. `better` must be a strict total order, so
-// that the k kept do not depend on the order of the offers; std::sort_heap then sorts them
-// best first.
-template <typename T, typename Better>
-void keep_best(std::vector<T>& heap, std::size_t k, const T& v, Better better) {
-  if (heap.size() < k) {
-    heap.push_back(v);
-    std::push_heap(heap.begin(), heap.end(), better);
-  } else if (k > 0 && better(v, heap.front())) {
-    std::pop_heap(heap.begin(), heap.end(), better);
-    heap.back() = v;
-    std::push_heap(heap.begin(), heap.end(), better);
+// A key whose order as an unsigned integer is the ranking order of (score, entry): higher
+// score first, then lower entry. The order is strict, so the k best do not depend on the
+// order the entries were scored in, and comparing one integer instead of a float and a
+// tie-break makes choosing the best of a thousand entries several times faster.
+std::uint64_t rank_key(float score, std::uint32_t entry) noexcept {
+  auto bits = std::bit_cast<std::uint32_t>(score + 0.0f);  // + 0: -0 and 0 are one score
+  bits = (bits & 0x80000000u) != 0 ? ~bits : bits | 0x80000000u;
+  return (std::uint64_t{bits} << 32) | ~entry;
+}
+std::uint32_t key_entry(std::uint64_t key) noexcept { return ~static_cast<std::uint32_t>(key); }
+
+// Keeps the k greatest keys, greatest first.
+void keep_best(std::vector<std::uint64_t>& keys, std::size_t k) {
+  if (keys.size() > k) {
+    std::nth_element(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(k), keys.end(), std::greater<>());
+    keys.resize(k);
   }
+  std::sort(keys.begin(), keys.end(), std::greater<>());
 }
 
 // Each candidate's p: the softmax of the logits, with a null class of logit `tau` beside them.
-void set_softmax(std::vector<Ranked>& cands, float tau) {
+// (`exps` is a buffer for the exponentials, so that each is computed once.)
+void set_softmax(std::vector<Ranked>& cands, float tau, std::vector<double>& exps) {
   float m = tau;
   for (const auto& c : cands) m = std::max(m, c.z);
   double denom = std::exp(static_cast<double>(tau - m));
-  for (const auto& c : cands) denom += std::exp(static_cast<double>(c.z - m));
-  for (auto& c : cands) c.p = static_cast<float>(std::exp(static_cast<double>(c.z - m)) / denom);
+  exps.clear();
+  for (const auto& c : cands) denom += exps.emplace_back(std::exp(static_cast<double>(c.z - m)));
+  for (std::size_t i = 0; i < cands.size(); ++i) cands[i].p = static_cast<float>(exps[i] / denom);
 }
 
 // Divides feature values by the L2 norm whose square is `norm_sq` (nothing when it is 0).
@@ -398,8 +404,7 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
     auto keep = static_cast<std::size_t>(ix.settings_.shortlist) * 2;
     // The shortlist is built in a reused buffer: with a large KB a common word touches
     // many entries, and each example must keep only its `keep` best, not their capacity.
-    std::vector<std::pair<std::uint32_t, float>> shortlist;
-    auto higher = [](const auto& a, const auto& b) { return a.second != b.second ? a.second > b.second : a.first < b.first; };
+    std::vector<std::uint64_t> shortlist;
     for (std::size_t i = begin; i < end; ++i) {
       const std::uint32_t d = prepare[i];
       Example& ex = examples[d];
@@ -408,9 +413,11 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
       if (model) ix.apply_idf(ex.features);
       ix.score_bm25(analyses[d], s, d);
       shortlist.clear();
-      for (auto e : s.touched_entries) keep_best(shortlist, keep, std::pair{e, s.entry[e].bm25}, higher);
-      std::sort_heap(shortlist.begin(), shortlist.end(), higher);
-      ex.bm25.assign(shortlist.begin(), shortlist.end());
+      for (auto e : s.touched_entries) shortlist.push_back(rank_key(s.entry[e].bm25, e));
+      keep_best(shortlist, keep);
+      ex.bm25.clear();
+      ex.bm25.reserve(shortlist.size());
+      for (auto key : shortlist) ex.bm25.emplace_back(key_entry(key), s.entry[key_entry(key)].bm25);
       ix.reset(s);
       if (model) ix.find_reach(ex, s);
     }
@@ -538,7 +545,7 @@ void Index::train(const std::vector<Example>& examples, std::vector<std::uint32_
     if (!has_gold) {
       const EntryScore& gold = s.entry[ex.entry];
       cs.push_back({ex.entry, logit(gold), gold.bm25, 0});
-      set_softmax(cs, tau);
+      set_softmax(cs, tau, s.exps);
     }
     out.clear();
     for (const auto& c : cs) out.emplace_back(c.entry, (c.entry == ex.entry ? 1.0f : 0.0f) - c.p);
@@ -806,18 +813,15 @@ void Index::reset(Scratch& s) const {
 void Index::top_k(Scratch& s, std::size_t k, std::vector<Ranked>& out, double null_logit) const {
   // `better` is a strict total order (ties by entry), so the k kept do not depend on the
   // order of the touched list.
-  auto better = [](const Ranked& a, const Ranked& b) { return a.z != b.z ? a.z > b.z : a.entry < b.entry; };
+  s.ranking.clear();
+  for (auto e : s.touched_entries) s.ranking.push_back(rank_key(logit(s.entry[e]), e));
+  keep_best(s.ranking, k);
   out.clear();
-  for (auto e : s.touched_entries) {
-    const EntryScore& es = s.entry[e];
-    out.push_back({e, logit(es), es.bm25, 0.0f});
+  for (auto key : s.ranking) {
+    const EntryScore& es = s.entry[key_entry(key)];
+    out.push_back({key_entry(key), logit(es), es.bm25, 0.0f});
   }
-  if (out.size() > k) {
-    std::nth_element(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(k), out.end(), better);
-    out.resize(k);
-  }
-  std::sort(out.begin(), out.end(), better);
-  set_softmax(out, static_cast<float>(null_logit));
+  set_softmax(out, static_cast<float>(null_logit), s.exps);
 }
 
 std::vector<Ranked> Index::rank(const Analysis& a, std::size_t k) const {

@@ -93,6 +93,8 @@ struct Scratch {
   std::vector<WeightedKey> keys;
   std::vector<WeightedKey> counted;
   std::vector<std::pair<std::uint32_t, float>> features;  // feature id, value
+  std::vector<std::uint64_t> ranking;  // entries to rank (see rank_key())
+  std::vector<double> exps;            // softmax
 
   // An entry's accumulator, marked as scored in this call so that reset() clears it.
   EntryScore& touch(std::uint32_t e) {

@@ -880,6 +880,11 @@ TEST_SUITE("sdk.hub") {
     auto sato = logged_in_agent(hub.port(), "sato", "pw", srec);
     REQUIRE(sato->take(conversation));
     REQUIRE(vrec.wait([&](const auto& evs) { return count(evs, is_event("agent_joined")) == 1; }));
+    // A second visitor is handed off (with the same priority) while sato has the first.
+    Recorder wrec;
+    auto w = visitor(hub.url(), dir.file("second.json"), wrec);
+    REQUIRE(w->send("担当者と話したい").is_ok());
+    REQUIRE(wrec.wait([&](const auto& evs) { return count(evs, is_event("handoff_started")) == 1; }));
     REQUIRE(sato->close(2000));  // sato goes away and does not come back
 
     REQUIRE(vrec.wait([&](const auto& evs) { return count(evs, is_event("agent_left")) == 1; }));
@@ -889,7 +894,12 @@ TEST_SUITE("sdk.hub") {
     CHECK(evs[static_cast<std::size_t>(left)].frame.seq.has_value());  // stored, like every event
     REQUIRE(vrec.wait([&](const auto& e) { return mdg_test::find(e, is_event("queue_position"), left) >= 0; }));
     const auto after = vrec.events();
+    // Back at the head of the queue: it was handed off before the second visitor.
     CHECK(after[static_cast<std::size_t>(mdg_test::find(after, is_event("queue_position"), left))].data.queue_position == 1);
+    REQUIRE(wrec.wait([&](const auto& e) {
+      return !e.empty() && e.back().kind == Kind::kEvent && e.back().frame.event == "queue_position" &&
+             e.back().data.queue_position == 2;
+    }));
 
     // Another agent finds it waiting, and takes it.
     mdg_test::Recorder<AgentEvent> zrec;
@@ -906,6 +916,7 @@ TEST_SUITE("sdk.hub") {
     REQUIRE(vrec.wait([&](const auto& e) { return count(e, is_event("agent_joined")) == 2; }));
     CHECK(suzuki->close(2000));
     CHECK(v->close(2000));
+    CHECK(w->close(2000));
   }
 
   TEST_CASE("hub: after a restart, the grace of the agents holding conversations runs from the start") {

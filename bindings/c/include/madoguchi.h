@@ -625,7 +625,7 @@ typedef struct mdg_queue_entry {
   double priority;      /* higher first (from the hand-off's triage scores) */
   const char *locale;   /* "ja", "en", ... */
   const char *reason;   /* why the bot handed off */
-  int64_t since;        /* ms since the Unix epoch: when it last changed */
+  int64_t since;        /* ms since the Unix epoch: when it was handed off */
   const char *agent;    /* who has it (state "agent"); "" while waiting */
 } mdg_queue_entry;
 

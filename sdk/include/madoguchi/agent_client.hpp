@@ -45,7 +45,7 @@ struct QueueEntry {
   double priority = 0;   // higher first (from the hand-off's triage scores)
   std::string locale;    // "ja", "en", ...
   std::string reason;    // why the bot handed off
-  std::int64_t since = 0;  // ms since the epoch: when it last changed
+  std::int64_t since = 0;  // ms since the epoch: when it was handed off (waiting since)
   std::string agent;     // who has it (state "agent"); empty while waiting
 };
 

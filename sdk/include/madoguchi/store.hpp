@@ -31,7 +31,8 @@ struct ConversationRecord {
   double priority = 0;         // queue order: higher first; must be finite
   std::string handoff_json;    // last hand-off package JSON, may be empty
   std::int64_t created_ms = 0;  // Unix time in milliseconds, set by the caller
-  std::int64_t updated_ms = 0;  // set by the caller; the queue serves older first at equal priority
+  std::int64_t updated_ms = 0;  // set by the caller; the queue serves older first at equal
+                                // priority (the hub sets it at a hand-off: "waiting since")
   std::int64_t last_seq = 0;    // owned by the store: the highest seq appended (0: none yet)
 };
 

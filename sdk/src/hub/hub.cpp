@@ -827,8 +827,10 @@ struct Hub::Impl {
     return raw;
   }
 
+  // Stores c.record. Its updated_ms is the time the conversation entered the queue (see
+  // handoff): other changes leave it, so that a conversation put back in the queue keeps
+  // its place among those handed off after it.
   Status save(Conversation& c) {
-    c.record.updated_ms = now_ms();
     if (batch_open) written.insert(c.record.id);
     Status st = store->update_conversation(c.record);
     // The record in memory has moved on, and the turn may have stored and announced its
@@ -1082,6 +1084,7 @@ struct Hub::Impl {
       c.bot_epoch.fetch_add(1, std::memory_order_release);
       c.record.priority = 0.6 * t.severity + 0.2 * t.complexity + 0.2 * t.effort;
       c.record.handoff_json = reply.handoff->to_json();
+      c.record.updated_ms = now_ms();  // waiting since
       MDG_RETURN_IF_ERROR(save(c));
       madoguchi::detail::JsonWriter d;
       c.told_position = queue_position(c.record.id);

@@ -50,7 +50,7 @@ class QueueEntry(NamedTuple):
     priority: float   # higher first
     locale: str
     reason: str       # why the bot handed off
-    since: int        # ms since the epoch: when it last changed
+    since: int        # ms since the epoch: when it was handed off
     agent: str        # who has it; "" while waiting
 
 

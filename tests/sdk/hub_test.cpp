@@ -919,6 +919,37 @@ TEST_SUITE("sdk.hub") {
     CHECK(w->close(2000));
   }
 
+  TEST_CASE("hub: agents gone give back all their conversations, past the first 10,000 held") {
+    mdg_test::TempDir dir("madoguchi-hub-test");
+    const std::string path = dir.file("hub.db");
+    constexpr int kSuzukis = 10000;  // the most the hub reads of a state at once
+    {
+      auto sqlite = hub::open_sqlite_store(path);
+      REQUIRE(sqlite.is_ok());
+      hub::Store& store = **sqlite;
+      REQUIRE(store.begin_batch().is_ok());
+      auto held = [&](const std::string& id, const std::string& agent, double priority) {
+        hub::ConversationRecord r;
+        r.id = id;
+        r.state = "agent";
+        r.assigned_agent = agent;
+        r.priority = priority;
+        r.created_ms = r.updated_ms = 1000;
+        REQUIRE(store.create_conversation(r).is_ok());
+      };
+      for (int i = 0; i < kSuzukis; ++i) held("z-" + std::to_string(i), "suzuki", 1);
+      held("sato-1", "sato", 0);  // last in the order of held conversations
+      REQUIRE(store.end_batch().is_ok());
+    }
+    hub::HubConfig cfg;
+    cfg.agents = {{"sato", "pw", ""}, {"suzuki", "pw2", ""}};
+    cfg.agent_grace_ms = 100;  // neither comes back
+    auto sqlite = hub::open_sqlite_store(path);
+    REQUIRE(sqlite.is_ok());
+    InProcessHub hub(cfg, std::move(*sqlite));
+    CHECK(eventually([&] { return hub.metric("madoguchi_conversations_waiting") == kSuzukis + 1; }, 120s));
+  }
+
   TEST_CASE("hub: after a restart, the grace of the agents holding conversations runs from the start") {
     mdg_test::TempDir dir("madoguchi-hub-test");
     const std::string path = dir.file("hub.db");

@@ -22,6 +22,7 @@
 
 using madoguchi::ErrorCode;
 using madoguchi::Status;
+using madoguchi::Result;
 using namespace madoguchi::hub;
 
 namespace {
@@ -363,6 +364,81 @@ TEST_SUITE("hub.store") {
       REQUIRE(closed.is_ok());
       CHECK(closed->empty());
     }
+  }
+
+  TEST_CASE("count_in_state, agents_holding and conversations_of_agent, in SQLite and in the interface's defaults") {
+    // Forwards only what a Store must implement, so that the two methods are the defaults.
+    class Minimal final : public Store {
+     public:
+      explicit Minimal(Store& inner) : inner_(inner) {}
+      Status create_conversation(const ConversationRecord& r) override { return inner_.create_conversation(r); }
+      Result<std::optional<ConversationRecord>> find_conversation(std::string_view id) override {
+        return inner_.find_conversation(id);
+      }
+      Status update_conversation(const ConversationRecord& r) override { return inner_.update_conversation(r); }
+      Result<AppendResult> append(std::string_view c, const NewMessage& m) override { return inner_.append(c, m); }
+      Result<std::vector<StoredMessage>> messages_after(std::string_view c, std::int64_t after, std::size_t limit) override {
+        return inner_.messages_after(c, after, limit);
+      }
+      Result<std::vector<ConversationRecord>> conversations_in_state(std::string_view state, std::size_t limit) override {
+        return inner_.conversations_in_state(state, limit);
+      }
+      Result<std::int64_t> count_messages() override { return inner_.count_messages(); }
+
+     private:
+      Store& inner_;
+    };
+    TempDir dir;
+    auto sqlite = open_ok(dir.file("hub.db"));
+    Minimal minimal(*sqlite);
+    auto held = [](const std::string& id, const std::string& agent, double priority, std::int64_t since) {
+      ConversationRecord r = conversation(id, "agent", priority, since);
+      r.assigned_agent = agent;
+      return r;
+    };
+    REQUIRE(sqlite->create_conversation(held("s-late", "sato", 1, 900)).is_ok());
+    REQUIRE(sqlite->create_conversation(held("z-1", "suzuki", 1, 100)).is_ok());
+    REQUIRE(sqlite->create_conversation(held("s-urgent", "sato", 5, 950)).is_ok());
+    REQUIRE(sqlite->create_conversation(held("s-early", "sato", 1, 100)).is_ok());
+    REQUIRE(sqlite->create_conversation(conversation("w-1", "waiting")).is_ok());
+    REQUIRE(sqlite->create_conversation(conversation("w-2", "waiting")).is_ok());
+    REQUIRE(sqlite->create_conversation(conversation("b-1", "bot")).is_ok());
+    ConversationRecord was_satos = held("s-closed", "sato", 9, 10);
+    was_satos.state = "closed";  // still names its agent, but is no longer held
+    REQUIRE(sqlite->create_conversation(was_satos).is_ok());
+
+    for (Store* store : {static_cast<Store*>(sqlite.get()), static_cast<Store*>(&minimal)}) {
+      CAPTURE(store == sqlite.get());
+      auto counted = [store](std::string_view state) {
+        auto n = store->count_in_state(state);
+        REQUIRE_MESSAGE(n.is_ok(), n.status().to_string());
+        return *n;
+      };
+      CHECK(counted("agent") == 4);
+      CHECK(counted("waiting") == 2);
+      CHECK(counted("bot") == 1);
+      CHECK(counted("closed") == 1);
+      auto ids = [store](std::string_view agent, std::size_t limit) {
+        auto list = store->conversations_of_agent(agent, limit);
+        REQUIRE_MESSAGE(list.is_ok(), list.status().to_string());
+        std::vector<std::string> out;
+        for (const auto& r : *list) out.push_back(r.id);
+        return out;
+      };
+      CHECK(ids("sato", 10) == std::vector<std::string>{"s-urgent", "s-early", "s-late"});
+      CHECK(ids("sato", 2) == std::vector<std::string>{"s-urgent", "s-early"});
+      CHECK(ids("suzuki", 10) == std::vector<std::string>{"z-1"});
+      CHECK(ids("tanaka", 10).empty());
+      CHECK(ids("sato", 0).empty());
+      auto agents = store->agents_holding();
+      REQUIRE(agents.is_ok());
+      std::sort(agents->begin(), agents->end());
+      CHECK(*agents == std::vector<std::string>{"sato", "suzuki"});  // once each; not the closed one's
+    }
+    auto bad = sqlite->count_in_state("lost");
+    REQUIRE_FALSE(bad.is_ok());
+    CHECK(bad.status().code() == ErrorCode::kInvalidArgument);
+    CHECK(mentions(bad.status(), "state 'lost' is not one of bot, waiting, agent, closed"));
   }
 
   TEST_CASE("everything is still there after the store is closed and reopened") {

@@ -10,6 +10,7 @@
 
 #include <madoguchi/status.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -114,6 +115,39 @@ class Store {
 
   // The number of stored messages in all conversations (for /metrics).
   virtual Result<std::int64_t> count_messages() = 0;
+
+  // The number of conversations in `state` (for /metrics). The default implementation counts
+  // what conversations_in_state() returns; a store should count without reading the records.
+  virtual Result<std::int64_t> count_in_state(std::string_view state) {
+    MDG_ASSIGN_OR_RETURN(auto list, conversations_in_state(state, SIZE_MAX));
+    return static_cast<std::int64_t>(list.size());
+  }
+
+  // The agents that hold conversations (state "agent"), each once, in no particular order
+  // (the hub gives each its grace at start). The default implementation reads them from
+  // conversations_in_state("agent").
+  virtual Result<std::vector<std::string>> agents_holding() {
+    MDG_ASSIGN_OR_RETURN(auto list, conversations_in_state("agent", SIZE_MAX));
+    std::vector<std::string> out;
+    for (auto& r : list) {
+      if (std::find(out.begin(), out.end(), r.assigned_agent) == out.end()) out.push_back(std::move(r.assigned_agent));
+    }
+    return out;
+  }
+
+  // Up to `limit` conversations in state "agent" assigned to `agent`, in the order of
+  // conversations_in_state() (the hub puts them back in the queue when the agent is gone).
+  // The default implementation filters conversations_in_state("agent").
+  virtual Result<std::vector<ConversationRecord>> conversations_of_agent(std::string_view agent,
+                                                                         std::size_t limit) {
+    MDG_ASSIGN_OR_RETURN(auto list, conversations_in_state("agent", SIZE_MAX));
+    std::vector<ConversationRecord> out;
+    for (auto& r : list) {
+      if (out.size() >= limit) break;
+      if (r.assigned_agent == agent) out.push_back(std::move(r));
+    }
+    return out;
+  }
 
   // The seq of the message stored with `client_id` in the conversation, or std::nullopt if
   // there is none (or the conversation does not exist). The hub acknowledges a resend with it

@@ -1824,35 +1824,49 @@ struct Hub::Impl {
       }
     }
     if (gone.empty()) return;
-    auto held = store->conversations_in_state("agent", kQueuePositions);
-    if (!held) {
-      cfg.logger.log(LogLevel::kError, "store: " + held.status().message());
-      // Tried again at the sweeper's next tick: forgetting them would leave their
-      // conversations with them until they came back and went away again.
-      for (auto& name : gone) agents_gone.try_emplace(std::move(name), now - grace);
-      return;
-    }
-    bool moved = false;
-    for (const auto& r : *held) {
-      if (std::find(gone.begin(), gone.end(), r.assigned_agent) == gone.end()) continue;
-      auto c = load(r.id);
-      if (!c) {
-        cfg.logger.log(LogLevel::kError, "store: " + c.status().message());
-        continue;
+    std::unordered_set<std::string> moved;
+    for (auto& name : gone) {
+      // A page at a time: those put back are no longer the agent's, so the next page starts
+      // with the rest. A page with nothing new (their updates failing) ends the loop.
+      for (bool progress = true; progress;) {
+        auto held = store->conversations_of_agent(name, kQueuePositions);
+        if (!held) {
+          cfg.logger.log(LogLevel::kError, "store: " + held.status().message());
+          // Tried again at the sweeper's next tick: forgetting the agent would leave its
+          // conversations with it until it came back and went away again.
+          agents_gone.try_emplace(name, now - grace);
+          break;
+        }
+        progress = false;
+        for (const auto& r : *held) {
+          if (!moved.insert(r.id).second) continue;
+          progress = true;
+          auto c = load(r.id);
+          if (!c) {
+            cfg.logger.log(LogLevel::kError, "store: " + c.status().message());
+            continue;
+          }
+          cfg.logger.log(LogLevel::kInfo, "conversation " + r.id + " back in the queue: " + r.assigned_agent +
+                                              " has had no connection for " + std::to_string(cfg.agent_grace_ms) + " ms");
+          set_state(**c, "waiting", "");
+          announce(**c, "agent_left", agent_data("agent", r.assigned_agent));
+        }
+        progress = progress && held->size() == kQueuePositions;
       }
-      cfg.logger.log(LogLevel::kInfo, "conversation " + r.id + " back in the queue: " + r.assigned_agent +
-                                          " has had no connection for " + std::to_string(cfg.agent_grace_ms) + " ms");
-      set_state(**c, "waiting", "");
-      announce(**c, "agent_left", agent_data("agent", r.assigned_agent));
-      moved = true;
     }
-    if (moved) broadcast_queue();
+    if (!moved.empty()) broadcast_queue();
   }
 
   // The agents of conversations held when the hub starts have no connection yet.
   void count_agents_gone() {
-    for (const auto& r : in_state("agent", kQueuePositions)) {
-      if (!agents_by_name.contains(r.assigned_agent)) agents_gone.try_emplace(r.assigned_agent, steady_seconds());
+    auto agents = store->agents_holding();
+    if (!agents) {
+      cfg.logger.log(LogLevel::kError, "store: " + agents.status().message() +
+                                           "; conversations held by agents stay with them until they log in and leave");
+      return;
+    }
+    for (auto& name : *agents) {
+      if (!agents_by_name.contains(name)) agents_gone.try_emplace(std::move(name), steady_seconds());
     }
   }
 
@@ -1903,9 +1917,9 @@ struct Hub::Impl {
       m += "# HELP madoguchi_tls_certificate_not_after_seconds When the TLS certificate expires (Unix time).\n# TYPE madoguchi_tls_certificate_not_after_seconds gauge\n";
       line("madoguchi_tls_certificate_not_after_seconds", "", static_cast<double>(tls_dates->not_after));
     }
-    if (auto waiting = store->conversations_in_state("waiting", 100000)) {
+    if (auto waiting = store->count_in_state("waiting")) {
       m += "# HELP madoguchi_conversations_waiting Conversations handed off and waiting for an agent.\n# TYPE madoguchi_conversations_waiting gauge\n";
-      line("madoguchi_conversations_waiting", "", static_cast<double>(waiting->size()));
+      line("madoguchi_conversations_waiting", "", static_cast<double>(*waiting));
     }
     if (auto n = store->count_messages()) {
       m += "# HELP madoguchi_store_messages Messages in the store.\n# TYPE madoguchi_store_messages gauge\n";

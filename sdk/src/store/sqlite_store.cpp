@@ -297,6 +297,10 @@ class SqliteStore final : public Store {
   Result<std::vector<ConversationRecord>> conversations_in_state(std::string_view state,
                                                                  std::size_t limit) override;
   Result<std::int64_t> count_messages() override;
+  Result<std::int64_t> count_in_state(std::string_view state) override;
+  Result<std::vector<std::string>> agents_holding() override;
+  Result<std::vector<ConversationRecord>> conversations_of_agent(std::string_view agent,
+                                                                 std::size_t limit) override;
   Result<std::optional<std::int64_t>> find_message(std::string_view conversation_id,
                                                    std::string_view client_id) override;
   Status begin_batch() override;
@@ -410,7 +414,7 @@ class SqliteStore final : public Store {
     StmtPtr begin, commit, rollback;
     StmtPtr insert_conversation, find_conversation, update_conversation, conversation_exists;
     StmtPtr last_seq, find_client_id, insert_message;
-    StmtPtr messages_after, in_state, count_messages;
+    StmtPtr messages_after, in_state, count_in_state, agents_holding, of_agent, count_messages;
   } stmt_;
   // Checkpoints (on_wal_commit, with mu_ held): the WAL size that asks for the next pass, and
   // the checkpointer, created by the first commit that needs it. Declared last, so it stops
@@ -615,6 +619,15 @@ Status SqliteStore::open() {
                               "SELECT " + read_columns +
                                   " FROM conversations WHERE state = ? "
                                   "ORDER BY priority DESC, updated_ms ASC, id ASC LIMIT ?"));
+  MDG_RETURN_IF_ERROR(prepare(stmt_.count_in_state, "SELECT count(*) FROM conversations WHERE state = ?"));
+  MDG_RETURN_IF_ERROR(prepare(stmt_.agents_holding,
+                              "SELECT DISTINCT assigned_agent FROM conversations WHERE state = 'agent'"));
+  // Within the index's range of state 'agent', so it reads the conversations held by agents
+  // (not every conversation) and returns them in the index's order.
+  MDG_RETURN_IF_ERROR(prepare(stmt_.of_agent,
+                              "SELECT " + read_columns +
+                                  " FROM conversations WHERE state = 'agent' AND assigned_agent = ? "
+                                  "ORDER BY priority DESC, updated_ms ASC, id ASC LIMIT ?"));
   MDG_RETURN_IF_ERROR(prepare(stmt_.count_messages, "SELECT count(*) FROM messages"));
   return Status::ok();
 }
@@ -810,6 +823,41 @@ Result<std::vector<ConversationRecord>> SqliteStore::conversations_in_state(
   int rc = 0;
   while ((rc = q.step()) == SQLITE_ROW) out.push_back(read_conversation(q));
   if (rc != SQLITE_DONE) return sqlite_error(rc, kOp);
+  return out;
+}
+
+Result<std::int64_t> SqliteStore::count_in_state(std::string_view state) {
+  constexpr std::string_view kOp = "count_in_state";
+  if (!valid_state(state)) {
+    return bad_input(kOp, "state '" + std::string(state) + "' is not one of bot, waiting, agent, closed");
+  }
+  const auto lock = lock_for_call();
+  Query q(stmt_.count_in_state.get());
+  q.text(state);
+  const int rc = q.step();
+  if (rc == SQLITE_ROW) return q.column_int64(0);
+  return sqlite_error(rc, kOp);
+}
+
+Result<std::vector<std::string>> SqliteStore::agents_holding() {
+  const auto lock = lock_for_call();
+  std::vector<std::string> out;
+  Query q(stmt_.agents_holding.get());
+  int rc = 0;
+  while ((rc = q.step()) == SQLITE_ROW) out.push_back(q.column_text(0));
+  if (rc != SQLITE_DONE) return sqlite_error(rc, "agents_holding");
+  return out;
+}
+
+Result<std::vector<ConversationRecord>> SqliteStore::conversations_of_agent(std::string_view agent,
+                                                                            std::size_t limit) {
+  const auto lock = lock_for_call();
+  std::vector<ConversationRecord> out;
+  Query q(stmt_.of_agent.get());
+  q.text(agent).int64(clamp_limit(limit));
+  int rc = 0;
+  while ((rc = q.step()) == SQLITE_ROW) out.push_back(read_conversation(q));
+  if (rc != SQLITE_DONE) return sqlite_error(rc, "conversations_of_agent");
   return out;
 }
 

@@ -267,6 +267,28 @@ TEST_SUITE("bot.knowledge") {
     auto conflict = parse_knowledge_sheet("id,question,answer\na,q1,x\na,q2,y\n", "s.csv", ',');
     REQUIRE_FALSE(conflict.is_ok());
     CHECK(mentions(conflict.status(), "different answer"));
+    // Text beside a quoted field's quotes: where the field ends would be a guess.
+    auto after = parse_knowledge_sheet("id,question,answer\na,\"quoted\" and not,x\n", "s.csv", ',');
+    REQUIRE_FALSE(after.is_ok());
+    CHECK(after.status().message() ==
+          "s.csv:2: field 2: text after the field's closing quote (put the whole field inside the quotes)");
+    auto inner = parse_knowledge_sheet("id,question,answer\na,\"say \"hi\"\",x\n", "s.csv", ',');
+    REQUIRE_FALSE(inner.is_ok());
+    CHECK(mentions(inner.status(), "s.csv:2: field 2: text after the field's closing quote"));
+    auto two = parse_knowledge_sheet("id,question,answer\na,\"one\" \"two\",x\n", "s.csv", ',');
+    REQUIRE_FALSE(two.is_ok());
+    CHECK(mentions(two.status(), "s.csv:2: field 2: a quote after the field's closing quote"));
+    auto unquoted = parse_knowledge_sheet("id,question,answer\na,q,say \"hi\"\n", "s.csv", ',');
+    REQUIRE_FALSE(unquoted.is_ok());
+    CHECK(mentions(unquoted.status(), "s.csv:2: field 3: a quote inside an unquoted field"));
+    auto later_line = parse_knowledge_sheet("id,question,answer\na,q,\"two\nlines\"x\n", "s.csv", ',');
+    REQUIRE_FALSE(later_line.is_ok());
+    CHECK(mentions(later_line.status(), "s.csv:3: field 3: text after"));  // where the text is
+    // Spaces around the quotes are allowed; a CRLF inside a quoted field is a line break.
+    auto spaced = parse_knowledge_sheet("id,question,answer_en\r\na, \"q, spaced\" ,\"one\r\ntwo\"\r\n", "s.csv", ',');
+    REQUIRE_MESSAGE(spaced.is_ok(), spaced.status().to_string());
+    CHECK(spaced->entries[0].questions[0] == "q, spaced");
+    CHECK(*spaced->entries[0].answer.get("en") == "one\ntwo");
     auto tsv = parse_knowledge_sheet("id\tquestion\tanswer_en\na\thow, really?\tlike this\n", "s.tsv", '\t');
     REQUIRE(tsv.is_ok());
     CHECK(tsv->entries[0].questions[0] == "how, really?");

@@ -41,13 +41,20 @@ namespace {
 
 // One RFC 4180 record: fields split by `delim`, "quoted" fields may hold delimiters,
 // doubled quotes and line breaks. `line` is advanced past the record's physical lines.
+// Spaces and tabs around a quoted field are allowed (hand-written files have them); any
+// other text beside its quotes is an error, since where the field ends is then a guess.
 Result<std::vector<std::string>> read_record(std::string_view text, std::size_t& pos, char delim,
                                              std::size_t& line, const std::string& source) {
   std::vector<std::string> fields;
   std::string field;
   bool quoted = false;
-  bool was_quoted = false;
+  bool closed = false;  // the field's closing quote has been read
   std::size_t start_line = line;
+  auto blank = [](std::string_view s) { return s.find_first_not_of(" \t") == std::string_view::npos; };
+  auto error = [&](const std::string& what) {
+    return invalid_argument(source + ":" + std::to_string(line) + ": field " + std::to_string(fields.size() + 1) +
+                            ": " + what);
+  };
   while (pos < text.size()) {
     char c = text[pos];
     if (quoted) {
@@ -58,7 +65,12 @@ Result<std::vector<std::string>> read_record(std::string_view text, std::size_t&
           continue;
         }
         quoted = false;
+        closed = true;
         ++pos;
+        continue;
+      }
+      if (c == '\r' && pos + 1 < text.size() && text[pos + 1] == '\n') {
+        ++pos;  // a line break in a field is "\n", whatever the file's line ends
         continue;
       }
       if (c == '\n') ++line;
@@ -67,20 +79,21 @@ Result<std::vector<std::string>> read_record(std::string_view text, std::size_t&
       continue;
     }
     if (c == '"') {
-      if (!field.empty()) {
-        return invalid_argument(source + ":" + std::to_string(line) +
-                                ": a quote inside an unquoted field (quote the whole field and double the "
-                                "quote: \"say \"\"hi\"\"\")");
+      if (closed) {
+        return error("a quote after the field's closing quote (double a quote inside a quoted field: \"say \"\"hi\"\"\")");
       }
+      if (!blank(field)) {
+        return error("a quote inside an unquoted field (quote the whole field and double the quote: \"say \"\"hi\"\"\")");
+      }
+      field.clear();  // the spaces before the opening quote
       quoted = true;
-      was_quoted = true;
       ++pos;
       continue;
     }
     if (c == delim) {
       fields.push_back(std::move(field));
       field.clear();
-      was_quoted = false;
+      closed = false;
       ++pos;
       continue;
     }
@@ -94,14 +107,16 @@ Result<std::vector<std::string>> read_record(std::string_view text, std::size_t&
       fields.push_back(std::move(field));
       return fields;
     }
-    field += c;
+    if (closed && c != ' ' && c != '\t') {
+      return error("text after the field's closing quote (put the whole field inside the quotes)");
+    }
+    if (!closed) field += c;
     ++pos;
   }
   if (quoted) {
     return invalid_argument(source + ":" + std::to_string(start_line) +
                             ": a quoted field is never closed (missing \")");
   }
-  (void)was_quoted;
   fields.push_back(std::move(field));
   ++line;
   return fields;

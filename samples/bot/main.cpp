@@ -287,7 +287,13 @@ int cmd_lint(const Args& args) {
         if (!an) continue;
         std::string key;
         for (const auto& t : an->tokens) key += (key.empty() ? "" : " ") + t.text;
-        if (!key.empty()) seen[key].push_back(e.id);
+        if (!key.empty()) {
+          seen[key].push_back(e.id);
+        } else {
+          diags.push_back({Diagnostic::Severity::kWarning, e.source,
+                           "question \"" + q + "\" has no words the bot can match (only punctuation, symbols or "
+                           "spaces): no message can find the entry by it; write it in words"});
+        }
       }
       for (const auto& loc : locales) {
         if (!e.answer.by_locale.contains(loc) && !e.answer.by_locale.contains("")) {

@@ -516,11 +516,19 @@ void Index::train(const std::vector<Example>& examples, std::vector<std::uint32_
   const unsigned threads = team.size();
   // Per thread: a scoring scratch, the candidates, and the gradient by entry (zero outside
   // the example at hand). Per example of the batch: its gradient as (entry, value) pairs.
+  // Each vector that a thread grows has a cache line of its own: two threads growing
+  // neighbouring vectors would pass the line back and forth at every element.
+  struct alignas(64) Candidates {
+    std::vector<Ranked> list;
+  };
+  struct alignas(64) Gradient {
+    std::vector<std::pair<std::uint32_t, float>> by_entry;
+  };
   std::vector<Pool<Scratch>::Lease> scratch;
   for (unsigned i = 0; i < threads; ++i) scratch.push_back(scratch_.take());
-  std::vector<std::vector<Ranked>> cands(threads);
+  std::vector<Candidates> cands(threads);
   std::vector<std::vector<float>> grad(threads, std::vector<float>(entry_count_, 0.0f));
-  std::vector<std::vector<std::pair<std::uint32_t, float>>> batch_grad(batch);
+  std::vector<Gradient> batch_grad(batch);
   const float tau = static_cast<float>(settings_.null_logit);
   const auto shortlist = static_cast<std::size_t>(settings_.shortlist);
   // Each thread updates the weights of one range of feature ids (see FeatureRanges).
@@ -536,7 +544,7 @@ void Index::train(const std::vector<Example>& examples, std::vector<std::uint32_
   auto gradient = [&](std::uint32_t idx, unsigned thread, std::vector<std::pair<std::uint32_t, float>>& out) {
     const Example& ex = examples[idx];
     Scratch& s = *scratch[thread];
-    std::vector<Ranked>& cs = cands[thread];
+    std::vector<Ranked>& cs = cands[thread].list;
     forward(ex, s);
     s.touch(ex.entry);
     top_k(s, shortlist, cs, tau);
@@ -568,7 +576,7 @@ void Index::train(const std::vector<Example>& examples, std::vector<std::uint32_
       std::atomic<std::size_t> next{0};
       team.run([&](unsigned thread) {
         for (std::size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;) {
-          gradient(order[b0 + i], thread, batch_grad[i]);
+          gradient(order[b0 + i], thread, batch_grad[i].by_entry);
         }
       });
       // ...then their updates are made in the batch's order, each thread making those of
@@ -579,7 +587,7 @@ void Index::train(const std::vector<Example>& examples, std::vector<std::uint32_
         for (std::size_t i = 0; i < n; ++i) {
           const Example& ex = examples[order[b0 + i]];
           const float step = t.step + static_cast<float>(i);
-          for (const auto& [e, v] : batch_grad[i]) g[e] = v;
+          for (const auto& [e, v] : batch_grad[i].by_entry) g[e] = v;
           // Only candidates have a gradient, and of a common feature's weights only those
           // in the example's reach can belong to one.
           for (std::size_t j = 0; j < ex.features.size(); ++j) {
@@ -600,7 +608,7 @@ void Index::train(const std::vector<Example>& examples, std::vector<std::uint32_
               for (std::size_t k = 0; k < ws.size(); ++k) update(k);
             }
           }
-          for (const auto& [e, v] : batch_grad[i]) g[e] = 0.0f;
+          for (const auto& [e, v] : batch_grad[i].by_entry) g[e] = 0.0f;
         }
         ranges.took(thread, std::chrono::steady_clock::now() - started);
       });

@@ -83,8 +83,9 @@ struct EntryScore {
   bool touched = false;
 };
 
-// Per-call scratch: dense accumulators with the list of touched slots to reset.
-struct Scratch {
+// Per-call scratch: dense accumulators with the list of touched slots to reset. Aligned to a
+// cache line, so that the scratches of two threads never share one.
+struct alignas(64) Scratch {
   std::vector<float> doc_score;
   std::vector<EntryScore> entry;  // by entry; one place, so that a touch costs one cache line
   std::vector<std::uint32_t> touched_docs;

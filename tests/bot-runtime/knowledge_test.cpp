@@ -255,35 +255,29 @@ TEST_SUITE("bot.knowledge") {
   }
 
   TEST_CASE("CSV errors name the line") {
-    auto no_header = parse_knowledge_sheet("q,a\nx,y\n", "s.csv", ',');
-    REQUIRE_FALSE(no_header.is_ok());
-    CHECK(mentions(no_header.status(), "s.csv:1: unknown column \"q\""));
-    auto unclosed = parse_knowledge_sheet("id,question,answer\na,\"open,x\n", "s.csv", ',');
-    REQUIRE_FALSE(unclosed.is_ok());
-    CHECK(mentions(unclosed.status(), "s.csv:2: a quoted field is never closed"));
-    auto extra = parse_knowledge_sheet("id,question,answer\na,q,x,extra\n", "s.csv", ',');
-    REQUIRE_FALSE(extra.is_ok());
-    CHECK(mentions(extra.status(), "s.csv:2:"));
-    auto conflict = parse_knowledge_sheet("id,question,answer\na,q1,x\na,q2,y\n", "s.csv", ',');
-    REQUIRE_FALSE(conflict.is_ok());
-    CHECK(mentions(conflict.status(), "different answer"));
-    // Text beside a quoted field's quotes: where the field ends would be a guess.
-    auto after = parse_knowledge_sheet("id,question,answer\na,\"quoted\" and not,x\n", "s.csv", ',');
-    REQUIRE_FALSE(after.is_ok());
-    CHECK(after.status().message() ==
-          "s.csv:2: field 2: text after the field's closing quote (put the whole field inside the quotes)");
-    auto inner = parse_knowledge_sheet("id,question,answer\na,\"say \"hi\"\",x\n", "s.csv", ',');
-    REQUIRE_FALSE(inner.is_ok());
-    CHECK(mentions(inner.status(), "s.csv:2: field 2: text after the field's closing quote"));
-    auto two = parse_knowledge_sheet("id,question,answer\na,\"one\" \"two\",x\n", "s.csv", ',');
-    REQUIRE_FALSE(two.is_ok());
-    CHECK(mentions(two.status(), "s.csv:2: field 2: a quote after the field's closing quote"));
-    auto unquoted = parse_knowledge_sheet("id,question,answer\na,q,say \"hi\"\n", "s.csv", ',');
-    REQUIRE_FALSE(unquoted.is_ok());
-    CHECK(mentions(unquoted.status(), "s.csv:2: field 3: a quote inside an unquoted field"));
-    auto later_line = parse_knowledge_sheet("id,question,answer\na,q,\"two\nlines\"x\n", "s.csv", ',');
-    REQUIRE_FALSE(later_line.is_ok());
-    CHECK(mentions(later_line.status(), "s.csv:3: field 3: text after"));  // where the text is
+    struct Case {
+      const char* csv;
+      const char* error;  // a part of the message
+    };
+    const Case cases[] = {
+        {"q,a\nx,y\n", "s.csv:1: unknown column \"q\""},
+        {"id,question,answer\na,\"open,x\n", "s.csv:2: a quoted field is never closed"},
+        {"id,question,answer\na,q,x,extra\n", "s.csv:2:"},
+        {"id,question,answer\na,q1,x\na,q2,y\n", "different answer"},
+        // Text beside a quoted field's quotes: where the field ends would be a guess.
+        {"id,question,answer\na,\"quoted\" and not,x\n",
+         "s.csv:2: field 2: text after the field's closing quote (put the whole field inside the quotes)"},
+        {"id,question,answer\na,\"say \"hi\"\",x\n", "s.csv:2: field 2: text after the field's closing quote"},
+        {"id,question,answer\na,\"one\" \"two\",x\n", "s.csv:2: field 2: a quote after the field's closing quote"},
+        {"id,question,answer\na,q,say \"hi\"\n", "s.csv:2: field 3: a quote inside an unquoted field"},
+        {"id,question,answer\na,q,\"two\nlines\"x\n", "s.csv:3: field 3: text after"},  // where the text is
+    };
+    for (const auto& c : cases) {
+      CAPTURE(c.csv);
+      auto kb = parse_knowledge_sheet(c.csv, "s.csv", ',');
+      REQUIRE_FALSE(kb.is_ok());
+      CHECK(mentions(kb.status(), c.error));
+    }
     // Spaces around the quotes are allowed; a CRLF inside a quoted field is a line break.
     auto spaced = parse_knowledge_sheet("id,question,answer_en\r\na, \"q, spaced\" ,\"one\r\ntwo\"\r\n", "s.csv", ',');
     REQUIRE_MESSAGE(spaced.is_ok(), spaced.status().to_string());

@@ -4,9 +4,11 @@
 
 #include "temp_dir.hpp"
 #include <sqlite3.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -948,6 +950,68 @@ INSERT INTO messages VALUES ('c-2', 1, 'm1', 'visitor', 'message', '{"text":"c"}
     REQUIRE(store->end_batch().is_ok());
     auto reopened = open_ok(dir.file("hub.db"));
     CHECK(count_ok(*reopened) == 2);
+  }
+
+  TEST_CASE("a full disk that rolls the batch back fails the rest of the batch, which is then stored not at all") {
+    // SQLite undoes the whole transaction, not only the write that failed. Before, the
+    // batch's later calls each took a transaction of their own (so part of the batch became
+    // durable, with seqs given out a second time) and abort_batch() said nothing.
+    TempDir dir;
+    const std::string path = dir.file("hub.db");
+    auto store = open_ok(path);
+    REQUIRE(store->create_conversation(conversation("a")).is_ok());
+    REQUIRE(store->create_conversation(conversation("b")).is_ok());
+    NewMessage big = message("", "");
+    big.body_json = R"({"text":")" + std::string(1 << 20, 'x') + R"("})";
+
+    for (const bool abort : {false, true}) {
+      CAPTURE(abort);
+      const std::int64_t before = count_ok(*store);
+      const std::int64_t b_seq = (*store->find_conversation("b"))->last_seq;
+      REQUIRE(store->begin_batch().is_ok());
+      {
+        // The disk: files may not grow past 4 MiB while the batch writes (the process ignores
+        // SIGXFSZ, so a write past it fails with EFBIG).
+        struct FileSizeLimit {
+          rlimit saved{};
+          void (*old_handler)(int) = std::signal(SIGXFSZ, SIG_IGN);
+          FileSizeLimit() {
+            getrlimit(RLIMIT_FSIZE, &saved);
+            rlimit small = saved;
+            small.rlim_cur = 4 << 20;
+            setrlimit(RLIMIT_FSIZE, &small);
+          }
+          ~FileSizeLimit() {
+            setrlimit(RLIMIT_FSIZE, &saved);
+            std::signal(SIGXFSZ, old_handler);
+          }
+        } limit;
+        Status failed;
+        for (int i = 0; i < 64 && failed.is_ok(); ++i) {
+          if (auto r = store->append("a", big); !r) failed = r.status();
+        }
+        REQUIRE_FALSE(failed.is_ok());
+      }
+      // The disk has room again; the batch is lost all the same, so every call of it fails.
+      auto later = store->append("b", message("bot-1", "later in the turn", "bot"));
+      REQUIRE_FALSE(later.is_ok());
+      CHECK(later.status().code() == ErrorCode::kUnavailable);
+      CHECK(mentions(later.status(), "roll the whole batch back"));
+      CHECK_FALSE(store->update_conversation(conversation("b", "waiting")).is_ok());
+      CHECK_FALSE(store->messages_after("a", 0, 10).is_ok());
+      if (abort) {
+        CHECK(store->abort_batch().is_ok());  // none of its writes happened: what it promises
+      } else {
+        Status ended = store->end_batch();
+        CHECK(ended.code() == ErrorCode::kUnavailable);
+        CHECK(mentions(ended, "none of its writes happened"));
+      }
+      // Nothing of the batch is stored, and the store goes on.
+      auto reopened = open_ok(path);
+      CHECK(count_ok(*reopened) == before);
+      CHECK((*reopened->find_conversation("b"))->state == "bot");
+      CHECK(append_ok(*store, "b", message("bot-next-" + std::to_string(b_seq), "next turn", "bot")) == b_seq + 1);
+    }
   }
 
   TEST_CASE("another thread's calls wait for the batch to end") {

@@ -167,7 +167,9 @@ class Store {
   // together, once, when end_batch() returns ok. If end_batch() fails, none of the batch's
   // writes happened. Calls from other threads wait until the batch ends.
   // kInvalidArgument for begin_batch() inside a batch or end_batch() outside one; otherwise
-  // the errors of a write. The default implementation (for stores without transactions)
+  // the errors of a write. A failed call that undid the batch's earlier writes (SQLite does so
+  // on a full disk or an I/O error) makes every later call of the batch fail with
+  // kUnavailable, and end_batch() too. The default implementation (for stores without transactions)
   // groups nothing: every write is durable on its own, and both calls return ok.
   virtual Status begin_batch() { return Status::ok(); }
   virtual Status end_batch() { return Status::ok(); }

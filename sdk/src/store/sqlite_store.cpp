@@ -312,13 +312,10 @@ class SqliteStore final : public Store {
   // on scope exit unless commit() succeeded), or, inside the open batch, the batch's. A call
   // inside a batch writes with one statement at most (append: its INSERT), and SQLite undoes
   // a statement that fails by itself while the transaction goes on, so no savepoint is
-  // needed around it. Call with mu_ held.
+  // needed around it. Call with mu_ held, after batch_alive().
   class Transaction {
    public:
-    // Nested only while the batch's transaction is really open: an I/O error may have made
-    // SQLite roll it back, and the call then takes a transaction of its own.
-    explicit Transaction(SqliteStore& store)
-        : store_(store), nested_(store.in_batch_ && sqlite3_get_autocommit(store.db_.get()) == 0) {}
+    explicit Transaction(SqliteStore& store) : store_(store), nested_(store.in_batch_) {}
     ~Transaction() {
       if (!active_ || sqlite3_get_autocommit(store_.db_.get()) != 0) return;
       Query rollback(store_.stmt_.rollback.get());
@@ -358,6 +355,19 @@ class SqliteStore final : public Store {
     lock.unlock();
     batch_ended_.notify_all();
     return result;
+  }
+
+  // Inside a batch, whether its transaction is still open. A full disk, an I/O error or a
+  // lack of memory makes SQLite roll the whole transaction back, not only the statement that
+  // failed: the batch's earlier writes are gone. Every later call of the batch then fails
+  // (on its own, in a transaction of its own, it would make part of a batch that is to
+  // happen whole or not at all durable), and so does end_batch(); abort_batch() ends it.
+  // Call with mu_ held.
+  Status batch_alive(std::string_view op) const {
+    if (!in_batch_ || sqlite3_get_autocommit(db_.get()) == 0) return Status::ok();
+    return {ErrorCode::kUnavailable, "store " + path_ + ": " + std::string(op) +
+                                         ": an earlier error in this batch made SQLite roll the whole batch back (none of "
+                                         "its writes happened); end it with abort_batch() and write again"};
   }
 
   std::unique_lock<std::mutex> lock_for_call() {
@@ -657,6 +667,7 @@ Status SqliteStore::create_conversation(const ConversationRecord& record) {
   constexpr std::string_view kOp = "create_conversation";
   MDG_RETURN_IF_ERROR(check_record(kOp, record));
   const auto lock = lock_for_call();
+  MDG_RETURN_IF_ERROR(batch_alive("create_conversation"));
   Query q(stmt_.insert_conversation.get());
   q.text(record.id)
       .text(record.state)
@@ -679,6 +690,7 @@ Result<std::optional<ConversationRecord>> SqliteStore::find_conversation(std::st
   constexpr std::string_view kOp = "find_conversation";
   if (id.empty()) return bad_input(kOp, "conversation id is empty");
   const auto lock = lock_for_call();
+  MDG_RETURN_IF_ERROR(batch_alive("find_conversation"));
   Query q(stmt_.find_conversation.get());
   q.text(id);
   const int rc = q.step();
@@ -691,6 +703,7 @@ Status SqliteStore::update_conversation(const ConversationRecord& record) {
   constexpr std::string_view kOp = "update_conversation";
   MDG_RETURN_IF_ERROR(check_record(kOp, record));
   const auto lock = lock_for_call();
+  MDG_RETURN_IF_ERROR(batch_alive("update_conversation"));
   Query q(stmt_.update_conversation.get());
   q.text(record.state)
       .text(record.locale)
@@ -724,6 +737,7 @@ Result<AppendResult> SqliteStore::append(std::string_view conversation_id,
   }
 
   const auto lock = lock_for_call();
+  MDG_RETURN_IF_ERROR(batch_alive("append"));
   Transaction tx(*this);
   MDG_RETURN_IF_ERROR(tx.begin(kOp));
 
@@ -780,6 +794,7 @@ Result<std::vector<StoredMessage>> SqliteStore::messages_after(std::string_view 
   constexpr std::string_view kOp = "messages_after";
   if (conversation_id.empty()) return bad_input(kOp, "conversation id is empty");
   const auto lock = lock_for_call();
+  MDG_RETURN_IF_ERROR(batch_alive("messages_after"));
   std::vector<StoredMessage> out;
   {
     Query q(stmt_.messages_after.get());
@@ -817,6 +832,7 @@ Result<std::vector<ConversationRecord>> SqliteStore::conversations_in_state(
                               "' is not one of bot, waiting, agent, closed");
   }
   const auto lock = lock_for_call();
+  MDG_RETURN_IF_ERROR(batch_alive("conversations_in_state"));
   std::vector<ConversationRecord> out;
   Query q(stmt_.in_state.get());
   q.text(state).int64(clamp_limit(limit));
@@ -832,6 +848,7 @@ Result<std::int64_t> SqliteStore::count_in_state(std::string_view state) {
     return bad_input(kOp, "state '" + std::string(state) + "' is not one of bot, waiting, agent, closed");
   }
   const auto lock = lock_for_call();
+  MDG_RETURN_IF_ERROR(batch_alive("count_in_state"));
   Query q(stmt_.count_in_state.get());
   q.text(state);
   const int rc = q.step();
@@ -841,6 +858,7 @@ Result<std::int64_t> SqliteStore::count_in_state(std::string_view state) {
 
 Result<std::vector<std::string>> SqliteStore::agents_holding() {
   const auto lock = lock_for_call();
+  MDG_RETURN_IF_ERROR(batch_alive("agents_holding"));
   std::vector<std::string> out;
   Query q(stmt_.agents_holding.get());
   int rc = 0;
@@ -852,6 +870,7 @@ Result<std::vector<std::string>> SqliteStore::agents_holding() {
 Result<std::vector<ConversationRecord>> SqliteStore::conversations_of_agent(std::string_view agent,
                                                                             std::size_t limit) {
   const auto lock = lock_for_call();
+  MDG_RETURN_IF_ERROR(batch_alive("conversations_of_agent"));
   std::vector<ConversationRecord> out;
   Query q(stmt_.of_agent.get());
   q.text(agent).int64(clamp_limit(limit));
@@ -863,6 +882,7 @@ Result<std::vector<ConversationRecord>> SqliteStore::conversations_of_agent(std:
 
 Result<std::int64_t> SqliteStore::count_messages() {
   const auto lock = lock_for_call();
+  MDG_RETURN_IF_ERROR(batch_alive("count_messages"));
   Query q(stmt_.count_messages.get());
   const int rc = q.step();
   if (rc == SQLITE_ROW) return q.column_int64(0);
@@ -873,6 +893,7 @@ Result<std::optional<std::int64_t>> SqliteStore::find_message(std::string_view c
                                                                std::string_view client_id) {
   if (client_id.empty()) return std::optional<std::int64_t>();
   const auto lock = lock_for_call();
+  MDG_RETURN_IF_ERROR(batch_alive("find_message"));
   Query q(stmt_.find_client_id.get());
   q.text(conversation_id).text(client_id);
   const int rc = q.step();
@@ -911,6 +932,7 @@ Status SqliteStore::end_batch() {
   constexpr std::string_view kOp = "end_batch";
   auto lock = lock_for_call();
   if (!in_batch_) return bad_input(kOp, "no batch is open on this thread (call begin_batch() first)");
+  if (Status lost = batch_alive(kOp); !lost) return batch_over(lock, std::move(lost));
   Status result = Status::ok();
   {
     Query q(stmt_.commit.get());

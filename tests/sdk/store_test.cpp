@@ -847,6 +847,23 @@ INSERT INTO messages VALUES ('c-2', 1, 'm1', 'visitor', 'message', '{"text":"c"}
       CHECK(mentions(r.status(), "another program"));
       CHECK_FALSE(fs::exists(path + "-wal"));  // not switched to WAL: left as it was
     }
+    SUBCASE("a database of another program that sets a user_version of its own") {
+      for (const char* version : {"1", "2", "3", "-1"}) {
+        CAPTURE(version);
+        const std::string path = dir.file(std::string("other-") + version + ".db");
+        raw_sql(path, (std::string("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL); PRAGMA user_version = ") +
+                       version + ";")
+                          .c_str());
+        auto r = open_sqlite_store(path);
+        CHECK(r.status().code() == ErrorCode::kInvalidArgument);
+        CHECK(mentions(r.status(), "a SQLite database of another program (schema version " + std::string(version)));
+        // Left as it was: still in rollback-journal mode (byte 18 of the header: 1, where WAL is 2).
+        std::ifstream file(path, std::ios::binary);
+        char header[20] = {};
+        file.read(header, sizeof header);
+        CHECK(header[18] == 1);
+      }
+    }
   }
 
   TEST_CASE("a database held locked by another writer gives kUnavailable naming the operation") {

@@ -405,8 +405,9 @@ class SqliteStore final : public Store {
     std::int64_t objects = 0;
   };
   Result<SchemaState> read_schema_state();
-  // Version 0 with tables of its own: a database of another program, refused.
-  Status refuse_foreign_database(const SchemaState& state) const;
+  // A database of another program (version 0 with tables of its own, a negative version, or a
+  // version of ours without our tables), refused.
+  Status refuse_foreign_database(const SchemaState& state);
   Status migrate();
   // With mu_ held: does the conversation exist?
   Result<bool> exists(std::string_view id, std::string_view op);
@@ -502,16 +503,29 @@ Result<SqliteStore::SchemaState> SqliteStore::read_schema_state() {
   return sqlite_error(rc, kOp);
 }
 
-Status SqliteStore::refuse_foreign_database(const SchemaState& state) const {
-  const std::int64_t objects = state.objects;
-  if (state.version == 0 && objects > 0) {
-    return invalid_argument(
-        "store " + path_ + ": open: the file is a SQLite database of another program (" +
-        std::to_string(objects) +
-        " tables, indexes or views, and no madoguchi schema version); give the store a file of its "
-        "own");
+Status SqliteStore::refuse_foreign_database(const SchemaState& state) {
+  auto foreign = [&](const std::string& what) {
+    return invalid_argument("store " + path_ + ": open: the file is a SQLite database of another program (" + what +
+                            "); give the store a file of its own");
+  };
+  if (state.version == 0) {
+    if (state.objects == 0) return Status::ok();  // new: the schema is created
+    return foreign(std::to_string(state.objects) + " tables, indexes or views, and no madoguchi schema version");
   }
-  return Status::ok();
+  if (state.version < 0) return foreign("schema version " + std::to_string(state.version));
+  if (state.version > kSchemaVersion) return Status::ok();  // ours, newer: refused as such
+  // Versions 1 to kSchemaVersion: other programs set user_version too. Every version of the
+  // schema has these columns and the client id index.
+  constexpr const char* kOursSql =
+      "SELECT (SELECT count(*) FROM pragma_table_info('conversations') WHERE name IN ('id', 'state', "
+      "'locale', 'visitor_json', 'assigned_agent', 'priority', 'handoff_json', 'created_ms', 'updated_ms')) = 9 "
+      "AND (SELECT count(*) FROM pragma_table_info('messages') WHERE name IN ('conversation_id', 'seq', "
+      "'client_id', 'sender', 'kind', 'body_json', 'created_ms')) = 7 "
+      "AND EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'messages_by_client_id')";
+  MDG_ASSIGN_OR_RETURN(const std::string ours, query_text(kOursSql, "open (read the schema)"));
+  if (ours == "1") return Status::ok();
+  return foreign("schema version " + std::to_string(state.version) +
+                 ", but not the tables of madoguchi's schema of that version");
 }
 
 Status SqliteStore::migrate() {
@@ -522,6 +536,7 @@ Status SqliteStore::migrate() {
   const std::int64_t version = state.version;
   if (version == kSchemaVersion) return tx.commit("open (create schema)");
   if (version > kSchemaVersion) return newer_schema(version);
+  MDG_RETURN_IF_ERROR(refuse_foreign_database(state));
   if (version == 1 || version == 2) {
     // Each step from the file's version on, in the same transaction.
     if (version == 1) MDG_RETURN_IF_ERROR(exec(kMigrationV1ToV2, "open (migrate the schema from version 1 to 2)"));
@@ -532,7 +547,6 @@ Status SqliteStore::migrate() {
     return internal_error("store " + path_ + ": no migration from store schema version " +
                           std::to_string(version) + " to " + std::to_string(kSchemaVersion));
   }
-  MDG_RETURN_IF_ERROR(refuse_foreign_database(state));
   MDG_RETURN_IF_ERROR(exec(kSchemaV3, "open (create schema)"));
   return tx.commit("open (create schema)");
 }

@@ -5,6 +5,8 @@
 #include "temp_dir.hpp"
 #include <sqlite3.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -863,6 +865,38 @@ INSERT INTO messages VALUES ('c-2', 1, 'm1', 'visitor', 'message', '{"text":"c"}
         file.read(header, sizeof header);
         CHECK(header[18] == 1);
       }
+    }
+  }
+
+  TEST_CASE("a file the process may only read is refused at open, not at the first write") {
+    // SQLite opens such a file read-only without a word; before, the store opened it and
+    // every write then failed with kInternal.
+    TempDir dir;
+    const std::string path = dir.file("hub.db");
+    {
+      auto store = open_ok(path);
+      REQUIRE(store->create_conversation(conversation("a")).is_ok());
+    }
+    fs::permissions(dir.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                    fs::perms::others_read | fs::perms::others_exec);
+    fs::permissions(path, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+    auto check = [&path]() {
+      auto r = open_sqlite_store(path);
+      return !r.is_ok() && r.status().code() == ErrorCode::kUnavailable &&
+             mentions(r.status(), "the file can only be read by this process") &&
+             mentions(r.status(), "needs write access to the file and to its directory");
+    };
+    if (geteuid() != 0) {
+      CHECK(check());
+    } else {
+      // Root writes whatever the permissions say: the check runs as nobody, in a child.
+      const pid_t child = fork();
+      REQUIRE(child >= 0);
+      if (child == 0) _exit(setgid(65534) != 0 || setuid(65534) != 0 ? 2 : check() ? 0 : 1);
+      int status = 0;
+      REQUIRE(waitpid(child, &status, 0) == child);
+      REQUIRE(WIFEXITED(status));
+      CHECK(WEXITSTATUS(status) == 0);
     }
   }
 

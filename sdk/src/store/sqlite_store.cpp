@@ -106,6 +106,7 @@ ErrorCode code_for(int rc) {
     case SQLITE_LOCKED:
     case SQLITE_CANTOPEN:
     case SQLITE_PROTOCOL:
+    case SQLITE_READONLY:
       return ErrorCode::kUnavailable;
     case SQLITE_FULL:
     case SQLITE_TOOBIG:
@@ -562,6 +563,11 @@ Status SqliteStore::open() {
                                  nullptr);
   db_.reset(raw);  // closed by the deleter even when the open failed
   if (rc != SQLITE_OK) return sqlite_error(rc, "open");
+  // A file this process may only read is opened read-only, silently: every write would fail.
+  if (sqlite3_db_readonly(db_.get(), "main") == 1) {
+    return unavailable("store " + path_ + ": open: the file can only be read by this process; " +
+                       hint_for(SQLITE_READONLY, 0));
+  }
   sqlite3_extended_result_codes(db_.get(), 1);
   sqlite3_busy_timeout(db_.get(), std::max(0, options_.busy_timeout_ms));
 

@@ -1089,31 +1089,42 @@ INSERT INTO messages VALUES ('c-2', 1, 'm1', 'visitor', 'message', '{"text":"c"}
 
   TEST_CASE("the WAL is copied back into the database while the store stays open") {
     // Past 2000 WAL pages (8 MB) a thread of the store's own checkpoints, not the commit.
+    // Also for a store opened by a relative path in a process that then changes its directory
+    // (as daemons do): the checkpoint thread, which opens its connection later, finds the
+    // file all the same. Before, it found none and never copied anything back.
     TempDir dir;
-    const std::string path = dir.file("hub.db");
-    {
-      auto store = open_ok(path, SqliteStoreOptions{false, 5000});
-      REQUIRE(store->create_conversation(conversation("a")).is_ok());
-      const std::string text(16 * 1024, 'x');
-      for (int batch = 0; batch < 60; ++batch) {  // 1200 messages of 16 KiB: about 20 MB
-        REQUIRE(store->begin_batch().is_ok());
-        for (int i = 0; i < 20; ++i) append_ok(*store, "a", message(numbered("m", batch * 20 + i), text));
-        REQUIRE(store->end_batch().is_ok());
+    const fs::path cwd = fs::current_path();
+    for (const bool relative : {false, true}) {
+      CAPTURE(relative);
+      const std::string name = relative ? "relative.db" : "hub.db";
+      const std::string path = dir.file(name);
+      {
+        if (relative) fs::current_path(dir.path());
+        auto store = open_ok(relative ? name : path, SqliteStoreOptions{false, 5000});
+        fs::current_path(relative ? fs::path("/") : cwd);
+        REQUIRE(store->create_conversation(conversation("a")).is_ok());
+        const std::string text(16 * 1024, 'x');
+        for (int batch = 0; batch < 60; ++batch) {  // 1200 messages of 16 KiB: about 20 MB
+          REQUIRE(store->begin_batch().is_ok());
+          for (int i = 0; i < 20; ++i) append_ok(*store, "a", message(numbered("m", batch * 20 + i), text));
+          REQUIRE(store->end_batch().is_ok());
+        }
+        bool copied = false;
+        for (int i = 0; i < 500 && !copied; ++i) {
+          copied = std::filesystem::file_size(path) > 4 * 1024 * 1024;  // a pass copies >= 2000 pages
+          if (!copied) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        CHECK(copied);
+        CHECK(count_ok(*store) == 1200);
+        auto last = store->messages_after("a", 1199, 10);
+        REQUIRE(last.is_ok());
+        REQUIRE(last->size() == 1);
+        CHECK(last->front().client_id == "m1199");
       }
-      bool copied = false;
-      for (int i = 0; i < 500 && !copied; ++i) {
-        copied = std::filesystem::file_size(path) > 4 * 1024 * 1024;  // a pass copies >= 2000 pages
-        if (!copied) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      }
-      CHECK(copied);
-      CHECK(count_ok(*store) == 1200);
-      auto last = store->messages_after("a", 1199, 10);
-      REQUIRE(last.is_ok());
-      REQUIRE(last->size() == 1);
-      CHECK(last->front().client_id == "m1199");
+      fs::current_path(cwd);
+      auto reopened = open_ok(path);
+      CHECK(count_ok(*reopened) == 1200);
+      CHECK(raw_value(path, "PRAGMA integrity_check") == "ok");
     }
-    auto reopened = open_ok(path);
-    CHECK(count_ok(*reopened) == 1200);
-    CHECK(raw_value(path, "PRAGMA integrity_check") == "ok");
   }
 }

@@ -443,7 +443,9 @@ int SqliteStore::on_wal_commit(void* self, sqlite3* db, const char* schema, int 
     store->checkpoint_at_ = pages + kCheckpointPages;
     try {
       if (!store->checkpointer_) {
-        store->checkpointer_ = std::make_unique<Checkpointer>(store->path_);
+        // The name SQLite resolved at open (absolute): the process may have changed its
+        // directory since, and path_ may be relative.
+        store->checkpointer_ = std::make_unique<Checkpointer>(sqlite3_db_filename(db, schema));
       }
       store->checkpointer_->request();
     } catch (...) {  // no memory or no thread (nothing may cross SQLite's C frames): do it here

@@ -550,6 +550,41 @@ TEST_SUITE("bot.policy") {
     CHECK(std::count(u.reason.begin(), u.reason.end(), '(') == 1);
   }
 
+  TEST_CASE("a severity that adds up to severity_handoff hands off") {
+    // 0.6 + 0.3 in floating point is 0.8999999999999999: shown as 0.9, it did not reach a
+    // threshold of 0.9.
+    struct Case {
+      const char* threshold;
+      const char* text;
+    };
+    for (const Case& c : {Case{"0.9", "最悪、返金して"}, Case{"1", "最悪、返金して！！！"}, Case{"0.8", "最悪、ふざけるな！！！"}}) {
+      const std::string text = c.text;
+      CAPTURE(text);
+      auto bot = mdg_test::bot_from_json(std::string(R"({"settings": {"policy": {"severity_handoff": )") + c.threshold +
+                                         R"(}}, "entries": [{"id": "a", "questions": ["送料はいくら"], "answer": "550円"}]})");
+      Conversation conv;
+      auto r = bot->respond(conv, c.text);
+      REQUIRE(r.is_ok());
+      CHECK(r->triage.severity == std::stod(c.threshold));
+      CHECK(r->decision == Decision::kHandoff);
+      CHECK(r->reason.find("high severity") == 0);
+    }
+  }
+
+  TEST_CASE("a message of emoji or punctuation only keeps the conversation's language") {
+    for (const std::string wordless : {"👍", "。", "「」", "🙏🙏", "!!"}) {
+      CAPTURE(wordless);
+      Conversation conv;
+      REQUIRE(ask(conv, "返品できますか").locale == "ja");
+      auto r = ask(conv, wordless);
+      CHECK(r.locale == "ja");
+      CHECK(r.text.find("Let me connect you") == std::string::npos);
+    }
+    Conversation en;
+    REQUIRE(ask(en, "how do I return an item").locale == "en");
+    CHECK(ask(en, "👍").locale == "en");
+  }
+
   TEST_CASE("two failed turns in a row hand off") {
     auto bot = mdg_test::bot_from_json(R"({
       "settings": {"policy": {"handoff_out_of_scope": false}},

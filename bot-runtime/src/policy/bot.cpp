@@ -6,6 +6,7 @@
 #include "text/utf8.hpp"
 
 #include <unicode/regex.h>
+#include <unicode/uchar.h>
 #include <unicode/unistr.h>
 
 #include <algorithm>
@@ -356,9 +357,10 @@ Triage Bot::Impl::triage(const Analysis& a, const Conversation& conv, std::strin
   int money = hits(lexicon.money, "money");
   // Counted after normalization, so full-width ！ counts as well.
   auto bangs = static_cast<std::size_t>(std::count(s.begin(), s.end(), '!'));
-  double severity = (anger ? 0.6 : 0.0) + (anger > 1 ? 0.1 : 0.0) + (urgency ? 0.3 : 0.0) + (money ? 0.3 : 0.0) +
-                    (bangs >= 3 ? 0.1 : 0.0);
-  t.severity = std::min(1.0, severity);
+  // Added up in tenths: in floating point 0.6 + 0.3 is 0.8999999999999999, which a
+  // severity_handoff of 0.9 would not reach although the score shows as 0.9.
+  const int tenths = (anger ? 6 : 0) + (anger > 1 ? 1 : 0) + (urgency ? 3 : 0) + (money ? 3 : 0) + (bangs >= 3 ? 1 : 0);
+  t.severity = static_cast<double>(std::min(10, tenths)) / 10.0;
 
   std::size_t questions = static_cast<std::size_t>(std::count(s.begin(), s.end(), '?'));
   std::size_t sentences = 0;
@@ -401,10 +403,12 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
   MDG_ASSIGN_OR_RETURN(Analysis a, im.text->analyze(raw));
 
   Reply reply;
-  // A message without letters ("2", "?") keeps the conversation's language.
-  bool has_letters = std::any_of(a.normalized.begin(), a.normalized.end(), [](char c) {
-    return static_cast<unsigned char>(c) >= 0x80 || (c >= 'a' && c <= 'z');
-  });
+  // A message without letters ("2", "?", "👍", "。") keeps the conversation's language: a
+  // thumbs-up after a Japanese answer is no reason to go on in English.
+  bool has_letters = false;
+  for (std::size_t i = 0; i < a.normalized.size() && !has_letters;) {
+    has_letters = u_isUAlphabetic(static_cast<UChar32>(detail::next_code_point(a.normalized, i)));
+  }
   if (!conv.locale().empty()) {
     reply.locale = conv.locale();
   } else if (!has_letters && !conv.last_locale_.empty()) {

@@ -42,6 +42,18 @@ TEST_SUITE("bot.text") {
     }
     SUBCASE("wave dash variants") { CHECK(p->normalize("10〜20").value() == p->normalize("10～20").value()); }
     SUBCASE("full-width punctuation") { CHECK(p->normalize("送料は？！").value() == "送料は?!"); }
+    SUBCASE("a dash after a space is a dash, not a long vowel") {
+      CHECK(p->normalize("マイページ - ログイン").value() == "マイページ - ログイン");
+      CHECK(p->normalize("パスワード \u2013 忘れた").value() == "パスワード \u2013 忘れた");
+    }
+    SUBCASE("typographic apostrophes are apostrophes") {
+      CHECK(p->normalize("I can\u2019t log in").value() == "i can't log in");
+      CHECK(p->normalize("\u2018ok\u2019 it\u02BCs").value() == "'ok' it's");
+    }
+    SUBCASE("C1 controls go; line separators are white space") {
+      CHECK(p->normalize("返品\u0080したい").value() == "返品したい");
+      CHECK(p->normalize("返品\u0085したい\u2028です\u2029").value() == "返品 したい です");
+    }
   }
 
   TEST_CASE("invalid UTF-8 is an error that names the byte") {
@@ -110,6 +122,27 @@ TEST_SUITE("bot.text") {
       REQUIRE(c.is_ok());
       CHECK(has(content_terms(*c), "order"));
     }
+  }
+
+  TEST_CASE("symbols and punctuation around words change none of the words") {
+    // The same words, however the text around them is decorated: symbols MeCab does not know
+    // ("♪", "¥") are not words, and one non-ASCII character in English (which sends the text
+    // through ICU's word breaker) does not change how its numbers and contractions split.
+    auto p = pipeline();
+    auto tokens = [&](const char* text) {
+      auto a = p->analyze(text);
+      REQUIRE_MESSAGE(a.is_ok(), a.status().to_string());
+      std::vector<std::string> out;
+      for (const auto& t : a->tokens) out.push_back(t.text);
+      return out;
+    };
+    CHECK(tokens("返品したい♪") == tokens("返品したい"));
+    CHECK(tokens("返品したい♡") == tokens("返品したい"));
+    CHECK(tokens("返品したい\u2764\uFE0F") == tokens("返品したい"));
+    CHECK(tokens("\uFFE55,000以上で送料無料") == tokens("5,000以上で送料無料"));
+    CHECK(tokens("My order is 60,000 yen \U0001F64F") == tokens("My order is 60,000 yen"));
+    CHECK(tokens("café costs 3.5 dollars") == std::vector<std::string>{"café", "cost", "3", "5", "dollar"});
+    CHECK(tokens("I can\u2019t log in \u2014 help") == tokens("I can't log in - help"));
   }
 
   TEST_CASE("the user dictionary keeps shop terms whole") {

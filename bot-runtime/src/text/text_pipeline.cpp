@@ -8,6 +8,7 @@
 
 #include <mecab.h>
 #include <libstemmer.h>
+#include <unicode/uchar.h>
 #include <unicode/brkiter.h>
 #include <unicode/bytestream.h>
 #include <unicode/normalizer2.h>
@@ -284,9 +285,9 @@ Result<std::shared_ptr<const TextPipeline>> TextPipeline::create(TextOptions opt
   return std::shared_ptr<const TextPipeline>(new TextPipeline(std::move(impl)));
 }
 
-// The last step of normalization, one character at a time: white space collapsed and
-// trimmed, control characters dropped, wave dashes unified, and a dash after katakana read
-// as the long-vowel mark ("ケ-キ" is "ケーキ").
+// The last step of normalization, one character at a time: white space (line separators
+// included) collapsed and trimmed, control characters dropped, wave dashes and apostrophes
+// unified, and a dash right after katakana read as the long-vowel mark ("ケ-キ" is "ケーキ").
 class Emitter {
  public:
   explicit Emitter(std::string& out) : out_(out) {}
@@ -297,14 +298,20 @@ class Emitter {
       prev_ = c;
       return;
     }
-    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' || c == 0x3000) {
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' || c == 0x3000 || c == 0x85 ||
+        c == 0x2028 || c == 0x2029) {
       pending_space_ = !out_.empty();
+      prev_ = ' ';  // a dash after a space is not a long vowel ("マイページ - ログイン")
       return;
     }
-    if (c < 0x20 || c == 0x7F) return;
+    if (c < 0x20 || (c >= 0x7F && c <= 0x9F)) return;  // C0 and C1 controls, DEL
     if (c == 0x301C || c == 0x2053) {
       c = '~';
       bytes = "~";
+    }
+    if (c == 0x2019 || c == 0x2018 || c == 0x02BC) {  // typographic apostrophes: "can’t" is "can't"
+      c = '\'';
+      bytes = "'";
     }
     bool dash = c == '-' || (c >= 0x2010 && c <= 0x2015) || c == 0x2212;
     if (dash && (is_katakana(prev_) || prev_ == 0x30FC)) {
@@ -515,7 +522,16 @@ void TextPipeline::Impl::tokenize_english(std::string_view text, std::vector<Tok
     if (breaker->it->getRuleStatus() == UBRK_WORD_NONE) continue;
     std::string word;
     u.tempSubStringBetween(start, end).toUTF8String(word);
-    add_english_word(word, out, stemmer ? &*stemmer : nullptr);
+    // ICU keeps "60,000" and "3.5" whole, where the ASCII path above splits them at the
+    // punctuation: split them the same way, so that one é or emoji elsewhere in a message
+    // does not change how its numbers match.
+    std::size_t from = 0;
+    for (std::size_t i = 0; i <= word.size(); ++i) {
+      const bool cut = i == word.size() || word[i] == ',' || word[i] == '.';
+      if (!cut) continue;
+      if (i > from) add_english_word(std::string_view(word).substr(from, i - from), out, stemmer ? &*stemmer : nullptr);
+      from = i + 1;
+    }
   }
 }
 
@@ -548,6 +564,12 @@ Status TextPipeline::Impl::tokenize_japanese(std::string_view text, std::vector<
       if (has_alnum) tokenize_english(surface, out);
       continue;
     }
+    // Symbols ipadic does not know ("♪", "♡", "¥") come as nouns: a word needs a letter or a digit.
+    bool has_alnum = false;
+    for (std::size_t i = 0; i < surface.size() && !has_alnum;) {
+      has_alnum = u_isalnum(static_cast<UChar32>(detail::next_code_point(surface, i)));
+    }
+    if (!has_alnum) continue;
     const bool unknown = node->stat == MECAB_UNK_NODE;
     const std::string_view word = unknown || nf <= 6 || is(f[6], "*") ? surface : f[6];
     bool content_pos = pos == Pos::kContent || pos == Pos::kNoun;

@@ -310,6 +310,33 @@ async def test_ping_before_and_after_hello(hub):
 
 
 @async_test
+async def test_a_message_at_the_size_limit_is_in_every_replay_and_transcript(hub):
+    # What the hub stores is larger than what the visitor sent (it adds seq, from and at). It
+    # was read back with the visitor's 64 KiB limit: the message was acknowledged, then left
+    # out of every replay and transcript, and reached the agent without its conversation.
+    v, _, _, _ = await start_handoff(hub)
+    conv = v.conversation
+    sato = await new_agent(hub, "sato")
+    await sato.take(conv, timeout=T)
+    big_id = new_client_id("big")
+    head = json.dumps({"v": 1, "type": "message", "id": big_id, "text": ""})
+    text = "a" * (64 * 1024 - len(head))
+    raw = json.dumps({"v": 1, "type": "message", "id": big_id, "text": text})
+    assert len(raw.encode()) == 64 * 1024
+    await v.send_raw(raw)
+    ack = await v.wait_for(lambda f: f.get("type") == "ack" and f.get("id") == big_id, T)
+    live = await sato.wait_for(lambda f: f.get("type") == "message" and f.get("id") == big_id, T)
+    assert live.get("conversation") == conv and live["seq"] == ack["seq"] and live["text"] == text, live.get("conversation")
+    r = await resume(hub, v.token, last_seq=0)
+    replay = await r.replay(timeout=T)
+    assert [f["seq"] for f in replay if f.get("id") == big_id] == [ack["seq"]], seqs(replay)
+    again = await sato.take(conv, timeout=T, resume=True)
+    assert [m["seq"] for m in again["messages"] if m.get("id") == big_id] == [ack["seq"]], seqs(again["messages"])
+    for c in (v, r, sato):
+        await c.disconnect()
+
+
+@async_test
 async def test_handoff_take_reply_hand_back(hub):
     attrs = {"customer_id": "c-42", "plan": "gold"}
     v, ack, bot, started = await start_handoff(hub, visitor=attrs)

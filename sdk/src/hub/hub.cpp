@@ -74,6 +74,15 @@ std::int64_t now_ms() {
       .count();
 }
 
+// Decodes a frame the hub encoded itself (a stored message, a frame on its way to agents).
+// Such a frame is larger than the client's was: the hub adds seq, from and at, and fills in
+// attachments' fields. The limits on what clients send would refuse a message that came in
+// just under them, and it would be missing from every replay and transcript.
+std::variant<Frame, protocol::DecodeError> decode_own(std::string_view json) {
+  static const protocol::DecodeLimits kNoLimits{SIZE_MAX, SIZE_MAX, SIZE_MAX, SIZE_MAX};
+  return protocol::decode(json, kNoLimits);
+}
+
 double steady_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -799,7 +808,7 @@ struct Hub::Impl {
         }
       }
       for (std::size_t i = 0; i + answers < questions.size(); ++i) {
-        auto f = protocol::decode(questions[i]->body_json);
+        auto f = decode_own(questions[i]->body_json);
         if (auto* frame = std::get_if<Frame>(&f)) unanswered.emplace_back(questions[i]->seq, std::move(*frame));
       }
       std::reverse(unanswered.begin(), unanswered.end());
@@ -810,7 +819,7 @@ struct Hub::Impl {
     // when the conversation left memory).
     for (const auto& m : stored) {
       if (m.kind != "message" || m.seq >= first_unanswered) continue;
-      auto f = protocol::decode(m.body_json);
+      auto f = decode_own(m.body_json);
       if (auto* frame = std::get_if<Frame>(&f)) {
         conv->bot.add_turn({m.sender.rfind("agent", 0) == 0 ? "agent" : m.sender, frame->text, "", bot::Decision::kReply});
       }
@@ -1202,7 +1211,7 @@ struct Hub::Impl {
     }
     for (const auto& m : *page) {
       if (m.seq > s.replay_until) break;  // held, in s.held
-      auto f = protocol::decode(m.body_json);
+      auto f = decode_own(m.body_json);
       if (auto* frame = std::get_if<Frame>(&f)) {
         frame->seq = m.seq;
         send(s, protocol::encode(*frame), true);
@@ -1264,7 +1273,7 @@ struct Hub::Impl {
 
   // Adds "conversation" to an encoded frame for agents.
   static std::string with_conversation(const std::string& json, const std::string& conversation) {
-    auto f = protocol::decode(json);
+    auto f = decode_own(json);
     if (auto* frame = std::get_if<Frame>(&f)) {
       frame->conversation = conversation;
       return protocol::encode(*frame);
@@ -1536,7 +1545,7 @@ struct Hub::Impl {
         }
         std::vector<std::string> frames;
         for (const auto& m : *msgs) {
-          auto d = protocol::decode(m.body_json);
+          auto d = decode_own(m.body_json);
           if (auto* fr = std::get_if<Frame>(&d)) {
             fr->seq = m.seq;
             frames.push_back(protocol::encode(*fr));

@@ -1297,6 +1297,27 @@ async def test_binary_frames_are_refused(hub):
 
 
 @async_test
+async def test_a_binary_frame_gets_one_error_and_counts_like_a_text_frame(hub):
+    # It was answered in every piece libwebsockets delivers (39 errors for 20 KB), never
+    # counted against the rate limit, and never too large.
+    v = await new_visitor(hub)
+    await v.send_raw(b"x" * (20 * 1024))
+    await v.ping("after-big", timeout=T)
+    assert [e["code"] for e in v.errors()] == ["bad_frame"], v.errors()
+    # A flood of binary frames is rate limited and closed as a flood of text ones.
+    for _ in range(200):
+        await v.send_raw(b"x")
+    await v.wait_closed(T)
+    codes = {e["code"] for e in v.errors()}
+    assert "rate_limited" in codes and v.close_code == 1008, (codes, v.close_code)
+    # Past the size limit: too_large and 1009.
+    w = await new_visitor(hub)
+    await w.send_raw(b"x" * (65 * 1024))
+    assert await w.wait_closed(T) == 1009, w.errors()
+    assert [e["code"] for e in w.errors()] == ["too_large"], w.errors()
+
+
+@async_test
 async def test_flood_is_rate_limited_without_losing_anything(hub):
     flooder = await new_visitor(hub, locale="ja")
     before, before_reply = await ask(flooder, JA_SHIPPING)

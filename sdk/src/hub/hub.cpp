@@ -83,6 +83,10 @@ std::variant<Frame, protocol::DecodeError> decode_own(std::string_view json) {
   return protocol::decode(json, kNoLimits);
 }
 
+// What the inbox holds for a binary frame (its bytes are not kept). No text frame can be
+// this: it is not valid UTF-8.
+constexpr std::string_view kBinaryFrame = "\xff binary";
+
 double steady_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -201,6 +205,7 @@ struct Session {
   std::int64_t replay_until = 0;  // the conversation's last seq at the hello: later ones are held
   FrameQueue held;
   std::string rx;
+  std::size_t rx_binary = 0;       // bytes of the binary frame being received (not kept)
   std::vector<std::string> inbox;  // whole frames received, not yet handled
   bool ready = false;              // listed in Hub::Impl::ready
   bool touched = false;            // sent to in the open batch: out[out_mark...] is its part
@@ -1762,7 +1767,10 @@ struct Hub::Impl {
     ++frames_received;
     protocol::DecodeLimits limits;
     limits.max_frame_bytes = cfg.max_frame_bytes;
-    auto decoded = protocol::decode(text, limits);
+    const bool binary = text == kBinaryFrame;
+    auto decoded = binary ? std::variant<Frame, protocol::DecodeError>(protocol::DecodeError{
+                                ErrorKind::kBadFrame, "binary frames are not part of the protocol; send text", {}})
+                          : protocol::decode(text, limits);
     // Token bucket: rate_per_second on average, rate_burst at once. A dropped frame is
     // answered with rate_limited (naming its id); a connection that keeps on is closed.
     double now = steady_seconds();
@@ -2053,8 +2061,18 @@ int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::s
         return 0;
       }
       if (lws_frame_is_binary(wsi)) {
-        s.rx.clear();
-        return impl->send_error(s, ErrorKind::kBadFrame, "binary frames are not part of the protocol; send text"), 0;
+        // Counted like a text frame (its size, the rate limit) and answered once, at its end;
+        // libwebsockets hands a large frame over in many pieces.
+        if (s.rx_binary + len > impl->cfg.max_frame_bytes) {
+          s.rx_binary = 0;
+          impl->send_error(s, ErrorKind::kTooLarge, "the frame is over " + std::to_string(impl->cfg.max_frame_bytes) + " bytes");
+          return 0;
+        }
+        s.rx_binary += len;
+        if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) > 0) return 0;
+        s.rx_binary = 0;
+        impl->enqueue(s, std::string(kBinaryFrame));
+        return 0;
       }
       if (s.rx.size() + len > impl->cfg.max_frame_bytes) {
         s.rx.clear();

@@ -485,6 +485,17 @@ async def test_typing_and_read_between_visitor_and_agent(hub):
     r = await sato.wait_for(lambda f: f.get("type") == "read" and f.get("conversation") == conv, T)
     assert r["from"] == "visitor" and r["seq"] == stored_before, r
 
+    # A receipt for a seq the conversation does not have is refused, not passed on.
+    for bad in (0, stored_before + 1000):
+        await v.read(bad)
+        err = await v.next_error(T)
+        assert err["code"] == "bad_frame" and "is not in the conversation" in err["message"], err
+        await sato.read(conv, bad)
+        err = await sato.next_error(T)
+        assert err["code"] == "bad_frame", err
+    await v.ping("after-bad-reads", timeout=T)
+    assert not [f for f in sato.received if f.get("type") == "read" and f.get("seq") in (0, stored_before + 1000)]
+
     # typing and read are not stored
     again = await resume(hub, v.token, last_seq=0)
     assert again.welcome["last_seq"] == stored_before, again.welcome
@@ -1182,7 +1193,8 @@ async def test_agent_logins_beyond_those_being_checked_are_rate_limited(hub):
 async def test_frames_before_hello_are_unauthorized(hub):
     v = VisitorClient(hub.url)
     await v.connect(T)
-    await expect_closed_with_error(v, "unauthorized", 1008, lambda: v.send_message(JA_SHIPPING, timeout=T))
+    await expect_closed_with_error(v, "unauthorized", 1008, lambda: v.send_message(JA_SHIPPING, id="early-1", timeout=T))
+    assert v.errors()[-1].get("id") == "early-1", v.errors()  # the message it is about
     a = AgentClient(hub.url)
     await a.connect(T)
     await expect_closed_with_error(a, "unauthorized", 1008, lambda: a.queue(timeout=T))
@@ -1226,6 +1238,7 @@ async def test_bad_frames_are_refused_and_not_stored(hub):
         {"type": "message", "id": "no-text"},  # text is required
         {"type": "typing", "state": "maybe"},
         {"type": "read", "seq": "three"},
+        {"type": "message", "id": "empty-text", "text": ""},  # empty without attachments
     ]
     for frame in bad:
         await v.send(frame)

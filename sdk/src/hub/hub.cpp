@@ -1286,20 +1286,37 @@ struct Hub::Impl {
     return json;
   }
 
+  // A message needs text, or attachments (docs/protocol.md).
+  void refuse_empty(Session& s, const Frame& f) {
+    send_error(s, ErrorKind::kBadFrame, "message: \"text\" is empty; write something, or attach a file", f.id);
+  }
+
+  // A read receipt must name a seq the conversation has; false (after the error) if not.
+  bool read_seq_ok(Session& s, const Conversation& c, const Frame& f) {
+    const std::int64_t seq = f.seq.value_or(0);
+    if (seq >= 1 && seq <= c.record.last_seq) return true;
+    send_error(s, ErrorKind::kBadFrame,
+               "read: \"seq\" " + std::to_string(seq) + " is not in the conversation (its last seq is " +
+                   std::to_string(c.record.last_seq) + ")");
+    return false;
+  }
+
   void on_visitor_frame(Session& s, Frame f) {
     if (!s.authenticated && f.type != FrameType::kHello) {
-      return send_error(s, ErrorKind::kUnauthorized, "send hello first");
+      return send_error(s, ErrorKind::kUnauthorized, "send hello first", f.id);
     }
     switch (f.type) {
       case FrameType::kHello:
         if (s.authenticated) return send_error(s, ErrorKind::kConflict, "hello: already said");
         return visitor_hello(s, f);
       case FrameType::kMessage:
+        if (f.text.empty() && f.attachments.empty()) return refuse_empty(s, f);
         return visitor_message(s, std::move(f));
       case FrameType::kTyping:
       case FrameType::kRead: {
         auto loaded = load(s.conversation);
         if (!loaded) return;
+        if (f.type == FrameType::kRead && !read_seq_ok(s, **loaded, f)) return;
         f.from = "visitor";
         if (!(*loaded)->record.assigned_agent.empty()) {
           f.conversation = s.conversation;
@@ -1567,6 +1584,7 @@ struct Hub::Impl {
         return broadcast_queue();
       }
       case FrameType::kMessage: {
+        if (f.text.empty() && f.attachments.empty()) return refuse_empty(s, f);
         auto c = agent_conversation(s, f, true);
         if (!c) {
           // The resend of a reply this agent stored before it lost the conversation (its ack
@@ -1599,6 +1617,7 @@ struct Hub::Impl {
       case FrameType::kRead: {
         auto c = agent_conversation(s, f, true);
         if (!c) return agent_error(s, c.status());
+        if (f.type == FrameType::kRead && !read_seq_ok(s, **c, f)) return;
         f.from = "agent";
         f.conversation.clear();
         return to_visitors((*c)->record.id, protocol::encode(f));

@@ -1795,6 +1795,9 @@ struct Hub::Impl {
     double now = steady_seconds();
     s.tokens = std::min(cfg.rate_burst, s.tokens + (now - s.last_refill) * cfg.rate_per_second);
     s.last_refill = now;
+    // A client that paused until its whole burst came back is not flooding: the count of
+    // dropped frames that closes the connection starts again.
+    if (s.tokens >= cfg.rate_burst) s.violations = 0;
     if (s.tokens < 1.0) {
       std::string id;
       if (auto* f = std::get_if<Frame>(&decoded)) id = f->id;

@@ -156,6 +156,15 @@ TEST_SUITE("bot.text") {
     CHECK(has(terms, "sakura express"));
     auto kinds = std::count_if(a->tokens.begin(), a->tokens.end(), [](const Token& t) { return t.kind == TokenKind::kUserTerm; });
     CHECK(kinds == 2);
+    SUBCASE("the words after a term are read in their sentence") {
+      // Cut off at the term, "はいつまで" was read as はい ("yes") and つま ("wife").
+      auto b = p->analyze("さくらポイントはいつまで使えますか");
+      REQUIRE(b.is_ok());
+      std::vector<std::string> texts;
+      for (const auto& t : b->tokens) texts.push_back(t.text);
+      CHECK(texts == std::vector<std::string>{"さくらポイント", "は", "いつ", "まで", "使える", "ます", "か"});
+      CHECK(b->tokens[0].kind == TokenKind::kUserTerm);
+    }
   }
 
   TEST_CASE("synonyms map to the group's first word") {

@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <span>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -165,7 +166,10 @@ struct TextPipeline::Impl {
   void apply_synonyms(std::string& text) const;
   void tokenize_english(std::string_view text, std::vector<Token>& out) const;
   void add_english_word(std::string_view word, std::vector<Token>& out, Stemmer* stemmer) const;
-  Status tokenize_japanese(std::string_view text, std::vector<Token>& out) const;
+  // `terms`: user-dictionary terms in `text` as (byte offset, size), in order, each a token
+  // of its own; MeCab reads the rest with the terms' edges as word boundaries.
+  Status tokenize_japanese(std::string_view text, std::vector<Token>& out,
+                           std::span<const std::pair<std::size_t, std::size_t>> terms = {}) const;
 };
 
 TextPipeline::TextPipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -535,19 +539,35 @@ void TextPipeline::Impl::tokenize_english(std::string_view text, std::vector<Tok
   }
 }
 
-Status TextPipeline::Impl::tokenize_japanese(std::string_view text, std::vector<Token>& out) const {
+Status TextPipeline::Impl::tokenize_japanese(std::string_view text, std::vector<Token>& out,
+                                             std::span<const std::pair<std::size_t, std::size_t>> terms) const {
   auto worker = mecab_pool.take();
   if (!worker) return unavailable("MeCab could not create a tagger");
   MeCab::Lattice* lattice = worker->lattice.get();
   lattice->set_sentence(text.data(), text.size());
+  // MeCab reads the words around a term in their sentence ("さくらポイントはいつまで": は is a
+  // particle after a noun), where cutting the text at the term left "はいつまで" to be read as
+  // はい ("yes") and つま ("wife"). Only the term's edges are constrained: whatever nodes MeCab
+  // makes inside it become the one term token.
+  for (const auto& [at, size] : terms) {
+    lattice->set_boundary_constraint(at, MECAB_TOKEN_BOUNDARY);
+    lattice->set_boundary_constraint(at + size, MECAB_TOKEN_BOUNDARY);
+  }
   if (!worker->tagger->parse(lattice)) {
     return internal_error(std::string("MeCab parse failed: ") + lattice->what());
   }
   std::array<std::string_view, 7> f;  // f[6] is the base form
+  auto term = terms.begin();
   for (const MeCab::Node* node = lattice->bos_node(); node; node = node->next) {
     if (node->stat == MECAB_BOS_NODE || node->stat == MECAB_EOS_NODE) continue;
     std::string_view surface(node->surface, node->length);
     if (surface.empty()) continue;
+    const auto offset = static_cast<std::size_t>(node->surface - text.data());
+    while (term != terms.end() && term->first + term->second <= offset) ++term;
+    if (term != terms.end() && offset >= term->first) {  // inside a term
+      if (offset == term->first) out.push_back(Token{std::string(text.substr(term->first, term->second)), TokenKind::kUserTerm, true});
+      continue;
+    }
     std::size_t nf = split_feature(node->feature, f);
     const Pos pos = classify_pos(nf > 0 ? f[0] : std::string_view());
     std::string_view pos1 = nf > 1 ? f[1] : std::string_view();
@@ -592,8 +612,12 @@ Result<Analysis> TextPipeline::analyze(std::string_view utf8) const {
   a.locale = std::string(detect_locale(a.normalized));
   const std::string& s = a.normalized;
 
-  // Cut the text at user-dictionary terms (longest match first), tokenize the gaps.
+  // Japanese text goes to MeCab whole, its user-dictionary terms (longest match first) as
+  // word boundaries. Other text is cut at the terms, and the gaps are tokenized on their own.
+  std::vector<std::pair<std::size_t, std::size_t>> term_spans;
+  const bool japanese = a.locale == "ja";
   auto tokenize_gap = [&](std::size_t begin, std::size_t end) -> Status {
+    if (japanese) return Status::ok();
     if (end <= begin) return Status::ok();
     std::string_view gap(s.data() + begin, end - begin);
     const bool whole = begin == 0 && end == s.size();  // no user term: the text's own locale
@@ -614,7 +638,11 @@ Result<Analysis> TextPipeline::analyze(std::string_view utf8) const {
           if (s.compare(i, term.size(), term) == 0 && detail::at_word_boundary(s, i, term.size())) {
             matched = term.size();
             MDG_RETURN_IF_ERROR(tokenize_gap(gap_start, i));
-            a.tokens.push_back(Token{term, TokenKind::kUserTerm, true});
+            if (japanese) {
+              term_spans.emplace_back(i, term.size());
+            } else {
+              a.tokens.push_back(Token{term, TokenKind::kUserTerm, true});
+            }
             break;
           }
         }
@@ -630,6 +658,7 @@ Result<Analysis> TextPipeline::analyze(std::string_view utf8) const {
     }
   }
   MDG_RETURN_IF_ERROR(tokenize_gap(gap_start, s.size()));
+  if (japanese) MDG_RETURN_IF_ERROR(impl_->tokenize_japanese(s, a.tokens, term_spans));
   return a;
 }
 

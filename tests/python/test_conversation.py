@@ -193,6 +193,15 @@ async def start_handoff(hub, text: str = JA_HUMAN, **hello):
     return v, ack, bot, started
 
 
+async def taken(hub, agent: str = "sato"):
+    """A visitor who asked for a person, and the agent who took the conversation: returns
+    (visitor, ack of the request, conversation id, agent)."""
+    v, ack, _, _ = await start_handoff(hub)
+    a = await new_agent(hub, agent)
+    await a.take(v.conversation, timeout=T)
+    return v, ack, v.conversation, a
+
+
 async def welcome_state(hub, v: VisitorClient) -> str:
     """The conversation's state as a new connection's welcome tells it."""
     c = await resume(hub, v.token, last_seq=v.highest_seq)
@@ -314,10 +323,7 @@ async def test_a_message_at_the_size_limit_is_in_every_replay_and_transcript(hub
     # What the hub stores is larger than what the visitor sent (it adds seq, from and at). It
     # was read back with the visitor's 64 KiB limit: the message was acknowledged, then left
     # out of every replay and transcript, and reached the agent without its conversation.
-    v, _, _, _ = await start_handoff(hub)
-    conv = v.conversation
-    sato = await new_agent(hub, "sato")
-    await sato.take(conv, timeout=T)
+    v, _, conv, sato = await taken(hub)
     big_id = new_client_id("big")
     head = json.dumps({"v": 1, "type": "message", "id": big_id, "text": ""})
     text = "a" * (64 * 1024 - len(head))
@@ -446,9 +452,7 @@ async def test_an_agent_who_goes_away_leaves_the_conversation_to_the_queue(hub):
     hub.config = {"agent_grace_ms": 300}
     hub.terminate()
     hub.start()
-    v, _, _, _ = await start_handoff(hub)
-    sato = await new_agent(hub, "sato")
-    await sato.take(v.conversation, timeout=T)
+    v, _, _, sato = await taken(hub)
     await v.next_event("agent_joined", timeout=T)
     await sato.disconnect()  # and does not come back
     left = await v.next_event("agent_left", timeout=T)
@@ -464,10 +468,7 @@ async def test_an_agent_who_goes_away_leaves_the_conversation_to_the_queue(hub):
 
 @async_test
 async def test_typing_and_read_between_visitor_and_agent(hub):
-    v, ack, _, _ = await start_handoff(hub)
-    conv = v.conversation
-    sato = await new_agent(hub, "sato")
-    await sato.take(conv, timeout=T)
+    v, ack, conv, sato = await taken(hub)
     await v.next_event("agent_joined", timeout=T)
     stored_before = v.highest_seq
 
@@ -530,10 +531,7 @@ async def test_transfer_to_another_agent(hub):
 
 @async_test
 async def test_agent_closes_the_conversation(hub):
-    v, _, _, _ = await start_handoff(hub)
-    conv = v.conversation
-    sato = await new_agent(hub, "sato")
-    await sato.take(conv, timeout=T)
+    v, _, conv, sato = await taken(hub)
     await sato.close(conv)
     closed = await v.next_event("conversation_closed", timeout=T)
     assert_event(closed, "conversation_closed")
@@ -913,9 +911,7 @@ async def test_the_hub_stamps_the_time_and_the_conversation_of_what_it_stores(hu
 
 @async_test
 async def test_a_transfer_to_oneself_is_a_conflict(hub):
-    v, _, _, _ = await start_handoff(hub)
-    sato = await new_agent(hub, "sato")
-    await sato.take(v.conversation, timeout=T)
+    v, _, _, sato = await taken(hub)
     await sato.transfer(v.conversation, "sato")
     assert (await sato.next_error(T))["code"] == "conflict"
     await sato.message(v.conversation, "まだ担当しています", timeout=T)  # still its

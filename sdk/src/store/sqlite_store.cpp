@@ -388,6 +388,18 @@ class SqliteStore final : public Store {
     return invalid_argument("store " + path_ + ": " + std::string(op) + ": " + std::string(what));
   }
   Status check_record(std::string_view op, const ConversationRecord& record) const;
+  Status check_state(std::string_view op, std::string_view state) const {
+    if (valid_state(state)) return Status::ok();
+    return bad_input(op, "state '" + std::string(state) + "' is not one of bot, waiting, agent, closed");
+  }
+  // Every row of `q` (conversation columns, then last_seq).
+  Result<std::vector<ConversationRecord>> read_conversations(Query& q, std::string_view op) const {
+    std::vector<ConversationRecord> out;
+    int rc = 0;
+    while ((rc = q.step()) == SQLITE_ROW) out.push_back(read_conversation(q));
+    if (rc != SQLITE_DONE) return sqlite_error(rc, op);
+    return out;
+  }
   Status newer_schema(std::int64_t version) const {
     return invalid_argument("store " + path_ + ": open: store schema version " +
                             std::to_string(version) + " is newer than this build supports (" +
@@ -849,28 +861,19 @@ Result<std::vector<StoredMessage>> SqliteStore::messages_after(std::string_view 
 Result<std::vector<ConversationRecord>> SqliteStore::conversations_in_state(
     std::string_view state, std::size_t limit) {
   constexpr std::string_view kOp = "conversations_in_state";
-  if (!valid_state(state)) {
-    return bad_input(kOp, "state '" + std::string(state) +
-                              "' is not one of bot, waiting, agent, closed");
-  }
+  MDG_RETURN_IF_ERROR(check_state(kOp, state));
   const auto lock = lock_for_call();
-  MDG_RETURN_IF_ERROR(batch_alive("conversations_in_state"));
-  std::vector<ConversationRecord> out;
+  MDG_RETURN_IF_ERROR(batch_alive(kOp));
   Query q(stmt_.in_state.get());
   q.text(state).int64(clamp_limit(limit));
-  int rc = 0;
-  while ((rc = q.step()) == SQLITE_ROW) out.push_back(read_conversation(q));
-  if (rc != SQLITE_DONE) return sqlite_error(rc, kOp);
-  return out;
+  return read_conversations(q, kOp);
 }
 
 Result<std::int64_t> SqliteStore::count_in_state(std::string_view state) {
   constexpr std::string_view kOp = "count_in_state";
-  if (!valid_state(state)) {
-    return bad_input(kOp, "state '" + std::string(state) + "' is not one of bot, waiting, agent, closed");
-  }
+  MDG_RETURN_IF_ERROR(check_state(kOp, state));
   const auto lock = lock_for_call();
-  MDG_RETURN_IF_ERROR(batch_alive("count_in_state"));
+  MDG_RETURN_IF_ERROR(batch_alive(kOp));
   Query q(stmt_.count_in_state.get());
   q.text(state);
   const int rc = q.step();
@@ -891,15 +894,12 @@ Result<std::vector<std::string>> SqliteStore::agents_holding() {
 
 Result<std::vector<ConversationRecord>> SqliteStore::conversations_of_agent(std::string_view agent,
                                                                             std::size_t limit) {
+  constexpr std::string_view kOp = "conversations_of_agent";
   const auto lock = lock_for_call();
-  MDG_RETURN_IF_ERROR(batch_alive("conversations_of_agent"));
-  std::vector<ConversationRecord> out;
+  MDG_RETURN_IF_ERROR(batch_alive(kOp));
   Query q(stmt_.of_agent.get());
   q.text(agent).int64(clamp_limit(limit));
-  int rc = 0;
-  while ((rc = q.step()) == SQLITE_ROW) out.push_back(read_conversation(q));
-  if (rc != SQLITE_DONE) return sqlite_error(rc, "conversations_of_agent");
-  return out;
+  return read_conversations(q, kOp);
 }
 
 Result<std::int64_t> SqliteStore::count_messages() {

@@ -558,14 +558,16 @@ Status TextPipeline::Impl::tokenize_japanese(std::string_view text, std::vector<
   }
   std::array<std::string_view, 7> f;  // f[6] is the base form
   auto term = terms.begin();
+  auto told = terms.end();  // the last term given its token
   for (const MeCab::Node* node = lattice->bos_node(); node; node = node->next) {
     if (node->stat == MECAB_BOS_NODE || node->stat == MECAB_EOS_NODE) continue;
     std::string_view surface(node->surface, node->length);
     if (surface.empty()) continue;
     const auto offset = static_cast<std::size_t>(node->surface - text.data());
     while (term != terms.end() && term->first + term->second <= offset) ++term;
-    if (term != terms.end() && offset >= term->first) {  // inside a term
-      if (offset == term->first) out.push_back(Token{std::string(text.substr(term->first, term->second)), TokenKind::kUserTerm, true});
+    if (term != terms.end() && offset >= term->first) {  // a node of a term: the term's token once
+      if (told != term) out.push_back(Token{std::string(text.substr(term->first, term->second)), TokenKind::kUserTerm, true});
+      told = term;
       continue;
     }
     std::size_t nf = split_feature(node->feature, f);

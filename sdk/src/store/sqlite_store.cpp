@@ -313,7 +313,7 @@ class SqliteStore final : public Store {
   // on scope exit unless commit() succeeded), or, inside the open batch, the batch's. A call
   // inside a batch writes with one statement at most (append: its INSERT), and SQLite undoes
   // a statement that fails by itself while the transaction goes on, so no savepoint is
-  // needed around it. Call with mu_ held, after batch_alive().
+  // needed around it. Call with mu_ held (enter()).
   class Transaction {
    public:
     explicit Transaction(SqliteStore& store) : store_(store), nested_(store.in_batch_) {}
@@ -348,7 +348,6 @@ class SqliteStore final : public Store {
     bool active_ = false;
   };
 
-  // Locks mu_ for one call, after waiting for another thread's batch to end.
   // Ends the open batch (after its COMMIT or ROLLBACK): other threads' calls may go on.
   Status batch_over(std::unique_lock<std::mutex>& lock, Status result) {
     in_batch_ = false;
@@ -371,9 +370,18 @@ class SqliteStore final : public Store {
                                          "its writes happened); end it with abort_batch() and write again"};
   }
 
+  // Locks mu_ for one call, after waiting for another thread's batch to end.
   std::unique_lock<std::mutex> lock_for_call() {
     std::unique_lock<std::mutex> lock(mu_);
     batch_ended_.wait(lock, [this] { return !in_batch_ || batch_owner_ == std::this_thread::get_id(); });
+    return lock;
+  }
+
+  // lock_for_call() for a call of the store's interface, which fails when its batch is lost
+  // (batch_alive()).
+  Result<std::unique_lock<std::mutex>> enter(std::string_view op) {
+    auto lock = lock_for_call();
+    MDG_RETURN_IF_ERROR(batch_alive(op));
     return lock;
   }
 
@@ -700,8 +708,7 @@ Result<bool> SqliteStore::exists(std::string_view id, std::string_view op) {
 Status SqliteStore::create_conversation(const ConversationRecord& record) {
   constexpr std::string_view kOp = "create_conversation";
   MDG_RETURN_IF_ERROR(check_record(kOp, record));
-  const auto lock = lock_for_call();
-  MDG_RETURN_IF_ERROR(batch_alive("create_conversation"));
+  MDG_ASSIGN_OR_RETURN(const auto lock, enter(kOp));
   Query q(stmt_.insert_conversation.get());
   q.text(record.id)
       .text(record.state)
@@ -723,8 +730,7 @@ Status SqliteStore::create_conversation(const ConversationRecord& record) {
 Result<std::optional<ConversationRecord>> SqliteStore::find_conversation(std::string_view id) {
   constexpr std::string_view kOp = "find_conversation";
   if (id.empty()) return bad_input(kOp, "conversation id is empty");
-  const auto lock = lock_for_call();
-  MDG_RETURN_IF_ERROR(batch_alive("find_conversation"));
+  MDG_ASSIGN_OR_RETURN(const auto lock, enter(kOp));
   Query q(stmt_.find_conversation.get());
   q.text(id);
   const int rc = q.step();
@@ -736,8 +742,7 @@ Result<std::optional<ConversationRecord>> SqliteStore::find_conversation(std::st
 Status SqliteStore::update_conversation(const ConversationRecord& record) {
   constexpr std::string_view kOp = "update_conversation";
   MDG_RETURN_IF_ERROR(check_record(kOp, record));
-  const auto lock = lock_for_call();
-  MDG_RETURN_IF_ERROR(batch_alive("update_conversation"));
+  MDG_ASSIGN_OR_RETURN(const auto lock, enter(kOp));
   Query q(stmt_.update_conversation.get());
   q.text(record.state)
       .text(record.locale)
@@ -770,8 +775,7 @@ Result<AppendResult> SqliteStore::append(std::string_view conversation_id,
                               "' is not one of message, event");
   }
 
-  const auto lock = lock_for_call();
-  MDG_RETURN_IF_ERROR(batch_alive("append"));
+  MDG_ASSIGN_OR_RETURN(const auto lock, enter(kOp));
   Transaction tx(*this);
   MDG_RETURN_IF_ERROR(tx.begin(kOp));
 
@@ -827,8 +831,7 @@ Result<std::vector<StoredMessage>> SqliteStore::messages_after(std::string_view 
                                                                std::size_t limit) {
   constexpr std::string_view kOp = "messages_after";
   if (conversation_id.empty()) return bad_input(kOp, "conversation id is empty");
-  const auto lock = lock_for_call();
-  MDG_RETURN_IF_ERROR(batch_alive("messages_after"));
+  MDG_ASSIGN_OR_RETURN(const auto lock, enter(kOp));
   std::vector<StoredMessage> out;
   {
     Query q(stmt_.messages_after.get());
@@ -862,8 +865,7 @@ Result<std::vector<ConversationRecord>> SqliteStore::conversations_in_state(
     std::string_view state, std::size_t limit) {
   constexpr std::string_view kOp = "conversations_in_state";
   MDG_RETURN_IF_ERROR(check_state(kOp, state));
-  const auto lock = lock_for_call();
-  MDG_RETURN_IF_ERROR(batch_alive(kOp));
+  MDG_ASSIGN_OR_RETURN(const auto lock, enter(kOp));
   Query q(stmt_.in_state.get());
   q.text(state).int64(clamp_limit(limit));
   return read_conversations(q, kOp);
@@ -872,8 +874,7 @@ Result<std::vector<ConversationRecord>> SqliteStore::conversations_in_state(
 Result<std::int64_t> SqliteStore::count_in_state(std::string_view state) {
   constexpr std::string_view kOp = "count_in_state";
   MDG_RETURN_IF_ERROR(check_state(kOp, state));
-  const auto lock = lock_for_call();
-  MDG_RETURN_IF_ERROR(batch_alive(kOp));
+  MDG_ASSIGN_OR_RETURN(const auto lock, enter(kOp));
   Query q(stmt_.count_in_state.get());
   q.text(state);
   const int rc = q.step();
@@ -882,8 +883,7 @@ Result<std::int64_t> SqliteStore::count_in_state(std::string_view state) {
 }
 
 Result<std::vector<std::string>> SqliteStore::agents_holding() {
-  const auto lock = lock_for_call();
-  MDG_RETURN_IF_ERROR(batch_alive("agents_holding"));
+  MDG_ASSIGN_OR_RETURN(const auto lock, enter("agents_holding"));
   std::vector<std::string> out;
   Query q(stmt_.agents_holding.get());
   int rc = 0;
@@ -895,16 +895,14 @@ Result<std::vector<std::string>> SqliteStore::agents_holding() {
 Result<std::vector<ConversationRecord>> SqliteStore::conversations_of_agent(std::string_view agent,
                                                                             std::size_t limit) {
   constexpr std::string_view kOp = "conversations_of_agent";
-  const auto lock = lock_for_call();
-  MDG_RETURN_IF_ERROR(batch_alive(kOp));
+  MDG_ASSIGN_OR_RETURN(const auto lock, enter(kOp));
   Query q(stmt_.of_agent.get());
   q.text(agent).int64(clamp_limit(limit));
   return read_conversations(q, kOp);
 }
 
 Result<std::int64_t> SqliteStore::count_messages() {
-  const auto lock = lock_for_call();
-  MDG_RETURN_IF_ERROR(batch_alive("count_messages"));
+  MDG_ASSIGN_OR_RETURN(const auto lock, enter("count_messages"));
   Query q(stmt_.count_messages.get());
   const int rc = q.step();
   if (rc == SQLITE_ROW) return q.column_int64(0);
@@ -914,8 +912,7 @@ Result<std::int64_t> SqliteStore::count_messages() {
 Result<std::optional<std::int64_t>> SqliteStore::find_message(std::string_view conversation_id,
                                                                std::string_view client_id) {
   if (client_id.empty()) return std::optional<std::int64_t>();
-  const auto lock = lock_for_call();
-  MDG_RETURN_IF_ERROR(batch_alive("find_message"));
+  MDG_ASSIGN_OR_RETURN(const auto lock, enter("find_message"));
   Query q(stmt_.find_client_id.get());
   q.text(conversation_id).text(client_id);
   const int rc = q.step();

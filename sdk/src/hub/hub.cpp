@@ -205,7 +205,7 @@ struct Session {
   std::int64_t replay_until = 0;  // the conversation's last seq at the hello: later ones are held
   FrameQueue held;
   std::string rx;
-  std::size_t rx_binary = 0;       // bytes of the binary frame being received (not kept)
+  std::size_t rx_bytes = 0;        // bytes of the frame being received (rx: a text frame's)
   std::vector<std::string> inbox;  // whole frames received, not yet handled
   bool ready = false;              // listed in Hub::Impl::ready
   bool touched = false;            // sent to in the open batch: out[out_mark...] is its part
@@ -2082,30 +2082,23 @@ int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::s
         s.last_heard = steady_seconds();
         return 0;
       }
-      if (lws_frame_is_binary(wsi)) {
-        // Counted like a text frame (its size, the rate limit) and answered once, at its end;
-        // libwebsockets hands a large frame over in many pieces.
-        if (s.rx_binary + len > impl->cfg.max_frame_bytes) {
-          s.rx_binary = 0;
-          impl->send_error(s, ErrorKind::kTooLarge, "the frame is over " + std::to_string(impl->cfg.max_frame_bytes) + " bytes");
-          return 0;
-        }
-        s.rx_binary += len;
-        if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) > 0) return 0;
-        s.rx_binary = 0;
-        impl->enqueue(s, std::string(kBinaryFrame));
-        return 0;
-      }
-      if (s.rx.size() + len > impl->cfg.max_frame_bytes) {
+      // A binary frame is measured like a text frame (its size, then the rate limit as one
+      // frame, at its end), but its bytes are not kept. libwebsockets hands a large frame over
+      // in many pieces.
+      const bool binary = lws_frame_is_binary(wsi);
+      if (s.rx_bytes + len > impl->cfg.max_frame_bytes) {
         s.rx.clear();
+        s.rx_bytes = 0;
         impl->send_error(s, ErrorKind::kTooLarge,
                          "the frame is over " + std::to_string(impl->cfg.max_frame_bytes) + " bytes");
         return 0;
       }
-      s.rx.append(static_cast<const char*>(in), len);
+      s.rx_bytes += len;
+      if (!binary) s.rx.append(static_cast<const char*>(in), len);
       if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) > 0) return 0;
-      std::string frame = std::move(s.rx);
+      std::string frame = binary ? std::string(kBinaryFrame) : std::move(s.rx);
       s.rx.clear();
+      s.rx_bytes = 0;
       impl->enqueue(s, std::move(frame));
       return 0;
     }

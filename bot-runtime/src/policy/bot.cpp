@@ -405,10 +405,8 @@ Result<Reply> Bot::respond(Conversation& conv, std::string_view text) const {
   Reply reply;
   // A message without letters ("2", "?", "👍", "。") keeps the conversation's language: a
   // thumbs-up after a Japanese answer is no reason to go on in English.
-  bool has_letters = false;
-  for (std::size_t i = 0; i < a.normalized.size() && !has_letters;) {
-    has_letters = u_isUAlphabetic(static_cast<UChar32>(detail::next_code_point(a.normalized, i)));
-  }
+  const bool has_letters =
+      detail::any_code_point(a.normalized, [](char32_t c) { return u_isUAlphabetic(static_cast<UChar32>(c)) != 0; });
   if (!conv.locale().empty()) {
     reply.locale = conv.locale();
   } else if (!has_letters && !conv.last_locale_.empty()) {

@@ -431,14 +431,7 @@ Result<std::string> TextPipeline::normalize(std::string_view utf8) const {
 }
 
 std::string_view TextPipeline::detect_locale(std::string_view utf8) noexcept {
-  for (std::size_t i = 0; i < utf8.size();) {
-    if (static_cast<unsigned char>(utf8[i]) < 0x80) {
-      ++i;
-      continue;
-    }
-    if (is_japanese(next_code_point(utf8, i))) return "ja";
-  }
-  return "en";
+  return detail::any_code_point(utf8, detail::is_japanese) ? "ja" : "en";
 }
 
 void TextPipeline::Impl::apply_synonyms(std::string& text) const {
@@ -587,11 +580,7 @@ Status TextPipeline::Impl::tokenize_japanese(std::string_view text, std::vector<
       continue;
     }
     // Symbols ipadic does not know ("♪", "♡", "¥") come as nouns: a word needs a letter or a digit.
-    bool has_alnum = false;
-    for (std::size_t i = 0; i < surface.size() && !has_alnum;) {
-      has_alnum = u_isalnum(static_cast<UChar32>(detail::next_code_point(surface, i)));
-    }
-    if (!has_alnum) continue;
+    if (!detail::any_code_point(surface, [](char32_t c) { return u_isalnum(static_cast<UChar32>(c)) != 0; })) continue;
     const bool unknown = node->stat == MECAB_UNK_NODE;
     const std::string_view word = unknown || nf <= 6 || is(f[6], "*") ? surface : f[6];
     bool content_pos = pos == Pos::kContent || pos == Pos::kNoun;

@@ -24,6 +24,15 @@ inline char32_t next_code_point(std::string_view text, std::size_t& i) noexcept 
   return cp;
 }
 
+// True when pred(code point) holds for a code point of `text` (valid UTF-8).
+template <typename Pred>
+bool any_code_point(std::string_view text, Pred pred) {
+  for (std::size_t i = 0; i < text.size();) {
+    if (pred(next_code_point(text, i))) return true;
+  }
+  return false;
+}
+
 inline void append_utf8(std::string& out, char32_t cp) {
   if (cp < 0x80) {
     out += static_cast<char>(cp);

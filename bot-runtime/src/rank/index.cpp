@@ -42,8 +42,12 @@ std::uint64_t rank_key(float score, std::uint32_t entry) noexcept {
 }
 std::uint32_t key_entry(std::uint64_t key) noexcept { return ~static_cast<std::uint32_t>(key); }
 
-// Keeps the k greatest keys, greatest first.
-void keep_best(std::vector<std::uint64_t>& keys, std::size_t k) {
+// The keys (rank_key()) of the k touched entries of `s` that score(EntryScore) ranks
+// highest, greatest first.
+template <typename Score>
+void best_touched(const Scratch& s, std::size_t k, Score score, std::vector<std::uint64_t>& keys) {
+  keys.clear();
+  for (auto e : s.touched_entries) keys.push_back(rank_key(score(s.entry[e]), e));
   if (keys.size() > k) {
     std::nth_element(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(k), keys.end(), std::greater<>());
     keys.resize(k);
@@ -412,9 +416,7 @@ Result<std::unique_ptr<Index>> Index::build(const KnowledgeBase& kb, const TextP
       ex.doc = d;
       if (model) ix.apply_idf(ex.features);
       ix.score_bm25(analyses[d], s, d);
-      shortlist.clear();
-      for (auto e : s.touched_entries) shortlist.push_back(rank_key(s.entry[e].bm25, e));
-      keep_best(shortlist, keep);
+      best_touched(s, keep, [](const EntryScore& es) { return es.bm25; }, shortlist);
       ex.bm25.clear();
       ex.bm25.reserve(shortlist.size());
       for (auto key : shortlist) ex.bm25.emplace_back(key_entry(key), s.entry[key_entry(key)].bm25);
@@ -821,9 +823,7 @@ void Index::reset(Scratch& s) const {
 void Index::top_k(Scratch& s, std::size_t k, std::vector<Ranked>& out, double null_logit) const {
   // `better` is a strict total order (ties by entry), so the k kept do not depend on the
   // order of the touched list.
-  s.ranking.clear();
-  for (auto e : s.touched_entries) s.ranking.push_back(rank_key(logit(s.entry[e]), e));
-  keep_best(s.ranking, k);
+  best_touched(s, k, [this](const EntryScore& es) { return logit(es); }, s.ranking);
   out.clear();
   for (auto key : s.ranking) {
     const EntryScore& es = s.entry[key_entry(key)];

@@ -1,4 +1,5 @@
 #include "kb/json_locate.hpp"
+#include "text/utf8.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -29,14 +30,12 @@ class Checker {
   // The whole character at byte `i` (the text is valid UTF-8), quoted, with its code point
   // when it is not ASCII: 'x', or '［' (U+FF3B).
   std::string character_at(std::size_t i) const {
-    const auto lead = static_cast<unsigned char>(s_[i]);
-    const std::size_t n = lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4;
+    std::size_t end = i;
+    const char32_t cp = next_code_point(s_, end);
     std::string out(1, '\'');
-    out.append(s_.substr(i, n));
+    out.append(s_.substr(i, end - i));
     out.push_back('\'');
-    if (n == 1) return out;
-    std::uint32_t cp = lead & (0x7Fu >> n);
-    for (std::size_t k = 1; k < n && i + k < s_.size(); ++k) cp = (cp << 6) | (static_cast<unsigned char>(s_[i + k]) & 0x3Fu);
+    if (cp < 0x80) return out;
     char hex[16];
     std::snprintf(hex, sizeof hex, " (U+%04X)", static_cast<unsigned>(cp));
     out.append(hex);

@@ -35,6 +35,14 @@ TEST_SUITE("bot.text") {
       CHECK(p->normalize("  返品\u3000\u3000したい \n ").value() == "返品 したい");
     }
     SUBCASE("a dash after katakana is a long-vowel mark") { CHECK(p->normalize("ケ-キ").value() == "ケーキ"); }
+    SUBCASE("a dash after katakana before a Latin letter or a digit stays a hyphen") {
+      CHECK(p->normalize("Tシャツ-M").value() == "tシャツ-m");
+      CHECK(p->normalize("Ｔシャツ－Ｌサイズ").value() == "tシャツ-lサイズ");
+      CHECK(p->normalize("ケース-2個").value() == "ケース-2個");
+      CHECK(p->normalize("ケース\u2010m é").value() == "ケース-m é");  // through ICU
+      CHECK(p->normalize("コンピュータ-").value() == "コンピューター");
+      CHECK(p->normalize("コンピュータ- です").value() == "コンピューター です");
+    }
     SUBCASE("runs of kana and kanji keep the rules at their edges") {
       CHECK(p->normalize("\u3000お問い合わせ  ケーキ-ショップ\tの注文ＡＢＣ  ").value() ==
             "お問い合わせ ケーキーショップ の注文abc");

@@ -291,7 +291,8 @@ Result<std::shared_ptr<const TextPipeline>> TextPipeline::create(TextOptions opt
 
 // The last step of normalization, one character at a time: white space (line separators
 // included) collapsed and trimmed, control characters dropped, wave dashes and apostrophes
-// unified, and a dash right after katakana read as the long-vowel mark ("ケ-キ" is "ケーキ").
+// unified, and a dash right after katakana read as the long-vowel mark ("ケ-キ" is "ケーキ")
+// unless a Latin letter or a digit follows it ("Tシャツ-M" keeps its hyphen).
 class Emitter {
  public:
   explicit Emitter(std::string& out) : out_(out) {}
@@ -300,12 +301,14 @@ class Emitter {
     if (c >= 0x3041 && !pending_space_) {  // kana, kanji and the like: kept as they are
       out_.append(bytes);
       prev_ = c;
+      long_vowel_dash_ = false;
       return;
     }
     if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' || c == 0x3000 || c == 0x85 ||
         c == 0x2028 || c == 0x2029) {
       pending_space_ = !out_.empty();
       prev_ = ' ';  // a dash after a space is not a long vowel ("マイページ - ログイン")
+      long_vowel_dash_ = false;
       return;
     }
     if (c < 0x20 || (c >= 0x7F && c <= 0x9F)) return;  // C0 and C1 controls, DEL
@@ -317,10 +320,16 @@ class Emitter {
       c = '\'';
       bytes = "'";
     }
+    if (long_vowel_dash_ && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))) {
+      out_.resize(out_.size() - 3);  // the ー was a hyphen before a size, a model number...
+      out_ += '-';
+    }
+    long_vowel_dash_ = false;
     bool dash = c == '-' || (c >= 0x2010 && c <= 0x2015) || c == 0x2212;
     if (dash && (is_katakana(prev_) || prev_ == 0x30FC)) {
       c = 0x30FC;
       bytes = "\xE3\x83\xBC";  // ー
+      long_vowel_dash_ = true;
     }
     if (pending_space_) {
       out_ += ' ';
@@ -338,12 +347,14 @@ class Emitter {
     }
     out_.append(bytes);
     prev_ = last;
+    long_vowel_dash_ = false;
   }
 
  private:
   std::string& out_;
   char32_t prev_ = 0;
   bool pending_space_ = false;
+  bool long_vowel_dash_ = false;  // the last character written is a dash made ー
 };
 
 // The code point of a well-formed three-byte UTF-8 sequence at text[i], else 0.

@@ -187,6 +187,22 @@ TEST_SUITE("bot.text") {
       auto p2 = pipeline(o2);
       CHECK(p2->analyze("my code").value().normalized == "my code");
     }
+    SUBCASE("an alias inside its canonical form is not replaced there") {
+      TextOptions o2;
+      o2.synonyms = {{"プリンター", "プリンタ"}, {"promo code", "promo"}};
+      auto p2 = pipeline(o2);
+      CHECK(p2->normalize("プリンタ").value() == "プリンタ");  // normalize() leaves synonyms
+      CHECK(p2->analyze("プリンタが動かない").value().normalized == "プリンターが動かない");
+      CHECK(p2->analyze("プリンターが動かない").value().normalized == "プリンターが動かない");
+      CHECK(p2->analyze("a promo code?").value().normalized == "a promo code?");
+      CHECK(p2->analyze("a promo?").value().normalized == "a promo code?");
+    }
+    SUBCASE("a word that is one group's canonical form and a later group's alias stays") {
+      TextOptions o2;
+      o2.synonyms = {{"返金", "払い戻し"}, {"払い戻し", "返金"}};
+      auto p2 = pipeline(o2);
+      CHECK(p2->analyze("返金と払い戻し").value().normalized == "返金と返金");
+    }
   }
 
   TEST_CASE("words MeCab does not know are marked unknown") {

@@ -267,6 +267,14 @@ Result<std::shared_ptr<const TextPipeline>> TextPipeline::create(TextOptions opt
       impl->synonym_start.set(first & 4095u);
       impl->synonyms[first].emplace_back(std::move(*alias), *canonical);
     }
+    // The canonical form matches as itself, so that an alias inside it ("プリンタ" in
+    // "プリンター", "promo" in "promo code") is not replaced within it.
+    if (!canonical->empty()) {
+      std::size_t at = 0;
+      char32_t first = next_code_point(*canonical, at);
+      impl->synonym_start.set(first & 4095u);
+      impl->synonyms[first].emplace_back(*canonical, *canonical);
+    }
   }
   for (auto& [first, aliases] : impl->synonyms) {
     std::stable_sort(aliases.begin(), aliases.end(),
@@ -466,6 +474,11 @@ void TextPipeline::Impl::apply_synonyms(std::string& text) const {
           break;
         }
       }
+    }
+    if (hit && hit->first == hit->second) {  // a canonical form: kept as it is
+      if (changed) out += hit->second;
+      i += hit->first.size();
+      continue;
     }
     if (hit) {
       if (!changed) out.assign(text, 0, i);

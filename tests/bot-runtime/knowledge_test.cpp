@@ -188,6 +188,33 @@ TEST_SUITE("bot.knowledge") {
     CHECK(all.find("synonyms[0]") == std::string::npos);
   }
 
+  TEST_CASE("validation: a text of only full-width spaces, controls or zero-width characters is blank") {
+    // Such text normalizes to nothing: a synonym "　" deleted its group's words from every
+    // message, and an answer "　" showed the visitor nothing.
+    auto kb = parse_knowledge_json(R"({
+      "synonyms": [["\u3000", "返金", "払い戻し"], ["送料", "\u200b"]],
+      "entries": [
+        {"id": "a", "questions": ["\u0001"], "answer": "x"},
+        {"id": "b", "questions": ["q"], "answer": {"ja": "\u3000\u3000", "en": "x"}},
+        {"id": "c", "questions": ["返金\u3000"], "answer": "\u00a0ok"}
+      ]
+    })", "w.json");
+    REQUIRE_MESSAGE(kb.is_ok(), kb.status().to_string());
+    std::string all;
+    for (const auto& d : validate_knowledge(*kb)) all += d.where + ": " + d.message + "\n";
+    CAPTURE(all);
+    CHECK(all.find("w.json: synonyms[0]: an empty word") != std::string::npos);
+    CHECK(all.find("w.json: synonyms[1]: an empty word") != std::string::npos);
+    CHECK(all.find("question 1 is empty") != std::string::npos);
+    CHECK(all.find("entry 'b' has an empty answer in 'ja'") != std::string::npos);
+    CHECK(all.find("entry 'c'") == std::string::npos);
+    auto reply = parse_knowledge_json(
+        R"({"entries": [{"id": "a", "questions": ["q"], "answer": "A"}], "rules": [{"id": "m", "when": {"any": ["menu"]}, "then": {"reply": "\u3000"}}]})",
+        "r.json");
+    REQUIRE_FALSE(reply.is_ok());
+    CHECK(mentions(reply.status(), "(rules[0]).then.reply: the text is blank"));
+  }
+
   TEST_CASE("a regex that repeats a repetition is warned about") {
     // (pattern, warned): JSON-escaped patterns.
     const std::vector<std::pair<std::string, bool>> patterns{

@@ -197,6 +197,13 @@ TEST_SUITE("bot.text") {
       CHECK(p2->analyze("a promo code?").value().normalized == "a promo code?");
       CHECK(p2->analyze("a promo?").value().normalized == "a promo code?");
     }
+    SUBCASE("a first word that normalizes to nothing is an error") {
+      TextOptions o2;
+      o2.synonyms = {{"\u3000\u200b", "返金"}};
+      auto p2 = TextPipeline::create(o2);
+      REQUIRE_FALSE(p2.is_ok());
+      CHECK(p2.status().message().find("synonym group 1: the first word is empty") != std::string::npos);
+    }
     SUBCASE("a word that is one group's canonical form and a later group's alias stays") {
       TextOptions o2;
       o2.synonyms = {{"返金", "払い戻し"}, {"払い戻し", "返金"}};

@@ -6,6 +6,7 @@
 #include <unicode/unistr.h>
 
 #include "kb/json_locate.hpp"
+#include "text/blank.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -423,7 +424,7 @@ std::vector<Diagnostic> validate_knowledge(const KnowledgeBase& kb) {
   };
   for (std::size_t g = 0; g < kb.synonyms.size(); ++g) {
     for (const auto& word : kb.synonyms[g]) {
-      if (word.find_first_not_of(" \t\r\n") == std::string::npos) {
+      if (detail::blank_text(word)) {
         error(kb.source + ": synonyms[" + std::to_string(g) + "]",
               "an empty word: the group's other words would be replaced by it, that is deleted, in every message; remove it");
       }
@@ -439,14 +440,13 @@ std::vector<Diagnostic> validate_knowledge(const KnowledgeBase& kb) {
     if (e.questions.empty()) error(e.source, "entry '" + e.id + "' has no questions");
     if (e.answer.empty()) error(e.source, "entry '" + e.id + "' has no answer");
     for (const auto& [locale, text] : e.answer.by_locale) {
-      if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
+      if (detail::blank_text(text)) {
         error(e.source, "entry '" + e.id + "' has an empty answer" + (locale.empty() ? "" : " in '" + locale + "'"));
       }
     }
     for (std::size_t i = 0; i < e.questions.size(); ++i) {
       const auto& q = e.questions[i];
-      bool blank = q.find_first_not_of(" \t\r\n") == std::string::npos;
-      if (blank) error(e.source, "question " + std::to_string(i + 1) + " is empty");
+      if (detail::blank_text(q)) error(e.source, "question " + std::to_string(i + 1) + " is empty");
     }
     for (const auto& f : e.follow_ups) {
       if (!ids.contains(f)) error(e.source, "follow-up '" + f + "' is not an entry id");

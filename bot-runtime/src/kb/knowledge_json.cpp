@@ -3,6 +3,7 @@
 #include <madoguchi/bot/text.hpp>
 
 #include "kb/json_locate.hpp"
+#include "text/blank.hpp"
 
 #include <simdjson.h>
 
@@ -111,7 +112,7 @@ class Reader {
       return error(where, "an empty object: give the text in at least one locale (e.g. {\"ja\": \"...\"})");
     }
     for (const auto& [locale, text] : t.by_locale) {
-      if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
+      if (detail::blank_text(text)) {
         return error(locale.empty() ? where : where + "." + locale, "the text is blank: the visitor would see nothing");
       }
     }

@@ -257,6 +257,11 @@ Result<std::shared_ptr<const TextPipeline>> TextPipeline::create(TextOptions opt
     auto canonical = impl->normalize(group[0]);
     if (!canonical) return invalid_argument("synonym group " + std::to_string(g + 1) + ": " +
                                             canonical.status().message());
+    if (canonical->empty()) {
+      return invalid_argument("synonym group " + std::to_string(g + 1) +
+                              ": the first word is empty once normalized; the others would be deleted from every "
+                              "message (put the word they stand for first)");
+    }
     for (std::size_t k = 1; k < group.size(); ++k) {
       auto alias = impl->normalize(group[k]);
       if (!alias) return invalid_argument("synonym group " + std::to_string(g + 1) + ": " +
@@ -269,12 +274,10 @@ Result<std::shared_ptr<const TextPipeline>> TextPipeline::create(TextOptions opt
     }
     // The canonical form matches as itself, so that an alias inside it ("プリンタ" in
     // "プリンター", "promo" in "promo code") is not replaced within it.
-    if (!canonical->empty()) {
-      std::size_t at = 0;
-      char32_t first = next_code_point(*canonical, at);
-      impl->synonym_start.set(first & 4095u);
-      impl->synonyms[first].emplace_back(*canonical, *canonical);
-    }
+    std::size_t at = 0;
+    char32_t first = next_code_point(*canonical, at);
+    impl->synonym_start.set(first & 4095u);
+    impl->synonyms[first].emplace_back(*canonical, *canonical);
   }
   for (auto& [first, aliases] : impl->synonyms) {
     std::stable_sort(aliases.begin(), aliases.end(),

@@ -232,6 +232,10 @@ TEST_SUITE("bot.knowledge") {
         {R"(sm-\\d{6})", false},
         {R"(\\Q(a+)+\\E)", false},  // quoted: literal text
         {R"((a|aa)*b)", false},   // overlapping alternatives: not seen (docs/rules.md)
+        {R"(^(\\p{L}+\\s?)+$)", true},  // a property's braces are no quantifier
+        {R"(^(\\p{Han})+$)", false},
+        {R"(^(\\x{41})+$)", false},
+        {R"(^(\\P{L}\\N{DIGIT ONE})*$)", false},
     };
     std::string json = R"({"name":"t","default_locale":"en","entries":[{"id":"a","questions":["q"],"answer":"x"}],"rules":[)";
     for (std::size_t i = 0; i < patterns.size(); ++i) {

@@ -372,9 +372,14 @@ std::size_t nested_repetition(std::string_view p) {
   for (std::size_t i = 0; i < p.size();) {
     const char c = p[i];
     if (c == '\\') {
-      if (i + 1 < p.size() && p[i + 1] == 'Q') {  // \Q...\E: literal text
+      const char e = i + 1 < p.size() ? p[i + 1] : '\0';
+      if (e == 'Q') {  // \Q...\E: literal text
         std::size_t end = p.find("\\E", i + 2);
         i = end == std::string_view::npos ? p.size() : end + 2;
+      } else if ((e == 'p' || e == 'P' || e == 'x' || e == 'N') && i + 2 < p.size() && p[i + 2] == '{') {
+        // \p{L}, \x{41}, \N{...}: one atom, whose braces are no quantifier
+        std::size_t close = p.find('}', i + 3);
+        i = close == std::string_view::npos ? p.size() : close + 1;
       } else {
         i += 2;
       }

@@ -147,6 +147,24 @@ TEST_SUITE("bot.knowledge") {
     CHECK(mentions(messages.status(), "messages.fallback: an empty object"));
   }
 
+  TEST_CASE("an empty condition or answer id is an error, not a condition left out") {
+    // "previous_answer": "" once read as no condition at all: the rule fired on any message.
+    const std::string head = R"({"entries": [{"id": "a", "questions": ["aaa"], "answer": "A"}], "rules": [{"id": "m", )";
+    const std::pair<std::string, std::string> cases[] = {
+        {R"("when": {"previous_answer": "", "any": ["x"]}, "then": {"reply": "r"})",
+         "(rules[0]).when.previous_answer: empty: give an entry id, or leave the key out"},
+        {R"("when": {"locale": "", "any": ["x"]}, "then": {"reply": "r"})", "(rules[0]).when.locale: empty: give a locale"},
+        {R"("when": {"regex": "", "any": ["x"]}, "then": {"reply": "r"})", "(rules[0]).when.regex: empty: give a pattern"},
+        {R"("when": {"any": ["x"]}, "then": {"answer": ""})", "(rules[0]).then.answer: empty: give an entry id"},
+    };
+    for (const auto& [rule, error] : cases) {
+      CAPTURE(rule);
+      auto kb = parse_knowledge_json(head + rule + "}]}", "e.json");
+      REQUIRE_FALSE(kb.is_ok());
+      CHECK(mentions(kb.status(), error));
+    }
+  }
+
   TEST_CASE("invalid UTF-8 in a file") {
     std::string text = R"({"entries": [{"id": "a", "questions": ["q)" "\xff" R"("], "answer": "x"}]})";
     auto kb = parse_knowledge_json(text, "enc.json");

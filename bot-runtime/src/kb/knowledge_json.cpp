@@ -84,6 +84,14 @@ class Reader {
     return std::string(s);
   }
 
+  // A string that may not be empty where it is given: "" would read as not given at all (a
+  // condition "previous_answer": "" would hold for every message).
+  Result<std::string> given_string(element e, const std::string& where, std::string_view what) const {
+    MDG_ASSIGN_OR_RETURN(auto s, string(e, where));
+    if (s.empty()) return error(where, "empty: give " + std::string(what) + ", or leave the key out");
+    return s;
+  }
+
   Result<std::vector<std::string>> strings(element e, const std::string& where) const {
     std::vector<std::string> out;
     if (e.is_string()) {  // a single string is a one-element list
@@ -236,11 +244,11 @@ class Reader {
       } else if (field.key == "none") {
         MDG_ASSIGN_OR_RETURN(c.none, strings(field.value, w));
       } else if (field.key == "regex") {
-        MDG_ASSIGN_OR_RETURN(c.regex, string(field.value, w));
+        MDG_ASSIGN_OR_RETURN(c.regex, given_string(field.value, w, "a pattern"));
       } else if (field.key == "locale") {
-        MDG_ASSIGN_OR_RETURN(c.locale, string(field.value, w));
+        MDG_ASSIGN_OR_RETURN(c.locale, given_string(field.value, w, "a locale such as \"ja\" or \"en\""));
       } else if (field.key == "previous_answer") {
-        MDG_ASSIGN_OR_RETURN(c.previous_answer, string(field.value, w));
+        MDG_ASSIGN_OR_RETURN(c.previous_answer, given_string(field.value, w, "an entry id"));
       } else if (field.key == "slots") {
         MDG_ASSIGN_OR_RETURN(c.slots, string_map(field.value, w));
       } else if (field.key == "turn") {
@@ -268,7 +276,7 @@ class Reader {
     for (auto field : obj) {
       std::string w = where + "." + std::string(field.key);
       if (field.key == "answer") {
-        MDG_ASSIGN_OR_RETURN(a.answer, string(field.value, w));
+        MDG_ASSIGN_OR_RETURN(a.answer, given_string(field.value, w, "an entry id"));
       } else if (field.key == "reply") {
         MDG_ASSIGN_OR_RETURN(a.reply, shown_text(field.value, w));
       } else if (field.key == "set_slots") {

@@ -139,6 +139,29 @@ TEST_SUITE("bot.policy") {
     CHECK(conv.transcript().back().role == "agent");
   }
 
+  TEST_CASE("the transcript keeps at most kMaxTranscriptBytes of text, and always the newest turn") {
+    // Pasted texts once kept 200 turns of 64 KiB in memory, and in a hand-off package of 13 MB
+    // that agents' clients refuse.
+    Conversation conv;
+    const std::string long_text(60 * 1024, 'x');
+    for (int i = 0; i < 50; ++i) conv.add_turn({"agent", long_text, "", Decision::kReply});
+    std::size_t bytes = 0;
+    for (const auto& t : conv.transcript()) bytes += t.text.size();
+    CHECK(bytes <= Conversation::kMaxTranscriptBytes);
+    CHECK(conv.transcript().size() == Conversation::kMaxTranscriptBytes / long_text.size());
+    const auto handoff = ask(conv, "担当者と話したい");
+    REQUIRE(handoff.decision == Decision::kHandoff);
+    REQUIRE(handoff.handoff);
+    CHECK(handoff.handoff->to_json().size() < 2 * Conversation::kMaxTranscriptBytes);
+    CHECK(handoff.handoff->transcript.back().role == "bot");
+    // A turn larger than the whole budget is kept alone.
+    conv.add_turn({"agent", std::string(Conversation::kMaxTranscriptBytes + 1, 'y'), "", Decision::kReply});
+    CHECK(conv.transcript().size() == 1);
+    conv.add_turn({"visitor", "はい", "", Decision::kReply});
+    CHECK(conv.transcript().size() == 1);
+    CHECK(conv.transcript().back().text == "はい");
+  }
+
   TEST_CASE("rewind() takes a reply back, and turns added after it stay") {
     Conversation conv;
     REQUIRE(ask(conv, "返品できますか").entry_id == "returns-window");

@@ -30,9 +30,17 @@ std::string_view to_string(Decision d) noexcept {
 }
 
 void Conversation::add_turn(Turn turn) {
-  if (transcript_.size() >= kMaxTurns) transcript_.erase(transcript_.begin());
   transcript_.push_back(std::move(turn));
   ++turns_added_;
+  // The oldest turns go while there are more than kMaxTurns or their texts hold more than
+  // kMaxTranscriptBytes; the newest stays whatever its size.
+  std::size_t bytes = 0;
+  for (const auto& t : transcript_) bytes += t.text.size();
+  std::size_t drop = 0;
+  while (transcript_.size() - drop > 1 && (transcript_.size() - drop > kMaxTurns || bytes > kMaxTranscriptBytes)) {
+    bytes -= transcript_[drop++].text.size();
+  }
+  transcript_.erase(transcript_.begin(), transcript_.begin() + static_cast<std::ptrdiff_t>(drop));
 }
 
 Conversation::Checkpoint Conversation::checkpoint() const {
@@ -51,7 +59,7 @@ Conversation::Checkpoint Conversation::checkpoint() const {
 void Conversation::rewind(const Checkpoint& cp, bool keep_message) {
   // transcript_[i] is turn number turns_added_ - size + i; respond() added numbers
   // cp.turns_added (the visitor's) and cp.turns_added + 1 (the bot's).
-  // (A turn already dropped for kMaxTurns stays counted.)
+  // (A turn already dropped for kMaxTurns or kMaxTranscriptBytes stays counted.)
   const std::uint64_t first = turns_added_ - transcript_.size();
   const std::uint64_t from = keep_message ? cp.turns_added + 1 : cp.turns_added;
   std::uint64_t erased = 0;

@@ -136,8 +136,8 @@ class Conversation {
   // reply (a failed one changes nothing), rewind() removes the two turns it added after
   // checkpoint() (turns added after them stay) and puts back the context it changed: slots,
   // previous answer, failed turns, turn count, pending options, hand-off flag and the language
-  // of the previous message. (With kMaxTurns turns already there, the oldest ones that
-  // respond() pushed out stay out.)
+  // of the previous message. (With kMaxTurns turns or kMaxTranscriptBytes already there, the
+  // oldest ones that respond() pushed out stay out.)
   class Checkpoint {
    private:
     friend class Conversation;
@@ -159,10 +159,13 @@ class Conversation {
   // (docs/policy.md, "Conversation JSON"; what mdg_conversation_json returns).
   std::string to_json() const;
 
-  // The transcript keeps the last kMaxTurns turns (visitor, bot and agent turns alike), so
-  // that a conversation that goes on for days holds bounded memory; a host that needs every
-  // message keeps them itself (the hub's store does).
+  // The transcript keeps the last kMaxTurns turns (visitor, bot and agent turns alike), and
+  // of those the last whose texts hold at most kMaxTranscriptBytes (the newest turn stays
+  // whatever its size), so that a conversation that goes on for days, or a visitor who
+  // pastes long texts, holds bounded memory and gives a hand-off package of bounded size; a
+  // host that needs every message keeps them itself (the hub's store does).
   static constexpr std::size_t kMaxTurns = 200;
+  static constexpr std::size_t kMaxTranscriptBytes = 256 * 1024;
 
  private:
   friend class Bot;

@@ -467,6 +467,75 @@ async def test_an_agent_who_goes_away_leaves_the_conversation_to_the_queue(hub):
 
 
 @async_test
+async def test_an_agent_taking_back_many_long_conversations_at_once_gets_them_all(hub):
+    # What madoguchi::AgentClient does after a reconnect: one `take` with `resume` for each
+    # conversation it holds, all at once. Each answer carries up to 2 MiB of messages; the hub
+    # once queued them all in one turn, past its 16 MiB limit for a connection, and closed it
+    # (1013) every time the client came back.
+    text = "y" * 60000
+    visitors = [(await start_handoff(hub))[0] for _ in range(9)]
+    sato = await new_agent(hub, "sato")
+    for v in visitors:
+        await sato.take(v.conversation, timeout=T)
+
+    async def fill(v):
+        for _ in range(36):  # within the burst of 40 frames
+            await v.send_message(text, timeout=T)
+
+    await asyncio.gather(*(fill(v) for v in visitors))
+    await sato.disconnect()
+    again = await new_agent(hub, "sato")
+    for v in visitors:
+        await again.send({"type": "take", "conversation": v.conversation, "resume": True})
+    sizes = {}
+    while len(sizes) < len(visitors):
+        f = await again.wait_for(lambda f: f.get("type") in ("conversation", "error"), T)
+        assert f["type"] == "conversation", f
+        sizes[f["conversation"]] = len(json.dumps(f, ensure_ascii=False))
+    assert sum(sizes.values()) > 16 << 20, sizes  # more than the hub may queue at once
+    assert not again.closed, again.close_code
+    await nothing_more(again, "frame")
+    for c in visitors + [again]:
+        await c.disconnect()
+
+
+@async_test
+async def test_a_handed_back_conversation_keeps_no_old_package_or_priority(hub):
+    # After a hand back, an agent taking the conversation from the bot once got the old
+    # package (its reason and transcript), and should that agent go away, the conversation
+    # went to the queue with the old priority and hand-off time, ahead of visitors who had
+    # really asked for a person meanwhile.
+    hub.config = {"agent_grace_ms": 300}
+    hub.terminate()
+    hub.start()
+    angry = await new_visitor(hub, locale="ja")
+    await angry.send_message("ふざけるな！金を返せ！担当者と話したい", timeout=T)
+    await angry.next_event("handoff_started", timeout=T)
+    sato = await new_agent(hub, "sato")
+    first = await sato.take(angry.conversation, timeout=T)
+    assert first["handoff"]["reason"], first
+    await sato.hand_back(angry.conversation)
+    await angry.next_event("handed_back", timeout=T)
+    await ask(angry, JA_SHIPPING)
+
+    later, _, _, _ = await start_handoff(hub)  # asks for a person, and waits from now
+    again = await sato.take(angry.conversation, timeout=T)  # from the bot
+    assert again["state"] == "agent", again
+    assert not again.get("handoff"), again["handoff"]
+    await sato.disconnect()  # and does not come back: its grace runs out
+    await angry.next_event("agent_left", timeout=T)
+    suzuki = await new_agent(hub, "suzuki")
+    queue = [c for c in await suzuki.queue(timeout=T) if c["state"] == "waiting"]
+    assert [c["conversation"] for c in queue] == [later.conversation, angry.conversation], queue
+    waiting = {c["conversation"]: c for c in queue}
+    assert waiting[angry.conversation]["priority"] == 0, waiting
+    assert waiting[angry.conversation]["reason"] == "", waiting
+    assert waiting[later.conversation]["since"] <= waiting[angry.conversation]["since"], waiting
+    for c in (angry, later, suzuki):
+        await c.disconnect()
+
+
+@async_test
 async def test_typing_and_read_between_visitor_and_agent(hub):
     v, ack, conv, sato = await taken(hub)
     await v.next_event("agent_joined", timeout=T)

@@ -207,6 +207,7 @@ struct Session {
   std::string rx;
   std::size_t rx_bytes = 0;        // bytes of the frame being received (rx: a text frame's)
   std::vector<std::string> inbox;  // whole frames received, not yet handled
+  std::size_t inbox_bytes = 0;
   bool ready = false;              // listed in Hub::Impl::ready
   bool touched = false;            // sent to in the open batch: out[out_mark...] is its part
   std::size_t out_mark = 0;
@@ -456,10 +457,17 @@ const lws_protocols kProtocols[] = {
 // The messages and events a `conversation` frame carries to an agent at most: the last ones,
 // within a size the clients take (madoguchi::AgentClient: frames up to 4 MiB).
 constexpr std::size_t kTranscriptMessages = 10000, kTranscriptBytes = 2u << 20;
+// ... and the hand-off package and those messages together at most this.
+constexpr std::size_t kConversationFrameBytes = 3u << 20;
 // Frames of a resumed visitor's replay read and queued at a time (at most 64 KiB each).
 constexpr std::size_t kReplayPage = 32;
 // The most a connection may have waiting to be sent before it is closed (it does not read).
 constexpr std::size_t kMaxQueuedBytes = 16u << 20;
+// With more than this waiting to be sent, the connection's next frames wait in its inbox
+// until the socket has taken it: an agent's client that takes again a dozen long
+// conversations at once (a `conversation` frame holds up to ~2.3 MiB) gets them one after
+// another, instead of all at once past kMaxQueuedBytes and a close.
+constexpr std::size_t kPauseQueuedBytes = kMaxQueuedBytes / 4;
 constexpr int kCloseTryAgainLater = 1013;  // RFC 6455, as registered by IANA
 
 // Places in the queue are counted up to here (queue_position; further back, none is told).
@@ -693,8 +701,7 @@ struct Hub::Impl {
       // A peer that does not read (a stalled tab or console, or one that never will) would
       // hold the hub's memory without end. What it has not taken is dropped: it reconnects
       // and resumes from the last seq it has.
-      cfg.logger.log(LogLevel::kWarning, std::string(s.agent_endpoint ? "agent " + s.agent : "visitor of " + s.conversation) +
-                                             ": over " + std::to_string(kMaxQueuedBytes >> 20) +
+      cfg.logger.log(LogLevel::kWarning, who(s) + ": over " + std::to_string(kMaxQueuedBytes >> 20) +
                                              " MiB waiting to be sent; closing the connection");
       s.out = FrameQueue();
       s.held = FrameQueue();
@@ -1354,6 +1361,14 @@ struct Hub::Impl {
     send_error(s, st.code() == ErrorCode::kNotFound ? ErrorKind::kNotFound : ErrorKind::kForbidden, st.message(), id);
   }
 
+  // Handed back or closed: the hand-off is over, and its package and priority go with it (a
+  // take from the bot, or a later hand-off, must not show the old reason and transcript, nor
+  // queue the conversation ahead of others with an old severity).
+  static void forget_handoff(Conversation& c) {
+    c.record.handoff_json.clear();
+    c.record.priority = 0;
+  }
+
   void set_state(Conversation& c, std::string state, std::string agent) {
     if (state != "waiting") c.told_position = 0;
     c.record.state = std::move(state);
@@ -1547,6 +1562,9 @@ struct Hub::Impl {
                                                          conv.record.state + ")");
         }
         bool joined = conv.record.assigned_agent != s.agent;
+        // Taken from the bot, never handed off: should the agent's grace run out, it waits in
+        // the queue from now (its package and priority are those of no hand-off: none, 0).
+        if (conv.record.state == "bot") conv.record.updated_ms = now_ms();
         set_state(conv, "agent", s.agent);
         if (joined) announce(conv, "agent_joined", agent_data("agent", s.agent));
         Frame out;
@@ -1573,8 +1591,11 @@ struct Hub::Impl {
             frames.push_back(protocol::encode(*fr));
           }
         }
+        // The package counts too (its transcript is bounded: bot::Conversation::kMaxTranscriptBytes).
+        const std::size_t budget =
+            std::min(kTranscriptBytes, kConversationFrameBytes - std::min(kConversationFrameBytes, out.handoff_json.size()));
         std::size_t first = frames.size(), bytes = 0;
-        while (first > 0 && bytes + frames[first - 1].size() + 1 <= kTranscriptBytes) bytes += frames[--first].size() + 1;
+        while (first > 0 && bytes + frames[first - 1].size() + 1 <= budget) bytes += frames[--first].size() + 1;
         madoguchi::detail::JsonWriter w;
         w.begin_array();
         for (std::size_t i = first; i < frames.size(); ++i) w.raw(frames[i]);
@@ -1641,11 +1662,13 @@ struct Hub::Impl {
           if (!agents_by_name.contains(f.to)) agents_gone[f.to] = steady_seconds();
         } else if (f.type == FrameType::kHandBack) {
           announce(conv, "handed_back", agent_data("agent", s.agent));
+          forget_handoff(conv);
           set_state(conv, "bot", "");
           std::lock_guard lock(conv.bot_mu);
           conv.bot.hand_back();
         } else {
           announce(conv, "conversation_closed", agent_data("by", "agent"));
+          forget_handoff(conv);
           set_state(conv, "closed", "");
           // A visitor who writes again reopens it with the bot, which starts afresh, as after a
           // restart (failed turns and the hand-off are not read back from the store).
@@ -1662,11 +1685,29 @@ struct Hub::Impl {
 
   // ---- one turn of the event loop --------------------------------------------------------
   void enqueue(Session& s, std::string frame) {
+    s.inbox_bytes += frame.size();
     s.inbox.push_back(std::move(frame));
+    if (s.inbox_bytes > kMaxQueuedBytes) {
+      // It sends on while it does not read what it is sent (see backed_up()).
+      cfg.logger.log(LogLevel::kWarning, who(s) + ": over " + std::to_string(kMaxQueuedBytes >> 20) +
+                                             " MiB received and not handled while it does not read; closing the connection");
+      s.inbox.clear();
+      s.inbox_bytes = 0;
+      close(s, kCloseTryAgainLater);
+      return;
+    }
+    mark_ready(s);
+  }
+  void mark_ready(Session& s) {
     if (!s.ready) {
       s.ready = true;
       ready.push_back(&s);
     }
+  }
+  // Its next frames wait until the socket has taken what it was sent (kPauseQueuedBytes).
+  static bool backed_up(const Session& s) noexcept { return s.out.bytes() + s.held.bytes() > kPauseQueuedBytes; }
+  static std::string who(const Session& s) {
+    return s.agent_endpoint ? "agent " + s.agent : "visitor of " + s.conversation;
   }
 
   // The bot that set_bot() left, if any, answers from this turn on.
@@ -1694,19 +1735,22 @@ struct Hub::Impl {
     if (ready.empty() && answers.empty()) return;
     std::vector<Session*> turn;
     turn.swap(ready);
-    if (auto st = store->begin_batch(); !st) {
-      cfg.logger.log(LogLevel::kWarning, "store: " + st.message() + "; this turn's writes are committed one by one");
-    } else {
-      batch_open = true;
-    }
+    open_batch();
     for (auto& done : answers) answered(done);
     for (Session* s : turn) {
       s->ready = false;
       // Frames arrive only in lws_service(), never while they are handled here.
       std::vector<std::string> frames;
       frames.swap(s->inbox);
-      for (const std::string& text : frames) {
-        if (!s->closing) on_frame(*s, text);
+      s->inbox_bytes = 0;
+      std::size_t i = 0;
+      for (; i < frames.size() && !s->closing && !backed_up(*s); ++i) on_frame(*s, frames[i]);
+      if (i < frames.size() && !s->closing) {
+        // The rest waits for the socket (SERVER_WRITEABLE marks it ready again).
+        for (; i < frames.size(); ++i) {
+          s->inbox_bytes += frames[i].size();
+          s->inbox.push_back(std::move(frames[i]));
+        }
       }
     }
     // Under light load a turn carries a question or a few: their answers take the bot some
@@ -1716,6 +1760,21 @@ struct Hub::Impl {
       bot_threads->wait_done(bot_pending, kLinger);
       for (auto& done : bot_threads->take_done()) answered(done);
     }
+    (void)close_batch();
+  }
+
+  // A turn's writes go into one store batch (group commit): open_batch() before them, then
+  // close_batch(), which commits them, or gives the whole turn up (lose_turn) and returns
+  // false. Without a batch (begin_batch failed), each write is committed on its own.
+  void open_batch() {
+    if (auto st = store->begin_batch(); !st) {
+      cfg.logger.log(LogLevel::kWarning, "store: " + st.message() + "; this turn's writes are committed one by one");
+    } else {
+      batch_open = true;
+    }
+  }
+  bool close_batch() {
+    bool committed = true;
     if (batch_open) {
       batch_open = false;
       ++commits;
@@ -1725,8 +1784,10 @@ struct Hub::Impl {
         if (!store->abort_batch()) (void)store->end_batch();
         lose_turn(batch_failure);
         batch_failure = Status::ok();
+        committed = false;
       } else if (auto st = store->end_batch(); !st) {
         lose_turn(st);
+        committed = false;
       } else {
         store_failing.clear();
       }
@@ -1734,6 +1795,7 @@ struct Hub::Impl {
     for (Session* s : touched) s->touched = false;
     touched.clear();
     written.clear();
+    return committed;
   }
 
   // The commit failed: nothing of this turn is stored, so nothing of it may be sent.
@@ -1863,6 +1925,8 @@ struct Hub::Impl {
       }
     }
     if (gone.empty()) return;
+    // Each conversation's state and its agent_left go into the store together.
+    open_batch();
     std::unordered_set<std::string> moved;
     for (auto& name : gone) {
       // A page at a time: those put back are no longer the agent's, so the next page starts
@@ -1892,6 +1956,11 @@ struct Hub::Impl {
         }
         progress = progress && held->size() == kQueuePositions;
       }
+    }
+    if (!close_batch()) {
+      // Nothing of it is stored: tried again at the sweeper's next tick.
+      for (auto& name : gone) agents_gone.try_emplace(name, now - grace);
+      return;
     }
     if (!moved.empty()) broadcast_queue();
   }
@@ -2112,6 +2181,7 @@ int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::s
         std::memcpy(buf.data() + LWS_PRE, msg.data(), msg.size());
         if (lws_write(wsi, buf.data() + LWS_PRE, msg.size(), LWS_WRITE_TEXT) < static_cast<int>(msg.size())) return -1;
         s.out.pop_front();
+        if (!s.inbox.empty() && !s.closing && !impl->backed_up(s)) impl->mark_ready(s);
         if (s.out.empty() && s.replaying && !s.closing) impl->replay_page(s);
         if (!s.out.empty() || s.closing) lws_callback_on_writable(wsi);
         return 0;

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -682,6 +683,83 @@ TEST_SUITE("sdk.client") {
       expect_refused(R"({"outbox": [{"id": "m-1", "text": "a"}, {"id": "no spaces", "text": "b"}]})", "outbox[1]");
     }
     SUBCASE("a field of the wrong type") { expect_refused(R"({"last_seq": "12"})", "last_seq"); }
+    // Messages the hub would refuse: each was sent again at every connection, and the ones
+    // behind it never went out.
+    SUBCASE("a message over the hub's frame limit") {
+      expect_refused(R"({"outbox": [{"id": "m-1", "text": ")" + std::string(70000, 'a') + R"("}]})",
+                     "outbox[0]: the hub would refuse this message");
+    }
+    SUBCASE("an empty message") { expect_refused(R"({"outbox": [{"id": "m-1", "text": ""}]})", "outbox[0]: the message is empty"); }
+    SUBCASE("two messages with one id") {
+      expect_refused(R"({"outbox": [{"id": "m-1", "text": "a"}, {"id": "m-1", "text": "b"}]})",
+                     "outbox[1]: the id \"m-1\" is an earlier message's");
+    }
+  }
+
+  TEST_CASE("client: a client destroyed from on_event in poll() gets no event after it") {
+    TempDir dir;
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
+    std::unique_ptr<Client> client;
+    int after = 0;
+    bool destroyed = false;
+    Recorder rec;
+    auto cfg = visitor_config(hub.url(), dir.file("state.json"), rec);
+    cfg.dispatch = Dispatch::kPoll;
+    cfg.on_event = [&](const ClientEvent& e) {
+      if (destroyed) {
+        ++after;
+        return;
+      }
+      if (e.kind == Kind::kAck) {
+        destroyed = true;
+        client.reset();
+      }
+    };
+    client = make_client(std::move(cfg));
+    REQUIRE(client->start());
+    REQUIRE(client->send("送料はいくらですか").is_ok());
+    // Wait until the ack and the bot's answer are both queued, then poll them in one go.
+    Client* raw = client.get();
+    auto deadline = std::chrono::steady_clock::now() + kWait;
+    while (mdg_test::metric(hub.port(), "madoguchi_messages_stored_total") < 2 &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(20ms);
+    }
+    std::this_thread::sleep_for(200ms);  // the frames reach the client
+    while (!destroyed && std::chrono::steady_clock::now() < deadline) raw->poll(100);
+    CHECK(destroyed);
+    CHECK(after == 0);  // the bot's answer, queued behind the ack, was not delivered
+  }
+
+  TEST_CASE("client: typing and read receipts at any rate never hold the outbox up") {
+    TempDir dir;
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
+    Recorder rec;
+    auto client = make_client(visitor_config(hub.url(), "", rec));
+    REQUIRE(client->start());
+    auto first = client->send("送料はいくらですか");
+    REQUIRE(first.is_ok());
+    REQUIRE(rec.wait([&](const auto& seen) { return answered(seen, *first); }));
+    // An app marking each message of a long replay read, and sending typing at every key:
+    // 200 read receipts and 200 typing frames were written one by one at the client's 10
+    // frames a second before any message behind them.
+    for (int i = 0; i < 200; ++i) {
+      REQUIRE(client->mark_read(client->last_seq()));
+      REQUIRE(client->typing(i % 2 == 0));
+    }
+    auto second = client->send("返品できますか");
+    REQUIRE(second.is_ok());
+    REQUIRE(rec.wait([&](const auto& seen) { return find(seen, ack_of(*second)) >= 0; }));
+    // Once the message is in, the hub has had a few indicators, not the 400 (40 s of them).
+    const double frames = mdg_test::metric(hub.port(), "madoguchi_frames_received_total");
+    CAPTURE(frames);
+    CHECK(frames > 0);
+    CHECK(frames < 100);
+    CHECK(client->mark_read(0));  // nothing read yet: nothing sent (the hub refuses seq 0)
+    CHECK(client->mark_read(-1).code() == ErrorCode::kInvalidArgument);
+    CHECK(client->close(5000));
   }
 
   TEST_CASE("client: close() with messages unsent returns kDeadlineExceeded and keeps them in the file") {
@@ -769,5 +847,19 @@ TEST_SUITE("sdk.client") {
     CHECK(client->send("", {protocol::Attachment{"photo.jpg", "image/jpeg", 120334, "https://cdn.example/p/1.jpg"}}).is_ok());
     CHECK(client->pending() == 1);
     CHECK(client->typing(true));  // not connected: ignored
+  }
+
+  TEST_CASE("client: the longest back-off waits, and does not overflow into a retry at once") {
+    // INT_MAX ms with 20 % jitter once came out as a negative wait: a retry every millisecond.
+    Recorder rec;
+    auto cfg = visitor_config("ws://127.0.0.1:" + std::to_string(free_port()) + "/v1/visitor", "", rec);
+    cfg.backoff_ms = {std::numeric_limits<int>::max()};
+    cfg.jitter_percent = 20;
+    auto client = make_client(std::move(cfg));
+    REQUIRE(client->start());
+    REQUIRE(rec.wait([](const auto& seen) { return count(seen, state_is(ConnectionState::kDisconnected)) >= 1; }));
+    std::this_thread::sleep_for(300ms);
+    CHECK(count(rec.events(), state_is(ConnectionState::kConnecting)) == 1);
+    CHECK(client->close(0));
   }
 }

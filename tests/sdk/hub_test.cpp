@@ -115,31 +115,8 @@ class InProcessHub {
   std::string url() const { return "ws://127.0.0.1:" + std::to_string(hub_->port()) + "/v1/visitor"; }
   int port() const { return hub_->port(); }
 
-  // GET `path` over a plain socket: the whole response, status line first.
-  std::string get(const std::string& path) const {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<std::uint16_t>(hub_->port()));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    const std::string req = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    REQUIRE(::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size()));
-    std::string response;
-    char buf[4096];
-    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) response.append(buf, static_cast<std::size_t>(n));
-    ::close(fd);
-    return response;
-  }
-
-  // GET /metrics; the value of one metric (with its labels, if any), or -1.
-  double metric(const std::string& name) const {
-    const std::string body = get("/metrics");
-    auto at = body.find("\n" + name + " ");
-    if (at == std::string::npos) return -1;
-    return std::stod(body.substr(at + name.size() + 2));
-  }
+  std::string get(const std::string& path) const { return mdg_test::http_get(hub_->port(), path); }
+  double metric(const std::string& name) const { return mdg_test::metric(hub_->port(), name); }
 
  private:
   std::unique_ptr<hub::Hub> hub_;

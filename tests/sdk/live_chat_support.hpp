@@ -192,6 +192,33 @@ class ChildProcess {
 };
 
 // The madoguchi-hub executable as a child process, with agents sato:pw and suzuki:pw2.
+// GET `path` from a hub on 127.0.0.1:`port` over a plain socket: the whole response, status
+// line first.
+inline std::string http_get(int port, const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  const std::string req = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  REQUIRE(::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size()));
+  std::string response;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) response.append(buf, static_cast<std::size_t>(n));
+  ::close(fd);
+  return response;
+}
+
+// GET /metrics; the value of one metric (with its labels, if any), or -1.
+inline double metric(int port, const std::string& name) {
+  const std::string body = http_get(port, "/metrics");
+  auto at = body.find("\n" + name + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(body.substr(at + name.size() + 2));
+}
+
 class HubProcess {
  public:
   // Starts the hub on `port` (0: any) with the store at `store` and waits for its

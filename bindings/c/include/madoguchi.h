@@ -548,8 +548,10 @@ MDG_EXTERN(int) mdg_client_choose(mdg_message_id *out, mdg_client *client, const
 /* Tells the other side the visitor is typing (active != 0) or stopped. Only while connected;
  * otherwise ignored (MDG_OK). Any thread. */
 MDG_EXTERN(int) mdg_client_typing(mdg_client *client, int active);
-/* Tells the other side the visitor has seen everything up to `seq` (>= 0). Only while
- * connected; otherwise ignored (MDG_OK). Any thread. */
+/* Tells the other side the visitor has seen everything up to `seq` (>= 0; 0 sends nothing).
+ * Only while connected; otherwise ignored (MDG_OK). Typing and read receipts are sent as
+ * state: the last typing state and the highest seq, never holding the outbox up
+ * (docs/client.md). Any thread. */
 MDG_EXTERN(int) mdg_client_mark_read(mdg_client *client, int64_t seq);
 
 /* MDG_DISPATCH_POLL: waits up to timeout_ms (0: not at all, < 0: until an event comes) for

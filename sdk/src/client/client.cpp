@@ -60,17 +60,13 @@ struct Client::Impl final : detail::client::EventConnection<ClientEvent> {
     s.last_seq = last_seq;
   }
 
-  // Runs on_event, then counts the event's seq as delivered.
-  void deliver(const ClientEvent& ev) override {
-    EventConnection::deliver(ev);
+  // The app has had the event: its seq counts as delivered.
+  void delivered_locked(const ClientEvent& ev) override {
     bool numbered = ev.kind == ClientEvent::Kind::kMessage || ev.kind == ClientEvent::Kind::kEvent ||
                     ev.kind == ClientEvent::Kind::kAck;
-    if (numbered && ev.frame.seq) {
-      std::lock_guard lock(mu_);
-      if (*ev.frame.seq > last_seq) {
-        last_seq = *ev.frame.seq;
-        mark_dirty_locked();
-      }
+    if (numbered && ev.frame.seq && *ev.frame.seq > last_seq) {
+      last_seq = *ev.frame.seq;
+      mark_dirty_locked();
     }
   }
 

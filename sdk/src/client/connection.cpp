@@ -3,6 +3,7 @@
 #include "client/connection.hpp"
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 #include <utility>
 
@@ -364,20 +365,39 @@ Status Connection::queue_frame(const Frame& frame, bool need_connection) {
 }
 
 Status Connection::send_typing(std::string_view conversation, bool active) {
-  Frame f;
-  f.type = FrameType::kTyping;
-  f.conversation.assign(conversation);
-  f.state = active ? "start" : "stop";
-  return queue_frame(f, false);
+  std::lock_guard lock(mu_);
+  if (closed_ || stop_requested_ || refused_ || state_ != ConnectionState::kConnected) return Status::ok();
+  indicators_in_[std::string(conversation)].typing = active;
+  wake_locked();
+  return Status::ok();
 }
 
 Status Connection::send_read(std::string_view conversation, std::int64_t seq) {
   if (seq < 0) return invalid_argument("mark_read(): seq must be >= 0");
+  if (seq == 0) return Status::ok();  // nothing read yet (the hub's seqs start at 1)
+  std::lock_guard lock(mu_);
+  if (closed_ || stop_requested_ || refused_ || state_ != ConnectionState::kConnected) return Status::ok();
+  auto& read = indicators_in_[std::string(conversation)].read;
+  read = std::max(read, seq);
+  wake_locked();
+  return Status::ok();
+}
+
+std::string Connection::take_indicator() {
+  auto it = indicators_.begin();
   Frame f;
-  f.type = FrameType::kRead;
-  f.conversation.assign(conversation);
-  f.seq = seq;
-  return queue_frame(f, false);
+  f.conversation = it->first;
+  if (it->second.typing) {
+    f.type = FrameType::kTyping;
+    f.state = *it->second.typing ? "start" : "stop";
+    it->second.typing.reset();
+  } else {
+    f.type = FrameType::kRead;
+    f.seq = it->second.read;
+    it->second.read = 0;
+  }
+  if (!it->second.typing && it->second.read == 0) indicators_.erase(it);
+  return protocol::encode(f);
 }
 
 std::size_t Connection::poll(int timeout_ms, std::size_t max) {
@@ -392,7 +412,7 @@ std::size_t Connection::poll(int timeout_ms, std::size_t max) {
   }
   std::size_t n = 0;
   tl_polling = this;
-  while (n < max && !events_.empty()) {
+  while (n < max && !events_.empty() && !suppress_events_) {
     std::function<void()> deliver = std::move(events_.front());
     events_.pop_front();
     lock.unlock();
@@ -400,6 +420,7 @@ std::size_t Connection::poll(int timeout_ms, std::size_t max) {
     ++n;
     lock.lock();
   }
+  if (suppress_events_) events_.clear();
   tl_polling = nullptr;
   bool dirty = dirty_ && !closed_;
   lock.unlock();
@@ -467,11 +488,13 @@ Status Connection::close(int timeout_ms) {
 }
 
 void Connection::owner_gone() {
+  // No event reaches the app after this, also not one that a poll() running on this thread
+  // (the Client destroyed from its on_event) has still to deliver.
+  suppress_events_ = true;
   if (!on_network_thread()) {
     (void)close(0);
     return;
   }
-  suppress_events_ = true;
   {
     std::lock_guard lock(mu_);
     stop_requested_ = true;
@@ -623,6 +646,7 @@ void Connection::reset_connection() {
   paused_ = false;
   sent_ids_.clear();
   tx_.clear();
+  indicators_.clear();
   rx_.clear();
   lws_sul_cancel(&resume_timer_.sul);
   lws_sul_cancel(&pace_timer_.sul);
@@ -653,12 +677,15 @@ void Connection::schedule_reconnect() {
   ++attempt_;
   double j = cfg_.jitter_percent / 100.0;
   double factor = j > 0 ? std::uniform_real_distribution<double>(1.0 - j, 1.0 + j)(jitter_rng_) : 1.0;
-  int delay = std::max(1, static_cast<int>(base * factor));
+  // In double, and then within an int: a back-off of INT_MAX ms with jitter above 1 must not
+  // overflow into a negative wait, that is an immediate retry.
+  auto to_ms = [](double ms) { return static_cast<int>(std::clamp(ms, 1.0, static_cast<double>(INT_MAX))); };
+  int delay = to_ms(base * factor);
   if (const int after = std::exchange(hello_retry_after_ms_, 0); after > 0) {
     // Not before the hub's time; spread over up to jitter_percent more, so that clients it
     // turned away together do not all come back at the same moment.
     const double spread = j > 0 ? std::uniform_real_distribution<double>(1.0, 1.0 + j)(jitter_rng_) : 1.0;
-    delay = std::max(delay, static_cast<int>(after * spread));
+    delay = std::max(delay, to_ms(after * spread));
   }
   if (logs(LogLevel::kDebug)) log(LogLevel::kDebug, "retrying in " + std::to_string(delay) + " ms");
   schedule(reconnect_timer_, delay, &Connection::on_reconnect_timer);
@@ -672,7 +699,7 @@ void Connection::on_reconnect_timer() {
 bool Connection::has_write_work() {
   if (closing_ws_ || !hello_sent_) return true;
   if (!welcomed_) return false;
-  return !tx_.empty() || (!paused_ && has_unsent());
+  return !tx_.empty() || !indicators_.empty() || (!paused_ && has_unsent());
 }
 
 void Connection::want_write() {
@@ -714,7 +741,12 @@ int Connection::on_writeable(lws* w) {
   } else if (!tx_.empty()) {
     out = std::move(tx_.front());
     tx_.pop_front();
+  } else if (!indicators_.empty() && !(last_was_indicator_ && !paused_ && has_unsent())) {
+    // Indicators and outbox messages take turns: neither holds the other up.
+    out = take_indicator();
+    last_was_indicator_ = true;
   } else if (auto m = paused_ ? std::nullopt : next_unsent()) {
+    last_was_indicator_ = false;
     Frame f;
     f.type = FrameType::kMessage;
     f.id = m->id;
@@ -770,16 +802,23 @@ void Connection::on_flush_timer() {
 // lws_cancel_service() from a public call: take the queued work.
 void Connection::on_wakeup() {
   std::deque<std::string> ctl;
+  std::map<std::string, Indicators> ind;
   bool stop;
   Clock::time_point deadline;
   {
     std::lock_guard lock(mu_);
     ctl.swap(control_);
+    ind.swap(indicators_in_);
     stop = stop_requested_;
     deadline = close_deadline_;
   }
   if (welcomed_) {
     for (auto& c : ctl) tx_.push_back(std::move(c));
+    for (auto& [conversation, in] : ind) {
+      Indicators& pending = indicators_[conversation];
+      if (in.typing) pending.typing = in.typing;
+      pending.read = std::max(pending.read, in.read);
+    }
   }
   if (stop && !shutting_down_) begin_shutdown(deadline);
   want_write();
@@ -845,8 +884,7 @@ void Connection::on_ack(const Frame& f) {
   check_shutdown_done();
 }
 
-void Connection::ack_delivered(const std::string& id) {
-  std::lock_guard lock(mu_);
+void Connection::ack_delivered_locked(const std::string& id) {
   auto it = std::find_if(acked_.begin(), acked_.end(), [&](const OutboxEntry& m) { return m.id == id; });
   if (it == acked_.end()) return;
   acked_.erase(it);

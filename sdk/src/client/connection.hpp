@@ -37,6 +37,7 @@
 #include <exception>
 #include <functional>
 #include <future>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -162,9 +163,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool ack_from_replay(const protocol::Frame& message);
   // Writes the state file now; a failure is logged and surfaced through emit_error.
   void persist_or_report();
-  // The app has had the kAck of `id` (on the thread that delivered it): the message leaves
-  // the state file with the next write.
-  void ack_delivered(const std::string& id);
+  // Under mu_: the app has had the kAck of `id` (on the thread that delivered it): the
+  // message leaves the state file with the next write.
+  void ack_delivered_locked(const std::string& id);
   // Under mu_: something worth writing to the state file soon, but not at once.
   void mark_dirty_locked() { dirty_ = true; }
   // Writes a frame on this connection (after the welcome), before outbox messages.
@@ -214,6 +215,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   ConnectionState state_ = ConnectionState::kDisconnected;
   bool dirty_ = false;              // the state file is behind (written soon)
   std::deque<std::string> control_;  // frames for the network thread
+  // Typing and read receipts by conversation ("" for a visitor's), to be written: the last
+  // typing state and the highest seq read. Kept as state, not as frames, so that an app that
+  // calls typing() at every key or mark_read() for every message of a replay sends each at
+  // most once per turn and never holds the outbox up (see on_writeable).
+  struct Indicators {
+    std::optional<bool> typing;
+    std::int64_t read = 0;  // 0: none
+  };
+  std::map<std::string, Indicators> indicators_in_;
   bool stop_requested_ = false;
   Clock::time_point close_deadline_;
   bool refused_ = false;  // the hub refused the hello (unauthorized...)
@@ -242,6 +252,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool closing_ws_ = false;
   std::set<std::string> sent_ids_;  // outbox ids written on this connection
   std::deque<std::string> tx_;      // control frames to write
+  std::map<std::string, Indicators> indicators_;  // typing and read receipts to write
+  bool last_was_indicator_ = false;  // the last frame written was one of indicators_
   std::string rx_;
   std::size_t attempt_ = 0;         // retries since the last welcome
   // The next connect waits at least this long: the retry_after_ms of a hello the hub turned
@@ -274,6 +286,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool has_unsent();
   std::optional<OutboxEntry> next_unsent();
   bool has_write_work();
+  // The next typing or read frame of indicators_ (which must not be empty), taken out of it.
+  std::string take_indicator();
 
   void schedule(Timer& t, int ms, void (Connection::*fn)());
   static void on_timer(lws_sorted_usec_list_t* sul);
@@ -328,11 +342,19 @@ class EventConnection : public Connection {
     }
     emit(std::move(ev));
   }
-  // Runs on_event (on the network thread or in poll()).
-  virtual void deliver(const Event& ev) {
+  // Runs on_event (on the network thread or in poll()), then, in one step under mu_, what
+  // the app now has: an ack's message leaves the state file and delivered_locked() counts
+  // the event. (In two steps, a state file written between them, by a send() on another
+  // thread, would lack the message and still have the old seq: after a crash there, the
+  // replay would bring the visitor's own message back as a new one.)
+  void deliver(const Event& ev) {
     call(on_event_, ev);
-    if (ev.kind == Event::Kind::kAck) ack_delivered(ev.frame.id);
+    std::lock_guard lock(mu_);
+    if (ev.kind == Event::Kind::kAck) ack_delivered_locked(ev.frame.id);
+    delivered_locked(ev);
   }
+  // Under mu_: the app has had `ev`.
+  virtual void delivered_locked(const Event& /*ev*/) {}
 
   void emit_state() override {
     Event ev;

@@ -132,6 +132,25 @@ Result<std::optional<PersistedState>> read_state_file(const std::string& path) {
           entry.attachments.push_back(std::move(att));
         }
       }
+      // What send() refuses, the hub would refuse too: such a message would be sent again at
+      // every connection and hold up every message behind it.
+      protocol::Frame f;
+      f.type = protocol::FrameType::kMessage;
+      f.id = entry.id;
+      f.conversation = entry.conversation;
+      f.text = entry.text;
+      f.attachments = entry.attachments;
+      f.choice = entry.choice;
+      if (entry.text.empty() && entry.attachments.empty()) {
+        return corrupt(path, where + ": the message is empty (text or at least one attachment is needed)");
+      }
+      auto checked = protocol::decode(protocol::encode(f));
+      if (auto* refused = std::get_if<protocol::DecodeError>(&checked)) {
+        return corrupt(path, where + ": the hub would refuse this message: " + refused->message);
+      }
+      for (const auto& earlier : s.outbox) {
+        if (earlier.id == entry.id) return corrupt(path, where + ": the id \"" + entry.id + "\" is an earlier message's");
+      }
       s.outbox.push_back(std::move(entry));
     }
   }

@@ -660,6 +660,30 @@ async def test_take_conflict_not_found_and_forbidden(hub):
         await c.disconnect()
 
 
+@async_test
+async def test_every_error_about_an_agents_action_names_its_conversation(hub):
+    # An agent client waiting for the answer to a take needs to know which take an error
+    # answers: a malformed or rate-limited one once got an error without `conversation`.
+    v, _, _, _ = await start_handoff(hub)
+    conv = v.conversation
+    sato = await new_agent(hub, "sato")
+    await sato.send({"type": "take", "conversation": conv, "resume": "yes"})
+    bad = await sato.next_error(timeout=T)
+    assert bad["code"] == "bad_frame" and bad.get("conversation") == conv, bad
+    await sato.send({"type": "transfer", "conversation": conv, "to": 7})
+    bad = await sato.next_error(timeout=T)
+    assert bad["code"] == "bad_frame" and bad.get("conversation") == conv, bad
+    for _ in range(45):  # past the burst of 40
+        await sato.send({"type": "take", "conversation": conv})
+    limited = []
+    while not limited:
+        f = await sato.wait_for(lambda f: f.get("type") == "error" and f.get("code") == "rate_limited", T)
+        limited.append(f)
+    assert all(f.get("conversation") == conv for f in limited), limited
+    for c in (v, sato):
+        await c.disconnect()
+
+
 # -- several connections, resuming, exactly once -------------------------------------------
 
 

@@ -172,6 +172,11 @@ TEST_SUITE("sdk.protocol") {
       CHECK(over.message.find("over 4096 bytes") != std::string::npos);
       CHECK(bad(R"({"v":1,"type":"transfer","conversation":"c"})").message.find("missing \"to\"") != std::string::npos);
     }
+    SUBCASE("an error names the frame's conversation, when it could be read") {
+      CHECK(bad(R"({"v":1,"type":"take","conversation":"c_1","resume":"yes"})").conversation == "c_1");
+      CHECK(bad(R"({"v":1,"type":"message","conversation":"c_2","id":"has space","text":"hi"})").conversation == "c_2");
+      CHECK(bad(R"({"v":1,"type":"take","conversation":5})").conversation.empty());
+    }
   }
 
   TEST_CASE("error codes and close codes") {

@@ -125,6 +125,7 @@ struct DecodeError {
   ErrorKind kind = ErrorKind::kBadFrame;
   std::string message;
   std::string id;
+  std::string conversation;  // the frame's, when it has one that could be read
 };
 
 // One option of a bot's clarification: what the visitor is shown, and the entry it stands for.

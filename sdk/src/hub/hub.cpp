@@ -1850,7 +1850,7 @@ struct Hub::Impl {
     limits.max_frame_bytes = cfg.max_frame_bytes;
     const bool binary = text == kBinaryFrame;
     auto decoded = binary ? std::variant<Frame, protocol::DecodeError>(protocol::DecodeError{
-                                ErrorKind::kBadFrame, "binary frames are not part of the protocol; send text", {}})
+                                ErrorKind::kBadFrame, "binary frames are not part of the protocol; send text", {}, {}})
                           : protocol::decode(text, limits);
     // Token bucket: rate_per_second on average, rate_burst at once. A dropped frame is
     // answered with rate_limited (naming its id); a connection that keeps on is closed.
@@ -1860,10 +1860,15 @@ struct Hub::Impl {
     // A client that paused until its whole burst came back is not flooding: the count of
     // dropped frames that closes the connection starts again.
     if (s.tokens >= cfg.rate_burst) s.violations = 0;
+    // An error about an agent's frame names its conversation, as far as it could be read.
+    const std::string* about = nullptr;
+    if (auto* f = std::get_if<Frame>(&decoded)) about = &f->conversation;
+    if (auto* err = std::get_if<protocol::DecodeError>(&decoded)) about = &err->conversation;
     if (s.tokens < 1.0) {
       std::string id;
       if (auto* f = std::get_if<Frame>(&decoded)) id = f->id;
       Frame e = protocol::make_error(ErrorKind::kRateLimited, "too many frames; this one was dropped", id);
+      if (s.agent_endpoint && about) e.conversation = *about;
       e.retry_after_ms = static_cast<std::int64_t>(1000.0 / std::max(1.0, cfg.rate_per_second)) + 1;
       ++errors_sent["rate_limited"];
       send(s, e);
@@ -1872,7 +1877,10 @@ struct Hub::Impl {
     }
     s.tokens -= 1.0;
     if (auto* err = std::get_if<protocol::DecodeError>(&decoded)) {
-      return send_error(s, err->kind, err->message, err->id);
+      if (s.agent_endpoint) s.acting_on = err->conversation;
+      send_error(s, err->kind, err->message, err->id);
+      s.acting_on.clear();
+      return;
     }
     Frame& f = std::get<Frame>(decoded);
     if (f.type == FrameType::kPing) {  // before hello too, on both endpoints

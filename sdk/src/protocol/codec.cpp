@@ -309,7 +309,7 @@ Frame make_error(ErrorKind kind, std::string message, std::string id) {
 
 std::variant<Frame, DecodeError> decode(std::string_view text, const DecodeLimits& limits) {
   auto fail = [](ErrorKind kind, std::string message, std::string id = {}) -> std::variant<Frame, DecodeError> {
-    return DecodeError{kind, std::move(message), std::move(id)};
+    return DecodeError{kind, std::move(message), std::move(id), {}};
   };
   if (text.size() > limits.max_frame_bytes) {
     return fail(ErrorKind::kTooLarge, "the frame is " + std::to_string(text.size()) + " bytes; the limit is " +
@@ -328,26 +328,31 @@ std::variant<Frame, DecodeError> decode(std::string_view text, const DecodeLimit
   if (root.get_object().get(obj) != simdjson::SUCCESS) {
     return fail(ErrorKind::kBadJson, "a frame must be a JSON object with \"v\" and \"type\"");
   }
-  // The client message id first, so that errors about the frame can name it.
-  std::string id;
+  // The client message id and the conversation first, so that errors about the frame can
+  // name them.
+  std::string id, conversation;
   {
     std::string_view s;
     if (obj["id"].get_string().get(s) == simdjson::SUCCESS) id.assign(s);
+    if (obj["conversation"].get_string().get(s) == simdjson::SUCCESS) conversation.assign(s);
   }
+  auto fail_frame = [&](ErrorKind kind, std::string message) -> std::variant<Frame, DecodeError> {
+    return DecodeError{kind, std::move(message), id, conversation};
+  };
   std::int64_t version = 0;
   if (obj["v"].get_int64().get(version) != simdjson::SUCCESS) {
-    return fail(ErrorKind::kBadFrame, "missing \"v\" (the protocol version, 1)", id);
+    return fail_frame(ErrorKind::kBadFrame, "missing \"v\" (the protocol version, 1)");
   }
   if (version != kVersion) {
-    return fail(ErrorKind::kUnsupportedVersion,
-                "protocol version " + std::to_string(version) + " is not supported (this hub speaks 1)", id);
+    return fail_frame(ErrorKind::kUnsupportedVersion,
+                      "protocol version " + std::to_string(version) + " is not supported (this hub speaks 1)");
   }
   std::string_view type_name;
   if (obj["type"].get_string().get(type_name) != simdjson::SUCCESS) {
-    return fail(ErrorKind::kBadFrame, "missing \"type\" (a string such as \"message\")", id);
+    return fail_frame(ErrorKind::kBadFrame, "missing \"type\" (a string such as \"message\")");
   }
   auto type = frame_type_from_string(type_name);
-  if (!type) return fail(ErrorKind::kUnknownType, "unknown frame type \"" + std::string(type_name) + "\"", id);
+  if (!type) return fail_frame(ErrorKind::kUnknownType, "unknown frame type \"" + std::string(type_name) + "\"");
 
   Frame f;
   f.type = *type;
@@ -380,7 +385,7 @@ std::variant<Frame, DecodeError> decode(std::string_view text, const DecodeLimit
       r.integer("at", f.at);
       r.nested("bot", f.bot_json, false);
       if (r.ok() && !valid_client_id(f.id)) {
-        return fail(ErrorKind::kBadFrame, "message: \"id\" must be 1-64 of A-Z a-z 0-9 _ -", {});
+        return DecodeError{ErrorKind::kBadFrame, "message: \"id\" must be 1-64 of A-Z a-z 0-9 _ -", {}, conversation};
       }
       break;
     case FrameType::kAck:
@@ -392,7 +397,7 @@ std::variant<Frame, DecodeError> decode(std::string_view text, const DecodeLimit
       r.string("state", f.state, true, "\"start\" or \"stop\"");
       r.string("from", f.from, false);
       if (r.ok() && f.state != "start" && f.state != "stop") {
-        return fail(ErrorKind::kBadFrame, "typing: \"state\" must be \"start\" or \"stop\"", id);
+        return fail_frame(ErrorKind::kBadFrame, "typing: \"state\" must be \"start\" or \"stop\"");
       }
       break;
     case FrameType::kRead:
@@ -440,7 +445,7 @@ std::variant<Frame, DecodeError> decode(std::string_view text, const DecodeLimit
       r.nested("messages", f.messages_json, true);
       break;
   }
-  if (!r.ok()) return fail(ErrorKind::kBadFrame, r.error(), id);
+  if (!r.ok()) return fail_frame(ErrorKind::kBadFrame, r.error());
   return f;
 }
 

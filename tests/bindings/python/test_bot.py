@@ -116,6 +116,31 @@ def test_errors_carry_the_c_code_and_message(tmp_path):
         assert conv.turn == 0  # unchanged
         with pytest.raises(TypeError):
             bot.ask(42)
+        # Any other wrapper object has a native handle too: passed on as a conversation, it
+        # once corrupted the library's memory.
+        reply = bot.ask("q")
+        for wrong in (reply, bot, "conversation"):
+            with pytest.raises(TypeError, match="conversation must be a madoguchi.Conversation"):
+                bot.ask("q", wrong)
+
+
+def test_paths_may_be_bytes_or_path_like(tmp_path):
+    # bytes once went to the library as their repr, "b'/tmp/...'".
+    kb = tmp_path / "mini.json"
+    kb.write_text(MINI, "utf-8")
+    for path in (kb, str(kb), bytes(kb)):
+        with madoguchi.Bot.open(path) as bot:
+            bot.reload(path)
+    with pytest.raises(TypeError, match="path must be a path"):
+        madoguchi.Bot.open(42)
+
+
+def test_integers_the_c_types_cannot_hold_are_refused():
+    # ctypes would cut them down without a word: 2**64 + 5 passed as 5.
+    with pytest.raises(OverflowError, match="max_message_bytes"):
+        madoguchi.Bot.from_string(MINI, max_message_bytes=2 ** 64 + 5)
+    with pytest.raises(OverflowError, match="max_message_bytes"):
+        madoguchi.Bot.from_string(MINI, max_message_bytes=-1)
 
 
 def test_csv_and_settings():

@@ -213,3 +213,25 @@ def test_a_forgotten_client_is_freed_by_the_garbage_collector(hub):
         client.wait_for(lambda e: e.kind is EventKind.ACK, T)
         del client  # never closed: the finalizer frees it (and joins its thread)
         gc.collect()
+
+
+def test_a_bytes_state_path_is_the_file_it_names(tmp_path):
+    # It once became a file literally named "b'...'", where the next client did not look.
+    path = tmp_path / "chat.json"
+    client = madoguchi.Client("ws://127.0.0.1:9/v1/visitor", state_path=bytes(path))
+    client.send("送料はいくらですか")  # in the file before it returns
+    assert path.exists()
+    client.free()
+    assert not list(tmp_path.glob("b'*"))
+
+
+def test_integers_the_c_types_cannot_hold_are_refused(tmp_path):
+    with pytest.raises(OverflowError, match="jitter_percent"):
+        madoguchi.Client("ws://127.0.0.1:9/v1/visitor", jitter_percent=2 ** 32 + 30)
+    with pytest.raises(OverflowError, match="backoff_ms"):
+        madoguchi.Client("ws://127.0.0.1:9/v1/visitor", backoff_ms=[2 ** 31])
+    with madoguchi.Client("ws://127.0.0.1:9/v1/visitor") as client:
+        with pytest.raises(OverflowError, match="seq"):
+            client.mark_read(2 ** 64 + 7)
+        with pytest.raises(OverflowError, match="attachment size"):
+            client.send("", attachments=[madoguchi.Attachment("a.jpg", "image/jpeg", 2 ** 64 + 5, "https://x/a.jpg")])

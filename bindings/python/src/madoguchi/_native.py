@@ -385,6 +385,30 @@ def opt_cstring(text, what: str) -> Optional[bytes]:
     return None if text is None else cstring(text, what)
 
 
+def path_cstring(path, what: str) -> bytes:
+    """A file path (str, bytes or os.PathLike) as the library takes it: bytes as they are, str
+    encoded as the file system does (os.fsencode); ValueError for a NUL inside."""
+    try:
+        data = os.fsencode(path)
+    except TypeError:
+        raise TypeError("%s must be a path (str, bytes or os.PathLike), not %s" % (what, type(path).__name__)) from None
+    return cstring(data, what)
+
+
+def opt_path_cstring(path, what: str) -> Optional[bytes]:
+    return None if path is None else path_cstring(path, what)
+
+
+def integer(value, what: str, bits: int, signed: bool = True) -> int:
+    """int(value), or OverflowError when the C type (`bits` wide) cannot hold it: ctypes would
+    cut it down without a word (2**64 + 5 passed as 5)."""
+    n = int(value)
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if not low <= n <= high:
+        raise OverflowError("%s is %d; it must be within %d..%d" % (what, n, low, high))
+    return n
+
+
 def millis(seconds: Optional[float]) -> int:
     """A timeout in seconds as the library's int milliseconds: None waits for ever (-1); longer
     than an int holds (about 24 days) is clamped to it, negative to 0."""

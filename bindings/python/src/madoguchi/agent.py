@@ -111,7 +111,7 @@ class AgentClient(_LiveClient):
         opts.url = cstring(url, "url")
         opts.agent = cstring(agent, "agent")
         opts.password = cstring(password, "password")
-        opts.state_path = opt_cstring(None if state_path is None else str(state_path), "state_path")
+        opts.state_path = _native.opt_path_cstring(state_path, "state_path")
         self._open(opts, _native.AGENT_EVENT_CB, AgentEvent._from_c, backoff_ms, jitter_percent, logger, log_level)
 
     def refresh_queue(self) -> None:
@@ -157,7 +157,7 @@ class AgentClient(_LiveClient):
 
     def mark_read(self, conversation: str, seq: int) -> None:
         """Read receipt for the visitor, up to `seq` (ignored while not connected)."""
-        self._call("mark_read", cstring(conversation, "conversation"), int(seq))
+        self._call("mark_read", cstring(conversation, "conversation"), _native.integer(seq, "seq", 64))
 
     @property
     def queue(self) -> List[QueueEntry]:

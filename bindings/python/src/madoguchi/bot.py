@@ -114,15 +114,15 @@ class _BotOptions:
         opts = _native.mdg_bot_options()
         check(lib().mdg_bot_options_init(ctypes.byref(opts), _native.BOT_OPTIONS_VERSION))
         if self.mecab_dicdir is not None:
-            opts.mecab_dicdir = cstring(str(self.mecab_dicdir), "mecab_dicdir")
-        opts.max_message_bytes = int(self.max_message_bytes)
+            opts.mecab_dicdir = _native.path_cstring(self.mecab_dicdir, "mecab_dicdir")
+        opts.max_message_bytes = _native.integer(self.max_message_bytes, "max_message_bytes", 64, signed=False)
         items = _settings_list(self.settings)
         if items:
             # opts keeps the array alive (ctypes' _objects); the library copies the settings.
             opts.settings = (ctypes.c_char_p * (len(items) + 1))(*[cstring(s, "setting") for s in items], None)
         log_cb = _log_trampoline(self.logger)
         opts.log_cb = log_cb
-        opts.log_level = int(self.log_level)
+        opts.log_level = _native.integer(self.log_level, "log_level", 32)
         return opts, log_cb
 
 
@@ -171,7 +171,7 @@ class Bot:
         Raises madoguchi.InvalidArgument for a malformed knowledge base (the message names the
         file, line and entry), madoguchi.NotFound..."""
         resolved = _BotOptions.from_keywords("Bot.open", options)
-        p = cstring(str(path), "path")
+        p = _native.path_cstring(path, "path")
         return cls._new(lambda out, o: lib().mdg_bot_open_file(out, p, o), resolved)
 
     @classmethod
@@ -190,6 +190,8 @@ class Bot:
 
     def ask(self, text: Text, conversation: Optional["Conversation"] = None) -> "Reply":
         """Answers one visitor message within `conversation` (a one-off conversation if None)."""
+        if conversation is not None and not isinstance(conversation, Conversation):
+            raise TypeError("conversation must be a madoguchi.Conversation or None, not %s" % type(conversation).__name__)
         data = utf8(text)
         out = ctypes.c_void_p()
         with self._handle as h, (conversation._handle if conversation is not None else _NO_HANDLE) as conv:
@@ -199,7 +201,7 @@ class Bot:
     def reload(self, path) -> None:
         """Swaps in the knowledge base of `path`; on error nothing changes and the old one keeps
         answering. Safe while other threads ask."""
-        p = cstring(str(path), "path")
+        p = _native.path_cstring(path, "path")
         with self._handle as h:
             check(lib().mdg_bot_reload_file(h, p))
 

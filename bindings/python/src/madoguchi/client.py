@@ -139,13 +139,13 @@ class _LiveClient:
         """Fills in the options both kinds of client share, creates the C client with
         mdg_*_new() and owns it."""
         _backoff(opts, backoff_ms)
-        opts.jitter_percent = int(jitter_percent)
+        opts.jitter_percent = _native.integer(jitter_percent, "jitter_percent", 32)
         opts.dispatch = 1 if self._poll_mode else 0
         event_cb = callback_type(_event_trampoline(weakref.ref(self), copy))
         log_cb = _log_trampoline(logger)
         opts.on_event = event_cb
         opts.log_cb = log_cb
-        opts.log_level = int(log_level)
+        opts.log_level = _native.integer(log_level, "log_level", 32)
         handle = ctypes.c_void_p()
         check(self._fn("new")(ctypes.byref(handle), ctypes.byref(opts)))
         # The callbacks must outlive the C object: they are released with it.
@@ -270,7 +270,7 @@ def _backoff(opts, backoff_ms: Optional[Sequence[int]]):
     """Sets opts.backoff_ms/backoff_count (ctypes keeps the array alive with opts)."""
     if not backoff_ms:
         return None
-    arr = (ctypes.c_int * len(backoff_ms))(*[int(b) for b in backoff_ms])
+    arr = (ctypes.c_int * len(backoff_ms))(*[_native.integer(b, "backoff_ms", 32) for b in backoff_ms])
     opts.backoff_ms = arr
     opts.backoff_count = len(backoff_ms)
     return arr
@@ -295,7 +295,7 @@ class Client(_LiveClient):
         opts = _native.mdg_client_options()
         check(lib().mdg_client_options_init(ctypes.byref(opts), _native.CLIENT_OPTIONS_VERSION))
         opts.url = cstring(url, "url")
-        opts.state_path = opt_cstring(None if state_path is None else str(state_path), "state_path")
+        opts.state_path = _native.opt_path_cstring(state_path, "state_path")
         opts.locale = opt_cstring(locale, "locale")
         if visitor:
             flat = []
@@ -341,7 +341,7 @@ class Client(_LiveClient):
 
     def mark_read(self, seq: int) -> None:
         """Tells the other side the visitor has read up to `seq` (ignored while not connected)."""
-        self._call("mark_read", int(seq))
+        self._call("mark_read", _native.integer(seq, "seq", 64))
 
     @property
     def conversation(self) -> str:
@@ -360,7 +360,7 @@ def _attachment_array(atts: Sequence[Attachment]):
     """The attachments as the C array of pointers that mdg_*_send_attachments() takes (the
     structs are kept alive by the array's _objects)."""
     structs = [_native.mdg_attachment(cstring(a.name, "attachment name"), cstring(a.type, "attachment type"),
-                                      int(a.size), cstring(a.url, "attachment url")) for a in atts]
+                                      _native.integer(a.size, "attachment size", 64), cstring(a.url, "attachment url")) for a in atts]
     ptrs = (ctypes.POINTER(_native.mdg_attachment) * len(structs))(*[ctypes.pointer(s) for s in structs])
     return ptrs, len(structs)
 

@@ -361,7 +361,7 @@ static void test_bot_ask(mdg_bot *shop) {
   r2 = (mdg_reply *)&r;
   CHECK_RC(mdg_bot_ask(&r2, bot, conv, "\xe8\xbf\x94\xff", 4), MDG_EINVAL);
   CHECK(r2 == NULL);
-  CHECK_ERROR_SAYS("invalid UTF-8 at byte 3");
+  CHECK_ERROR_SAYS("mdg_bot_ask: message: invalid UTF-8 at byte 3");
   CHECK_RC(mdg_bot_ask(&r2, bot, conv, "\xc0\xaf", MDG_NTS), MDG_EINVAL); /* overlong */
   CHECK_RC(mdg_bot_ask(&r2, bot, conv, "\xed\xa0\x80", MDG_NTS), MDG_EINVAL); /* a surrogate */
   CHECK(mdg_conversation_turn(conv) == 3);
@@ -443,6 +443,7 @@ static void test_conversation(mdg_bot *shop) {
   mdg_conversation *conv = NULL;
   mdg_conversation *c2 = (mdg_conversation *)&conv;
   mdg_bot *bot = open_mini();
+  mdg_bot *missing = NULL;
   mdg_buf buf = MDG_BUF_INIT;
   mdg_reply *r;
   g_test = "bot: conversation";
@@ -508,6 +509,11 @@ static void test_conversation(mdg_bot *shop) {
   CHECK_RC(mdg_conversation_set_fallback_locale(conv, "\xed\xa0\x80"), MDG_EINVAL);
   CHECK_RC(mdg_conversation_add_turn(conv, "\xff", "x", 1), MDG_EINVAL);
   CHECK_RC(mdg_conversation_slot(&buf, conv, "order"), MDG_ENOTFOUND);
+  CHECK_RC(mdg_conversation_slot(&buf, conv, "ord\xff"), MDG_EINVAL); /* not "not set" */
+  CHECK_ERROR_SAYS("`key` is not valid UTF-8 (byte 3)");
+  /* A message that quotes the caller's bytes stays UTF-8. */
+  CHECK_RC(mdg_bot_open_file(&missing, "/nonexistent/\xff.json", NULL), MDG_ENOTFOUND);
+  CHECK_ERROR_SAYS("/nonexistent/\xef\xbf\xbd.json");
 
   /* NULL conversations. */
   CHECK_RC(mdg_conversation_set_locale(NULL, "ja"), MDG_EINVAL);
@@ -725,6 +731,7 @@ static void test_client_offline(void) {
   CHECK_RC(mdg_client_send(&id2, c, "", 0), MDG_EINVAL);
   CHECK(id2.str[0] == '\0');
   CHECK_RC(mdg_client_send(&id2, c, "\xff\xfe", 2), MDG_EINVAL);
+  CHECK_ERROR_SAYS("mdg_client_send: `text` is not valid UTF-8 (byte 0)");
   CHECK_RC(mdg_client_send(&id2, c, NULL, 4), MDG_EINVAL);
   CHECK_RC(mdg_client_send(&id2, NULL, "x", 1), MDG_EINVAL);
   big = (char *)malloc(70 * 1024);

@@ -139,6 +139,7 @@ int send_reply(const char* function, mdg_message_id* out, mdg_agent* a, const ch
   if (int rc = conversation_arg(function, conversation); rc != MDG_OK) return rc;
   auto t = text_arg(function, "text", text, size);
   if (!t) return mdg_error_last_code();
+  if (int rc = check_utf8(function, "text", *t); rc != MDG_OK) return rc;
   auto list = attachments_arg(function, attachments, count);
   if (!list) return mdg_error_last_code();
   auto id = a->client->send(conversation, *t, std::move(*list));

@@ -268,7 +268,7 @@ MDG_EXTERN(int) mdg_bot_ask(mdg_reply** out, mdg_bot* b, mdg_conversation* conv,
     std::shared_ptr<const bot::Bot> current = b->current.load();
     bot::Conversation one_off;
     auto reply = current->respond(conv != nullptr ? conv->conv : one_off, *t);
-    if (!reply) return set_error(reply.status());
+    if (!reply) return set_error(madoguchi::Status(reply.status().code(), "mdg_bot_ask: " + reply.status().message()));
     auto r = std::make_unique<mdg_reply>();
     r->reply = std::move(*reply);
     r->candidates.reserve(r->reply.candidates.size());
@@ -355,6 +355,7 @@ MDG_EXTERN(int) mdg_conversation_slot(mdg_buf* out, const mdg_conversation* conv
   MDG_CONVERSATION_CALL("mdg_conversation_slot", conv, {
     if (out == nullptr) return null_argument("mdg_conversation_slot", "out");
     if (key == nullptr) return null_argument("mdg_conversation_slot", "key");
+    if (int rc = check_utf8("mdg_conversation_slot", "key", key); rc != MDG_OK) return rc;
     const auto& slots = conv->conv.slots();
     auto it = slots.find(std::string_view(key));
     if (it == slots.end()) {

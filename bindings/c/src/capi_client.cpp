@@ -65,6 +65,7 @@ int send_message(const char* function, mdg_message_id* out, mdg_client* c, const
   if (c == nullptr) return null_argument(function, "client");
   auto t = text_arg(function, "text", text, size);
   if (!t) return mdg_error_last_code();
+  if (int rc = check_utf8(function, "text", *t); rc != MDG_OK) return rc;
   auto id = c->client->send(*t, std::move(attachments));
   if (!id) return set_error(id.status());
   return copy_id(out, *id);
@@ -98,11 +99,11 @@ MDG_EXTERN(int) mdg_client_new(mdg_client** out, const mdg_client_options* opts)
     cfg.locale = str_or_empty(opts->locale);
     if (opts->visitor != nullptr) {
       for (const char* const* kv = opts->visitor; *kv != nullptr; kv += 2) {
+        if (int rc = check_utf8(fn, "a visitor attribute", kv[0]); rc != MDG_OK) return rc;
         if (kv[1] == nullptr) {
           return set_error(MDG_EINVAL, std::string(fn) + ": visitor attribute '" + kv[0] +
                                            "' has no value (the list is key, value, ..., NULL)");
         }
-        if (int rc = check_utf8(fn, "a visitor attribute", kv[0]); rc != MDG_OK) return rc;
         if (int rc = check_utf8(fn, "a visitor attribute", kv[1]); rc != MDG_OK) return rc;
         cfg.visitor[kv[0]] = kv[1];
       }

@@ -27,7 +27,18 @@ int set_error(int code, std::string_view message) noexcept {
   LastError& e = last_error();
   e.code = code;
   try {
-    e.message.assign(message.data(), message.size());
+    // A message may quote what the caller passed (a key, a path): bytes that are not UTF-8
+    // become U+FFFD, so that the message stays the UTF-8 the header promises.
+    e.message.clear();
+    for (std::string_view rest = message; !rest.empty();) {
+      const std::size_t bad = madoguchi::detail::find_invalid_utf8(rest);
+      if (bad == std::string_view::npos) {
+        e.message.append(rest);
+        break;
+      }
+      e.message.append(rest.substr(0, bad)).append("\xEF\xBF\xBD");
+      rest.remove_prefix(bad + 1);
+    }
     e.fallback = nullptr;
   } catch (...) {
     e.fallback = mdg_strerror(code);

@@ -353,6 +353,18 @@ TEST_SUITE("bot.policy") {
     // A clarification or a hand-off suggests nothing.
     Conversation c;
     CHECK(ask(c, "ポイントのこと").suggestions.empty());
+    // A question's language is told from its normalized text, as a message's: half-width
+    // katakana is Japanese (it was once an English reply's label).
+    auto hw = mdg_test::bot_from_json(R"({"entries": [
+      {"id": "size", "questions": ["ｻｲｽﾞ ｺｳｶﾝ", "Can I exchange the size?"], "answer": {"ja": "できます。", "en": "Yes."}},
+      {"id": "hours", "questions": ["営業時間は？", "What are your hours?"], "answer": {"ja": "10時からです。", "en": "From 10."},
+       "follow_ups": ["size"]}]})");
+    Conversation h;
+    auto hours = hw->respond(h, "What are your hours?");
+    REQUIRE(hours.is_ok());
+    REQUIRE(hours->entry_id == "hours");
+    REQUIRE(hours->suggestions.size() == 1);
+    CHECK(hours->suggestions[0].label == "Can I exchange the size?");
     CHECK(ask(c, "担当者と話したい").suggestions.empty());
   }
 

@@ -289,7 +289,9 @@ Result<std::shared_ptr<const Bot>> Bot::create(KnowledgeBase kb, BotOptions opti
   for (const auto& e : k.entries) {
     std::string ja, en;
     for (const auto& q : e.questions) {
-      auto& slot = TextPipeline::detect_locale(q) == "ja" ? ja : en;
+      // On the normalized text, as for a message: half-width ｻｲｽﾞ is Japanese.
+      auto folded = impl->text->normalize(q);
+      auto& slot = TextPipeline::detect_locale(folded ? *folded : q) == "ja" ? ja : en;
       if (slot.empty()) slot = q;
     }
     impl->entry_titles_ja.push_back(std::move(ja));

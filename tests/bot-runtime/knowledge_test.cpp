@@ -105,6 +105,22 @@ TEST_SUITE("bot.knowledge") {
       CHECK(mentions(lone.status(), "lone.json:1:"));
       CHECK(mentions(lone.status(), "high surrogate"));
     }
+    SUBCASE("numbers JSON does not allow, and integers too large, are placed too") {
+      const std::pair<std::string, std::string> cases[] = {
+          {"05", "n.json:1:25: malformed JSON: invalid number: no leading zeros (write 5, not 05)"},
+          {"-01", "n.json:1:25: malformed JSON: invalid number: no leading zeros"},
+          {"1.", "n.json:1:25: malformed JSON: invalid number: digits must follow the decimal point"},
+          {"1.e5", "n.json:1:25: malformed JSON: invalid number: digits must follow the decimal point"},
+          {"1e", "n.json:1:25: malformed JSON: invalid number: digits must follow the exponent"},
+          {"99999999999999999999", "n.json:1:25: malformed JSON: integer too large"},
+      };
+      for (const auto& [number, error] : cases) {
+        CAPTURE(number);
+        auto n = parse_knowledge_json(R"({"rules": [{"priority": )" + number + R"(}]})", "n.json");
+        REQUIRE_FALSE(n.is_ok());
+        CHECK(mentions(n.status(), error));
+      }
+    }
   }
 
   TEST_CASE("unknown fields are errors that list the known ones") {
@@ -170,6 +186,12 @@ TEST_SUITE("bot.knowledge") {
     auto kb = parse_knowledge_json(text, "enc.json");
     REQUIRE_FALSE(kb.is_ok());
     CHECK(mentions(kb.status(), "invalid UTF-8"));
+    // The offset is the file's, a byte order mark included (as the sheet's are).
+    const std::string with_mark = "\xEF\xBB\xBF" + text;
+    const auto bad = with_mark.find('\xff');
+    auto marked = parse_knowledge_json(with_mark, "enc.json");
+    REQUIRE_FALSE(marked.is_ok());
+    CHECK(mentions(marked.status(), "invalid UTF-8 at byte " + std::to_string(bad)));
   }
 
   TEST_CASE("validation: duplicate ids, dangling references, bad regex, impossible rules, empty synonyms") {
@@ -313,6 +335,9 @@ TEST_SUITE("bot.knowledge") {
         {"id,question,answer\na,\"open,x\n", "s.csv:2: a quoted field is never closed"},
         {"id,question,answer\na,q,x,extra\n", "s.csv:2:"},
         {"id,question,answer\na,q1,x\na,q2,y\n", "different answer"},
+        // The earlier row named is the one with the answer, not the entry's first.
+        {"id,question,answer_ja\na,q1,\n,q2,first\n,q3,other\n",
+         "s.csv:4: entry 'a' has a different answer_ja than on an earlier row (s.csv:3)"},
         // Text beside a quoted field's quotes: where the field ends would be a guess.
         {"id,question,answer\na,\"quoted\" and not,x\n",
          "s.csv:2: field 2: text after the field's closing quote (put the whole field inside the quotes)"},

@@ -88,23 +88,51 @@ class Checker {
     }
     return fail("unterminated string (missing closing \")");
   }
+  // The number grammar of RFC 8259: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?
   bool number() {
-    std::size_t start = i_;
+    const std::size_t start = i_;
+    auto digits = [this] {
+      const std::size_t from = i_;
+      while (i_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[i_]))) ++i_;
+      return i_ > from;
+    };
+    auto invalid = [this, start](const char* what) {
+      i_ = start;
+      return fail(std::string("invalid number: ") + what);
+    };
     if (s_[i_] == '-') ++i_;
-    if (i_ >= s_.size() || !std::isdigit(static_cast<unsigned char>(s_[i_]))) return fail("invalid number");
-    while (i_ < s_.size() && (std::isdigit(static_cast<unsigned char>(s_[i_])) || s_[i_] == '.' ||
-                              s_[i_] == 'e' || s_[i_] == 'E' || s_[i_] == '+' || s_[i_] == '-')) {
+    if (i_ >= s_.size() || !std::isdigit(static_cast<unsigned char>(s_[i_]))) return invalid("a digit must come first");
+    if (s_[i_] == '0' && i_ + 1 < s_.size() && std::isdigit(static_cast<unsigned char>(s_[i_ + 1]))) {
+      return invalid("no leading zeros (write 5, not 05)");
+    }
+    digits();
+    bool whole = true;
+    if (i_ < s_.size() && s_[i_] == '.') {
       ++i_;
+      whole = false;
+      if (!digits()) return invalid("digits must follow the decimal point (write 1.0 or 1)");
+    }
+    if (i_ < s_.size() && (s_[i_] == 'e' || s_[i_] == 'E')) {
+      ++i_;
+      whole = false;
+      if (i_ < s_.size() && (s_[i_] == '+' || s_[i_] == '-')) ++i_;
+      if (!digits()) return invalid("digits must follow the exponent");
+    }
+    const char* first = s_.data() + start;
+    const char* last = s_.data() + i_;
+    if (whole) {  // the parser keeps whole numbers as 64-bit integers
+      std::int64_t i = 0;
+      std::uint64_t u = 0;
+      if (std::from_chars(first, last, i).ec != std::errc() && std::from_chars(first, last, u).ec != std::errc()) {
+        i_ = start;
+        return fail("integer too large (whole numbers go from -9223372036854775808 to 18446744073709551615)");
+      }
+      return true;
     }
     double value = 0;
-    const auto [end, ec] = std::from_chars(s_.data() + start, s_.data() + i_, value);
-    if (ec == std::errc::result_out_of_range) {
+    if (std::from_chars(first, last, value).ec == std::errc::result_out_of_range) {
       i_ = start;
       return fail("number out of range (a double goes to about 1.8e308)");
-    }
-    if (ec != std::errc() || end != s_.data() + i_) {
-      i_ = start;
-      return fail("invalid number");
     }
     return true;
   }

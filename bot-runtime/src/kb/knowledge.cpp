@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <unordered_map>
@@ -172,6 +173,8 @@ Result<KnowledgeBase> parse_knowledge_sheet(std::string_view text, std::string_v
   KnowledgeBase kb;
   kb.source = source;
   std::unordered_map<std::string, std::size_t> by_id;
+  // Where each entry's answer in each locale was set: (entry index, locale) -> line.
+  std::map<std::pair<std::size_t, std::string>, std::size_t> answer_line;
   std::string last_id;
   while (pos < text.size()) {
     std::size_t row_line = line;
@@ -205,10 +208,12 @@ Result<KnowledgeBase> parse_knowledge_sheet(std::string_view text, std::string_v
       std::string a = trim(row[static_cast<std::size_t>(col)]);
       if (a.empty()) continue;
       auto [ait, fresh] = entry.answer.by_locale.emplace(locale, a);
+      if (fresh) answer_line[{it->second, locale}] = row_line;
       if (!fresh && ait->second != a) {
         return invalid_argument(source + ":" + std::to_string(row_line) + ": entry '" + id +
-                                "' has a different answer_" + locale + " than on an earlier row (" +
-                                entry.source + "); keep one answer per entry");
+                                "' has a different answer" + (locale.empty() ? "" : "_" + locale) +
+                                " than on an earlier row (" + source + ":" +
+                                std::to_string(answer_line[{it->second, locale}]) + "); keep one answer per entry");
       }
     }
     auto split_list = [](std::string_view s, std::vector<std::string>& out) {

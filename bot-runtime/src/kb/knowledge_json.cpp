@@ -462,10 +462,15 @@ class Reader {
 Result<KnowledgeBase> parse_knowledge_json(std::string_view json, std::string_view source_name) {
   std::string source(source_name.empty() ? "<string>" : source_name);
   // A byte order mark, which some editors on Windows write (RFC 8259 lets a parser ignore it).
-  if (json.substr(0, 3) == "\xEF\xBB\xBF") json.remove_prefix(3);
+  // Byte offsets in messages are the file's, the mark included.
+  std::size_t skipped = 0;
+  if (json.substr(0, 3) == "\xEF\xBB\xBF") {
+    json.remove_prefix(3);
+    skipped = 3;
+  }
   if (std::size_t bad = find_invalid_utf8(json); bad != std::string_view::npos) {
     return invalid_argument(source + ":" + std::to_string(detail::line_of_offset(json, bad)) +
-                            ": invalid UTF-8 at byte " + std::to_string(bad) +
+                            ": invalid UTF-8 at byte " + std::to_string(bad + skipped) +
                             " (save the file as UTF-8)");
   }
   simdjson::dom::parser parser;

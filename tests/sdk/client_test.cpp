@@ -394,7 +394,11 @@ TEST_SUITE("sdk.client") {
     auto again = client->send("still there?");
     CHECK(again.status().code() == ErrorCode::kClosed);
     CHECK(again.status().message().find("unauthorized") != std::string::npos);
-    CHECK(client->close(0).code() == ErrorCode::kDeadlineExceeded);
+    const Status closed = client->close(0);
+    CHECK(closed.code() == ErrorCode::kDeadlineExceeded);
+    // Not "sent by the next client that opens it": that one would be refused too.
+    CHECK(closed.message().find("the hub refused this conversation (unauthorized") != std::string::npos);
+    CHECK(closed.message().find("remove it to start a new conversation") != std::string::npos);
     CHECK(count(rec.events(), state_is(ConnectionState::kConnecting)) == 1);  // no retry
     CHECK(outbox_ids(state) == std::vector<std::string>{"m-1"});
   }

@@ -480,9 +480,21 @@ Status Connection::close(int timeout_ms) {
     state_lock_.release();
   }
   if (left == 0) return Status::ok();
-  std::string where = cfg_.state_path.empty()
-                          ? "they are lost: the " + cfg_.name + " has no state_path"
-                          : "they stay in " + cfg_.state_path + " and are sent by the next " + cfg_.name + " that opens it";
+  std::string refusal;
+  {
+    std::lock_guard lock(mu_);
+    if (refused_) refusal = refusal_;
+  }
+  std::string where;
+  if (cfg_.state_path.empty()) {
+    where = "they are lost: the " + cfg_.name + " has no state_path";
+  } else if (!refusal.empty()) {
+    // The next client on this file would be refused the same way (docs/client.md, Refusals).
+    where = "they stay in " + cfg_.state_path + ", but the hub refused this conversation (" + refusal +
+            "): read them from the file if they matter, then remove it to start a new conversation";
+  } else {
+    where = "they stay in " + cfg_.state_path + " and are sent by the next " + cfg_.name + " that opens it";
+  }
   return Status(ErrorCode::kDeadlineExceeded,
                 std::to_string(left) + " message(s) not acknowledged by the hub before the deadline; " + where);
 }

@@ -736,6 +736,43 @@ TEST_SUITE("sdk.client") {
     CHECK(after == 0);  // the bot's answer, queued behind the ack, was not delivered
   }
 
+  TEST_CASE("client: a poll() of a client inside its own poll() returns 0, also through another client's") {
+    // A's callback polls B, whose callback polls A: that inner A.poll() once locked the
+    // mutex its outer call held, on the same thread.
+    TempDir dir;
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
+    std::unique_ptr<Client> a, b;
+    std::vector<std::size_t> inner;  // what A.poll() returned inside B's callbacks
+    Recorder rec_a, rec_b;
+    auto cfg_a = visitor_config(hub.url(), "", rec_a);
+    auto cfg_b = visitor_config(hub.url(), "", rec_b);
+    cfg_a.dispatch = cfg_b.dispatch = Dispatch::kPoll;
+    cfg_a.on_event = [&](const ClientEvent& e) {
+      rec_a(e);
+      b->poll(0);
+    };
+    cfg_b.on_event = [&](const ClientEvent& e) {
+      rec_b(e);
+      inner.push_back(a->poll(0));
+    };
+    a = make_client(std::move(cfg_a));
+    b = make_client(std::move(cfg_b));
+    REQUIRE(a->start());
+    REQUIRE(b->start());
+    auto deadline = std::chrono::steady_clock::now() + kWait;
+    while (std::chrono::steady_clock::now() < deadline &&
+           (find(rec_a.events(), state_is(ConnectionState::kConnected)) < 0 ||
+            find(rec_b.events(), state_is(ConnectionState::kConnected)) < 0)) {
+      a->poll(50);
+    }
+    CHECK(find(rec_b.events(), state_is(ConnectionState::kConnected)) >= 0);
+    REQUIRE_FALSE(inner.empty());
+    CHECK(std::all_of(inner.begin(), inner.end(), [](std::size_t n) { return n == 0; }));
+    CHECK(a->close(5000));
+    CHECK(b->close(5000));
+  }
+
   TEST_CASE("client: typing and read receipts at any rate never hold the outbox up") {
     TempDir dir;
     HubProcess hub;

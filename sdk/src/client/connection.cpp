@@ -106,8 +106,20 @@ const lws_retry_bo_t kIdlePolicy = {nullptr, 0, 0, 20, 40, 0};
 
 // The Connection whose network thread this is (null elsewhere), to refuse close() from a callback.
 thread_local const Connection* tl_network = nullptr;
-// The Connection whose poll() runs on this thread, to make poll() from a callback a no-op.
-thread_local const Connection* tl_polling = nullptr;
+// The poll() calls running on this thread, innermost first (a callback of one client may poll
+// another), to make a poll() of a client from inside its own poll() a no-op.
+struct PollFrame {
+  const Connection* connection;
+  const PollFrame* outer;
+};
+thread_local const PollFrame* tl_polling = nullptr;
+
+bool polling_on_this_thread(const Connection* c) noexcept {
+  for (const PollFrame* f = tl_polling; f != nullptr; f = f->outer) {
+    if (f->connection == c) return true;
+  }
+  return false;
+}
 
 }  // namespace
 
@@ -401,7 +413,7 @@ std::string Connection::take_indicator() {
 }
 
 std::size_t Connection::poll(int timeout_ms, std::size_t max) {
-  if (cfg_.dispatch != Dispatch::kPoll || max == 0 || tl_polling == this) return 0;
+  if (cfg_.dispatch != Dispatch::kPoll || max == 0 || polling_on_this_thread(this)) return 0;
   std::lock_guard turn(poll_mu_);
   std::unique_lock lock(mu_);
   auto ready = [this] { return !events_.empty() || closed_; };
@@ -411,7 +423,8 @@ std::size_t Connection::poll(int timeout_ms, std::size_t max) {
     events_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), ready);
   }
   std::size_t n = 0;
-  tl_polling = this;
+  const PollFrame frame{this, tl_polling};
+  tl_polling = &frame;
   while (n < max && !events_.empty() && !suppress_events_) {
     std::function<void()> deliver = std::move(events_.front());
     events_.pop_front();
@@ -421,7 +434,7 @@ std::size_t Connection::poll(int timeout_ms, std::size_t max) {
     lock.lock();
   }
   if (suppress_events_) events_.clear();
-  tl_polling = nullptr;
+  tl_polling = frame.outer;
   bool dirty = dirty_ && !closed_;
   lock.unlock();
   if (dirty) {

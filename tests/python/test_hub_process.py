@@ -105,7 +105,31 @@ def test_a_missing_static_folder_stops_the_start(tmp_path):
     assert "static: " + str(tmp_path / "no-such-site") + ": No such file or directory" in r.stderr, r.stderr
 
 
-def start_hub(tmp_path, *args, config=None):
+@pytest.mark.parametrize("host, says", [
+    ("192.0.2.77", "host 192.0.2.77 is not an address of this machine"),
+    ("127.0.0.1:8080", 'host "127.0.0.1:8080" is not an IP address'),
+    ("shop.example", 'host "shop.example" is not an IP address'),
+    ("", "host is empty"),
+])
+def test_a_host_it_cannot_listen_on_stops_the_start(tmp_path, host, says):
+    # libwebsockets takes such a host as an interface that does not exist: the hub said it
+    # was listening and listened nowhere.
+    r = subprocess.run([hub_exe(), "--kb", kb_path(), "--store", str(tmp_path / "hub.db"), "--port", "0",
+                        "--secret", SECRET, "--host", host],
+                       capture_output=True, text=True, timeout=60, cwd=str(REPO_ROOT))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert says in r.stderr and "give 127.0.0.1 for this machine only" in r.stderr, r.stderr
+    assert r.stdout == ""  # never said it was listening
+
+
+def test_localhost_is_127_0_0_1(tmp_path):
+    proc, port = start_hub(tmp_path, "--host", "localhost", expect_host="localhost")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+        assert r.status == 200
+    stop_hub(proc)
+
+
+def start_hub(tmp_path, *args, config=None, expect_host="127.0.0.1"):
     """A hub of its own (not the fixture's), on a free port; returns (process, port)."""
     cmd = [hub_exe(), "--kb", kb_path(), "--store", str(tmp_path / "own.db"), "--port", "0"]
     if config is not None:
@@ -116,7 +140,7 @@ def start_hub(tmp_path, *args, config=None):
                             cwd=str(REPO_ROOT))
     log.close()
     line = proc.stdout.readline().decode()
-    m = re.match(r"madoguchi-hub: listening on http://127\.0\.0\.1:(\d+)$", line.strip())
+    m = re.match(r"madoguchi-hub: listening on http://" + re.escape(expect_host) + r":(\d+)$", line.strip())
     if not m:
         proc.kill()
         pytest.fail(f"unexpected first line {line!r}: {(tmp_path / 'own.log').read_text()}")

@@ -38,7 +38,7 @@ struct AgentAccount {
 
 struct HubConfig {
   static constexpr std::size_t kMaxAgentNameBytes = 128;  // of an AgentAccount's name
-  std::string host = "127.0.0.1";  // interface to listen on ("0.0.0.0" for all)
+  std::string host = "127.0.0.1";  // address to listen on ("0.0.0.0" or "::" for all, "localhost")
   int port = 8080;                 // 0: any free port (see Hub::port())
   std::string secret;              // HMAC key for visitor tokens; at least 16 bytes
   std::vector<AgentAccount> agents;

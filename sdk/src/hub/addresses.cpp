@@ -1,8 +1,12 @@
 #include "hub/addresses.hpp"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 namespace madoguchi::hub::detail {
@@ -119,6 +123,38 @@ bool AddressBuckets::first_refusal(const std::string& key) {
   if (it == buckets_.end() || it->second.refused) return false;
   it->second.refused = true;
   return true;
+}
+
+Result<std::string> listen_address(std::string_view host) {
+  const std::string given(host);
+  if (host == "localhost") return std::string("127.0.0.1");
+  const std::string hint = " (give 127.0.0.1 for this machine only, 0.0.0.0 or :: for every interface, or one of "
+                           "this machine's addresses; the port goes in port)";
+  if (host.empty()) return invalid_argument("hub: host is empty" + hint);
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&addr);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&addr);
+  if (inet_pton(AF_INET, given.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    len = sizeof *v4;
+  } else if (inet_pton(AF_INET6, given.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    len = sizeof *v6;
+  } else {
+    return invalid_argument("hub: host \"" + given + "\" is not an IP address" + hint);
+  }
+  // An address this machine does not have cannot be bound: found out now, not by a hub
+  // that says it listens and does not.
+  const int fd = ::socket(addr.ss_family, SOCK_STREAM, 0);
+  if (fd < 0) return given;  // no socket to try with: libwebsockets will tell
+  const int bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), len);
+  const int err = errno;
+  ::close(fd);
+  if (bound != 0 && err == EADDRNOTAVAIL) {
+    return unavailable("hub: host " + given + " is not an address of this machine" + hint);
+  }
+  return given;
 }
 
 }  // namespace madoguchi::hub::detail

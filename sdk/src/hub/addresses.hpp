@@ -2,6 +2,8 @@
 // conversations each may start. See docs/hub.md, "Limits".
 #pragma once
 
+#include <madoguchi/status.hpp>
+
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -30,6 +32,12 @@ bool is_local_network(std::string_view address);
 
 // 127.0.0.0/8 and ::1.
 bool is_loopback(std::string_view address);
+
+// The address the hub listens on, from HubConfig::host: an IPv4 or IPv6 address of this
+// machine ("0.0.0.0" or "::" for every interface), or "localhost" (127.0.0.1). Anything else
+// is an error that says what to give: libwebsockets would take a host name or an address
+// this machine does not have as an interface that does not exist, and listen nowhere.
+Result<std::string> listen_address(std::string_view host);
 
 // A token bucket per key: `per_minute` on average, `burst` at once. Keys whose bucket is full
 // again are forgotten when the table grows; past kMaxKeys busy ones, half of them are.

@@ -2246,6 +2246,7 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
     return invalid_argument("hub: the token secret must be at least 16 bytes (set \"secret\" in the config)");
   }
   if (config.port < 0 || config.port > 65535) return invalid_argument("hub: port must be 0..65535");
+  MDG_ASSIGN_OR_RETURN(config.host, detail::listen_address(config.host));
   if (config.rate_per_second <= 0 || config.rate_burst < 1) return invalid_argument("hub: rate limits must be positive");
   if (config.conversation_idle_ms < 0) return invalid_argument("hub: conversation_idle_ms must be 0 or more");
   if (config.agent_grace_ms < 0) return invalid_argument("hub: agent_grace_ms must be 0 or more");
@@ -2364,11 +2365,11 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
   std::memset(&vh, 0, sizeof vh);
   vh.options = info.options;
   vh.port = impl->cfg.port;
-  vh.iface = impl->cfg.host.empty() ? nullptr : impl->cfg.host.c_str();
+  vh.iface = impl->cfg.host.c_str();
   // libwebsockets 4.1 built with IPv6 binds an IPv4 address given as iface as [::] — every
   // interface, v4 and v6 — (the address lands in the IPv6 socket address's flowinfo): an IPv4
   // host gets an IPv4-only socket.
-  if (in_addr v4{}; !impl->cfg.host.empty() && inet_pton(AF_INET, impl->cfg.host.c_str(), &v4) == 1) {
+  if (in_addr v4{}; inet_pton(AF_INET, impl->cfg.host.c_str(), &v4) == 1) {
     vh.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
   }
   vh.protocols = kProtocols;

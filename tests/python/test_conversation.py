@@ -224,6 +224,38 @@ def test_healthz_and_metrics(hub):
     assert any(line.startswith("madoguchi_") for line in lines), lines[:20]
 
 
+def test_head_requests_get_headers_and_no_body(hub):
+    # A body after HEAD's headers reads, on a kept connection, as the start of the next
+    # response.
+    for path in ("/healthz", "/metrics", "/nothing-here"):
+        with socket.create_connection(("127.0.0.1", hub.port), timeout=T) as s:
+            s.sendall(f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n"
+                      "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert re.match(rb"HTTP/1\.1 (200|404) ", head), head
+        assert rest.startswith(b"HTTP/1.1 200 "), (path, rest[:80])
+
+
+@async_test
+async def test_metrics_count_the_messages_in_the_store(hub):
+    def stored():
+        with urllib.request.urlopen(hub.http_url + "/metrics", timeout=T) as r:
+            text = r.read().decode("utf-8")
+        return int(float(re.search(r"^madoguchi_store_messages (\S+)$", text, re.M).group(1)))
+
+    before = stored()
+    v = await new_visitor(hub)
+    ack, _ = await ask(v, JA_SHIPPING)
+    assert (await v.resend(ack["id"], JA_SHIPPING, timeout=T))["duplicate"] is True  # adds nothing
+    assert stored() == before + 2  # the question and the answer
+    hub.restart()  # counted afresh from the store
+    assert stored() == before + 2
+    await v.disconnect()
+
+
 # -- the bot -------------------------------------------------------------------------------
 
 

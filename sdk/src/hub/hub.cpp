@@ -1801,6 +1801,7 @@ struct Hub::Impl {
   // The commit failed: nothing of this turn is stored, so nothing of it may be sent.
   void lose_turn(const Status& st) {
     ++failed_commits;
+    stored_base.reset();
     store_failing = st.message();
     cfg.logger.log(LogLevel::kError, "store: " + st.message() + "; the " + std::to_string(touched.size()) +
                                          " connection(s) involved are closed and will resend");
@@ -2037,12 +2038,27 @@ struct Hub::Impl {
       m += "# HELP madoguchi_conversations_waiting Conversations handed off and waiting for an agent.\n# TYPE madoguchi_conversations_waiting gauge\n";
       line("madoguchi_conversations_waiting", "", static_cast<double>(*waiting));
     }
-    if (auto n = store->count_messages()) {
+    if (auto n = messages_in_store()) {
       m += "# HELP madoguchi_store_messages Messages in the store.\n# TYPE madoguchi_store_messages gauge\n";
       line("madoguchi_store_messages", "", static_cast<double>(*n));
     }
     return m;
   }
+
+  // The messages (and events) in the store: counted once, then kept up with what this hub
+  // stores, so that a scrape does not make the serving thread count millions of rows.
+  // Counted again after a turn was given up (its writes are not in the store).
+  std::optional<std::int64_t> messages_in_store() {
+    if (!stored_base) {
+      auto n = store->count_messages();
+      if (!n) return std::nullopt;
+      stored_base = *n;
+      stored_base_at = messages_stored;
+    }
+    return *stored_base + static_cast<std::int64_t>(messages_stored - stored_base_at);
+  }
+  std::optional<std::int64_t> stored_base;  // count_messages() when messages_stored was stored_base_at
+  std::uint64_t stored_base_at = 0;
 
   // The address a connection counts as (Session::peer, peer_key), given the socket's peer
   // address in s.peer and the request's X-Forwarded-For header.
@@ -2094,14 +2110,19 @@ struct Hub::Impl {
       status = HTTP_STATUS_NOT_FOUND;
       body = "not found\n";
     }
+    // HEAD: the headers a GET would get (its Content-Length included), and no body, which
+    // a client keeping the connection would read as the start of the next response.
+    const bool head = lws_hdr_total_length(wsi, WSI_TOKEN_HEAD_URI) > 0;
     std::vector<unsigned char> buf(LWS_PRE + 1024 + body.size());
     unsigned char* start = buf.data() + LWS_PRE;
     unsigned char* p = start;
     unsigned char* end = buf.data() + buf.size() - 1;
     if (lws_add_http_common_headers(wsi, status, type, body.size(), &p, end)) return 1;
     if (lws_finalize_write_http_header(wsi, start, &p, end)) return 1;
-    std::memcpy(p, body.data(), body.size());
-    if (lws_write(wsi, p, body.size(), LWS_WRITE_HTTP_FINAL) != static_cast<int>(body.size())) return 1;
+    if (!head) {
+      std::memcpy(p, body.data(), body.size());
+      if (lws_write(wsi, p, body.size(), LWS_WRITE_HTTP_FINAL) != static_cast<int>(body.size())) return 1;
+    }
     return lws_http_transaction_completed(wsi) ? -1 : 0;
   }
 };
@@ -2470,6 +2491,7 @@ Status Hub::run() {
   sweeper.period = std::clamp<lws_usec_t>(static_cast<lws_usec_t>(shortest) * LWS_US_PER_MS / 4,
                                           50 * LWS_US_PER_MS, 10 * LWS_US_PER_SEC);
   im.count_agents_gone();
+  (void)im.messages_in_store();  // counted now, not at the first scrape
   sweeper.sweep = &im;
   lws_sul_schedule(im.ctx, 0, &sweeper.sul, Ticker::tick, sweeper.period);
   // On libev, libwebsockets 4.1 arms its timer only when a timer fires, not when a sooner one

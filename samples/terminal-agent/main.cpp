@@ -15,6 +15,8 @@
 // With --state, replies typed while the hub is unreachable survive a restart of the program.
 #include <madoguchi/agent_client.hpp>
 
+#include "terminal_text.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -45,6 +47,9 @@ std::vector<QueueEntry> g_queue;  // as last printed: "take N" counts in it
 std::string g_current;          // the conversation replies go to
 std::string g_wanted;           // the conversation the last "take" asked for
 std::atomic<AgentClient*> g_client{nullptr};
+std::atomic<bool> g_refused{false};  // the hub refused the login: the program ends
+
+using samples::printable;
 
 void print(const std::string& text) {
   std::lock_guard lock(g_mu);
@@ -67,9 +72,11 @@ std::string joined(const std::vector<std::string>& items, const char* sep = ", "
 // One stored or live frame of a conversation, on one line.
 std::string describe(const protocol::Frame& f) {
   std::string line = f.seq ? "#" + std::to_string(*f.seq) + " " : std::string();
-  if (f.type == protocol::FrameType::kEvent) return line + "-- " + f.event + (f.data_json.empty() ? "" : " " + f.data_json);
-  line += (f.from == "agent" && !f.agent.empty() ? f.agent : f.from) + "> " + f.text;
-  for (const auto& a : f.attachments) line += " [" + a.name + " " + a.url + "]";
+  if (f.type == protocol::FrameType::kEvent) {
+    return line + "-- " + f.event + (f.data_json.empty() ? "" : " " + printable(f.data_json));
+  }
+  line += printable(f.from == "agent" && !f.agent.empty() ? f.agent : f.from) + "> " + printable(f.text);
+  for (const auto& a : f.attachments) line += " [" + printable(a.name) + " " + printable(a.url) + "]";
   return line;
 }
 
@@ -80,17 +87,19 @@ std::string queue_text(const std::vector<QueueEntry>& queue) {
     const QueueEntry& q = queue[i];
     out += "\n  " + std::to_string(i + 1) + ". " + q.conversation + "  " + q.state +
            (q.agent.empty() ? "" : "(" + q.agent + ")") + "  priority " + fixed(q.priority) + "  " +
-           (q.locale.empty() ? "-" : q.locale) + "  " + q.reason;
+           (q.locale.empty() ? "-" : printable(q.locale)) + "  " + printable(q.reason);
   }
   return out;
 }
 
-std::string package_text(const AgentEvent& e) {
+// The conversation frame of a take: its hand-off package and transcript. `current`: replies
+// go to it from now on.
+std::string package_text(const AgentEvent& e, bool current) {
   const HandoffPackage& p = e.handoff;
   std::ostringstream out;
   out << "== conversation " << e.frame.conversation << " (" << e.frame.state << ")\n";
-  out << "   reason:     " << (p.reason.empty() ? "-" : p.reason) << "\n";
-  out << "   locale:     " << (p.locale.empty() ? "-" : p.locale) << "\n";
+  out << "   reason:     " << (p.reason.empty() ? "-" : printable(p.reason)) << "\n";
+  out << "   locale:     " << (p.locale.empty() ? "-" : printable(p.locale)) << "\n";
   out << "   triage:     severity " << fixed(p.severity) << ", complexity " << fixed(p.complexity) << ", effort "
       << fixed(p.effort) << (p.signals.empty() ? "" : " (" + joined(p.signals) + ")") << "\n";
   out << "   rules:      " << (p.rules_fired.empty() ? "-" : joined(p.rules_fired)) << "\n";
@@ -102,11 +111,17 @@ std::string package_text(const AgentEvent& e) {
         << ", score " << fixed(c.score) << ")\n";
   }
   std::vector<std::string> attrs;
-  for (const auto& [k, v] : p.visitor) attrs.push_back(k + "=" + v);
+  for (const auto& [k, v] : p.visitor) attrs.push_back(printable(k) + "=" + printable(v));
   out << "   visitor:    " << (attrs.empty() ? "-" : joined(attrs)) << "\n";
   out << "   transcript:";
   for (const auto& f : e.transcript) out << "\n     " << describe(f);
-  out << "\n== replying in " << e.frame.conversation << " (type to reply; /help)";
+  if (current) {
+    out << "\n== replying in " << e.frame.conversation << " (type to reply; /help)";
+  } else {
+    // Transferred to this agent, or taken by its client again: replies still go where they went.
+    out << "\n== yours now; replies still go to " << g_current << " (take " << e.frame.conversation
+        << " to reply in this one)";
+  }
   return out.str();
 }
 
@@ -137,7 +152,12 @@ void on_event(const AgentEvent& e) {
       if (e.resumed && !chosen) {
         print("== conversation " + f.conversation + " resumed");
       } else {
-        print(package_text(e));
+        std::string text;
+        {
+          std::lock_guard lock(g_mu);
+          text = package_text(e, chosen);
+        }
+        print(text);
       }
       break;
     }
@@ -167,6 +187,9 @@ void on_event(const AgentEvent& e) {
       break;
     case AgentEvent::Kind::kError:
       print("!! " + std::string(protocol::to_string(f.error)) + ": " + f.message);
+      if (f.error == protocol::ErrorKind::kUnauthorized || f.error == protocol::ErrorKind::kUnsupportedVersion) {
+        g_refused = true;  // the client stops; so does the program, at the next line
+      }
       break;
   }
 }
@@ -199,18 +222,23 @@ bool command(AgentClient& client, const std::string& line) {
     report(client.refresh_queue());
     return true;
   }
-  if (line.rfind("take ", 0) == 0 || line.rfind("/take ", 0) == 0) {
-    std::string which = line.substr(line.find(' ') + 1);
+  if (line == "take" || line == "/take" || line.rfind("take ", 0) == 0 || line.rfind("/take ", 0) == 0) {
+    std::string which = line.find(' ') == std::string::npos ? std::string() : line.substr(line.find(' ') + 1);
+    which.erase(0, which.find_first_not_of(" \t"));
+    which.erase(which.find_last_not_of(" \t\r") + 1);
+    if (which.empty()) {
+      print("!! take what? take N (its number in the queue) or take c_... (a conversation id)");
+      return true;
+    }
     std::string id = which;
-    if (!which.empty() && which.find_first_not_of("0123456789") == std::string::npos) {
+    if (auto n = madoguchi::samples::typed_number(which); n || which.find_first_not_of("0123456789") == std::string::npos) {
       std::lock_guard lock(g_mu);
-      std::size_t n = std::stoul(which);
-      if (n < 1 || n > g_queue.size()) {
-        std::printf("!! no conversation %s in the queue (/queue shows it)\n", which.c_str());
+      if (!n || *n < 1 || *n > g_queue.size()) {
+        std::printf("!! no conversation %s in the queue (/queue shows it)\n", printable(which).c_str());
         std::fflush(stdout);
         return true;
       }
-      id = g_queue[n - 1].conversation;
+      id = g_queue[*n - 1].conversation;
     }
     {
       std::lock_guard lock(g_mu);
@@ -287,10 +315,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::string line;
-  while (std::getline(std::cin, line) && command(c, line)) {
+  while (!g_refused && std::getline(std::cin, line) && command(c, line)) {
   }
   Status st = c.close(5000);
   g_client = nullptr;
+  if (g_refused) {
+    std::fprintf(stderr, "terminal-agent: the hub refused the login (see above)\n");
+    return 1;
+  }
   if (!st) {
     std::fprintf(stderr, "terminal-agent: %s\n", st.to_string().c_str());
     return st.code() == ErrorCode::kDeadlineExceeded ? 3 : 1;

@@ -10,6 +10,10 @@
 // Commands: /read (mark everything read), /quit (or end of input).
 #include <madoguchi/client.hpp>
 
+#include "terminal_text.hpp"
+
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -23,9 +27,20 @@ namespace {
 
 using namespace madoguchi;
 
+using samples::printable;
+
 std::mutex g_out;  // events print from the client's network thread, prompts from main
 std::mutex g_options_mu;
 std::vector<protocol::BotOption> g_options;  // the last bot message's options or suggestions, from 1
+
+// Whether the last message typed has had an answer (from the bot or a person), so that the
+// program does not end on the end of its input before the answer is shown.
+std::mutex g_answer_mu;
+std::condition_variable g_answer_cv;
+std::string g_last_id;        // the last message sent
+std::int64_t g_last_seq = 0;  // its seq, once acknowledged
+bool g_answered = true;
+bool g_refused = false;  // the hub refused the conversation (a token it does not take)
 
 void print(const std::string& line) {
   std::lock_guard lock(g_out);
@@ -44,10 +59,10 @@ std::string describe(const std::string& event, const protocol::EventData& d, con
     return d.queue_position ? s + "; " + in_queue() : s;
   }
   if (event == "queue_position" && d.queue_position) return in_queue();
-  if (event == "agent_joined") return d.agent + " joined the conversation";
-  if (event == "agent_left") return d.agent + " left the conversation";
-  if (event == "transferred") return d.from + " passed the conversation to " + d.to;
-  if (event == "handed_back") return d.agent + " handed the conversation back to the bot";
+  if (event == "agent_joined") return printable(d.agent) + " joined the conversation";
+  if (event == "agent_left") return printable(d.agent) + " left the conversation";
+  if (event == "transferred") return printable(d.from) + " passed the conversation to " + printable(d.to);
+  if (event == "handed_back") return printable(d.agent) + " handed the conversation back to the bot";
   if (event == "conversation_closed") return "the conversation was closed" + (d.by.empty() ? "" : " by the " + d.by);
   return event + (data_json.empty() ? "" : " " + data_json);
 }
@@ -63,8 +78,8 @@ void on_event(const ClientEvent& e) {
       break;
     case ClientEvent::Kind::kMessage: {
       std::string who = f.from == "agent" && !f.agent.empty() ? f.agent : f.from;
-      std::string line = who + "> " + f.text;
-      for (const auto& a : f.attachments) line += "\n   [" + a.name + " " + a.url + "]";
+      std::string line = printable(who) + "> " + printable(f.text);
+      for (const auto& a : f.attachments) line += "\n   [" + printable(a.name) + " " + printable(a.url) + "]";
       // A clarification's options, or an answer's related questions: numbered, to pick.
       const auto& choices = e.bot.options.empty() ? e.bot.suggestions : e.bot.options;
       if (!e.bot.suggestions.empty() && e.bot.options.empty()) line += "\n   related:";
@@ -76,23 +91,42 @@ void on_event(const ClientEvent& e) {
         g_options = choices;
       }
       print(line);
+      if (f.from != "visitor" && f.seq) {
+        std::lock_guard lock(g_answer_mu);
+        if (g_last_seq > 0 && *f.seq > g_last_seq) g_answered = true;
+        g_answer_cv.notify_all();
+      }
       break;
     }
     case ClientEvent::Kind::kEvent:
       print("-- " + describe(f.event, e.data, f.data_json));
       break;
-    case ClientEvent::Kind::kAck:
+    case ClientEvent::Kind::kAck: {
       if (f.duplicate) print("-- (delivered earlier: " + f.id + ")");
+      std::lock_guard lock(g_answer_mu);
+      if (f.id == g_last_id && f.seq) g_last_seq = *f.seq;
       break;
+    }
     case ClientEvent::Kind::kTyping:
       if (f.state == "start") print("-- " + f.from + " is typing...");
       break;
     case ClientEvent::Kind::kRead:
       break;
-    case ClientEvent::Kind::kError:
+    case ClientEvent::Kind::kError: {
       print("!! " + std::string(protocol::to_string(f.error)) + ": " + f.message);
+      if (f.error == protocol::ErrorKind::kUnauthorized || f.error == protocol::ErrorKind::kUnsupportedVersion) {
+        std::lock_guard lock(g_answer_mu);
+        g_refused = true;  // the client stops; so does the program, at the next line
+        g_answer_cv.notify_all();
+      }
       break;
+    }
   }
+}
+
+bool refused() {
+  std::lock_guard lock(g_answer_mu);
+  return g_refused;
 }
 
 int usage() {
@@ -141,8 +175,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::string line;
-  while (std::getline(std::cin, line)) {
-    if (line == "/quit") break;
+  bool eof = true;
+  while (!refused() && std::getline(std::cin, line)) {
+    if (line == "/quit") {
+      eof = false;
+      break;
+    }
     if (line == "/read") {
       (void)c.mark_read(c.last_seq());
       continue;
@@ -151,17 +189,34 @@ int main(int argc, char** argv) {
     std::optional<protocol::BotOption> picked;
     {
       std::lock_guard lock(g_options_mu);
-      char* end = nullptr;
-      const unsigned long n = std::strtoul(line.c_str(), &end, 10);
-      if (*end == '\0' && n >= 1 && n <= g_options.size()) {
-        picked = g_options[n - 1];
+      const auto n = samples::typed_number(line);  // "2" or, from a Japanese input method, "２"
+      if (n && *n >= 1 && *n <= g_options.size()) {
+        picked = g_options[*n - 1];
         g_options.clear();
       }
     }
-    auto id = picked ? c.choose(*picked) : c.send(line);
-    if (!id) print("!! " + id.status().to_string());
+    {
+      std::lock_guard lock(g_answer_mu);  // before the ack can come
+      auto id = picked ? c.choose(*picked) : c.send(line);
+      if (!id) {
+        print("!! " + id.status().to_string());
+        continue;
+      }
+      g_last_id = *id;
+      g_last_seq = 0;
+      g_answered = false;
+    }
+  }
+  if (eof && !refused()) {
+    // Input piped in, or Ctrl-D: the answer to the last message is shown before the end.
+    std::unique_lock lock(g_answer_mu);
+    g_answer_cv.wait_for(lock, std::chrono::seconds(10), [] { return g_answered || g_refused; });
   }
   Status st = c.close(5000);
+  if (refused()) {
+    std::fprintf(stderr, "terminal-chat: the hub refused the conversation (see above)\n");
+    return 1;
+  }
   if (!st) {
     std::fprintf(stderr, "terminal-chat: %s\n", st.to_string().c_str());
     return st.code() == ErrorCode::kDeadlineExceeded ? 3 : 1;

@@ -32,6 +32,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <thread>
 #include <vector>
 
@@ -383,6 +384,8 @@ int main(int argc, char** argv) {
     if (auto st = read_config(o.config, o); !st) return fail(st.to_string());
   }
   std::vector<std::string> secrets_on_command_line;  // flags whose value was a secret, for the warning
+  // A list given by flags replaces the config file's, as every flag overrides the file.
+  bool flag_origins = false, flag_agents = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
@@ -415,7 +418,10 @@ int main(int argc, char** argv) {
       secrets_on_command_line.push_back("--secret");
     }
     else if (a == "--static") o.hub.static_dir = v;
-    else if (a == "--origin") o.hub.allowed_origins.emplace_back(v);
+    else if (a == "--origin") {
+      if (!std::exchange(flag_origins, true)) o.hub.allowed_origins.clear();
+      o.hub.allowed_origins.emplace_back(v);
+    }
     else if (a == "--tls-cert") o.hub.tls_cert = v;
     else if (a == "--tls-key") o.hub.tls_key = v;
     else if (a == "--mecab-dicdir") o.dicdir = v;
@@ -436,6 +442,7 @@ int main(int argc, char** argv) {
       std::string s = v;
       auto colon = s.find(':');
       if (colon == std::string::npos || colon == 0) return fail("--agent needs NAME:PASSWORD or NAME:HASH");
+      if (!std::exchange(flag_agents, true)) o.hub.agents.clear();
       hub::AgentAccount account;
       account.name = s.substr(0, colon);
       const bool hashed = s.compare(colon + 1, 8, "$scrypt$") == 0;

@@ -122,6 +122,63 @@ def test_a_host_it_cannot_listen_on_stops_the_start(tmp_path, host, says):
     assert r.stdout == ""  # never said it was listening
 
 
+def test_origins_are_compared_as_browsers_send_them(tmp_path):
+    # "https://Shop.example.com/" once matched no browser at all, without a word.
+    proc, port = start_hub(tmp_path, "--origin", "https://Shop.example.com/", "--origin", "http://localhost:8080")
+
+    async def try_origin(origin):
+        v = VisitorClient(f"ws://127.0.0.1:{port}")
+        try:
+            await v.connect(10, headers={"Origin": origin})
+        except Exception:
+            return False
+        await v.disconnect()
+        return True
+
+    async def check():
+        assert await try_origin("https://shop.example.com")
+        assert await try_origin("https://shop.example.com:443")
+        assert await try_origin("http://localhost:8080")
+        assert not await try_origin("https://evil.example")
+        assert not await try_origin("null")
+
+    asyncio.run(check())
+    stop_hub(proc)
+
+
+@pytest.mark.parametrize("origin, says", [
+    ("shop.example.com", "has no scheme"),
+    ("https://shop.example.com/chat", "has a path"),
+])
+def test_an_origin_that_could_never_match_stops_the_start(tmp_path, origin, says):
+    r = subprocess.run([hub_exe(), "--kb", kb_path(), "--store", str(tmp_path / "hub.db"), "--port", "0",
+                        "--secret", SECRET, "--origin", origin],
+                       capture_output=True, text=True, timeout=60, cwd=str(REPO_ROOT))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f'origin "{origin}" {says}' in r.stderr and "write it as browsers send it" in r.stderr, r.stderr
+
+
+def test_an_origin_flag_replaces_the_config_files_list(tmp_path):
+    # Flags override the file: an --origin meant to narrow the list once widened it.
+    proc, port = start_hub(tmp_path, "--origin", "https://b.example", config={"origins": ["https://a.example"]})
+
+    async def accepted(origin):
+        v = VisitorClient(f"ws://127.0.0.1:{port}")
+        try:
+            await v.connect(10, headers={"Origin": origin})
+        except Exception:
+            return False
+        await v.disconnect()
+        return True
+
+    async def check():
+        assert await accepted("https://b.example")
+        assert not await accepted("https://a.example")
+
+    asyncio.run(check())
+    stop_hub(proc)
+
+
 def test_localhost_is_127_0_0_1(tmp_path):
     proc, port = start_hub(tmp_path, "--host", "localhost", expect_host="localhost")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:

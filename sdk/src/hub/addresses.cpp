@@ -157,4 +157,28 @@ Result<std::string> listen_address(std::string_view host) {
   return given;
 }
 
+Result<std::string> canonical_origin(std::string_view origin) {
+  const std::string given(origin);
+  auto refuse = [&](const std::string& why) -> Result<std::string> {
+    return invalid_argument("hub: origin \"" + given + "\" " + why +
+                            " (write it as browsers send it: https://shop.example.com, with a port only if not the "
+                            "default one, and no path)");
+  };
+  const std::size_t colon = origin.find("://");
+  if (colon == std::string_view::npos || colon == 0) return refuse("has no scheme");
+  std::string out;
+  for (char c : origin) out += (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+  if (!out.empty() && out.back() == '/') out.pop_back();
+  const std::size_t host = colon + 3;
+  if (host >= out.size()) return refuse("has no host");
+  if (out.find_first_of("/?#", host) != std::string::npos) return refuse("has a path");
+  const std::string scheme = out.substr(0, colon);
+  for (const auto& [name, port] : {std::pair{"https", ":443"}, std::pair{"http", ":80"}}) {
+    if (scheme == name && out.size() > std::strlen(port) && out.compare(out.size() - std::strlen(port), std::string::npos, port) == 0) {
+      out.resize(out.size() - std::strlen(port));
+    }
+  }
+  return out;
+}
+
 }  // namespace madoguchi::hub::detail

@@ -39,6 +39,13 @@ bool is_loopback(std::string_view address);
 // this machine does not have as an interface that does not exist, and listen nowhere.
 Result<std::string> listen_address(std::string_view host);
 
+// A browser origin as browsers send it in the Origin header: "scheme://host[:port]", the
+// scheme and host in lower case, without a default port (80 for http, 443 for https) or a
+// trailing "/". An allow-list entry is brought to that form ("https://Shop.example.com/"
+// is "https://shop.example.com"); one that has no scheme, or a path, is an error that says
+// what to write, since it could never match.
+Result<std::string> canonical_origin(std::string_view origin);
+
 // A token bucket per key: `per_minute` on average, `burst` at once. Keys whose bucket is full
 // again are forgotten when the table grows; past kMaxKeys busy ones, half of them are.
 class AddressBuckets {

@@ -2146,8 +2146,10 @@ int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::s
       if (uri != "/v1/visitor" && uri != "/v1/agent") return 1;
       if (!impl->cfg.allowed_origins.empty()) {
         std::string origin = header(wsi, WSI_TOKEN_ORIGIN);
-        if (!origin.empty() && std::find(impl->cfg.allowed_origins.begin(), impl->cfg.allowed_origins.end(), origin) ==
-                                   impl->cfg.allowed_origins.end()) {
+        // Compared in the form the list is kept in (detail::canonical_origin).
+        auto canonical = origin.empty() ? Result<std::string>(std::string()) : detail::canonical_origin(origin);
+        if (!origin.empty() && (!canonical || std::find(impl->cfg.allowed_origins.begin(), impl->cfg.allowed_origins.end(),
+                                                        *canonical) == impl->cfg.allowed_origins.end())) {
           impl->cfg.logger.log(LogLevel::kWarning, "refused a connection from origin " + loggable(origin));
           return 1;
         }
@@ -2268,6 +2270,9 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
   }
   if (config.port < 0 || config.port > 65535) return invalid_argument("hub: port must be 0..65535");
   MDG_ASSIGN_OR_RETURN(config.host, detail::listen_address(config.host));
+  for (auto& origin : config.allowed_origins) {
+    MDG_ASSIGN_OR_RETURN(origin, detail::canonical_origin(origin));
+  }
   if (config.rate_per_second <= 0 || config.rate_burst < 1) return invalid_argument("hub: rate limits must be positive");
   if (config.conversation_idle_ms < 0) return invalid_argument("hub: conversation_idle_ms must be 0 or more");
   if (config.agent_grace_ms < 0) return invalid_argument("hub: agent_grace_ms must be 0 or more");

@@ -11,8 +11,9 @@ question is wrong when an in-scope one is not answered with its entry, or an out
 entry ranked among the candidates; then the top-1 accuracy, MRR@5 and out-of-scope recall.
 
 Needs the madoguchi package (pip install bindings/python) and libmadoguchi.so.1
-($MADOGUCHI_LIBRARY, or installed). Exit status: 0, or 1 with --fail-under when the top-1
-accuracy is below it.
+($MADOGUCHI_LIBRARY, or installed). Exit status: 0; 1 with --fail-under when the top-1
+accuracy is below it; 2 when the knowledge base or the evaluation set cannot be used (the
+message says which file, which line and what is wrong).
 """
 
 import argparse
@@ -22,13 +23,37 @@ import sys
 import madoguchi
 
 
+class BadSet(Exception):
+    """The evaluation set cannot be used: the message names the file and the line."""
+
+
 def read_set(path):
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                q = json.loads(line)
-                yield number, q["text"], q["expect"]
+    """The questions of a JSON Lines evaluation set: (line number, text, expected entry or None)."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a byte order mark is not a question
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise BadSet("%s: %s" % (path, e.strerror or e)) from None
+    except UnicodeDecodeError as e:
+        raise BadSet("%s: not UTF-8 (byte %d); save it as UTF-8" % (path, e.start)) from None
+    questions = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = "%s:%d" % (path, number)
+        try:
+            q = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BadSet("%s: not JSON (%s); each line is {\"text\": ..., \"expect\": \"entry-id\" or null}"
+                         % (where, e.msg)) from None
+        if not isinstance(q, dict) or not isinstance(q.get("text"), str) or "expect" not in q:
+            raise BadSet('%s: each line is {"text": ..., "expect": "entry-id" or null}' % where)
+        if q["expect"] is not None and not isinstance(q["expect"], str):
+            raise BadSet('%s: "expect" is an entry id or null' % where)
+        questions.append((number, q["text"], q["expect"]))
+    if not questions:
+        raise BadSet("%s: no questions" % path)
+    return questions
 
 
 def main(argv=None):
@@ -47,12 +72,17 @@ def main(argv=None):
     except madoguchi.Error as e:
         print("evaluate: %s" % e, file=sys.stderr)
         return 2
+    try:
+        questions = read_set(args.questions)
+    except BadSet as e:
+        print("evaluate: %s" % e, file=sys.stderr)
+        return 2
     known = set(bot.info()["entry_ids"])
     in_scope = correct = oos = oos_ok = 0
     rr = 0.0
     wrong = []
     with bot:
-        for line, text, expect in read_set(args.questions):
+        for line, text, expect in questions:
             if expect is not None and expect not in known:
                 print("evaluate: %s:%d: '%s' is not an entry of %s" % (args.questions, line, expect, args.kb),
                       file=sys.stderr)

@@ -36,6 +36,13 @@ static int ask_bot(const char *kb, char **questions, int count) {
     }
     text = mdg_reply_text(reply, &size);
     printf("> %s\n%.*s\n", questions[i], (int)size, text);
+    {
+      size_t k, options = mdg_reply_option_count(reply);
+      for (k = 0; k < options; ++k) { /* a clarification's choices: the next question may be "1" */
+        const mdg_option *o = mdg_reply_option(reply, k);
+        printf("  %d) %.*s  (%s)\n", (int)k + 1, (int)o->label_size, o->label, o->entry);
+      }
+    }
     if (mdg_reply_explain(&buf, reply) == MDG_OK) printf("%s", buf.ptr);
     mdg_buf_dispose(&buf);
     if (mdg_reply_handoff_json(&buf, reply) == MDG_OK) printf("hand-off:   %s\n", buf.ptr);
@@ -79,8 +86,12 @@ static void print_event(const char *name, const mdg_event_data *d) {
 
 /* Runs on this thread, inside mdg_client_poll(). The event is valid only during the call. */
 static void on_event(const mdg_event *ev, void *userdata) {
+  static const char *const states[] = {"connecting", "connected", "disconnected: retrying after a pause", "closed"};
   struct chat *chat = (struct chat *)userdata;
   switch (ev->kind) {
+    case MDG_EVENT_STATE: /* a hub that is down shows as connecting, disconnected, again */
+      if (ev->state >= MDG_STATE_CONNECTING && ev->state <= MDG_STATE_CLOSED) printf("[state] %s\n", states[ev->state]);
+      break;
     case MDG_EVENT_WELCOME: printf("[welcome] conversation %s\n", ev->conversation); break;
     case MDG_EVENT_ACK: printf("[ack] %s stored as #%ld\n", ev->id, (long)ev->seq); break;
     case MDG_EVENT_MESSAGE:
@@ -134,15 +145,26 @@ static int chat_with_hub(const char *url, const char *state, char **questions, i
 int main(int argc, char **argv) {
   const char *kb = NULL, *url = NULL, *state = NULL;
   int i, rc = 0;
-  for (i = 1; i + 1 < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
+  for (i = 1; i < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
+    if (strcmp(argv[i], "--") == 0) { /* what follows are questions, even if they start with -- */
+      ++i;
+      break;
+    }
+    if (strcmp(argv[i], "--kb") != 0 && strcmp(argv[i], "--url") != 0 && strcmp(argv[i], "--state") != 0) {
+      fprintf(stderr, "c-client: unknown option %s (--kb, --url, --state; -- before a question that starts with --)\n",
+              argv[i]);
+      return 2;
+    }
+    if (i + 1 >= argc) {
+      fprintf(stderr, "c-client: %s needs a value\n", argv[i]);
+      return 2;
+    }
     if (strcmp(argv[i], "--kb") == 0) {
       kb = argv[i + 1];
     } else if (strcmp(argv[i], "--url") == 0) {
       url = argv[i + 1];
-    } else if (strcmp(argv[i], "--state") == 0) {
-      state = argv[i + 1];
     } else {
-      break;
+      state = argv[i + 1];
     }
   }
   if (i >= argc || (kb == NULL && url == NULL)) {

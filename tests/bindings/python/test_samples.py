@@ -38,12 +38,43 @@ def test_evaluate_fail_under_and_settings():
     assert p.returncode == 2 and "unknown setting" in p.stderr
 
 
+def test_evaluate_says_what_is_wrong_with_a_question_set(tmp_path):
+    # Each once ended in a traceback with status 1, the status of --fail-under.
+    bad = tmp_path / "bad.jsonl"
+    cases = [
+        (tmp_path / "missing.jsonl", None, "missing.jsonl: No such file or directory"),
+        (bad, '{"text": "a", "expect": null}\nnot json\n', "bad.jsonl:2: not JSON"),
+        (bad, '{"text": "a"}\n', 'bad.jsonl:1: each line is {"text": ..., "expect": "entry-id" or null}'),
+        (bad, "\n\n", "bad.jsonl: no questions"),
+    ]
+    for path, content, says in cases:
+        if content is not None:
+            path.write_text(content, encoding="utf-8")
+        p = run([sys.executable, str(EVALUATE), "--kb", str(SHOP_KB), "--questions", str(path)])
+        assert p.returncode == 2 and says in p.stderr and "Traceback" not in p.stderr, p.stderr
+    bad.write_text('\ufeff{"text": "送料はいくらですか", "expect": "shipping-fee"}\n', encoding="utf-8")
+    p = run([sys.executable, str(EVALUATE), "--kb", str(SHOP_KB), "--questions", str(bad)])
+    assert p.returncode == 0 and "1 question(s), 0 wrong" in p.stdout, p.stdout + p.stderr
+
+
 def test_c_client_asks_the_bot():
     exe = require_env("MADOGUCHI_C_CLIENT")
     p = run([exe, "--kb", str(SHOP_KB), "送料はいくらですか", "担当者と話したい"])
     assert p.returncode == 0, p.stderr
     assert "decision:   answer (confident) -> shipping-fee" in p.stdout
     assert "hand-off:   {" in p.stdout
+    # A clarification shows its numbered choices, as the other clients do.
+    p = run([exe, "--kb", str(SHOP_KB), "ポイントのこと"])
+    assert p.returncode == 0, p.stderr
+    assert "  1) " in p.stdout and "  2) " in p.stdout, p.stdout
+
+
+def test_c_client_refuses_an_unknown_option_instead_of_asking_it():
+    exe = require_env("MADOGUCHI_C_CLIENT")
+    p = run([exe, "--kb", str(SHOP_KB), "--json", "x"])
+    assert p.returncode == 2 and "unknown option --json" in p.stderr, p.stdout + p.stderr
+    p = run([exe, "--kb", str(SHOP_KB), "--state"])
+    assert p.returncode == 2 and "--state needs a value" in p.stderr, p.stdout + p.stderr
 
 
 def test_c_client_chats_with_a_running_hub(hub, tmp_path):
@@ -56,3 +87,4 @@ def test_c_client_chats_with_a_running_hub(hub, tmp_path):
     # The answer's related questions, read from ev->bot (shipping-fee's follow-ups).
     assert "  related: " in p.stdout and "(free-shipping-threshold)" in p.stdout
     assert os.path.exists(tmp_path / "c.json")
+    assert "[state] connected" in p.stdout

@@ -121,3 +121,30 @@ def test_a_certificate_that_expires_soon_is_warned_about(tmp_path):
     log = (tmp_path / "hub.log").read_text()
     assert re.search(rf"warning TLS certificate {re.escape(str(cert))} expires on \d{{4}}-\d\d-\d\d \d\d:\d\d UTC, "
                      r"in (9|10) days; renew it and restart the hub", log), log
+
+
+@pytest.mark.parametrize("which, says", [
+    ("other", "not the key of the certificate"),
+    ("encrypted", "encrypted with a passphrase, which the hub cannot ask for"),
+    ("missing", "cannot be read"),
+])
+def test_a_key_the_hub_cannot_use_stops_the_start_with_the_reason(tmp_path, which, says):
+    # Each was reported as "cannot listen on 127.0.0.1:0 (is the port in use...)", and an
+    # encrypted key stopped the start at a passphrase prompt.
+    key = tmp_path / "key.pem"
+    if which == "other":
+        subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key)],
+                       check=True, capture_output=True, timeout=60)
+    elif which == "encrypted":
+        subprocess.run(["openssl", "pkey", "-in", str(TLS / "test-key.pem"), "-aes256", "-passout", "pass:secret",
+                        "-out", str(key)], check=True, capture_output=True, timeout=60)
+    exe = os.environ.get("MADOGUCHI_HUB")
+    if not exe:
+        pytest.skip("MADOGUCHI_HUB is not set (path of the madoguchi-hub executable)")
+    r = subprocess.run([exe, "--kb", str(REPO / "samples" / "kb" / "shop.json"), "--store", str(tmp_path / "k.db"),
+                        "--port", "0", "--secret", "tls-test-secret-0123456789",
+                        "--tls-cert", str(TLS / "test-cert.pem"), "--tls-key", str(key)],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=str(REPO))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"TLS key {key}: {says}" in r.stderr, r.stderr
+    assert r.stdout == ""

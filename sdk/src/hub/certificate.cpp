@@ -2,6 +2,8 @@
 
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -17,6 +19,16 @@ struct BioFree {
 struct X509Free {
   void operator()(X509* x) const noexcept { X509_free(x); }
 };
+
+struct KeyFree {
+  void operator()(EVP_PKEY* k) const noexcept { EVP_PKEY_free(k); }
+};
+
+// Never asks for a passphrase: an encrypted key is refused instead of a prompt at start.
+int no_passphrase(char* /*buf*/, int /*size*/, int /*rwflag*/, void* asked) {
+  *static_cast<bool*>(asked) = true;
+  return -1;
+}
 
 struct Asn1TimeFree {
   void operator()(ASN1_TIME* t) const noexcept { ASN1_TIME_free(t); }
@@ -57,6 +69,30 @@ Result<CertificateDates> read_certificate_dates(const std::string& pem_path) {
     return invalid_argument("TLS certificate " + pem_path + ": its validity dates cannot be read");
   }
   return d;
+}
+
+Status check_key_matches(const std::string& cert_path, const std::string& key_path) {
+  std::unique_ptr<BIO, BioFree> cert_bio(BIO_new_file(cert_path.c_str(), "r"));
+  if (!cert_bio) return unavailable("TLS certificate " + cert_path + ": cannot be read");
+  std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr));
+  if (!cert) return invalid_argument("TLS certificate " + cert_path + ": no PEM certificate in it");
+  std::unique_ptr<BIO, BioFree> key_bio(BIO_new_file(key_path.c_str(), "r"));
+  if (!key_bio) return unavailable("TLS key " + key_path + ": cannot be read (does the hub's user have read access?)");
+  bool asked = false;
+  std::unique_ptr<EVP_PKEY, KeyFree> key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, no_passphrase, &asked));
+  ERR_clear_error();
+  if (!key && asked) {
+    return invalid_argument("TLS key " + key_path +
+                            ": encrypted with a passphrase, which the hub cannot ask for; give it the key without one "
+                            "(openssl pkey -in KEY -out KEY.plain), readable by the hub's user only");
+  }
+  if (!key) return invalid_argument("TLS key " + key_path + ": no PEM private key in it");
+  if (X509_check_private_key(cert.get(), key.get()) != 1) {
+    ERR_clear_error();
+    return invalid_argument("TLS key " + key_path + ": not the key of the certificate " + cert_path +
+                            " (give the pair that was issued together)");
+  }
+  return Status::ok();
 }
 
 std::string certificate_warning(const std::string& pem_path, const CertificateDates& dates, std::int64_t now,

@@ -2340,6 +2340,7 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
     // in /metrics for an alert before it comes.
     auto dates = detail::read_certificate_dates(impl->cfg.tls_cert);
     if (!dates) return dates.status();
+    if (auto st = detail::check_key_matches(impl->cfg.tls_cert, impl->cfg.tls_key); !st) return st;
     impl->tls_dates = *dates;
     const auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch());
     if (auto warning = detail::certificate_warning(impl->cfg.tls_cert, *dates, now.count()); !warning.empty()) {

@@ -31,6 +31,7 @@
 #include <iostream>
 #include <random>
 #include <sstream>
+#include <set>
 #include <string>
 #include <utility>
 #include <thread>
@@ -110,14 +111,24 @@ Status read_config(const std::string& path, Options& o) {
   if (!in) return not_found(path + ": cannot open the config file");
   std::stringstream ss;
   ss << in.rdbuf();
+  std::string content = ss.str();
+  if (content.rfind("\xEF\xBB\xBF", 0) == 0) content.erase(0, 3);  // a byte order mark
   simdjson::dom::parser parser;
-  simdjson::padded_string text(ss.str());  // must outlive every element read from it
-  simdjson::dom::object root;
-  if (parser.parse(text).get_object().get(root) != simdjson::SUCCESS) {
-    return invalid_argument(path + ": not a JSON object (see docs/hub.md)");
+  simdjson::padded_string text(content);  // must outlive every element read from it
+  simdjson::dom::element doc;
+  if (auto err = parser.parse(text).get(doc); err != simdjson::SUCCESS) {
+    return invalid_argument(path + ": malformed JSON: " + simdjson::error_message(err) + " (see docs/hub.md)");
   }
+  simdjson::dom::object root;
+  if (doc.get_object().get(root) != simdjson::SUCCESS) {
+    return invalid_argument(path + ": the config is one JSON object, {\"port\": 8080, ...} (see docs/hub.md)");
+  }
+  std::set<std::string, std::less<>> seen;
   for (auto field : root) {
     std::string key(field.key);
+    if (!seen.insert(key).second) {
+      return invalid_argument(path + ": \"" + key + "\" is given twice; keep one of them");
+    }
     auto str = [&](std::string& out) -> Status {
       std::string_view v;
       if (field.value.get_string().get(v) != simdjson::SUCCESS) return invalid_argument(path + ": \"" + key + "\" must be a string");

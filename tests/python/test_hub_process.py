@@ -179,6 +179,31 @@ def test_an_origin_flag_replaces_the_config_files_list(tmp_path):
     stop_hub(proc)
 
 
+@pytest.mark.parametrize("content, says", [
+    ('{"port": 0,}', "malformed JSON: The JSON document has an improper structure"),
+    ('{"port": 0, "port": 1}', '"port" is given twice; keep one of them'),
+    ('[1]', 'the config is one JSON object'),
+])
+def test_a_config_file_that_is_not_right_says_why(tmp_path, content, says):
+    # All three once said "not a JSON object", and a key given twice went through.
+    cfg = tmp_path / "hub.json"
+    cfg.write_text(content)
+    r = subprocess.run([hub_exe(), "--config", str(cfg), "--kb", kb_path(), "--store", str(tmp_path / "hub.db")],
+                       capture_output=True, text=True, timeout=60, cwd=str(REPO_ROOT))
+    assert r.returncode == 1 and f"{cfg}: {says}" in r.stderr, r.stderr
+
+
+def test_a_config_file_may_start_with_a_byte_order_mark(tmp_path):
+    proc, port = start_hub(tmp_path, config={"secret": SECRET})
+    stop_hub(proc)
+    (tmp_path / "own.json").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "own.json").read_bytes())
+    r = subprocess.Popen([hub_exe(), "--config", str(tmp_path / "own.json"), "--kb", kb_path(), "--store",
+                          str(tmp_path / "own.db"), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT))
+    assert r.stdout.readline().decode().startswith("madoguchi-hub: listening on"), "a BOM stopped the start"
+    stop_hub(r)
+
+
 def test_localhost_is_127_0_0_1(tmp_path):
     proc, port = start_hub(tmp_path, "--host", "localhost", expect_host="localhost")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:

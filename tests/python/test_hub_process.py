@@ -204,6 +204,23 @@ def test_a_config_file_may_start_with_a_byte_order_mark(tmp_path):
     stop_hub(r)
 
 
+def test_static_files_of_modern_pages_get_their_type_and_may_be_cached(tmp_path):
+    # A module script, a WebAssembly file or a source map was answered 415, and every file
+    # was sent with no-store, so the widget was downloaded again at every page view.
+    site = tmp_path / "site"
+    site.mkdir()
+    files = {"widget.mjs": "text/javascript", "engine.wasm": "application/wasm", "widget.mjs.map": "application/json",
+             "logo.webp": "image/webp", "index.html": "text/html"}
+    for name in files:
+        (site / name).write_bytes(b"x")
+    proc, port = start_hub(tmp_path, "--static", str(site))
+    for name, mime in files.items():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/{name}", timeout=10) as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith(mime), (name, dict(r.headers))
+            assert "max-age=60" in r.headers["Cache-Control"] and r.headers["ETag"], dict(r.headers)
+    stop_hub(proc)
+
+
 def test_localhost_is_127_0_0_1(tmp_path):
     proc, port = start_hub(tmp_path, "--host", "localhost", expect_host="localhost")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:

@@ -473,6 +473,17 @@ constexpr int kCloseTryAgainLater = 1013;  // RFC 6455, as registered by IANA
 // Places in the queue are counted up to here (queue_position; further back, none is told).
 constexpr std::size_t kQueuePositions = 10000;
 
+// Types of static files beyond those libwebsockets knows (html, css, js, images, fonts, json):
+// without them a module script, a WebAssembly file or a source map is answered 415.
+// (A list: each names the next.)
+constexpr lws_protocol_vhost_options kTypeJson{nullptr, nullptr, ".json", "application/json"};
+constexpr lws_protocol_vhost_options kTypeManifest{&kTypeJson, nullptr, ".webmanifest", "application/manifest+json"};
+constexpr lws_protocol_vhost_options kTypeAvif{&kTypeManifest, nullptr, ".avif", "image/avif"};
+constexpr lws_protocol_vhost_options kTypeWebp{&kTypeAvif, nullptr, ".webp", "image/webp"};
+constexpr lws_protocol_vhost_options kTypeMap{&kTypeWebp, nullptr, ".map", "application/json"};
+constexpr lws_protocol_vhost_options kTypeWasm{&kTypeMap, nullptr, ".wasm", "application/wasm"};
+constexpr lws_protocol_vhost_options kStaticTypes{&kTypeWasm, nullptr, ".mjs", "text/javascript"};
+
 // A queue frame lists this many waiting conversations at most, and as many with an agent.
 constexpr std::size_t kQueueEntries = 500;
 
@@ -2426,6 +2437,12 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
     f.origin = impl->cfg.static_dir.c_str();
     f.def = "index.html";
     f.origin_protocol = LWSMPRO_FILE;
+    f.extra_mimetypes = &kStaticTypes;
+    // A browser keeps a file and asks again after a minute, with its ETag (304 if unchanged):
+    // a deploy shows within a minute, and a page view does not download the widget again.
+    f.cache_max_age = 60;
+    f.cache_reusable = 1;
+    f.cache_revalidate = 1;
     impl->mounts[0].mount_next = &impl->mounts[1];
     impl->mounts[1].mount_next = &impl->mounts[2];
     vh.mounts = impl->mounts.data();

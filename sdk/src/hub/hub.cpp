@@ -2182,6 +2182,10 @@ int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::s
       if (impl->stop_requested) {
         impl->send_error(*s, ErrorKind::kShuttingDown, "the hub is stopping; reconnect later");
       }
+      if (impl->cfg.logger.min_level <= LogLevel::kDebug) {
+        impl->cfg.logger.log(LogLevel::kDebug, std::string(s->agent_endpoint ? "agent" : "visitor") +
+                                                   " connection from " + s->peer);
+      }
       impl->sessions.emplace(wsi, std::move(s));
       return 0;
     }
@@ -2242,6 +2246,13 @@ int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::s
     case LWS_CALLBACK_CLOSED: {
       auto it = impl->sessions.find(wsi);
       if (it != impl->sessions.end()) {
+        if (impl->cfg.logger.min_level <= LogLevel::kDebug) {
+          const Session& gone = *it->second;
+          const std::string who = gone.agent_endpoint ? (gone.agent.empty() ? "agent (not signed in)" : "agent " + gone.agent)
+                                  : gone.conversation.empty() ? "visitor (no hello)"
+                                                              : "visitor of " + gone.conversation;
+          impl->cfg.logger.log(LogLevel::kDebug, who + " from " + gone.peer + ": connection closed");
+        }
         impl->forget(*it->second);
         impl->sessions.erase(it);
       }
@@ -2370,7 +2381,9 @@ Result<std::unique_ptr<Hub>> Hub::create(HubConfig config, std::shared_ptr<const
     std::lock_guard lock(g_log_mu);
     g_lws_logger = impl->cfg.logger;
   }
-  lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+  // With a logger that takes debug lines (madoguchi-hub --verbose), libwebsockets' notices too.
+  lws_set_log_level(LLL_ERR | LLL_WARN | (impl->cfg.logger.min_level <= LogLevel::kDebug ? LLL_NOTICE : 0),
+                    lws_log_emit);
 
   lws_context_creation_info info;
   std::memset(&info, 0, sizeof info);

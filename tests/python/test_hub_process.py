@@ -221,6 +221,23 @@ def test_static_files_of_modern_pages_get_their_type_and_may_be_cached(tmp_path)
     stop_hub(proc)
 
 
+def test_verbose_logs_connections(tmp_path):
+    # --verbose once changed nothing at all.
+    proc, port = start_hub(tmp_path, "--verbose")
+
+    async def hello():
+        v = VisitorClient(f"ws://127.0.0.1:{port}")
+        await v.connect(10)
+        await v.hello(timeout=10)
+        await v.disconnect()
+
+    asyncio.run(hello())
+    wait_for_log(tmp_path / "own.log", "from 127.0.0.1: connection closed")
+    stop_hub(proc)
+    log = (tmp_path / "own.log").read_text()
+    assert "debug visitor connection from 127.0.0.1" in log, log
+
+
 def test_localhost_is_127_0_0_1(tmp_path):
     proc, port = start_hub(tmp_path, "--host", "localhost", expect_host="localhost")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:

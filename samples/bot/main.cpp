@@ -277,6 +277,15 @@ int cmd_lint(const Args& args) {
                        "locale '" + loc + "' is not one the bot detects in messages (ja, en): texts in it show only "
                        "as a fallback, and rules on it never fire" + hint});
     };
+    // A group of one word replaces nothing: most often a flat list, ["返金", "払い戻し"],
+    // where a list of groups, [["返金", "払い戻し"]], was meant.
+    for (std::size_t g = 0; g < kb->synonyms.size(); ++g) {
+      if (kb->synonyms[g].size() == 1) {
+        diags.push_back({Diagnostic::Severity::kWarning, kb->source + ": synonyms[" + std::to_string(g) + "]",
+                         "a group of one word (\"" + kb->synonyms[g][0] +
+                             "\") replaces nothing; a group is a list of words: [[\"返金\", \"払い戻し\"]]"});
+      }
+    }
     for (const auto& loc : locales) odd_locale(loc, kb->source);
     odd_locale(kb->default_locale, kb->source + ": default_locale");
     for (const auto& r : kb->rules) odd_locale(r.when.locale, r.source);

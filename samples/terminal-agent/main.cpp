@@ -19,6 +19,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -26,6 +28,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 namespace {
 
@@ -48,6 +52,10 @@ std::string g_current;          // the conversation replies go to
 std::string g_wanted;           // the conversation the last "take" asked for
 std::atomic<AgentClient*> g_client{nullptr};
 std::atomic<bool> g_refused{false};  // the hub refused the login: the program ends
+std::condition_variable g_queued;    // the first queue came, or a take was answered (g_mu)
+bool g_have_queue = false;
+bool g_take_answered = true;  // the last take's conversation frame (or an error) came
+const bool g_piped = !isatty(STDIN_FILENO);  // commands come from a script, not a person
 
 using samples::printable;
 
@@ -137,6 +145,8 @@ void on_event(const AgentEvent& e) {
     case AgentEvent::Kind::kQueue: {
       std::lock_guard lock(g_mu);
       g_queue = e.queue;
+      g_have_queue = true;
+      g_queued.notify_all();
       std::printf("%s\n", queue_text(e.queue).c_str());
       std::fflush(stdout);
       break;
@@ -147,7 +157,11 @@ void on_event(const AgentEvent& e) {
         std::lock_guard lock(g_mu);
         chosen = f.conversation == g_wanted || g_current.empty();
         if (chosen) g_current = f.conversation;
-        if (f.conversation == g_wanted) g_wanted.clear();
+        if (f.conversation == g_wanted) {
+          g_wanted.clear();
+          g_take_answered = true;
+          g_queued.notify_all();
+        }
       }
       if (e.resumed && !chosen) {
         print("== conversation " + f.conversation + " resumed");
@@ -187,8 +201,15 @@ void on_event(const AgentEvent& e) {
       break;
     case AgentEvent::Kind::kError:
       print("!! " + std::string(protocol::to_string(f.error)) + ": " + f.message);
+      {
+        std::lock_guard lock(g_mu);
+        g_take_answered = true;  // whatever it answers, a script waiting for a take goes on
+        g_queued.notify_all();
+      }
       if (f.error == protocol::ErrorKind::kUnauthorized || f.error == protocol::ErrorKind::kUnsupportedVersion) {
+        std::lock_guard lock(g_mu);
         g_refused = true;  // the client stops; so does the program, at the next line
+        g_queued.notify_all();
       }
       break;
   }
@@ -243,8 +264,15 @@ bool command(AgentClient& client, const std::string& line) {
     {
       std::lock_guard lock(g_mu);
       g_wanted = id;
+      g_take_answered = false;
     }
-    report(client.take(id));
+    Status taken = client.take(id);
+    report(taken);
+    if (taken && g_piped) {
+      // A script's next line is most often the reply: it goes to the taken conversation.
+      std::unique_lock lock(g_mu);
+      g_queued.wait_for(lock, std::chrono::seconds(15), [] { return g_take_answered || g_refused.load(); });
+    }
     return true;
   }
   if (line[0] == '/') {
@@ -313,6 +341,13 @@ int main(int argc, char** argv) {
   if (auto st = c.start(); !st) {
     std::fprintf(stderr, "terminal-agent: %s\n", st.to_string().c_str());
     return 1;
+  }
+  if (g_piped) {
+    // Commands piped in come at once: "take 1" needs the queue, a reply the connection.
+    std::unique_lock lock(g_mu);
+    if (!g_queued.wait_for(lock, std::chrono::seconds(15), [] { return g_have_queue || g_refused.load(); })) {
+      std::fprintf(stderr, "terminal-agent: no queue from the hub after 15 s; the commands may fail\n");
+    }
   }
   std::string line;
   while (!g_refused && std::getline(std::cin, line) && command(c, line)) {

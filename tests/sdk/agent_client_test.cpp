@@ -688,6 +688,25 @@ TEST_SUITE("sdk.agent_client") {
     hub.kill(SIGTERM);
   }
 
+  TEST_CASE("agent client: terminal-agent through a pipe runs commands written before it connected") {
+    // A script's commands arrive at once: "take 1" once came before the queue and failed.
+    TempDir dir;
+    HubProcess hub;
+    hub.start(dir.file("hub.db"), 0, dir.file("hub.log"));
+    Visitor v(hub, "", {});
+    CHECK(decision(v.ask(kHumanJa)) == "handoff");
+    const std::string conv = v.client->conversation();
+    mdg_test::ChildProcess agent;
+    agent.spawn({MDG_TERMINAL_AGENT_EXE, "--url", hub.agent_url(), "--agent", "sato", "--password", "pw"},
+                dir.file("agent.log"), true);
+    agent.write("take 1\nお待たせしました。\n");
+    auto output = [&] { return agent.output() + "\n--- its log:\n" + mdg_test::read_file(dir.file("agent.log")); };
+    REQUIRE_MESSAGE(agent.read_until("== replying in " + conv, 60s), output());
+    auto reply = wait_for(v.rec, [](const ClientEvent& e) { return e.kind == VKind::kMessage && e.frame.from == "agent"; },
+                          "the agent's reply");
+    CHECK(reply.frame.text == "お待たせしました。");
+  }
+
   TEST_CASE("agent client: terminal-agent through a pipe takes, replies and hands back") {
     TempDir dir;
     HubProcess hub;

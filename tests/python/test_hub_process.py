@@ -105,6 +105,27 @@ def test_a_missing_static_folder_stops_the_start(tmp_path):
     assert "static: " + str(tmp_path / "no-such-site") + ": No such file or directory" in r.stderr, r.stderr
 
 
+async def origin_accepted(port, origin) -> bool:
+    """Whether a visitor connection with this Origin header is let in."""
+    v = VisitorClient(f"ws://127.0.0.1:{port}")
+    try:
+        await v.connect(10, headers={"Origin": origin})
+    except Exception:
+        return False
+    await v.disconnect()
+    return True
+
+
+def refused_start(tmp_path, *args) -> str:
+    """A hub started with `args` that must stop at once: its standard error."""
+    r = subprocess.run([hub_exe(), "--kb", kb_path(), "--store", str(tmp_path / "hub.db"), "--port", "0",
+                        "--secret", SECRET, *args],
+                       capture_output=True, text=True, timeout=60, cwd=str(REPO_ROOT))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout == ""  # never said it was listening
+    return r.stderr
+
+
 @pytest.mark.parametrize("host, says", [
     ("192.0.2.77", "host 192.0.2.77 is not an address of this machine"),
     ("127.0.0.1:8080", 'host "127.0.0.1:8080" is not an IP address'),
@@ -114,33 +135,20 @@ def test_a_missing_static_folder_stops_the_start(tmp_path):
 def test_a_host_it_cannot_listen_on_stops_the_start(tmp_path, host, says):
     # libwebsockets takes such a host as an interface that does not exist: the hub said it
     # was listening and listened nowhere.
-    r = subprocess.run([hub_exe(), "--kb", kb_path(), "--store", str(tmp_path / "hub.db"), "--port", "0",
-                        "--secret", SECRET, "--host", host],
-                       capture_output=True, text=True, timeout=60, cwd=str(REPO_ROOT))
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert says in r.stderr and "give 127.0.0.1 for this machine only" in r.stderr, r.stderr
-    assert r.stdout == ""  # never said it was listening
+    err = refused_start(tmp_path, "--host", host)
+    assert says in err and "give 127.0.0.1 for this machine only" in err, err
 
 
 def test_origins_are_compared_as_browsers_send_them(tmp_path):
     # "https://Shop.example.com/" once matched no browser at all, without a word.
     proc, port = start_hub(tmp_path, "--origin", "https://Shop.example.com/", "--origin", "http://localhost:8080")
 
-    async def try_origin(origin):
-        v = VisitorClient(f"ws://127.0.0.1:{port}")
-        try:
-            await v.connect(10, headers={"Origin": origin})
-        except Exception:
-            return False
-        await v.disconnect()
-        return True
-
     async def check():
-        assert await try_origin("https://shop.example.com")
-        assert await try_origin("https://shop.example.com:443")
-        assert await try_origin("http://localhost:8080")
-        assert not await try_origin("https://evil.example")
-        assert not await try_origin("null")
+        assert await origin_accepted(port, "https://shop.example.com")
+        assert await origin_accepted(port, "https://shop.example.com:443")
+        assert await origin_accepted(port, "http://localhost:8080")
+        assert not await origin_accepted(port, "https://evil.example")
+        assert not await origin_accepted(port, "null")
 
     asyncio.run(check())
     stop_hub(proc)
@@ -151,29 +159,17 @@ def test_origins_are_compared_as_browsers_send_them(tmp_path):
     ("https://shop.example.com/chat", "has a path"),
 ])
 def test_an_origin_that_could_never_match_stops_the_start(tmp_path, origin, says):
-    r = subprocess.run([hub_exe(), "--kb", kb_path(), "--store", str(tmp_path / "hub.db"), "--port", "0",
-                        "--secret", SECRET, "--origin", origin],
-                       capture_output=True, text=True, timeout=60, cwd=str(REPO_ROOT))
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert f'origin "{origin}" {says}' in r.stderr and "write it as browsers send it" in r.stderr, r.stderr
+    err = refused_start(tmp_path, "--origin", origin)
+    assert f'origin "{origin}" {says}' in err and "write it as browsers send it" in err, err
 
 
 def test_an_origin_flag_replaces_the_config_files_list(tmp_path):
     # Flags override the file: an --origin meant to narrow the list once widened it.
     proc, port = start_hub(tmp_path, "--origin", "https://b.example", config={"origins": ["https://a.example"]})
 
-    async def accepted(origin):
-        v = VisitorClient(f"ws://127.0.0.1:{port}")
-        try:
-            await v.connect(10, headers={"Origin": origin})
-        except Exception:
-            return False
-        await v.disconnect()
-        return True
-
     async def check():
-        assert await accepted("https://b.example")
-        assert not await accepted("https://a.example")
+        assert await origin_accepted(port, "https://b.example")
+        assert not await origin_accepted(port, "https://a.example")
 
     asyncio.run(check())
     stop_hub(proc)

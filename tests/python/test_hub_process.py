@@ -128,7 +128,7 @@ def refused_start(tmp_path, *args) -> str:
 
 @pytest.mark.parametrize("host, says", [
     ("192.0.2.77", "host 192.0.2.77 is not an address of this machine"),
-    ("127.0.0.1:8080", 'host "127.0.0.1:8080" is not an IP address'),
+    ("127.0.0.1:8080", 'host "127.0.0.1:8080" is not an IP address or a network interface of this machine'),
     ("shop.example", 'host "shop.example" is not an IP address'),
     ("", "host is empty"),
 ])
@@ -232,6 +232,13 @@ def test_verbose_logs_connections(tmp_path):
     stop_hub(proc)
     log = (tmp_path / "own.log").read_text()
     assert "debug visitor connection from 127.0.0.1" in log, log
+
+
+def test_a_network_interface_may_be_named(tmp_path):
+    proc, port = start_hub(tmp_path, "--host", "lo", expect_host="lo")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+        assert r.status == 200
+    stop_hub(proc)
 
 
 def test_localhost_is_127_0_0_1(tmp_path):

@@ -1,6 +1,7 @@
 #include "hub/addresses.hpp"
 
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -141,8 +142,10 @@ Result<std::string> listen_address(std::string_view host) {
   } else if (inet_pton(AF_INET6, given.c_str(), &v6->sin6_addr) == 1) {
     v6->sin6_family = AF_INET6;
     len = sizeof *v6;
+  } else if (if_nametoindex(given.c_str()) != 0) {
+    return given;  // a network interface of this machine ("lo", "eth0"), as libwebsockets takes it
   } else {
-    return invalid_argument("hub: host \"" + given + "\" is not an IP address" + hint);
+    return invalid_argument("hub: host \"" + given + "\" is not an IP address or a network interface of this machine" + hint);
   }
   // An address this machine does not have cannot be bound: found out now, not by a hub
   // that says it listens and does not.

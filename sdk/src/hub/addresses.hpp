@@ -34,7 +34,8 @@ bool is_local_network(std::string_view address);
 bool is_loopback(std::string_view address);
 
 // The address the hub listens on, from HubConfig::host: an IPv4 or IPv6 address of this
-// machine ("0.0.0.0" or "::" for every interface), or "localhost" (127.0.0.1). Anything else
+// machine ("0.0.0.0" or "::" for every interface), a network interface's name ("eth0"), or
+// "localhost" (127.0.0.1). Anything else
 // is an error that says what to give: libwebsockets would take a host name or an address
 // this machine does not have as an interface that does not exist, and listen nowhere.
 Result<std::string> listen_address(std::string_view host);

@@ -310,10 +310,7 @@ int cmd_lint(const Args& args) {
         }
       }
       std::set<std::string> q_locales;
-      for (const auto& q : e.questions) {
-        auto folded = text.normalize(q);  // as for a message: half-width ｻｲｽﾞ is Japanese
-        q_locales.insert(std::string(TextPipeline::detect_locale(folded ? *folded : q)));
-      }
+      for (const auto& q : e.questions) q_locales.insert(std::string(TextPipeline::detect_locale(q)));
       for (const auto& loc : locales) {
         if (!q_locales.contains(loc)) {
           diags.push_back({Diagnostic::Severity::kWarning, e.source,

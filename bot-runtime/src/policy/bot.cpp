@@ -289,14 +289,7 @@ Result<std::shared_ptr<const Bot>> Bot::create(KnowledgeBase kb, BotOptions opti
   for (const auto& e : k.entries) {
     std::string ja, en;
     for (const auto& q : e.questions) {
-      // As for a message, on the normalized text: half-width ｻｲｽﾞ is Japanese. (Only text with
-      // half-width forms, U+FF61..U+FF9F, can turn Japanese by normalization.)
-      bool japanese = TextPipeline::detect_locale(q) == "ja";
-      if (!japanese && (q.find("\xEF\xBD") != std::string::npos || q.find("\xEF\xBE") != std::string::npos)) {
-        auto folded = impl->text->normalize(q);
-        japanese = folded && TextPipeline::detect_locale(*folded) == "ja";
-      }
-      auto& slot = japanese ? ja : en;
+      auto& slot = TextPipeline::detect_locale(q) == "ja" ? ja : en;
       if (slot.empty()) slot = q;
     }
     impl->entry_titles_ja.push_back(std::move(ja));

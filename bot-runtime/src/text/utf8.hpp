@@ -59,8 +59,11 @@ inline bool is_kanji(char32_t c) noexcept {
   return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) || c == 0x3005 ||
          (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x20000 && c <= 0x2FFFF);
 }
+// Half-width katakana (U+FF66..U+FF9F), as typed before normalization folds it: a raw
+// question "ｻｲｽﾞ ｺｳｶﾝ" is Japanese too.
+inline bool is_half_width_katakana(char32_t c) noexcept { return c >= 0xFF66 && c <= 0xFF9F; }
 inline bool is_japanese(char32_t c) noexcept {
-  return is_hiragana(c) || is_katakana(c) || is_kanji(c);
+  return is_hiragana(c) || is_katakana(c) || is_kanji(c) || is_half_width_katakana(c);
 }
 inline bool is_ascii_alnum(char c) noexcept {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');

@@ -65,7 +65,7 @@ class TextPipeline {
   // Normalize, detect the locale, tokenize.
   Result<Analysis> analyze(std::string_view utf8) const;
 
-  // "ja" if the text has hiragana, katakana or kanji; "en" otherwise.
+  // "ja" if the text has hiragana, katakana (half-width too) or kanji; "en" otherwise.
   static std::string_view detect_locale(std::string_view utf8) noexcept;
 
   const std::string& mecab_dicdir() const noexcept;

@@ -96,10 +96,11 @@ class Checker {
       while (i_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[i_]))) ++i_;
       return i_ > from;
     };
-    auto invalid = [this, start](const char* what) {
+    auto refuse = [this, start](const std::string& what) {  // placed at the number's start
       i_ = start;
-      return fail(std::string("invalid number: ") + what);
+      return fail(what);
     };
+    auto invalid = [&refuse](const char* what) { return refuse(std::string("invalid number: ") + what); };
     if (s_[i_] == '-') ++i_;
     if (i_ >= s_.size() || !std::isdigit(static_cast<unsigned char>(s_[i_]))) return invalid("a digit must come first");
     if (s_[i_] == '0' && i_ + 1 < s_.size() && std::isdigit(static_cast<unsigned char>(s_[i_ + 1]))) {
@@ -124,15 +125,13 @@ class Checker {
       std::int64_t i = 0;
       std::uint64_t u = 0;
       if (std::from_chars(first, last, i).ec != std::errc() && std::from_chars(first, last, u).ec != std::errc()) {
-        i_ = start;
-        return fail("integer too large (whole numbers go from -9223372036854775808 to 18446744073709551615)");
+        return refuse("integer too large (whole numbers go from -9223372036854775808 to 18446744073709551615)");
       }
       return true;
     }
     double value = 0;
     if (std::from_chars(first, last, value).ec == std::errc::result_out_of_range) {
-      i_ = start;
-      return fail("number out of range (a double goes to about 1.8e308)");
+      return refuse("number out of range (a double goes to about 1.8e308)");
     }
     return true;
   }

@@ -400,6 +400,12 @@ class SqliteStore final : public Store {
     if (valid_state(state)) return Status::ok();
     return bad_input(op, "state '" + std::string(state) + "' is not one of bot, waiting, agent, closed");
   }
+  // The one number a `SELECT count(*)` query `q` gives.
+  Result<std::int64_t> read_count(Query& q, std::string_view op) const {
+    const int rc = q.step();
+    if (rc == SQLITE_ROW) return q.column_int64(0);
+    return sqlite_error(rc, op);
+  }
   // Every row of `q` (conversation columns, then last_seq).
   Result<std::vector<ConversationRecord>> read_conversations(Query& q, std::string_view op) const {
     std::vector<ConversationRecord> out;
@@ -877,9 +883,7 @@ Result<std::int64_t> SqliteStore::count_in_state(std::string_view state) {
   MDG_ASSIGN_OR_RETURN(const auto lock, enter(kOp));
   Query q(stmt_.count_in_state.get());
   q.text(state);
-  const int rc = q.step();
-  if (rc == SQLITE_ROW) return q.column_int64(0);
-  return sqlite_error(rc, kOp);
+  return read_count(q, kOp);
 }
 
 Result<std::vector<std::string>> SqliteStore::agents_holding() {
@@ -904,9 +908,7 @@ Result<std::vector<ConversationRecord>> SqliteStore::conversations_of_agent(std:
 Result<std::int64_t> SqliteStore::count_messages() {
   MDG_ASSIGN_OR_RETURN(const auto lock, enter("count_messages"));
   Query q(stmt_.count_messages.get());
-  const int rc = q.step();
-  if (rc == SQLITE_ROW) return q.column_int64(0);
-  return sqlite_error(rc, "count_messages");
+  return read_count(q, "count_messages");
 }
 
 Result<std::optional<std::int64_t>> SqliteStore::find_message(std::string_view conversation_id,

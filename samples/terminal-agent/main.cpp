@@ -204,11 +204,9 @@ void on_event(const AgentEvent& e) {
       {
         std::lock_guard lock(g_mu);
         g_take_answered = true;  // whatever it answers, a script waiting for a take goes on
-        g_queued.notify_all();
-      }
-      if (f.error == protocol::ErrorKind::kUnauthorized || f.error == protocol::ErrorKind::kUnsupportedVersion) {
-        std::lock_guard lock(g_mu);
-        g_refused = true;  // the client stops; so does the program, at the next line
+        if (f.error == protocol::ErrorKind::kUnauthorized || f.error == protocol::ErrorKind::kUnsupportedVersion) {
+          g_refused = true;  // the client stops; so does the program, at the next line
+        }
         g_queued.notify_all();
       }
       break;

@@ -64,7 +64,7 @@ std::string describe(const std::string& event, const protocol::EventData& d, con
   if (event == "transferred") return printable(d.from) + " passed the conversation to " + printable(d.to);
   if (event == "handed_back") return printable(d.agent) + " handed the conversation back to the bot";
   if (event == "conversation_closed") return "the conversation was closed" + (d.by.empty() ? "" : " by the " + d.by);
-  return event + (data_json.empty() ? "" : " " + data_json);
+  return event + (data_json.empty() ? "" : " " + printable(data_json));
 }
 
 void on_event(const ClientEvent& e) {

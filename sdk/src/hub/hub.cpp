@@ -1304,9 +1304,12 @@ struct Hub::Impl {
     return json;
   }
 
-  // A message needs text, or attachments (docs/protocol.md).
-  void refuse_empty(Session& s, const Frame& f) {
+  // A message needs text, or attachments (docs/protocol.md); true (after the error) if it has
+  // neither.
+  bool refused_empty(Session& s, const Frame& f) {
+    if (!f.text.empty() || !f.attachments.empty()) return false;
     send_error(s, ErrorKind::kBadFrame, "message: \"text\" is empty; write something, or attach a file", f.id);
+    return true;
   }
 
   // A read receipt must name a seq the conversation has; false (after the error) if not.
@@ -1328,7 +1331,7 @@ struct Hub::Impl {
         if (s.authenticated) return send_error(s, ErrorKind::kConflict, "hello: already said");
         return visitor_hello(s, f);
       case FrameType::kMessage:
-        if (f.text.empty() && f.attachments.empty()) return refuse_empty(s, f);
+        if (refused_empty(s, f)) return;
         return visitor_message(s, std::move(f));
       case FrameType::kTyping:
       case FrameType::kRead: {
@@ -1616,7 +1619,7 @@ struct Hub::Impl {
         return broadcast_queue();
       }
       case FrameType::kMessage: {
-        if (f.text.empty() && f.attachments.empty()) return refuse_empty(s, f);
+        if (refused_empty(s, f)) return;
         auto c = agent_conversation(s, f, true);
         if (!c) {
           // The resend of a reply this agent stored before it lost the conversation (its ack

@@ -1720,8 +1720,10 @@ struct Hub::Impl {
   }
   // Its next frames wait until the socket has taken what it was sent (kPauseQueuedBytes).
   static bool backed_up(const Session& s) noexcept { return s.out.bytes() + s.held.bytes() > kPauseQueuedBytes; }
+  // The connection, for log lines: "agent sato", "visitor of c_...".
   static std::string who(const Session& s) {
-    return s.agent_endpoint ? "agent " + s.agent : "visitor of " + s.conversation;
+    if (s.agent_endpoint) return s.agent.empty() ? "agent (not signed in)" : "agent " + s.agent;
+    return s.conversation.empty() ? "visitor (no hello)" : "visitor of " + s.conversation;
   }
 
   // The bot that set_bot() left, if any, answers from this turn on.
@@ -2251,10 +2253,7 @@ int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::s
       if (it != impl->sessions.end()) {
         if (impl->cfg.logger.min_level <= LogLevel::kDebug) {
           const Session& gone = *it->second;
-          const std::string who = gone.agent_endpoint ? (gone.agent.empty() ? "agent (not signed in)" : "agent " + gone.agent)
-                                  : gone.conversation.empty() ? "visitor (no hello)"
-                                                              : "visitor of " + gone.conversation;
-          impl->cfg.logger.log(LogLevel::kDebug, who + " from " + gone.peer + ": connection closed");
+          impl->cfg.logger.log(LogLevel::kDebug, impl->who(gone) + " from " + gone.peer + ": connection closed");
         }
         impl->forget(*it->second);
         impl->sessions.erase(it);

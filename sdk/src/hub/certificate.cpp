@@ -56,13 +56,19 @@ std::string utc_date(std::int64_t seconds) {
   return buf;
 }
 
-}  // namespace
-
-Result<CertificateDates> read_certificate_dates(const std::string& pem_path) {
+// The first certificate of a PEM file.
+Result<std::unique_ptr<X509, X509Free>> read_first_certificate(const std::string& pem_path) {
   std::unique_ptr<BIO, BioFree> bio(BIO_new_file(pem_path.c_str(), "r"));
   if (!bio) return unavailable("TLS certificate " + pem_path + ": cannot be read");
   std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (!cert) return invalid_argument("TLS certificate " + pem_path + ": no PEM certificate in it");
+  return cert;
+}
+
+}  // namespace
+
+Result<CertificateDates> read_certificate_dates(const std::string& pem_path) {
+  MDG_ASSIGN_OR_RETURN(auto cert, read_first_certificate(pem_path));
   CertificateDates d;
   if (!to_seconds(X509_get0_notBefore(cert.get()), d.not_before) ||
       !to_seconds(X509_get0_notAfter(cert.get()), d.not_after)) {
@@ -72,10 +78,7 @@ Result<CertificateDates> read_certificate_dates(const std::string& pem_path) {
 }
 
 Status check_key_matches(const std::string& cert_path, const std::string& key_path) {
-  std::unique_ptr<BIO, BioFree> cert_bio(BIO_new_file(cert_path.c_str(), "r"));
-  if (!cert_bio) return unavailable("TLS certificate " + cert_path + ": cannot be read");
-  std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr));
-  if (!cert) return invalid_argument("TLS certificate " + cert_path + ": no PEM certificate in it");
+  MDG_ASSIGN_OR_RETURN(auto cert, read_first_certificate(cert_path));
   std::unique_ptr<BIO, BioFree> key_bio(BIO_new_file(key_path.c_str(), "r"));
   if (!key_bio) return unavailable("TLS key " + key_path + ": cannot be read (does the hub's user have read access?)");
   bool asked = false;

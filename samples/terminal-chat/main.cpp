@@ -64,7 +64,9 @@ std::string describe(const std::string& event, const protocol::EventData& d, con
   if (event == "transferred") return printable(d.from) + " passed the conversation to " + printable(d.to);
   if (event == "handed_back") return printable(d.agent) + " handed the conversation back to the bot";
   if (event == "conversation_closed") return "the conversation was closed" + (d.by.empty() ? "" : " by the " + d.by);
-  return event + (data_json.empty() ? "" : " " + printable(data_json));
+  std::string out = event;
+  if (!data_json.empty()) out.append(" ").append(printable(data_json));
+  return out;
 }
 
 void on_event(const ClientEvent& e) {
